@@ -1,0 +1,3 @@
+"""cdtsde: adaptive domain-shift diffusion (CDTSDE) for cross-modality image translation."""
+
+__version__ = "0.1.0"

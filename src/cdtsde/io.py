@@ -1,0 +1,193 @@
+"""Reading and writing the image formats users bring: PNG/JPG (8/16-bit), TIFF (any dtype, multi-band),
+NPY and NIfTI (2-D slices or volumes).
+
+Arrays are returned as stored (native dtype), channels last for 2-D images (H, W) or (H, W, C); NIfTI
+arrays keep the volume's axis order. `to_unit` / `from_unit` map between a dtype's range and [0, 1];
+domain-specific normalisation (MRI percentiles, SAR dB clipping) belongs to the datasets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageReadError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy", ".nii", ".nii.gz")
+
+
+@dataclass
+class ImageMeta:
+    """What is needed to write a result back in the input's format."""
+
+    path: Path
+    format: str  # "png", "jpg", "tiff", "npy" or "nifti"
+    dtype: np.dtype
+    affine: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def image_format(path: str | os.PathLike) -> str:
+    name = str(path).lower()
+    if name.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    suffix = Path(name).suffix
+    formats = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy"}
+    if suffix not in formats:
+        raise ImageReadError(f"{path}: unsupported file type {suffix!r}; expected one of {', '.join(IMAGE_SUFFIXES)}")
+    return formats[suffix]
+
+
+def stem(path: str | os.PathLike) -> str:
+    """File name without its image suffix (`a.nii.gz` -> `a`), used to pair files across folders."""
+    name = Path(path).name
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly inside `folder`, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageReadError(f"{folder}: not a directory")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+
+
+def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
+    """Read one image file. Raises ImageReadError naming the file if it is missing, truncated, of an
+    unsupported type, or holds NaN/inf values."""
+    path = Path(path)
+    fmt = image_format(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    affine = None
+    extra: dict = {}
+    try:
+        if fmt in ("png", "jpg"):
+            from PIL import Image
+
+            with Image.open(path) as img:
+                img.load()
+                if img.mode == "P":
+                    # palette PNGs (class-index masks) keep their indices, not the palette colours
+                    array = np.asarray(img)
+                elif img.mode in ("I;16", "I;16B", "I;16L"):
+                    array = np.asarray(img).astype(np.uint16)
+                elif img.mode == "I":
+                    array = np.asarray(img)
+                    if array.min() >= 0 and array.max() < 2**16:
+                        array = array.astype(np.uint16)
+                elif img.mode in ("L", "RGB", "RGBA", "F"):
+                    array = np.asarray(img)
+                else:
+                    array = np.asarray(img.convert("RGB"))
+        elif fmt == "tiff":
+            import tifffile
+
+            array = tifffile.imread(path)
+            # tifffile gives (bands, H, W) for planar multi-band files: move bands last
+            if array.ndim == 3 and array.shape[0] < min(array.shape[1:]) and array.shape[0] <= 16:
+                array = np.moveaxis(array, 0, -1)
+        elif fmt == "npy":
+            array = np.load(path, allow_pickle=False)
+        else:
+            import nibabel as nib
+
+            img = nib.load(str(path))
+            array = np.asanyarray(img.dataobj)
+            affine = img.affine
+            extra["header"] = img.header
+    except ImageReadError:
+        raise
+    except Exception as exc:  # every reader has its own exception types; the user needs the file name
+        raise ImageReadError(f"{path}: cannot read as {fmt} ({type(exc).__name__}: {exc})") from exc
+    array = np.ascontiguousarray(array)
+    if array.size == 0:
+        raise ImageReadError(f"{path}: empty image")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise ImageReadError(f"{path}: {bad} NaN or infinite values")
+    return array, ImageMeta(path=path, format=fmt, dtype=array.dtype, affine=affine, extra=extra)
+
+
+def to_unit(array: np.ndarray) -> np.ndarray:
+    """Map an integer image to [0, 1] by its dtype's range; float images are returned as float32 unchanged."""
+    if array.dtype == np.bool_:
+        return array.astype(np.float32)
+    if array.dtype.kind in "ui":
+        info = np.iinfo(array.dtype)
+        return (array.astype(np.float32) - max(info.min, 0)) / float(info.max - max(info.min, 0))
+    return array.astype(np.float32)
+
+
+def from_unit(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Inverse of `to_unit`: clip to [0, 1] and quantise to an integer dtype (float dtypes: cast only)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        low = max(info.min, 0)
+        return np.round(np.clip(array, 0.0, 1.0) * (info.max - low) + low).astype(dtype)
+    return np.asarray(array, dtype=dtype)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it is renamed onto `path` in one step, so a reader
+    never sees a half-written file and a kill leaves the previous version intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_image(path: str | os.PathLike, array: np.ndarray, meta: ImageMeta | None = None) -> Path:
+    """Write `array` (native dtype, channels last; NIfTI: volume axes) to `path`, atomically. For NIfTI the
+    affine and header of `meta` are kept."""
+    path = Path(path)
+    fmt = image_format(path)
+    array = np.asarray(array)
+    with atomic_path(path) as tmp:
+        if fmt in ("png", "jpg"):
+            from PIL import Image
+
+            if array.dtype == np.uint16:
+                if array.ndim != 2:
+                    raise ImageReadError(f"{path}: 16-bit PNG must be single-channel, got shape {array.shape}")
+                img = Image.fromarray(array)
+            else:
+                img = Image.fromarray(array.astype(np.uint8) if array.dtype != np.uint8 else array)
+            img.save(tmp, format="PNG" if fmt == "png" else "JPEG", **({"quality": 95} if fmt == "jpg" else {}))
+        elif fmt == "tiff":
+            import tifffile
+
+            tifffile.imwrite(tmp, array)
+        elif fmt == "npy":
+            with open(tmp, "wb") as handle:
+                np.save(handle, array)
+        else:
+            import nibabel as nib
+
+            affine = meta.affine if meta is not None and meta.affine is not None else np.eye(4)
+            header = meta.extra.get("header") if meta is not None else None
+            img = nib.Nifti1Image(array, affine, header=header)
+            if header is not None:
+                img.set_data_dtype(array.dtype)
+            # nibabel picks gzip from the file name, so write under the real suffix inside the temp dir
+            real = tmp.with_name(tmp.name + (".nii.gz" if str(path).lower().endswith(".gz") else ".nii"))
+            nib.save(img, str(real))
+            os.replace(real, tmp)
+    return path
