@@ -1,0 +1,63 @@
+"""The domain-shift forward process (paper Eqs. 1, 6; DESIGN 3) and its derived quantities."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .fields import MixingField
+from .schedule import NoiseSchedule
+
+
+def domain_mixture(mixing: torch.Tensor, x0: torch.Tensor, x_src: torch.Tensor) -> torch.Tensor:
+    """d_t = Lambda_t x_src + (1 - Lambda_t) x0   (Eq. 1)."""
+    return mixing * x_src + (1 - mixing) * x0
+
+
+@dataclass
+class ForwardSample:
+    x_t: torch.Tensor
+    noise: torch.Tensor
+    mixing: torch.Tensor  # Lambda_t, the full per-pixel field
+
+
+def q_sample(
+    field: MixingField,
+    x0: torch.Tensor,
+    x_src: torch.Tensor,
+    t,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> ForwardSample:
+    """Draw x_t ~ q(x_t | x0, x_src) = N(sqrt(abar_t) d_t, sigma_t^2 I)   (Eq. 6). Gradients reach the
+    field's parameters through x_t, which is how the mixer is trained jointly."""
+    if x0.shape != x_src.shape:
+        raise ValueError(f"x0 {tuple(x0.shape)} and x_src {tuple(x_src.shape)} must have the same shape")
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    elif noise.shape != x0.shape:
+        raise ValueError(f"noise {tuple(noise.shape)} must have x0's shape {tuple(x0.shape)}")
+    schedule = field.schedule
+    mixing = field(t, x_src)
+    x_t = schedule.sqrt_abar(t, x0) * domain_mixture(mixing, x0, x_src) + schedule.sigma(t, x0) * noise
+    return ForwardSample(x_t=x_t, noise=noise, mixing=mixing)
+
+
+@dataclass
+class Derived:
+    """Elementwise quantities of DESIGN 3: Ups = sqrt(abar)(1 - Lambda), kappa = Lambda / (1 - Lambda),
+    lam = sigma / Ups (inf where Lambda = 1). In u = x / Ups - kappa x_src = x0 + lam noise the process is a
+    variance-exploding diffusion of x0 with per-pixel noise level lam."""
+
+    ups: torch.Tensor
+    kappa: torch.Tensor
+    lam: torch.Tensor
+
+    def to_u(self, x_t: torch.Tensor, x_src: torch.Tensor) -> torch.Tensor:
+        return x_t / self.ups - self.kappa * x_src
+
+
+def derived_quantities(schedule: NoiseSchedule, mixing: torch.Tensor, t) -> Derived:
+    ups = schedule.sqrt_abar(t, mixing) * (1 - mixing)
+    return Derived(ups=ups, kappa=mixing / (1 - mixing), lam=schedule.sigma(t, mixing) / ups)
