@@ -108,15 +108,15 @@ class ChannelField(MixingField):
         """(C, n + 1) non-decreasing Bernstein coefficients from 0 to 1."""
         increments = torch.softmax(self.logits, dim=1)
         inner = torch.cumsum(increments, dim=1)[:, :-1]
-        zeros, ones = torch.zeros_like(inner[:, :1]), torch.ones_like(inner[:, :1])
-        return torch.cat([zeros, inner, ones], dim=1)
+        return torch.cat([inner.new_zeros(self.channels, 1), inner, inner.new_ones(self.channels, 1)], dim=1)
 
     def below_truncation(self, eta, x_src):
-        k = torch.arange(self.degree + 1, device=eta.device, dtype=eta.dtype)
-        e = eta.view(-1, 1, 1)  # (B, 1, 1) against (1, C, n + 1)
-        basis = self.binomials.to(eta.dtype) * e**k * (1 - e) ** (self.degree - k)
-        f = (basis * self.coefficients().to(eta.dtype).unsqueeze(0)).sum(-1)  # (B, C)
-        return f[:, :, None, None].expand_as(x_src).clone()
+        # float64 inside: in float32 the sum can step down by one ulp near eta = 1, breaking monotonicity
+        k = torch.arange(self.degree + 1, device=eta.device, dtype=torch.float64)
+        e = eta.view(-1, 1, 1).double()  # (B, 1, 1) against (1, C, n + 1)
+        basis = self.binomials.double() * e**k * (1 - e) ** (self.degree - k)
+        f = (basis * self.coefficients().double().unsqueeze(0)).sum(-1)  # (B, C)
+        return f.to(x_src.dtype)[:, :, None, None].expand_as(x_src).clone()
 
 
 def mixer_network(in_channels: int, out_channels: int) -> nn.Sequential:

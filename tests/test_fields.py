@@ -1,0 +1,151 @@
+import math
+
+import pytest
+import torch
+from conftest import randomise
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cdtsde.fields import FIELD_VARIANTS, calibrated_logistic, make_field, position_encoding
+from cdtsde.schedule import NoiseSchedule, ScheduleConfig
+
+SCHEDULE = NoiseSchedule()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    variant=st.sampled_from(FIELD_VARIANTS),
+    channels=st.integers(1, 4),
+    height=st.integers(1, 11),
+    width=st.integers(1, 11),
+    t=st.integers(-1, SCHEDULE.num_steps - 1),
+    seed=st.integers(0, 10_000),
+)
+def test_hard_constraints_hold_for_every_variant(variant, channels, height, width, t, seed):
+    field = randomise(make_field(variant, SCHEDULE, channels), seed, scale=2.0)
+    x_src = torch.rand(2, channels, height, width, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    mixing = field(t, x_src)
+    assert mixing.shape == x_src.shape
+    if t >= SCHEDULE.t1:
+        assert torch.all(mixing == 1)
+    elif t == -1:
+        assert torch.all(mixing == 0)
+    else:
+        assert torch.all(mixing >= 0) and torch.all(mixing < 1)
+
+
+@pytest.mark.parametrize("variant", FIELD_VARIANTS)
+def test_per_item_steps_match_single_steps(variant):
+    field = randomise(make_field(variant, SCHEDULE, 3), 1)
+    x_src = torch.rand(4, 3, 6, 5) * 2 - 1
+    steps = torch.tensor([-1, 17, 400, 700])
+    batched = field(steps, x_src)
+    for i, step in enumerate(steps.tolist()):
+        torch.testing.assert_close(batched[i : i + 1], field(step, x_src[i : i + 1]))
+
+
+@pytest.mark.parametrize("variant", ["dynamic", "content"])
+def test_learned_fields_vary_in_space_once_trained(variant):
+    field = make_field(variant, SCHEDULE, 2)
+    x_src = torch.rand(1, 2, 9, 13)
+    fresh = field(250, x_src)
+    # a new field starts spatially uniform (zero output layer): g = 0, f = eta, then the squash
+    eta = SCHEDULE.eta[250].item()
+    torch.testing.assert_close(fresh, calibrated_logistic(torch.full_like(fresh, eta), 0.05))
+    varied = randomise(field, 3)(250, x_src)
+    assert varied.std() > 0.01
+
+
+def test_content_field_reads_the_source_and_dynamic_does_not():
+    a, b = torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8)
+    dynamic = randomise(make_field("dynamic", SCHEDULE, 1), 4)
+    content = randomise(make_field("content", SCHEDULE, 1), 4)
+    torch.testing.assert_close(dynamic(100, a), dynamic(100, b))
+    assert not torch.allclose(content(100, a), content(100, b))
+
+
+def test_linear_field_is_eta():
+    x_src = torch.zeros(1, 1, 2, 2)
+    field = make_field("linear", SCHEDULE, 1)
+    for t in (0, 123, SCHEDULE.t1 - 1):
+        assert field(t, x_src).flatten()[0].item() == pytest.approx(SCHEDULE.eta[t].item(), rel=1e-6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), degree=st.integers(1, 6))
+def test_channel_field_is_monotone_in_t_with_exact_endpoints(seed, degree):
+    field = randomise(make_field("channel", SCHEDULE, 3, degree=degree), seed, scale=3.0)
+    x_src = torch.zeros(1, 3, 1, 1)
+    values = field(torch.arange(-1, SCHEDULE.num_steps), x_src.expand(SCHEDULE.num_steps + 1, -1, -1, -1))
+    values = values[:, :, 0, 0]
+    assert torch.all(values[1:] >= values[:-1])
+    coefficients = field.coefficients()
+    assert torch.all(coefficients[:, 0] == 0) and torch.all(coefficients[:, -1] == 1)
+
+
+def test_channel_field_starts_as_linear():
+    x_src = torch.rand(1, 2, 3, 3)
+    channel, linear = make_field("channel", SCHEDULE, 2), make_field("linear", SCHEDULE, 2)
+    for t in (0, 50, 321, 499):
+        torch.testing.assert_close(channel(t, x_src), linear(t, x_src))
+
+
+def test_calibrated_logistic_endpoints_and_monotonicity():
+    f = torch.linspace(0, 1, 1001, dtype=torch.float64)
+    values = calibrated_logistic(f, 0.05)
+    assert values[0].item() == pytest.approx(0, abs=1e-12) and values[-1].item() == pytest.approx(1, abs=1e-12)
+    assert torch.all(values[1:] > values[:-1])
+
+
+def test_dynamic_field_respects_the_eq2_bounds_before_the_squash():
+    # with h at its extremes, f = eta^2 (g = -1) and 2 eta - eta^2 (g = 1): Lambda stays between their squashes
+    field = make_field("dynamic", SCHEDULE, 1)
+    x_src = torch.zeros(1, 1, 4, 4)
+    for bias, bound in ((-50.0, lambda e: e**2), (50.0, lambda e: 2 * e - e**2)):
+        with torch.no_grad():
+            field.net[-1].bias.fill_(bias)
+        for t in (10, 200, 450):
+            eta = SCHEDULE.eta[t].item()
+            expected = calibrated_logistic(torch.tensor(bound(eta)), 0.05).item()
+            assert field(t, x_src).mean().item() == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+def test_position_encoding_covers_the_whole_grid():
+    encoding = position_encoding(5, 7, torch.zeros(1))
+    assert encoding.shape == (1, 4, 5, 7)
+    # x runs from -1 to 1 across the width: sin(pi x) is 0 at both ends and at the centre, cos is -1, 1, -1
+    torch.testing.assert_close(encoding[0, 1, 0, [0, 3, 6]], torch.tensor([-1.0, 1.0, -1.0]))
+    torch.testing.assert_close(encoding[0, 3, [0, 2, 4], 0], torch.tensor([-1.0, 1.0, -1.0]))
+    assert encoding[0, 0, 0, 1].item() == pytest.approx(math.sin(math.pi * (-1 + 2 / 6)), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda f: f(1000, torch.zeros(1, 2, 3, 3)), "t must lie"),
+        (lambda f: f(-2, torch.zeros(1, 2, 3, 3)), "t must lie"),
+        (lambda f: f(1.5, torch.zeros(1, 2, 3, 3)), "integer"),
+        (lambda f: f(3, torch.zeros(1, 3, 3, 3)), "x_src must have shape"),
+        (lambda f: f(3, torch.zeros(2, 3, 3)), "x_src must have shape"),
+        (lambda f: f(torch.tensor([1, 2, 3]), torch.zeros(2, 2, 3, 3)), "one step per batch item"),
+    ],
+)
+def test_bad_arguments_name_themselves(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(make_field("dynamic", SCHEDULE, 2))
+
+
+def test_unknown_variant_and_options():
+    with pytest.raises(ValueError, match="field variant"):
+        make_field("quadratic", SCHEDULE, 1)
+    with pytest.raises(ValueError, match="bad options"):
+        make_field("linear", SCHEDULE, 1, degree=3)
+
+
+def test_other_truncation_points():
+    for truncation, t1 in ((1 / 3, 333), (2 / 3, 667)):
+        schedule = NoiseSchedule(ScheduleConfig(truncation=truncation))
+        field = make_field("dynamic", schedule, 1)
+        x_src = torch.zeros(1, 1, 2, 2)
+        assert schedule.t1 == t1
+        assert torch.all(field(t1, x_src) == 1) and torch.all(field(t1 - 1, x_src) < 1)
