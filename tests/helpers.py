@@ -1,0 +1,34 @@
+"""Small models and datasets for the training and translation tests."""
+
+import torch
+from torch.utils.data import Dataset
+
+from cdtsde.model import ModelConfig, TranslationModel
+
+TINY_UNET = {"base_channels": 16, "channel_mults": [1, 2], "num_res_blocks": 1}
+
+
+def tiny_model(source_channels=1, target_channels=1, variant="dynamic", target_kind="image", size=16, seed=0):
+    torch.manual_seed(seed)
+    return TranslationModel(ModelConfig(source_channels=source_channels, target_channels=target_channels,
+                                        target_kind=target_kind, field={"variant": variant}, unet=dict(TINY_UNET),
+                                        image_size=size))
+
+
+class InversionPairs(Dataset):
+    """Smooth random sources and their contrast-inverted, squared targets: a mapping a tiny net learns fast."""
+
+    source_channels = 1
+    target_channels = 1
+
+    def __init__(self, n=32, size=16, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        coarse = torch.rand(n, 1, 4, 4, generator=generator)
+        self.sources = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear") * 2 - 1
+        self.targets = 1 - (self.sources + 1) ** 2 / 2
+
+    def __len__(self):
+        return len(self.sources)
+
+    def __getitem__(self, index):
+        return {"source": self.sources[index], "target": self.targets[index], "name": f"pair{index:03d}"}

@@ -1,0 +1,108 @@
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+from helpers import tiny_model
+from PIL import Image
+
+from cdtsde.cli import main
+from cdtsde.model import save_pretrained
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("ckpt")
+    model = tiny_model(size=16)
+    # a non-zero output layer so that translations depend on the input
+    for parameter in model.net.parameters():
+        parameter.data.normal_(0, 0.05)
+    save_pretrained(model, directory / "model")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def mask_checkpoint(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("mask")
+    save_pretrained(tiny_model(target_channels=5, target_kind="mask"), directory)
+    return directory
+
+
+def run_translate(checkpoint, input_path, output, *extra):
+    return main(["translate", "--checkpoint", str(checkpoint), "--input", str(input_path), "--output", str(output),
+                 "--steps", "2", *extra])
+
+
+def test_png_8_bit_keeps_format_size_and_depth(checkpoint, tmp_path):
+    Image.fromarray((np.random.default_rng(0).random((20, 23)) * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    assert run_translate(checkpoint, tmp_path / "a.png", tmp_path / "out") == 0
+    out = Image.open(tmp_path / "out" / "a.png")
+    assert out.mode == "L" and out.size == (23, 20)
+    assert np.asarray(out).std() > 0
+
+
+def test_16_bit_tiff_stays_16_bit(checkpoint, tmp_path):
+    tifffile.imwrite(tmp_path / "b.tif", (np.random.default_rng(1).random((16, 16)) * 65535).astype(np.uint16))
+    assert run_translate(checkpoint, tmp_path / "b.tif", tmp_path / "out", "--native-size") == 0
+    out = tifffile.imread(tmp_path / "out" / "b.tif")
+    assert out.dtype == np.uint16 and out.shape == (16, 16)
+
+
+def test_nifti_volume_is_translated_slice_by_slice_with_its_affine(checkpoint, tmp_path):
+    affine = np.diag([0.9, 1.1, 2.0, 1.0])
+    volume = (np.random.default_rng(2).random((18, 17, 3)) * 800).astype(np.int16)
+    nib.save(nib.Nifti1Image(volume, affine), tmp_path / "vol.nii.gz")
+    assert run_translate(checkpoint, tmp_path / "vol.nii.gz", tmp_path / "out", "--samples", "2") == 0
+    out = nib.load(tmp_path / "out" / "vol.nii.gz")
+    assert out.shape == (18, 17, 3)
+    np.testing.assert_allclose(out.affine, affine)
+    data = out.get_fdata()
+    assert 0 <= data.min() and data.max() <= 1
+    std = tifffile.imread(tmp_path / "out" / "vol_std.tif")
+    assert std.shape == (18, 17, 3) and std.max() > 0
+
+
+def test_mask_model_writes_class_indices(mask_checkpoint, tmp_path):
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "cell.jpg")
+    assert run_translate(mask_checkpoint, tmp_path / "cell.jpg", tmp_path / "out") == 0
+    out = np.asarray(Image.open(tmp_path / "out" / "cell.png"))
+    assert out.dtype == np.uint8 and out.max() <= 4
+
+
+def test_folder_with_a_bad_file_translates_the_rest_and_fails(checkpoint, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((16, 16), 40 * i, np.uint8)).save(folder / f"ok{i}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8) + np.arange(3, dtype=np.uint8)).save(folder / "colour.png")
+    assert run_translate(checkpoint, folder, tmp_path / "out") == 1
+    printed = capsys.readouterr().out
+    assert "translated 3 of 4" in printed and "broken.png" in printed
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["colour.png", "ok0.png", "ok1.png"]
+
+
+def test_channel_mismatch_is_named(mask_checkpoint, tmp_path, capsys):
+    np.save(tmp_path / "two.npy", np.zeros((8, 8, 2), np.float32))
+    assert run_translate(mask_checkpoint, tmp_path / "two.npy", tmp_path / "out") == 1
+    assert "two.npy: has 2 channel(s) but the model expects 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("breakage", ["missing", "corrupt"])
+def test_bad_checkpoint_is_a_clear_error(checkpoint, tmp_path, capsys, breakage):
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+    bad = tmp_path / "ckpt"
+    if breakage == "corrupt":
+        (bad / "model").mkdir(parents=True)
+        (bad / "model" / "config.json").write_text((checkpoint / "model" / "config.json").read_text())
+        (bad / "model" / "model.safetensors").write_bytes(b"not safetensors")
+    assert run_translate(bad, tmp_path / "a.png", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and ("not a cdtsde checkpoint" in err or "cannot load weights" in err)
+
+
+def test_bad_arguments(checkpoint, tmp_path, capsys):
+    assert run_translate(checkpoint, tmp_path / "nothing.png", tmp_path / "out") == 2
+    assert "nothing.png: no such file" in capsys.readouterr().err
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+    assert run_translate(checkpoint, tmp_path / "a.png", tmp_path / "out", "--samples", "0") == 2
+    assert "--samples" in capsys.readouterr().err
