@@ -1,0 +1,94 @@
+import nibabel as nib
+import numpy as np
+import pytest
+
+from cdtsde.errors import ImageReadError
+from cdtsde.io import atomic_path, from_unit, read_image, stem, to_unit, write_image
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize(
+    "name, array",
+    [
+        ("grey.png", RNG.integers(0, 256, (7, 9), dtype=np.uint8)),
+        ("rgb.png", RNG.integers(0, 256, (7, 9, 3), dtype=np.uint8)),
+        ("deep.png", RNG.integers(0, 65536, (7, 9), dtype=np.uint16)),
+        ("deep.tif", RNG.integers(0, 65536, (7, 9), dtype=np.uint16)),
+        ("bands.tif", RNG.random((12, 10, 2)).astype(np.float32)),
+        ("array.npy", RNG.random((5, 6, 4)).astype(np.float32)),
+        ("slice.nii.gz", RNG.random((8, 6)).astype(np.float32)),
+    ],
+)
+def test_round_trip_keeps_values_dtype_and_shape(tmp_path, name, array):
+    write_image(tmp_path / name, array)
+    back, meta = read_image(tmp_path / name)
+    assert back.dtype == array.dtype and back.shape == array.shape
+    np.testing.assert_array_equal(back, array)
+    assert meta.path == tmp_path / name
+
+
+def test_nifti_keeps_its_affine(tmp_path):
+    affine = np.diag([2.0, 3.0, 4.0, 1.0])
+    nib.save(nib.Nifti1Image(np.ones((3, 4, 5), np.int16), affine), tmp_path / "v.nii.gz")
+    array, meta = read_image(tmp_path / "v.nii.gz")
+    write_image(tmp_path / "w.nii.gz", array.astype(np.float32) / 2, meta)
+    np.testing.assert_allclose(nib.load(tmp_path / "w.nii.gz").affine, affine)
+
+
+def test_palette_png_keeps_class_indices(tmp_path):
+    from PIL import Image
+
+    indices = RNG.integers(0, 5, (6, 6), dtype=np.uint8)
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 0] + [0] * 753)
+    image.save(tmp_path / "mask.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "mask.png")[0], indices)
+
+
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("cut.png", b"\x89PNG\r\n\x1a\n\x00\x00", "cannot read as png"),
+        ("cut.nii.gz", b"\x1f\x8b\x08garbage", "cannot read as nifti"),
+        ("notes.txt", b"hello", "unsupported file type"),
+    ],
+)
+def test_bad_files_raise_errors_naming_them(tmp_path, name, content, match):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ImageReadError, match=match) as info:
+        read_image(tmp_path / name)
+    assert name in str(info.value)
+
+
+def test_missing_file_and_non_finite_values(tmp_path):
+    with pytest.raises(ImageReadError, match="no such file"):
+        read_image(tmp_path / "gone.png")
+    np.save(tmp_path / "nan.npy", np.array([[1.0, np.nan], [np.inf, 0.0]], np.float32))
+    with pytest.raises(ImageReadError, match="nan.npy: 2 NaN or infinite values"):
+        read_image(tmp_path / "nan.npy")
+
+
+def test_unit_range_conversions():
+    assert to_unit(np.array([0, 255], np.uint8)).tolist() == [0.0, 1.0]
+    assert to_unit(np.array([0, 65535], np.uint16)).tolist() == [0.0, 1.0]
+    values = np.arange(65536, dtype=np.uint16)
+    np.testing.assert_array_equal(from_unit(to_unit(values), np.uint16), values)
+    assert from_unit(np.array([-0.5, 0.5, 2.0]), np.uint8).tolist() == [0, 128, 255]
+
+
+def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "weights.bin"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+    with atomic_path(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+
+
+def test_stem_handles_double_suffixes():
+    assert stem("a/IXI002-Guys-0828-T1.nii.gz") == "IXI002-Guys-0828-T1"
+    assert stem("b/tile_001.tif") == "tile_001"
