@@ -174,7 +174,11 @@ def write_image(path: str | os.PathLike, array: np.ndarray, meta: ImageMeta | No
         elif fmt == "tiff":
             import tifffile
 
-            tifffile.imwrite(tmp, array)
+            if array.ndim == 3 and not (array.shape[-1] == 3 and array.dtype in (np.uint8, np.uint16)):
+                # multi-band data as separate planes (the GeoTIFF convention), which read_image moves back last
+                tifffile.imwrite(tmp, np.moveaxis(array, -1, 0), photometric="minisblack", planarconfig="separate")
+            else:
+                tifffile.imwrite(tmp, array)
         elif fmt == "npy":
             with open(tmp, "wb") as handle:
                 np.save(handle, array)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,9 +32,9 @@ class ModelConfig:
     source_channels: int
     target_channels: int
     target_kind: str = "image"  # "mask": one channel per class, decoded by argmax
-    field: dict = field(default_factory=lambda: {"variant": "dynamic"})
-    schedule: dict = field(default_factory=dict)
-    unet: dict = field(default_factory=dict)  # UNetConfig options other than the channel counts
+    field: dict = dataclasses.field(default_factory=lambda: {"variant": "dynamic"})
+    schedule: dict = dataclasses.field(default_factory=dict)
+    unet: dict = dataclasses.field(default_factory=dict)  # UNetConfig options other than the channel counts
     image_size: int | None = None  # the training size, used by `translate` to resize inputs
 
     def __post_init__(self):

@@ -148,6 +148,16 @@ def field_statistics(mixing: torch.Tensor, t: torch.Tensor, model: TranslationMo
     }
 
 
+def make_optimizer(model: TranslationModel, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with two groups: the denoiser at `lr`, the mixing field at `mixer_lr_scale * lr` (paper)."""
+    mixer_ids = {id(p) for p in model.mixer_parameters()}
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) not in mixer_ids], "lr_scale": 1.0},
+        {"params": [p for p in model.parameters() if id(p) in mixer_ids], "lr_scale": config.mixer_lr_scale},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, weight_decay=config.weight_decay)
+
+
 def _learning_rate(config: TrainConfig, step: int) -> float:
     return config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
 
@@ -173,12 +183,7 @@ def train(
                     strategy=config.strategy, precision=config.precision)
     fabric.launch()
 
-    mixer_ids = {id(p) for p in model.mixer_parameters()}
-    groups = [
-        {"params": [p for p in model.parameters() if id(p) not in mixer_ids], "lr_scale": 1.0},
-        {"params": [p for p in model.parameters() if id(p) in mixer_ids], "lr_scale": config.mixer_lr_scale},
-    ]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, config)
     ema = EMA(model, config.ema_decay)
     start_step = 0
     state_path = run_dir / STATE_FILE
@@ -232,14 +237,14 @@ def train(
         out = wrapped(target, source, generator)
         loss = out["loss"]
         if not torch.isfinite(loss):
-            raise CdtsdeError(f"training diverged at step {step}: loss is {float(loss)}")
+            raise CdtsdeError(f"training diverged at step {step}: loss is {loss.item()}")
         optimizer.zero_grad(set_to_none=True)
         fabric.backward(loss)
         if config.grad_clip > 0:
             fabric.clip_gradients(wrapped, optimizer, max_norm=config.grad_clip)
         optimizer.step()
         ema.update(model, step)
-        losses.append(float(loss))
+        losses.append(loss.item())
         done = step + 1
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
