@@ -6,6 +6,7 @@ from helpers import tiny_model
 from PIL import Image
 
 from cdtsde.cli import main
+from cdtsde.io import read_image
 from cdtsde.model import save_pretrained
 
 
@@ -57,7 +58,7 @@ def test_nifti_volume_is_translated_slice_by_slice_with_its_affine(checkpoint, t
     np.testing.assert_allclose(out.affine, affine)
     data = out.get_fdata()
     assert 0 <= data.min() and data.max() <= 1
-    std = tifffile.imread(tmp_path / "out" / "vol_std.tif")
+    std = read_image(tmp_path / "out" / "vol_std.tif")[0]
     assert std.shape == (18, 17, 3) and std.max() > 0
 
 
