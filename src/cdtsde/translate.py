@@ -69,7 +69,7 @@ def match_channels(slices: np.ndarray, channels: int, path: Path) -> np.ndarray:
 @torch.no_grad()
 def translate_slices(model: TranslationModel, slices: np.ndarray, steps: int = 5, gamma: float = 1.0,
                      seed: int = 0, samples: int = 1, batch_size: int = 16, resize: bool = True,
-                     spacing: str = "uniform") -> Translation:
+                     spacing: str = "uniform", solver: str = "first-order") -> Translation:
     """Translate (S, H, W, C_src) slices in [0, 1]. With `resize`, slices are resized to the model's
     training size and the result back to the input's size."""
     device = next(model.parameters()).device
@@ -82,7 +82,8 @@ def translate_slices(model: TranslationModel, slices: np.ndarray, steps: int = 5
         if size and (height, width) != (size, size):
             chunk = F.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         source = (chunk * 2 - 1).repeat_interleave(samples, dim=0)
-        result = model.translate(source, steps=steps, gamma=gamma, generator=generator, spacing=spacing)
+        result = model.translate(source, steps=steps, gamma=gamma, generator=generator, spacing=spacing,
+                                 solver=solver)
         clamped += result.clamped_pixels
         out = result.x0.view(-1, samples, *result.x0.shape[1:])
         if size and (height, width) != (size, size):

@@ -16,6 +16,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--samples", type=int, default=1, help="samples per input; > 1 also writes a std map")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--spacing", choices=["uniform", "quadratic"], default="uniform")
+    parser.add_argument("--solver", choices=["first-order", "dpm++2m"], default="first-order",
+                        help="dpm++2m: second-order, deterministic (needs --gamma 0)")
     parser.add_argument("--native-size", action="store_true", help="do not resize inputs to the training size")
     parser.add_argument("--device", default="cpu")
     parser.set_defaults(func=run)
@@ -45,7 +47,7 @@ def run(args) -> int:
         try:
             _, count = translate_file(model, path, args.output, steps=args.steps, gamma=args.gamma, seed=args.seed,
                                       samples=args.samples, batch_size=args.batch_size, resize=not args.native_size,
-                                      spacing=args.spacing)
+                                      spacing=args.spacing, solver=args.solver)
             clamped += count
         except (CdtsdeError, ValueError) as exc:
             failed.append((path, str(exc)))
