@@ -35,6 +35,10 @@ def run(args) -> int:
         raise CdtsdeError(f"--samples must be >= 1, got {args.samples}")
     if args.steps < 1:
         raise CdtsdeError(f"--steps must be >= 1, got {args.steps}")
+    if args.solver == "dpm++2m" and args.gamma != 0:
+        raise CdtsdeError("--solver dpm++2m is deterministic: add --gamma 0")
+    if not 0 <= args.gamma <= 1:
+        raise CdtsdeError(f"--gamma must lie in [0, 1], got {args.gamma}")
     if not args.input.exists():
         raise CdtsdeError(f"{args.input}: no such file or folder")
     model = load_pretrained(args.checkpoint, device=args.device)
