@@ -138,6 +138,24 @@ def from_unit(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.asarray(array, dtype=dtype)
 
 
+def to_unit_image(array: np.ndarray, meta: ImageMeta) -> np.ndarray:
+    """An image as float32 in [0, 1] by the rule used for translation and evaluation: integer images
+    (not NIfTI) by their dtype's range; values already in [0, 1] as they are; NIfTI otherwise by the
+    99.5th percentile of the non-zero voxels (MRI intensities have no fixed range); other float images by
+    their 0.5th-99.5th percentiles."""
+    if meta.format != "nifti" and array.dtype.kind in "uib":
+        return to_unit(array)
+    values = array.astype(np.float32)
+    if values.min() >= 0 and values.max() <= 1:
+        return values
+    if meta.format == "nifti":
+        nonzero = values[values > 0]
+        scale = float(np.percentile(nonzero, 99.5)) if nonzero.size else 1.0
+        return np.clip(values / (scale or 1.0), 0, 1)
+    low, high = np.percentile(values, [0.5, 99.5])
+    return np.clip((values - low) / max(high - low, 1e-12), 0, 1).astype(np.float32)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path` in one step, so a reader

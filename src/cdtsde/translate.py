@@ -1,9 +1,8 @@
 """Translate image files with a trained model, keeping each input's format: PNG/TIFF bit depth, NIfTI
 volumes translated slice by slice (last axis) and written back with the input's affine.
 
-Inputs are mapped to [0, 1] as follows (the same rules as the datasets): integer images by their dtype's
-range; NIfTI volumes by the 99.5th percentile of their non-zero voxels; other float images are used as
-they are when they lie in [0, 1] and otherwise scaled by their 0.5th-99.5th percentiles.
+Inputs are mapped to [0, 1] by `cdtsde.io.to_unit_image` (integer images by their dtype's range, NIfTI
+volumes by the 99.5th percentile of their non-zero voxels).
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import CdtsdeError
-from .io import ImageMeta, from_unit, image_format, read_image, stem, to_unit, write_image
+from .io import ImageMeta, from_unit, image_format, read_image, stem, to_unit_image, write_image
 from .model import TranslationModel
 
 
@@ -31,25 +30,18 @@ class Translation:
 
 
 def source_slices(array: np.ndarray, meta: ImageMeta) -> np.ndarray:
-    """(S, H, W, C) float32 in [0, 1]: one slice for a 2-D image, one per position along the last axis for
-    a NIfTI volume."""
+    """(S, H, W, C) float32 in [0, 1] (`cdtsde.io.to_unit_image`): one slice for a 2-D image, one per
+    position along the last axis for a NIfTI volume."""
+    unit = to_unit_image(array, meta)
     if meta.format == "nifti":
-        volume = array.astype(np.float32)
-        nonzero = volume[volume > 0]
-        scale = float(np.percentile(nonzero, 99.5)) if nonzero.size else 1.0
-        volume = np.clip(volume / (scale or 1.0), 0, 1)
-        if volume.ndim == 2:
-            return volume[None, :, :, None]
-        if volume.ndim == 3:
-            return np.moveaxis(volume, -1, 0)[..., None]
-        raise CdtsdeError(f"{meta.path}: NIfTI with {volume.ndim} dimensions; expected a 2-D slice or a 3-D volume")
-    if array.ndim not in (2, 3):
+        if unit.ndim == 2:
+            return unit[None, :, :, None]
+        if unit.ndim == 3:
+            return np.moveaxis(unit, -1, 0)[..., None]
+        raise CdtsdeError(f"{meta.path}: NIfTI with {unit.ndim} dimensions; expected a 2-D slice or a 3-D volume")
+    if unit.ndim not in (2, 3):
         raise CdtsdeError(f"{meta.path}: image of shape {array.shape}; expected (H, W) or (H, W, C)")
-    unit = to_unit(array)
-    if unit.dtype.kind == "f" and array.dtype.kind == "f" and (unit.min() < 0 or unit.max() > 1):
-        low, high = np.percentile(unit, [0.5, 99.5])
-        unit = np.clip((unit - low) / max(high - low, 1e-12), 0, 1)
-    return (unit if unit.ndim == 3 else unit[..., None])[None].astype(np.float32)
+    return (unit if unit.ndim == 3 else unit[..., None])[None]
 
 
 def match_channels(slices: np.ndarray, channels: int, path: Path) -> np.ndarray:

@@ -26,7 +26,7 @@ def run(args) -> int:
 
     from ..config import build_run
     from ..evaluation import evaluate_model
-    from ..metrics import format_summary
+    from ..metrics import format_table
     from ..training import train
     from ..visualize import save_preview
 
@@ -47,7 +47,7 @@ def run(args) -> int:
     rows, summary = evaluate_model(trained, val_set, steps=args.steps)
     grid = save_preview(trained, val_set, args.output / "translations.png", steps=args.steps, count=6)
     (args.output / "metrics.json").write_text(json.dumps({"summary": summary, "per_image": rows}, indent=2))
-    table = format_summary(summary)
+    table = format_table({args.variant: summary}, [k for k in summary if k != "seconds_per_image"])
     (args.output / "metrics.md").write_text(table + "\n")
     print(table)
     print(f"wrote {grid}, {args.output / 'metrics.json'}; weights in {args.output / 'model'}")

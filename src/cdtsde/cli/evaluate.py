@@ -1,0 +1,86 @@
+"""`cdtsde evaluate`: score a folder of predictions against a folder of targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def parse_classes(text: str | None) -> dict[int, str] | None:
+    """"0:background,1:dark area,..." or "pv-el" -> {value: name}."""
+    from ..errors import CdtsdeError
+    from ..metrics import PV_EL_CLASSES
+
+    if not text:
+        return None
+    if text == "pv-el":
+        return dict(PV_EL_CLASSES)
+    classes = {}
+    for item in text.split(","):
+        value, _, name = item.partition(":")
+        if not value.strip().isdigit():
+            raise CdtsdeError(f"--classes: expected VALUE:NAME pairs separated by commas, got {item!r}")
+        classes[int(value)] = name.strip() or value.strip()
+    return classes
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("evaluate", help="metrics of predictions against targets (paired by file name)")
+    parser.add_argument("--pred", required=True, type=Path, help="folder of predictions")
+    parser.add_argument("--target", required=True, type=Path, help="folder of targets")
+    parser.add_argument("--task", choices=["image", "mask"], default="image")
+    parser.add_argument("--foreground-dir", type=Path, help="image task: foreground masks, paired by name")
+    parser.add_argument("--nonzero-foreground", action="store_true",
+                        help="image task: also score the target's non-zero region (skull-stripped MRI)")
+    parser.add_argument("--classes", help='mask task: "0:background,1:crack,..." or "pv-el"')
+    parser.add_argument("--foreground", help='mask task: classes grouped as "defect", e.g. "1,2,3"')
+    parser.add_argument("--skeleton-tolerance", type=float, default=2.0)
+    parser.add_argument("--out", type=Path, default=Path("evaluation.json"),
+                        help="JSON summary; the per-image CSV goes beside it (default evaluation.json)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import csv
+    import json
+
+    from ..errors import CdtsdeError
+    from ..io import atomic_path
+    from ..metrics import PV_EL_DEFECT, format_table
+    from ..metrics.folders import evaluate_folders
+
+    classes = parse_classes(args.classes)
+    foreground = None
+    if args.foreground:
+        try:
+            foreground = tuple(int(v) for v in args.foreground.split(","))
+        except ValueError as exc:
+            raise CdtsdeError(f"--foreground: expected class values separated by commas, got {args.foreground!r}") from exc
+    elif args.classes == "pv-el":
+        foreground = PV_EL_DEFECT
+    for folder in (args.pred, args.target):
+        if not folder.is_dir():
+            raise CdtsdeError(f"{folder}: not a folder")
+    rows, summary, problems = evaluate_folders(args.pred, args.target, task=args.task,
+                                               foreground_dir=args.foreground_dir,
+                                               nonzero_foreground=args.nonzero_foreground, classes=classes,
+                                               foreground=foreground, skeleton_tolerance=args.skeleton_tolerance)
+    if not rows:
+        for path, reason in problems:
+            print(f"problem: {path}: {reason}")
+        raise CdtsdeError(f"no pairs to evaluate between {args.pred} and {args.target}")
+    csv_path = args.out.with_suffix(".csv")
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    payload = {"pred": str(args.pred), "target": str(args.target), "task": args.task, "pairs": len(rows),
+               "summary": summary, "problems": [{"path": str(p), "reason": r} for p, r in problems]}
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2))
+    metrics = [m for m in summary if "/" in m] if args.task == "mask" else list(summary)
+    print(format_table({args.pred.name or str(args.pred): summary}, metrics))
+    print(f"{len(rows)} pair(s); per-image rows in {csv_path}, summary in {args.out}")
+    for path, reason in problems:
+        print(f"problem: {reason}" if str(path) in reason else f"problem: {path}: {reason}")
+    return 1 if problems else 0

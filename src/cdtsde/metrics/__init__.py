@@ -1,0 +1,11 @@
+"""Metrics with one documented definition each (DESIGN 6): images, masks, zero-shot segmentation."""
+
+from .image import image_metrics, image_metrics_batch, ssim_map
+from .masks import MASK_METRICS, PV_EL_CLASSES, PV_EL_DEFECT, binary_mask_metrics, mask_metrics
+from .segmentation import IntensityKMeans, segmentation_dice
+from .summary import format_table, summarise
+
+__all__ = [
+    "MASK_METRICS", "PV_EL_CLASSES", "PV_EL_DEFECT", "IntensityKMeans", "binary_mask_metrics", "format_table",
+    "image_metrics", "image_metrics_batch", "mask_metrics", "segmentation_dice", "ssim_map", "summarise",
+]

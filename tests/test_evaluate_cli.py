@@ -1,0 +1,66 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cdtsde.cli import main
+
+
+def write_png(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def test_image_folders_with_a_missing_partner(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        target = (rng.random((24, 24)) * 255).astype(np.uint8)
+        write_png(tmp_path / "target" / f"{name}.png", target)
+        if name != "c":
+            write_png(tmp_path / "pred" / f"{name}.png", target if name == "a" else 255 - target)
+    write_png(tmp_path / "pred" / "extra.png", np.zeros((24, 24), np.uint8))
+    out = tmp_path / "scores.json"
+    code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "target"), "--out", str(out)])
+    assert code == 1  # problems were reported
+    printed = capsys.readouterr().out
+    assert "extra.png: no target with this name" in printed and "c.png: no prediction with this name" in printed
+    rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
+    assert [r["name"] for r in rows] == ["a", "b"] and float(rows[0]["ssim"]) == pytest.approx(1.0)
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["ssim"]["n"] == 2 and summary["psnr"]["non_finite"] == 1
+    assert "| pred |" in printed and "±" in printed
+
+
+def test_nonzero_foreground_adds_restricted_scores(tmp_path, capsys):
+    target = np.zeros((20, 20), np.uint8)
+    target[5:15, 5:15] = 200
+    pred = target.copy()
+    pred[0, 0] = 255  # an error outside the foreground only
+    write_png(tmp_path / "t" / "x.png", target)
+    write_png(tmp_path / "p" / "x.png", pred)
+    assert main(["evaluate", "--pred", str(tmp_path / "p"), "--target", str(tmp_path / "t"), "--nonzero-foreground",
+                 "--out", str(tmp_path / "s.json")]) == 0
+    row = next(csv.DictReader(open(tmp_path / "s.csv")))
+    assert float(row["mse"]) > 0 and float(row["mse_fg"]) == 0
+
+
+def test_mask_task_on_real_el_annotations(shared_data, tmp_path, capsys):
+    from cdtsde.metrics.folders import load_classes
+
+    truth = sorted((shared_data / "pv-el-cracks" / "val" / "ann").glob("*.png"))[:3]
+    for path in truth:
+        write_png(tmp_path / "pred" / path.name, load_classes(path))
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(truth[0].parent), "--task", "mask",
+                 "--classes", "pv-el", "--out", str(tmp_path / "m.json")]) == 1  # the other val masks lack partners
+    summary = json.loads((tmp_path / "m.json").read_text())["summary"]
+    assert summary["dice/defect"]["mean"] == 1.0 and summary["hd/busbar"]["mean"] == 0.0
+    assert json.loads((tmp_path / "m.json").read_text())["pairs"] == 3
+
+
+def test_bad_arguments(tmp_path, capsys):
+    assert main(["evaluate", "--pred", str(tmp_path / "none"), "--target", str(tmp_path)]) == 2
+    assert "none: not a folder" in capsys.readouterr().err
+    assert main(["evaluate", "--pred", str(tmp_path), "--target", str(tmp_path), "--classes", "x:y"]) == 2
+    assert "--classes" in capsys.readouterr().err

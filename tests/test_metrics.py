@@ -1,0 +1,213 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.spatial.distance import cdist
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from cdtsde.metrics import (
+    PV_EL_CLASSES,
+    PV_EL_DEFECT,
+    IntensityKMeans,
+    binary_mask_metrics,
+    format_table,
+    image_metrics,
+    image_metrics_batch,
+    mask_metrics,
+    segmentation_dice,
+    ssim_map,
+    summarise,
+)
+from cdtsde.metrics.masks import _border
+
+RNG = np.random.default_rng(0)
+
+
+def noisy_pair(shape, noise=0.15, seed=0):
+    rng = np.random.default_rng(seed)
+    target = rng.random(shape)
+    return np.clip(target + noise * rng.standard_normal(shape), 0, 1), target
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (29, 41), (16, 20, 3), (7, 7)])
+def test_psnr_and_ssim_equal_scikit_image(shape):
+    pred, target = noisy_pair(shape)
+    scores = image_metrics(pred, target)
+    channel_axis = -1 if len(shape) == 3 else None
+    assert scores["ssim"] == pytest.approx(structural_similarity(pred, target, data_range=1, channel_axis=channel_axis), abs=1e-6)
+    assert scores["psnr"] == pytest.approx(peak_signal_noise_ratio(target, pred, data_range=1), abs=1e-6)
+    assert scores["mse"] == pytest.approx(np.mean((pred - target) ** 2), abs=1e-12)
+    assert scores["mae"] == pytest.approx(np.mean(np.abs(pred - target)), abs=1e-12)
+    if min(shape[:2]) >= 11:
+        expected = structural_similarity(pred, target, data_range=1, channel_axis=channel_axis, gaussian_weights=True,
+                                         sigma=1.5, use_sample_covariance=False)
+        assert scores["ssim_gaussian"] == pytest.approx(expected, abs=1e-6)
+    else:
+        assert math.isnan(scores["ssim_gaussian"])
+
+
+def test_against_torchmetrics_with_the_known_difference_pinned():
+    torchmetrics = pytest.importorskip("torchmetrics.functional.image")
+    pred, target = noisy_pair((40, 36), seed=3)
+    p, t = torch.tensor(pred)[None, None], torch.tensor(target)[None, None]
+    scores = image_metrics(pred, target)
+    assert scores["psnr"] == pytest.approx(torchmetrics.peak_signal_noise_ratio(p, t, data_range=1.0).item(), abs=1e-5)
+    theirs = torchmetrics.structural_similarity_index_measure(p, t, data_range=1.0).item()
+    # torchmetrics' Gaussian SSIM pads the images by reflection and averages the whole map; we (and
+    # scikit-image) average only the 5-px-inset interior. Same map, different averaging region:
+    padded = ssim_map(F.pad(p, (5,) * 4, mode="reflect"), F.pad(t, (5,) * 4, mode="reflect"), "gaussian")
+    assert padded.mean().item() == pytest.approx(theirs, abs=1e-6)
+    assert padded[..., 5:-5, 5:-5].mean().item() == pytest.approx(scores["ssim_gaussian"], abs=1e-9)
+    assert abs(theirs - scores["ssim_gaussian"]) > 1e-3
+
+
+def test_real_images(shared_data):
+    from cdtsde.io import read_image, to_unit_image
+
+    array, meta = read_image(shared_data / "ixi-slice" / "IXI002-Guys-0828-T2_slice90.nii.gz")
+    target = to_unit_image(array, meta)
+    pred = np.clip(target + 0.05 * np.random.default_rng(1).standard_normal(target.shape), 0, 1)
+    scores = image_metrics(pred, target)
+    assert scores["ssim"] == pytest.approx(structural_similarity(pred, target, data_range=1), abs=1e-6)
+    assert scores["psnr"] == pytest.approx(peak_signal_noise_ratio(target, pred, data_range=1), abs=1e-5)
+
+
+def test_batch_agrees_with_single_images_and_masks_restrict():
+    pred, target = noisy_pair((4, 24, 24), seed=5)
+    batch = image_metrics_batch(torch.tensor(pred)[:, None], torch.tensor(target)[:, None])
+    for i in range(4):
+        single = image_metrics(pred[i], target[i])
+        for key, value in single.items():
+            assert batch[key][i] == pytest.approx(value, abs=1e-9)
+    mask = np.zeros((24, 24), bool)
+    mask[4:20, 6:18] = True
+    restricted = image_metrics(pred[0], target[0], mask=mask)
+    assert restricted["mse"] == pytest.approx(np.mean((pred[0][mask] - target[0][mask]) ** 2))
+    assert restricted["ssim"] == pytest.approx(ssim_map(torch.tensor(pred[0])[None, None], torch.tensor(target[0])[None, None])[0, 0][1:17, 3:15].mean().item())
+    assert all(math.isnan(v) for v in image_metrics(pred[0], target[0], mask=np.zeros((24, 24), bool)).values())
+
+
+def test_identical_and_constant_images():
+    image = RNG.random((16, 16))
+    same = image_metrics(image, image)
+    assert same["psnr"] == math.inf and same["ssim"] == pytest.approx(1) and same["mse"] == 0
+    constant = image_metrics(np.full((16, 16), 0.3), np.full((16, 16), 0.7))
+    assert np.isfinite(constant["ssim"]) and constant["psnr"] == pytest.approx(10 * math.log10(1 / 0.16))
+    with pytest.raises(ValueError, match="differ in shape"):
+        image_metrics(np.zeros((8, 8)), np.zeros((8, 9)))
+    with pytest.raises(ValueError, match="smaller than the 7x7"):
+        image_metrics(np.zeros((5, 8)), np.zeros((5, 8)))
+
+
+def square(shift=0, size=40):
+    mask = np.zeros((size, size), bool)
+    mask[10:20, 10 + shift : 20 + shift] = True
+    return mask
+
+
+def reference_hausdorff(pred, true):
+    """HD and HD95 from all pairwise border distances (scipy's cdist), the medpy definition."""
+    a, b = np.argwhere(_border(pred)), np.argwhere(_border(true))
+    distances = cdist(a, b)
+    both = np.concatenate([distances.min(1), distances.min(0)])
+    return both.max(), np.percentile(both, 95)
+
+
+@pytest.mark.parametrize("shift", [1, 3, 7])
+def test_shifted_square_has_hausdorff_k(shift):
+    scores = binary_mask_metrics(square(shift), square())
+    assert scores["hd"] == pytest.approx(shift)
+    assert scores["dice"] == pytest.approx(2 * 10 * (10 - shift) / 200)
+    assert scores["iou"] == pytest.approx(10 * (10 - shift) / (200 - 10 * (10 - shift)))
+
+
+def test_hand_made_cases():
+    line = np.zeros((20, 20), bool)
+    line[10, 2:18] = True
+    assert binary_mask_metrics(line, line)["skeleton_f1"] == 1.0
+    shifted = np.roll(line, 2, axis=0)
+    assert binary_mask_metrics(shifted, line)["skeleton_f1"] == 1.0  # within the 2-px tolerance
+    assert binary_mask_metrics(np.roll(line, 3, axis=0), line)["skeleton_f1"] == 0.0
+    disjoint = binary_mask_metrics(square(), np.roll(square(), 20, axis=0))
+    assert disjoint["dice"] == 0 and disjoint["iou"] == 0 and disjoint["precision"] == 0 and disjoint["hd"] == pytest.approx(20)
+
+
+def test_empty_mask_policy():
+    empty, full = np.zeros((30, 40), bool), np.ones((30, 40), bool)
+    both = binary_mask_metrics(empty, empty)
+    assert both["dice"] == 1 and both["hd"] == 0 and both["hd95"] == 0 and both["skeleton_f1"] == 1
+    one = binary_mask_metrics(empty, square(size=40)[:30])
+    assert one["dice"] == 0 and one["hd"] == pytest.approx(50.0) and one["recall"] == 0 and one["precision"] == 0
+    all_foreground = binary_mask_metrics(full, full)
+    assert all_foreground["dice"] == 1 and all_foreground["hd"] == 0
+
+
+def test_hausdorff_against_pairwise_distances_on_random_shapes():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        a = ndimage.gaussian_filter(rng.random((48, 48)), 3) > 0.5
+        b = ndimage.gaussian_filter(rng.random((48, 48)), 3) > 0.5
+        if not a.any() or not b.any():
+            continue
+        scores = binary_mask_metrics(a, b)
+        hd, hd95 = reference_hausdorff(a, b)
+        assert scores["hd"] == pytest.approx(hd) and scores["hd95"] == pytest.approx(hd95)
+        assert scores["dice"] == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+def test_medpy_agrees_when_installed():
+    medpy = pytest.importorskip("medpy.metric.binary")
+    a, b = square(2), square()
+    scores = binary_mask_metrics(a, b)
+    assert scores["hd"] == pytest.approx(medpy.hd(a, b)) and scores["hd95"] == pytest.approx(medpy.hd95(a, b))
+    assert scores["dice"] == pytest.approx(medpy.dc(a, b))
+
+
+def test_real_el_masks_per_class_and_defect_group(shared_data):
+    from cdtsde.metrics.folders import load_classes
+
+    paths = sorted((shared_data / "pv-el-cracks" / "val" / "ann").glob("*.png"))[:6]
+    masks = [load_classes(p) for p in paths]
+    for true, pred in zip(masks, masks[1:] + masks[:1]):
+        scores = mask_metrics(pred, true, classes=PV_EL_CLASSES, foreground=PV_EL_DEFECT)
+        assert "dice/background" not in scores and "hd95/defect" in scores and "skeleton_f1/busbar" in scores
+        p, t = np.isin(pred, PV_EL_DEFECT), np.isin(true, PV_EL_DEFECT)
+        if p.any() and t.any():
+            assert scores["dice/defect"] == pytest.approx(2 * (p & t).sum() / (p.sum() + t.sum()))
+            assert scores["hd/defect"] == pytest.approx(reference_hausdorff(p, t)[0])
+        self_scores = mask_metrics(true, true, classes=PV_EL_CLASSES, foreground=PV_EL_DEFECT)
+        assert all(v == (0.0 if k.startswith("hd") else 1.0) for k, v in self_scores.items())
+
+
+def test_mask_metrics_names_and_errors():
+    pred = np.array([[0, 1], [2, 2]])
+    scores = mask_metrics(pred, pred)
+    assert set(scores) == {f"{m}/{c}" for m in ("dice", "iou", "precision", "recall", "hd", "hd95", "skeleton_f1") for c in ("1", "2")}
+    with pytest.raises(ValueError, match="differ in shape"):
+        mask_metrics(np.zeros((3, 3)), np.zeros((3, 4)))
+
+
+def test_kmeans_segmentation_orders_clusters_by_intensity():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, (32, 32))
+    levels = np.array([0.1, 0.5, 0.9])
+    image = levels[labels] + 0.02 * rng.standard_normal((32, 32))
+    kmeans = IntensityKMeans(3).fit([image])
+    np.testing.assert_allclose(kmeans.centres, levels, atol=0.01)
+    np.testing.assert_array_equal(kmeans.segment(image), labels)
+    assert segmentation_dice(kmeans, image, image) == {"dice/cluster0": 1.0, "dice/cluster1": 1.0, "dice/cluster2": 1.0}
+    swapped = segmentation_dice(kmeans, 1 - image, image)
+    assert swapped["dice/cluster1"] > 0.9 and swapped["dice/cluster0"] < 0.1
+
+
+def test_summary_and_table():
+    rows = [{"psnr": 20.0, "ssim": 0.5}, {"psnr": 30.0, "ssim": 0.7}, {"psnr": math.inf, "ssim": 0.6}]
+    summary = summarise(rows)
+    assert summary["psnr"] == {"mean": 25.0, "std": 5.0, "min": 20.0, "max": 30.0, "n": 2, "non_finite": 1}
+    assert summary["ssim"]["mean"] == pytest.approx(0.6)
+    table = format_table({"dynamic": summary}, ["ssim", "psnr"])
+    assert table.splitlines()[2] == "| dynamic | 0.6000 ± 0.0816 | 25.00 ± 5.00 |"
