@@ -23,36 +23,40 @@ K1, K2 = 0.01, 0.03
 SSIM_VARIANTS = ("skimage", "gaussian")
 
 
-def _window(variant: str) -> torch.Tensor:
+WINDOW_SIZES = {"skimage": 7, "gaussian": 2 * int(3.5 * 1.5 + 0.5) + 1}
+
+
+def _gaussian_taps(device) -> torch.Tensor:
+    radius = WINDOW_SIZES["gaussian"] // 2
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64, device=device)
+    taps = torch.exp(-0.5 * (x / 1.5) ** 2)
+    return taps / taps.sum()
+
+
+def _local_means(x: torch.Tensor, variant: str) -> torch.Tensor:
+    """Window means at every interior centre (no padding): a 7x7 box, or the separable 11x11 Gaussian."""
     if variant == "skimage":
-        return torch.full((7, 7), 1 / 49, dtype=torch.float64)
-    radius = int(3.5 * 1.5 + 0.5)
-    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    g = torch.exp(-0.5 * (x / 1.5) ** 2)
-    g = g / g.sum()
-    return g[:, None] * g[None, :]
+        return F.avg_pool2d(x, WINDOW_SIZES["skimage"], stride=1)
+    taps = _gaussian_taps(x.device)
+    channels = x.shape[1]
+    x = F.conv2d(x, taps.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+    return F.conv2d(x, taps.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
 
 
 def ssim_map(pred: torch.Tensor, target: torch.Tensor, variant: str = "skimage") -> torch.Tensor:
     """SSIM at every window centre of the interior: (B, C, H - w + 1, W - w + 1), data range 1."""
     if variant not in SSIM_VARIANTS:
         raise ValueError(f"ssim variant must be one of {SSIM_VARIANTS}, got {variant!r}")
-    window = _window(variant).to(pred.device)
-    size = window.shape[0]
+    size = WINDOW_SIZES[variant]
     if min(pred.shape[-2:]) < size:
         raise ValueError(f"images of {tuple(pred.shape[-2:])} px are smaller than the {size}x{size} SSIM window")
     channels = pred.shape[1]
-    kernel = window.expand(channels, 1, size, size)
-
-    def filt(x):
-        return F.conv2d(x, kernel, groups=channels)
-
+    # one filtering pass over the five images the statistics need
+    moments = _local_means(torch.cat([pred, target, pred * pred, target * target, pred * target], dim=1), variant)
+    ux, uy, uxx, uyy, uxy = moments.split(channels, dim=1)
     n = size * size
     covariance_norm = n / (n - 1) if variant == "skimage" else 1.0
-    ux, uy = filt(pred), filt(target)
-    vx = covariance_norm * (filt(pred * pred) - ux * ux)
-    vy = covariance_norm * (filt(target * target) - uy * uy)
-    vxy = covariance_norm * (filt(pred * target) - ux * uy)
+    vx, vy, vxy = covariance_norm * (uxx - ux * ux), covariance_norm * (uyy - uy * uy), covariance_norm * (uxy - ux * uy)
     c1, c2 = K1**2, K2**2
     return ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
 
@@ -86,7 +90,7 @@ def image_metrics_batch(pred, target, mask=None) -> dict[str, np.ndarray]:
     psnr = torch.where(mse > 0, 10 * torch.log10(1 / mse.clamp(min=1e-300)), torch.full_like(mse, math.inf))
     out = {"psnr": psnr, "mse": mse, "mae": mae}
     for key, variant in (("ssim", "skimage"), ("ssim_gaussian", "gaussian")):
-        if variant == "gaussian" and min(pred.shape[-2:]) < _window(variant).shape[0]:
+        if min(pred.shape[-2:]) < WINDOW_SIZES[variant] and variant == "gaussian":
             out[key] = torch.full_like(mse, math.nan)  # too small for the 11x11 window: no score
             continue
         values = ssim_map(pred, target, variant)
