@@ -10,7 +10,7 @@ import sys
 from ..errors import CdtsdeError
 
 # module names under cdtsde.cli, one per sub-command group
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["data"]
 
 
 def build_parser() -> argparse.ArgumentParser:
