@@ -137,3 +137,13 @@ def test_written_mri_phantom_keeps_16_bit_precision(tmp_path):
     np.testing.assert_allclose(
         stored / 65535, make_pairs("mri-phantom", 2, 32, 0)[1][0][..., 0], atol=1 / 65535
     )
+
+
+def test_batches_through_dataloader_workers():
+    from torch.utils.data import DataLoader
+
+    dataset = build_dataset({"kind": "procedural", "task": "sar-landcover", "n": 8, "size": 32}, "train")
+    batches = list(DataLoader(dataset, batch_size=4, num_workers=2, shuffle=True))
+    assert len(batches) == 2
+    assert batches[0]["source"].shape == (4, 1, 32, 32) and batches[0]["target"].shape == (4, 3, 32, 32)
+    assert sorted(sum((b["name"] for b in batches), [])) == [f"sar-landcover-{i:05d}" for i in range(8)]
