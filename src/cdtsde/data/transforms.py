@@ -1,4 +1,4 @@
-"""Paired geometric transforms on (C, H, W) tensors in [0, 1]: resize or crop to the training size and,
+"""Paired geometric transforms on (C, H, W) tensors in [0, 1] (or class-index maps): resize or crop to the training size and,
 for training only, random flips and crops drawn once and applied identically to source and target."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from ..errors import CdtsdeError
 
 
 def resize(image: torch.Tensor, height: int, width: int, nearest: bool = False) -> torch.Tensor:
-    """Resize (C, H, W); bilinear with antialiasing for images, nearest for one-hot masks (stays one-hot)."""
+    """Resize (C, H, W); bilinear with antialiasing for images in [0, 1], nearest for class-index maps
+    (which keeps every value a valid class)."""
     if image.shape[-2:] == (height, width):
         return image
     batch = image.unsqueeze(0)
     if nearest:
-        out = F.interpolate(batch, size=(height, width), mode="nearest-exact")
-    else:
-        out = F.interpolate(batch, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+        return F.interpolate(batch, size=(height, width), mode="nearest-exact").squeeze(0)
+    out = F.interpolate(batch, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
     return out.squeeze(0).clamp_(0.0, 1.0)
 
 
