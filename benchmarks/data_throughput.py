@@ -35,7 +35,7 @@ def cases(workdir: Path, size: int) -> dict[str, dict]:
         "png-folder (16-bit, procedural)": {"kind": "paired-folder", "root": str(png_folder), "size": size}
     }
     if DATA.is_dir():
-        found["brats-nifti (6 subjects, t1->t2)"] = {
+        found["brats-nifti (4 train of 6 subjects)"] = {
             "kind": "brats",
             "root": str(DATA / "brats-mri"),
             "size": size,

@@ -266,3 +266,11 @@ def test_tiff_multiband_planar_is_channels_last(tmp_path):
 
     array, _ = read_image(tmp_path / "planar.tif")
     assert array.shape == image_shape(tmp_path / "planar.tif") == (24, 32, 2)
+
+
+def test_hidden_files_are_not_images(tmp_path):
+    ramp = (gradient() * 255).astype(np.uint8)
+    make_folder(tmp_path, {"a.png": (ramp, "a.png", ramp)})
+    (tmp_path / "source" / "._a.png").write_bytes(b"\x00\x05\x16\x07 macOS metadata")
+    dataset = build_dataset(all_train({"kind": "paired-folder", "root": str(tmp_path)}), "train")
+    assert len(dataset) == 1 and dataset.skipped == []

@@ -54,11 +54,14 @@ def stem(path: str | os.PathLike) -> str:
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files directly inside `folder`, sorted by name."""
+    """Image files directly inside `folder`, sorted by name. Hidden files are left out: macOS `._name.png`
+    metadata and half-written temporaries are not images."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageReadError(f"{folder}: not a directory")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(IMAGE_SUFFIXES)
+    )
 
 
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:

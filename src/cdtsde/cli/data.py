@@ -54,7 +54,7 @@ def load_spec(path: Path) -> tuple[dict, Path]:
     if path.is_dir():
         if (path / "dataset.yaml").is_file():
             return load_spec(path / "dataset.yaml")
-        return {"kind": "paired-folder", "root": str(path.resolve())}, path
+        return {"kind": folder_kind(path), "root": str(path.resolve())}, path
     if not path.is_file():
         raise CdtsdeError(f"{path}: no such file or folder")
     try:
@@ -66,6 +66,15 @@ def load_spec(path: Path) -> tuple[dict, Path]:
     if not isinstance(document, dict):
         raise CdtsdeError(f"{path}: expected a dataset spec mapping with a 'kind' key")
     return document, path.parent
+
+
+def folder_kind(path: Path) -> str:
+    """Dataset kind of a bare folder, from its layout."""
+    if (path / "train" / "img").is_dir() and (path / "train" / "ann").is_dir():
+        return "el-masks"
+    if next(path.rglob("*.nii*"), None) is not None:
+        return "nifti"
+    return "paired-folder"
 
 
 def run_inspect(args) -> int:

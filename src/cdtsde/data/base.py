@@ -6,7 +6,8 @@ Bad inputs never stop the dataset. Problems found while indexing (missing partne
 size mismatch) drop the entry at construction; problems found while decoding (truncated data, NaN)
 drop it when first read and the next entry is returned instead. Either way `(path, reason)` is appended
 to `.skipped` and a warning names the file. `verify=True` decodes every entry up front so that `.skipped`
-is complete before training (what `cdtsde data inspect` uses).
+is complete before training (what `cdtsde data inspect` uses). With DataLoader workers, files skipped
+inside a worker are reported by its warning only: `.skipped` of the main process does not see them.
 """
 
 from __future__ import annotations
