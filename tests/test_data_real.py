@@ -1,5 +1,6 @@
 """Loaders against the real samples in ../shared/data (skipped when the folder is absent)."""
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,13 @@ def test_region_split_never_puts_neighbouring_tiles_on_both_sides(region_tiles):
                 if scene == other_scene:
                     # touching or overlapping tiles would be within one tile (64 px) plus one pixel
                     assert abs(x - other_x) > 64 or abs(y - other_y) > 64
+
+
+def test_default_region_bands_hold_large_tiles():
+    spec = {"kind": "scene-tiles", "root": "sar-optical/scenes", "tile": 128}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a band too narrow for one tile warns
+        assert all(len(build_dataset(spec, split, base_dir=DATA)) > 0 for split in ("val", "test"))
 
 
 def test_scene_split_keeps_each_scene_on_one_side():

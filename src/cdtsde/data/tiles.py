@@ -3,12 +3,13 @@
 `root` holds one sub-folder per scene with a source and a target image (found by the glob patterns
 `source_pattern` / `target_pattern`). Splitting is by whole scene (`split_by: scene`) or by region
 (`split_by: region`, the default): each scene is cut across its width into train | val | test bands
-(`val_fraction`, `test_fraction`) and tiles are only taken wholly inside a band and at least `gap`
+(`val_fraction`, `test_fraction`, 0.15 each by default) and tiles are only taken wholly inside a band and at least `gap`
 pixels (default: one tile) past the previous band, so no tile touches a tile of another split.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from ..errors import CdtsdeError
@@ -63,11 +64,11 @@ class SceneTileDataset(PairedDataset):
         split,
         tile,
         stride,
-        split_by="region",
-        val_fraction=0.1,
-        test_fraction=0.1,
-        gap=None,
-        assignment=None,
+        split_by,
+        val_fraction,
+        test_fraction,
+        gap,
+        assignment,
     ):
         super().__init__()
         check_split(split)
@@ -97,9 +98,16 @@ class SceneTileDataset(PairedDataset):
                 if split_by == "scene"
                 else region_columns(width, split, val_fraction, test_fraction, gap)
             )
+            origins = tile_origins(height, width, tile, stride, *columns)
+            if not origins:
+                warnings.warn(
+                    f"{source_path}: the {split} region, columns {columns[0]}..{columns[1]}, holds no {tile} px tile; "
+                    f"raise {split}_fraction or lower gap/tile",
+                    stacklevel=2,
+                )
             index = len(self.scenes)
             self.scenes.append((name, source_path, target_path, source, target))
-            self.entries.extend((index, y, x) for y, x in tile_origins(height, width, tile, stride, *columns))
+            self.entries.extend((index, y, x) for y, x in origins)
 
     def read(self, entry):
         index, y, x = entry
@@ -136,8 +144,8 @@ def build_scene_tiles(root: Path, split: str, options: dict) -> SceneTileDataset
         tile,
         int(options.get("stride", tile)),
         split_by,
-        options.get("val_fraction", 0.1),
-        options.get("test_fraction", 0.1),
+        options.get("val_fraction", 0.15),
+        options.get("test_fraction", 0.15),
         options.get("gap"),
         assignment,
     )
