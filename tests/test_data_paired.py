@@ -274,3 +274,45 @@ def test_hidden_files_are_not_images(tmp_path):
     (tmp_path / "source" / "._a.png").write_bytes(b"\x00\x05\x16\x07 macOS metadata")
     dataset = build_dataset(all_train({"kind": "paired-folder", "root": str(tmp_path)}), "train")
     assert len(dataset) == 1 and dataset.skipped == []
+
+
+@pytest.mark.parametrize(
+    ("file_name", "expected"),
+    [
+        ("IXI002-Guys-0828-T1.nii.gz", ("IXI002-Guys-0828", "t1", "")),
+        ("IXI002-Guys-0828-T2_slice90.nii.gz", ("IXI002-Guys-0828", "t2", "_slice90")),
+        ("Brats18_2013_20_1_t1ce.nii.gz", ("Brats18_2013_20_1", "t1ce", "")),
+        ("Brats18_2013_20_1_flair.nii", ("Brats18_2013_20_1", "flair", "")),
+        ("notes.nii.gz", None),
+    ],
+)
+def test_nifti_names_give_subject_and_modality(file_name, expected):
+    from pathlib import Path
+
+    from cdtsde.data.nifti import parse_nifti_name
+
+    assert parse_nifti_name(Path(file_name)) == expected
+
+
+def test_ixi_volumes_pair_by_subject_and_split_by_subject(tmp_path):
+    volume = np.zeros((8, 8, 6), np.int16)
+    volume[2:6, 2:6, 1:5] = 100
+    for subject in ("IXI002-Guys-0828", "IXI012-HH-1211", "IXI013-HH-1212"):
+        for modality in ("T1", "T2"):
+            nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / f"{subject}-{modality}.nii.gz")
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "IXI099-IOP-0001-T1.nii.gz")  # no T2 partner
+    spec = {
+        "kind": "ixi",
+        "root": str(tmp_path),
+        "val_subjects": 1,
+        "test_subjects": 1,
+        "min_foreground": 0.2,
+    }
+    splits = {split: build_dataset(spec, split) for split in ("train", "val", "test")}
+    assert sorted(sum((ds.subjects for ds in splits.values()), [])) == [
+        "IXI002-Guys-0828",
+        "IXI012-HH-1211",
+        "IXI013-HH-1212",
+    ]
+    assert all(len(ds) == 4 for ds in splits.values())  # slices 1..4 hold 25% foreground, 0 and 5 none
+    assert any("IXI099" in path and "no t2 volume" in reason for path, reason in splits["train"].skipped)
