@@ -96,7 +96,7 @@ def main() -> None:
             results.append(row)
             print(json.dumps(row))
     report = {
-        "config": vars(args) | {"output": str(args.output)},
+        "config": vars(args) | {"output": os.path.relpath(args.output, REPO)},
         "machine": {
             "platform": platform.platform(),
             "python": platform.python_version(),
