@@ -12,6 +12,7 @@ from cdtsde.data.procedural import (
     TISSUE_ORDER,
     TISSUES,
     make_pairs,
+    mapping_heterogeneity,
     mri_tissue_map,
     render_mri,
     spin_echo,
@@ -60,22 +61,27 @@ def test_rendered_phantom_keeps_the_orderings():
     assert means["t2w"]["csf"] > means["t2w"]["gm"] > means["t2w"]["wm"]
 
 
-def within_class_spread(task, heterogeneity):
-    """Mean std of the source among pixels whose target level is the same: how far the mapping varies."""
-    spreads, weights = [], []
-    for source, target in make_pairs(task, 4, 64, seed=1, heterogeneity=heterogeneity):
-        levels = np.round(target * 10).astype(int) @ (11 ** np.arange(target.shape[-1]))  # one id per colour
-        for level in np.unique(levels):
-            members = source[..., 0][levels == level]
-            if members.size > 50:
-                spreads.append(members.std())
-                weights.append(members.size)
-    return float(np.average(spreads, weights=weights))
+def heterogeneity_of(task, knob):
+    return np.mean(
+        [mapping_heterogeneity(s, t) for s, t in make_pairs(task, 4, 64, seed=1, heterogeneity=knob)]
+    )
 
 
-@pytest.mark.parametrize("task", ["mri-phantom", "sar-landcover"])
-def test_heterogeneity_knob_spreads_the_mapping(task):
-    assert within_class_spread(task, 1.0) > 1.2 * within_class_spread(task, 0.0)
+@pytest.mark.parametrize("task", TASKS)
+def test_heterogeneity_knob_makes_the_mapping_less_global(task):
+    assert heterogeneity_of(task, 0.0) < heterogeneity_of(task, 0.5) < heterogeneity_of(task, 1.0)
+
+
+def test_mri_mapping_is_the_most_global():
+    assert heterogeneity_of("mri-phantom", 0.5) < 0.5 * min(
+        heterogeneity_of(t, 0.5) for t in ("el-cell", "sar-landcover")
+    )
+
+
+def test_mapping_heterogeneity_bounds():
+    source = np.random.default_rng(0).random((32, 32, 1)).astype(np.float32)
+    assert mapping_heterogeneity(source, source**2) < 0.01  # one global mapping explains everything
+    assert mapping_heterogeneity(source, np.random.default_rng(1).random((32, 32, 1))) > 0.9
 
 
 def test_el_cell_target_is_one_hot_with_busbars():
