@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes, arrays
 from PIL import Image
 
 from cdtsde.cli import main
@@ -189,6 +192,7 @@ def folder_with_problems(tmp_path):
     make_folder(tmp_path, {f"good{i}.png": (good, f"good{i}.png", good) for i in range(3)})
     make_folder(tmp_path, {"small.png": (good, "small.png", good[:10, :10])})
     make_folder(tmp_path, {"nan.npy": (np.full((24, 32), np.nan, np.float32), "nan.npy", good)})
+    make_folder(tmp_path, {"inf.tif": (np.full((24, 32), np.inf, np.float32), "inf.png", good)})
     write_image(tmp_path / "source" / "alone.png", good)
     (tmp_path / "source" / "garbage.png").write_bytes(b"not a png at all")
     write_image(tmp_path / "target" / "garbage.png", good)
@@ -215,7 +219,7 @@ def test_bad_files_are_skipped_and_named(folder_with_problems):
     found = reasons(dataset)
     assert "no partner" in found["alone.png"]
     assert "size mismatch" in found["small.png"]
-    assert "NaN" in found["nan.npy"]
+    assert "NaN" in found["nan.npy"] and "infinite" in found["inf.tif"]
     assert "cannot read" in found["garbage.png"]
     assert "cannot read" in found["cut.png"]
     assert all(str(folder_with_problems) in path for path, _ in dataset.skipped)
@@ -232,7 +236,7 @@ def test_truncated_file_found_while_training_is_replaced_by_the_next_pair(folder
         item = dataset[names.index("cut")]
     assert item["name"] == names[names.index("cut") + 1]
     assert "cut.png" in dataset.skipped[-1][0]
-    assert len({dataset[i]["name"] for i in range(len(dataset))} & {"cut", "nan"}) == 0
+    assert len({dataset[i]["name"] for i in range(len(dataset))} & {"cut", "nan", "inf"}) == 0
 
 
 def test_empty_folder_and_bad_specs_raise_clear_errors(tmp_path):
@@ -255,7 +259,7 @@ def test_inspect_reports_skipped_files_with_nonzero_exit(folder_with_problems, t
         code = main(["data", "inspect", str(folder_with_problems), "--grid", str(grid)])
     out = capsys.readouterr().out
     assert code == 1
-    assert "garbage.png" in out and "cut.png" in out and "5 file(s) skipped" in out
+    assert "garbage.png" in out and "cut.png" in out and "6 file(s) skipped" in out
     assert Image.open(grid).size[0] > 100
 
 
@@ -316,3 +320,25 @@ def test_ixi_volumes_pair_by_subject_and_split_by_subject(tmp_path):
     ]
     assert all(len(ds) == 4 for ds in splits.values())  # slices 1..4 hold 25% foreground, 0 and 5 none
     assert any("IXI099" in path and "no t2 volume" in reason for path, reason in splits["train"].skipped)
+
+
+def test_truncated_volume_skips_its_subject_only(tmp_path):
+    volume = np.ones((8, 8, 4), np.int16)
+    for subject in ("IXI002-Guys-0828", "IXI012-HH-1211"):
+        for modality in ("T1", "T2"):
+            nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / f"{subject}-{modality}.nii.gz")
+    broken = tmp_path / "IXI012-HH-1211-T2.nii.gz"
+    broken.write_bytes(broken.read_bytes()[:60])
+    dataset = build_dataset(
+        {"kind": "ixi", "root": str(tmp_path), "val_subjects": 0, "test_subjects": 0}, "train"
+    )
+    assert dataset.subjects == ["IXI002-Guys-0828", "IXI012-HH-1211"] and len(dataset) == 4
+    assert {item["name"].split("_slice")[0] for item in (dataset[i] for i in range(4))} == {
+        "IXI002-Guys-0828"
+    }
+    assert len(dataset.skipped) == 1 and str(broken) in dataset.skipped[0][1]
+
+
+@given(arrays(np.uint8, array_shapes(min_dims=2, max_dims=3, max_side=6), elements=st.integers(0, 6)))
+def test_any_class_map_round_trips(classes):
+    np.testing.assert_array_equal(decode_classes(encode_classes(classes, 7)), classes)
