@@ -213,7 +213,9 @@ def write_image(path: str | os.PathLike, array: np.ndarray, meta: ImageMeta | No
         elif fmt == "tiff":
             import tifffile
 
-            tifffile.imwrite(tmp, array)
+            # say RGB explicitly for 3/4-band images: tifffile's default for float data is changing to planar pages
+            colour = array.ndim == 3 and array.shape[-1] in (3, 4)
+            tifffile.imwrite(tmp, array, photometric="rgb" if colour else None)
         elif fmt == "npy":
             with open(tmp, "wb") as handle:
                 np.save(handle, array)
