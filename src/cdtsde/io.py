@@ -54,11 +54,14 @@ def stem(path: str | os.PathLike) -> str:
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files directly inside `folder`, sorted by name."""
+    """Image files directly inside `folder`, sorted by name. Hidden files are left out: macOS `._name.png`
+    metadata and half-written temporaries are not images."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageReadError(f"{folder}: not a directory")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(IMAGE_SUFFIXES)
+    )
 
 
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
@@ -87,6 +90,9 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
                         array = array.astype(np.uint16)
                 elif img.mode in ("L", "RGB", "RGBA", "F"):
                     array = np.asarray(img)
+                elif img.mode == "1":
+                    # binary PNGs are masks: keep them single-channel (0/255), not RGB
+                    array = np.asarray(img.convert("L"))
                 else:
                     array = np.asarray(img.convert("RGB"))
         elif fmt == "tiff":
@@ -116,6 +122,39 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
         bad = int((~np.isfinite(array)).sum())
         raise ImageReadError(f"{path}: {bad} NaN or infinite values")
     return array, ImageMeta(path=path, format=fmt, dtype=array.dtype, affine=affine, extra=extra)
+
+
+def image_shape(path: str | os.PathLike) -> tuple[int, ...]:
+    """Shape `read_image` would return, from the file header only (cheap enough to index large
+    datasets). Raises ImageReadError naming the file if it is missing or its header is unreadable."""
+    path = Path(path)
+    fmt = image_format(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    try:
+        if fmt in ("png", "jpg"):
+            from PIL import Image
+
+            with Image.open(path) as img:
+                # mirrors read_image: single-band modes stay 2-D, RGBA keeps alpha, the rest become RGB
+                bands = 1 if img.mode in ("1", "L", "P", "I", "F", "I;16", "I;16B", "I;16L") else 3
+                bands = 4 if img.mode == "RGBA" else bands
+                return (img.height, img.width) if bands == 1 else (img.height, img.width, bands)
+        if fmt == "tiff":
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                shape = tuple(tif.series[0].shape)
+            if len(shape) == 3 and shape[0] < min(shape[1:]) and shape[0] <= 16:
+                shape = (*shape[1:], shape[0])
+            return shape
+        if fmt == "npy":
+            return tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape)
+        import nibabel as nib
+
+        return tuple(nib.load(str(path)).shape)
+    except Exception as exc:
+        raise ImageReadError(f"{path}: cannot read as {fmt} ({type(exc).__name__}: {exc})") from exc
 
 
 def to_unit(array: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ import sys
 from ..errors import CdtsdeError
 
 # module names under cdtsde.cli, one per sub-command group
-COMMAND_MODULES: list[str] = ["train", "translate", "evaluate", "demo"]
+COMMAND_MODULES: list[str] = ["train", "translate", "evaluate", "data", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,166 @@
+"""`build_dataset(spec, split)`: the one entry point the training loop uses.
+
+Keys common to every kind: `size` (training size; omitted -> native size), `resize` ("resize" or
+"crop"), `hflip` / `vflip` (paired random flips, training split only), `channels: {source: C, target: C}`
+(default: what the first pair has), `verify` (decode every pair up front so `.skipped` is complete).
+Kind-specific keys are listed in KIND_KEYS; an unknown key is an error, so typos do not pass silently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CdtsdeError
+from .base import PairedDataset
+from .masks import PV_EL_CLASSES
+from .nifti import build_nifti
+from .paired import build_list_file, build_paired_folder
+from .procedural import make_pairs
+from .sar import build_sar_patches
+from .splits import check_split
+from .tiles import build_scene_tiles
+from .transforms import PairedTransform
+
+COMMON_KEYS = {"kind", "size", "resize", "hflip", "vflip", "channels", "verify"}
+FOLDER_KEYS = {
+    "root",
+    "source_dir",
+    "target_dir",
+    "split_dirs",
+    "classes",
+    "value_range",
+    "val_fraction",
+    "test_fraction",
+    "seed",
+}
+NIFTI_KEYS = {
+    "root",
+    "source",
+    "target",
+    "axis",
+    "min_foreground",
+    "percentile",
+    "slice_step",
+    "subjects",
+    "val_subjects",
+    "test_subjects",
+    "seed",
+}
+KIND_KEYS = {
+    "paired-folder": FOLDER_KEYS,
+    "el-masks": FOLDER_KEYS,
+    "list-file": {"list", "lists", "classes", "value_range", "val_fraction", "test_fraction", "seed"},
+    "nifti": NIFTI_KEYS,
+    "brats": NIFTI_KEYS,
+    "ixi": NIFTI_KEYS,
+    "sar-patches": {
+        "root",
+        "source_dir",
+        "target_dir",
+        "bands",
+        "db_range",
+        "reflectance_max",
+        "val_scenes",
+        "test_scenes",
+        "seed",
+    },
+    "scene-tiles": {
+        "root",
+        "source_pattern",
+        "target_pattern",
+        "tile",
+        "stride",
+        "split_by",
+        "val_fraction",
+        "test_fraction",
+        "gap",
+        "val_scenes",
+        "test_scenes",
+        "seed",
+    },
+    "procedural": {"task", "n", "n_val", "n_test", "seed", "heterogeneity"},
+}
+# pv-el-cracks ships train/ and val/ only, so its test split reads val/ unless `split_dirs` says otherwise
+EL_MASK_DEFAULTS = {
+    "source_dir": "img",
+    "target_dir": "ann",
+    "classes": list(PV_EL_CLASSES),
+    "split_dirs": {"train": "train", "val": "val", "test": "val"},
+}
+SPLIT_SEED_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_003}
+
+
+class ProceduralDataset(PairedDataset):
+    """Pairs generated in memory by `make_pairs`; each split uses its own seed so splits never share a pair."""
+
+    def __init__(self, task, n, size, seed, heterogeneity):
+        super().__init__()
+        self.pairs = make_pairs(task, n, size, seed, heterogeneity)
+        self.task = task
+        self.target_classes = len(PV_EL_CLASSES) if task == "el-cell" else None
+        self.entries = list(range(n))
+
+    def read(self, entry):
+        source, target = self.pairs[entry]
+        if self.target_classes:
+            target = np.argmax(target, axis=-1)
+        return source, target, f"{self.task}-{entry:05d}"
+
+    def describe(self, entry) -> str:
+        return f"{self.task} pair {entry}"
+
+
+def build_dataset(spec: dict, split: str, base_dir=None) -> PairedDataset:
+    """Dataset of `{"source", "target", "name"}` items for `split` ("train", "val" or "test"). Relative
+    paths (`root`, `list`, `lists`) are resolved against `base_dir` (default: the working directory)."""
+    check_split(split)
+    if not isinstance(spec, dict) or "kind" not in spec:
+        raise CdtsdeError("dataset spec must be a mapping with a 'kind' key")
+    kind = spec["kind"]
+    if kind not in KIND_KEYS:
+        raise CdtsdeError(f"unknown dataset kind {kind!r}; choose from {', '.join(KIND_KEYS)}")
+    unknown = set(spec) - COMMON_KEYS - KIND_KEYS[kind]
+    if unknown:
+        raise CdtsdeError(f"{kind} spec: unknown key(s) {', '.join(sorted(unknown))}")
+    options = {**EL_MASK_DEFAULTS, **spec} if kind == "el-masks" else dict(spec)
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    if kind == "procedural":
+        n = (
+            options.get("n", 200)
+            if split == "train"
+            else options.get(f"n_{split}", max(1, options.get("n", 200) // 10))
+        )
+        dataset = ProceduralDataset(
+            options.get("task", "mri-phantom"),
+            n,
+            int(options.get("size", 32)),
+            int(options.get("seed", 0)) + SPLIT_SEED_OFFSET[split],
+            float(options.get("heterogeneity", 0.5)),
+        )
+    elif kind == "list-file":
+        dataset = build_list_file(base, split, options)
+    else:
+        if "root" not in options:
+            raise CdtsdeError(f"{kind} spec needs a 'root'")
+        root = base / Path(options["root"]).expanduser()
+        builders = {
+            "paired-folder": build_paired_folder,
+            "el-masks": build_paired_folder,
+            "nifti": build_nifti,
+            "brats": build_nifti,
+            "ixi": build_nifti,
+            "sar-patches": build_sar_patches,
+            "scene-tiles": build_scene_tiles,
+        }
+        dataset = builders[kind](root, split, options)
+    transform = PairedTransform(
+        options.get("size"),
+        options.get("resize", "resize"),
+        train=split == "train",
+        hflip=options.get("hflip", True),
+        vflip=options.get("vflip", False),
+    )
+    dataset.finish(transform, options.get("channels"), bool(options.get("verify", False)))
+    return dataset

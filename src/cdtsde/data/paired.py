@@ -1,0 +1,157 @@
+"""Pairs of image files: a folder with `source/` + `target/` (or `A/` + `B/`) matched by file stem,
+the EL-crack layout (`img/` + `ann/` masks), and list files of `source_path,target_path` lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import CdtsdeError
+from ..io import image_shape, list_images, stem
+from .base import PairedDataset
+from .readers import MaskReader, UnitReader
+from .splits import split_by_hash
+
+FOLDER_NAMES = (("source", "target"), ("A", "B"))
+
+
+class PairedFilesDataset(PairedDataset):
+    """Entries are (source path, target path, name). Each pair's headers are read at construction:
+    pairs whose files are unreadable or differ in size are skipped and reported."""
+
+    def __init__(self, pairs, source_reader, target_reader, num_classes=None):
+        super().__init__()
+        self.source_reader, self.target_reader = source_reader, target_reader
+        self.target_classes = num_classes
+        for source_path, target_path, name in pairs:
+            entry = (Path(source_path), Path(target_path), name)
+            try:
+                source_shape, target_shape = image_shape(entry[0]), image_shape(entry[1])
+            except CdtsdeError as exc:
+                self.skip(entry, exc)
+                continue
+            if source_shape[:2] != target_shape[:2]:
+                self.skip(entry, f"size mismatch: source {source_shape[:2]} vs target {target_shape[:2]}")
+                continue
+            self.entries.append(entry)
+
+    def read(self, entry):
+        source_path, target_path, name = entry
+        return self.source_reader(source_path), self.target_reader(target_path), name
+
+    def describe(self, entry) -> str:
+        return f"{entry[0]} | {entry[1]}"
+
+
+def find_pair_folders(root: Path, source_dir: str | None, target_dir: str | None) -> tuple[Path, Path]:
+    if source_dir or target_dir:
+        names = [(source_dir or "source", target_dir or "target")]
+    else:
+        names = FOLDER_NAMES
+    for source_name, target_name in names:
+        if (root / source_name).is_dir() and (root / target_name).is_dir():
+            return root / source_name, root / target_name
+    wanted = " or ".join(f"{a}/ + {b}/" for a, b in names)
+    raise CdtsdeError(f"{root}: expected sub-folders {wanted}")
+
+
+def match_by_stem(source_folder: Path, target_folder: Path):
+    """(matched [(source, target, stem)], unmatched [(path, reason)]), sorted by stem."""
+    sources = {stem(p): p for p in list_images(source_folder)}
+    targets = {stem(p): p for p in list_images(target_folder)}
+    matched = [(sources[key], targets[key], key) for key in sorted(sources.keys() & targets.keys())]
+    unmatched = [
+        (str(sources[key]), f"no partner in {target_folder}")
+        for key in sorted(sources.keys() - targets.keys())
+    ]
+    unmatched += [
+        (str(targets[key]), f"no partner in {source_folder}")
+        for key in sorted(targets.keys() - sources.keys())
+    ]
+    return matched, unmatched
+
+
+def paired_folder_pairs(root: Path, split: str, options: dict):
+    """Pairs of one split. With `train/`, `val/`, `test/` sub-folders (names overridable by `split_dirs`)
+    each split reads its own folder; without them every pair is assigned by a hash of its stem."""
+    split_dirs = options.get("split_dirs")
+    if split_dirs is None and (root / "train").is_dir():
+        split_dirs = {"train": "train", "val": "val", "test": "test"}
+    if split_dirs is not None:
+        folder = root / split_dirs[split]
+        if not folder.is_dir():
+            raise CdtsdeError(f"{folder}: folder for split {split!r} not found")
+        return match_by_stem(*find_pair_folders(folder, options.get("source_dir"), options.get("target_dir")))
+    matched, unmatched = match_by_stem(
+        *find_pair_folders(root, options.get("source_dir"), options.get("target_dir"))
+    )
+    fractions = (options.get("val_fraction", 0.1), options.get("test_fraction", 0.1), options.get("seed", 0))
+    return [pair for pair in matched if split_by_hash(pair[2], *fractions) == split], unmatched
+
+
+def read_list_file(list_path: Path):
+    """`source_path,target_path` per line (paths relative to the list file); blank lines and `#` comments
+    ignored. Names are the source stems, made unique with the line number when they repeat."""
+    if not list_path.is_file():
+        raise CdtsdeError(f"{list_path}: list file not found")
+    pairs, seen = [], set()
+    for number, line in enumerate(list_path.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = [part.strip() for part in line.split(",")]
+        if len(parts) != 2 or not all(parts):
+            raise CdtsdeError(f"{list_path}:{number}: expected 'source_path,target_path', got {line!r}")
+        source, target = (
+            Path(part) if Path(part).is_absolute() else list_path.parent / part for part in parts
+        )
+        name = stem(source) if stem(source) not in seen else f"{stem(source)}-{number}"
+        seen.add(name)
+        pairs.append((source, target, name))
+    return pairs
+
+
+def list_file_pairs(base: Path, split: str, options: dict):
+    """`lists: {train: ..., val: ..., test: ...}` gives one list per split; `list: FILE` one list split by
+    a hash of the names."""
+    if "lists" in options:
+        if split not in options["lists"]:
+            raise CdtsdeError(f"list-file spec has no list for split {split!r}")
+        return read_list_file(base / options["lists"][split])
+    if "list" not in options:
+        raise CdtsdeError("list-file spec needs 'list' or 'lists'")
+    fractions = (options.get("val_fraction", 0.1), options.get("test_fraction", 0.1), options.get("seed", 0))
+    return [
+        pair for pair in read_list_file(base / options["list"]) if split_by_hash(pair[2], *fractions) == split
+    ]
+
+
+def mask_class_count(options: dict) -> int | None:
+    classes = options.get("classes")
+    if classes is None:
+        return None
+    return classes if isinstance(classes, int) else len(classes)
+
+
+def build_paired_folder(root: Path, split: str, options: dict) -> PairedFilesDataset:
+    pairs, unmatched = paired_folder_pairs(root, split, options)
+    return _files_dataset(pairs, options, unmatched, f"{root} ({split})")
+
+
+def build_list_file(base: Path, split: str, options: dict) -> PairedFilesDataset:
+    return _files_dataset(list_file_pairs(base, split, options), options, [], f"list file ({split})")
+
+
+def _files_dataset(pairs, options, unmatched, where) -> PairedFilesDataset:
+    num_classes = mask_class_count(options)
+    ranges = options.get("value_range", {})
+    source_reader = UnitReader(_range(ranges.get("source")))
+    target_reader = MaskReader() if num_classes else UnitReader(_range(ranges.get("target")))
+    dataset = PairedFilesDataset(pairs, source_reader, target_reader, num_classes)
+    dataset.skipped[:0] = unmatched
+    if not dataset.entries and not dataset.skipped:
+        raise CdtsdeError(f"{where}: no image pairs found")
+    return dataset
+
+
+def _range(value):
+    return tuple(value) if value is not None else None

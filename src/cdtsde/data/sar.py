@@ -1,0 +1,100 @@
+"""Sentinel-1 SAR / Sentinel-2 optical patch pairs (SEN12MS-CR GeoTIFFs, SEN1-2 PNGs).
+
+SAR backscatter stored as float dB is clipped to `db_range` and scaled to [0, 1]; bands are picked by
+name (`VV`, `VH`, the SEN12MS order). Optical uint16 reflectance is divided by `reflectance_max`
+(Sentinel-2 stores reflectance x 10000; 3000 keeps natural scenes visible) and clipped. 8-bit PNGs
+(SEN1-2) use the full 8-bit range. Patches are paired by name with the modality token (`s1`, `s2`, `gt`)
+removed and split by scene (the name without its `_p<N>` patch number), so neighbouring patches of one
+scene never straddle splits.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CdtsdeError
+from ..io import list_images, read_image, stem, to_unit
+from .paired import PairedFilesDataset
+from .splits import split_groups
+
+SAR_BANDS = ("VV", "VH")
+MODALITY_TOKEN = re.compile(r"_(s1|s2|gt)_", re.IGNORECASE)
+PATCH_NUMBER = re.compile(r"_p\d+$")
+
+
+@dataclass(frozen=True)
+class SarReader:
+    db_range: tuple[float, float] = (-25.0, 0.0)
+    bands: tuple[str, ...] = SAR_BANDS
+
+    def __call__(self, path) -> np.ndarray:
+        array, _ = read_image(path)
+        if array.dtype.kind != "f":
+            return to_unit(array)
+        if array.ndim == 3:
+            if array.shape[-1] != len(SAR_BANDS):
+                raise CdtsdeError(
+                    f"{path}: expected {len(SAR_BANDS)} SAR bands {SAR_BANDS}, got {array.shape[-1]}"
+                )
+            array = array[..., [SAR_BANDS.index(band) for band in self.bands]]
+        low, high = self.db_range
+        return np.clip((array.astype(np.float32) - low) / (high - low), 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class OpticalReader:
+    reflectance_max: float = 3000.0
+
+    def __call__(self, path) -> np.ndarray:
+        array, _ = read_image(path)
+        if array.dtype == np.uint16:
+            return np.clip(array.astype(np.float32) / self.reflectance_max, 0.0, 1.0)
+        return to_unit(array) if array.dtype.kind in "ui" else np.clip(array.astype(np.float32), 0.0, 1.0)
+
+
+def patch_key(path: Path) -> str:
+    return MODALITY_TOKEN.sub("_", stem(path))
+
+
+def scene_of(key: str) -> str:
+    return PATCH_NUMBER.sub("", key)
+
+
+def build_sar_patches(root: Path, split: str, options: dict) -> PairedFilesDataset:
+    source_folder, target_folder = (
+        root / options.get("source_dir", "s1"),
+        root / options.get("target_dir", "s2"),
+    )
+    sources = {patch_key(p): p for p in list_images(source_folder)}
+    targets = {patch_key(p): p for p in list_images(target_folder)}
+    keys = sorted(sources.keys() & targets.keys())
+    if not keys:
+        raise CdtsdeError(f"{root}: no SAR/optical pairs in {source_folder.name}/ and {target_folder.name}/")
+    unmatched = [
+        (str(sources[k]), f"no partner in {target_folder}") for k in sorted(sources.keys() - targets.keys())
+    ]
+    unmatched += [
+        (str(targets[k]), f"no partner in {source_folder}") for k in sorted(targets.keys() - sources.keys())
+    ]
+    assignment = split_groups(
+        [scene_of(k) for k in keys],
+        options.get("val_scenes", 1),
+        options.get("test_scenes", 1),
+        options.get("seed", 0),
+    )
+    pairs = [(sources[k], targets[k], k) for k in keys if assignment[scene_of(k)] == split]
+    bands = tuple(band.upper() for band in options.get("bands", SAR_BANDS))
+    unknown = set(bands) - set(SAR_BANDS)
+    if unknown:
+        raise CdtsdeError(f"unknown SAR band(s) {sorted(unknown)}; choose from {SAR_BANDS}")
+    source_reader = SarReader(tuple(options.get("db_range", (-25.0, 0.0))), bands)
+    dataset = PairedFilesDataset(
+        pairs, source_reader, OpticalReader(float(options.get("reflectance_max", 3000.0)))
+    )
+    dataset.skipped[:0] = unmatched
+    dataset.scenes = sorted({scene_of(k) for k in keys if assignment[scene_of(k)] == split})
+    return dataset
