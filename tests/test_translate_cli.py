@@ -85,7 +85,7 @@ def test_folder_with_a_bad_file_translates_the_rest_and_fails(checkpoint, tmp_pa
 def test_channel_mismatch_is_named(mask_checkpoint, tmp_path, capsys):
     np.save(tmp_path / "two.npy", np.zeros((8, 8, 2), np.float32))
     assert run_translate(mask_checkpoint, tmp_path / "two.npy", tmp_path / "out") == 1
-    assert "two.npy: has 2 channel(s) but the model expects 1" in capsys.readouterr().out
+    assert "two.npy: has 2 channels, cannot use it as 1" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("breakage", ["missing", "corrupt"])

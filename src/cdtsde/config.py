@@ -41,10 +41,12 @@ def build_run(config: dict, base_dir: str | Path | None = None):
     resolved against `base_dir` (the configuration file's folder)."""
     from .data import build_dataset
 
+    # the training loop draws the paired flips itself, from step-seeded generators (exact resume)
+    data_spec = {"hflip": False, "vflip": False, **config["data"]}
     try:
-        train_set = build_dataset(config["data"], "train", base_dir=base_dir)
+        train_set = build_dataset(data_spec, "train", base_dir=base_dir)
         preview_set = build_dataset(config["data"], "val", base_dir=base_dir)
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError) as exc:  # CdtsdeError from the data module passes as it is
         raise CdtsdeError(f"data: {exc}") from exc
     if len(preview_set) == 0:
         preview_set = train_set
@@ -53,7 +55,7 @@ def build_run(config: dict, base_dir: str | Path | None = None):
         model_config = ModelConfig.from_dict({
             "source_channels": train_set.source_channels,
             "target_channels": train_set.target_channels,
-            "target_kind": getattr(train_set, "target_kind", "image"),
+            "target_kind": "mask" if getattr(train_set, "target_classes", None) else "image",
             "image_size": config["data"].get("size") or config["data"].get("tile"),
             **model_options,
         })

@@ -3,9 +3,11 @@
 Built on Lightning Fabric: `accelerator`, `devices`, `num_nodes`, `strategy` (e.g. "ddp") and `precision`
 (e.g. "bf16-mixed") choose the hardware with no code change; the default is one CPU process.
 
-Exact resume: every random draw of step k (batch composition, flips, t, noise, dropout) comes from
-generators seeded by (seed, k, rank), so a run killed after step k and resumed from its last checkpoint
-continues with exactly the batches and draws the uninterrupted run would have used. The state file
+Exact resume: every random draw of step k (batch composition, flips, t, noise, dropout, a dataset's own
+random crops when num_workers = 0) comes from generators seeded by (seed, k, rank), so a run killed after
+step k and resumed from its last checkpoint continues with exactly the batches and draws the
+uninterrupted run would have used. (With DataLoader workers, random transforms inside the dataset are
+seeded per worker and repeat within a run but not across a resume; the loop's own flips always repeat.) The state file
 (weights, optimizer, EMA, step) and the sampling weights are written atomically.
 """
 
@@ -225,9 +227,13 @@ def train(
     bar = tqdm(total=config.max_steps, initial=start_step, disable=not (progress and fabric.is_global_zero),
                desc="train", unit="step", dynamic_ncols=True)
     started = time.perf_counter()
-    for step, batch in enumerate(loader, start=start_step):
+    batches = iter(loader)
+    for step in range(start_step, config.max_steps):
         rank_stream = 2 + fabric.global_rank
-        torch.manual_seed(step_seed(config.seed, step, rank_stream))  # dropout and any other global draw
+        # seeded before the batch is fetched, so that a dataset's own random crops (num_workers = 0),
+        # dropout and any other global draw repeat exactly after a resume
+        torch.manual_seed(step_seed(config.seed, step, rank_stream))
+        batch = next(batches)
         generator = torch.Generator(device=fabric.device).manual_seed(step_seed(config.seed, step, rank_stream + 1000))
         source, target = batch["source"], batch["target"]
         if config.flips:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data.base import adapt_channels
 from .errors import CdtsdeError
 from .io import ImageMeta, from_unit, image_format, read_image, stem, to_unit_image, write_image
 from .model import TranslationModel
@@ -42,20 +43,6 @@ def source_slices(array: np.ndarray, meta: ImageMeta) -> np.ndarray:
     if unit.ndim not in (2, 3):
         raise CdtsdeError(f"{meta.path}: image of shape {array.shape}; expected (H, W) or (H, W, C)")
     return (unit if unit.ndim == 3 else unit[..., None])[None]
-
-
-def match_channels(slices: np.ndarray, channels: int, path: Path) -> np.ndarray:
-    """Grey <-> RGB where unambiguous (a grey image stored as RGB, as SAR often is, becomes one channel;
-    a grey image is repeated for a 3-channel model); any other mismatch is an error naming the file."""
-    have = slices.shape[-1]
-    if have == channels:
-        return slices
-    if channels == 1 and have in (3, 4):
-        rgb = slices[..., :3]
-        return rgb.mean(-1, keepdims=True)
-    if have == 1 and channels == 3:
-        return np.repeat(slices, 3, axis=-1)
-    raise CdtsdeError(f"{path}: has {have} channel(s) but the model expects {channels}")
 
 
 @torch.no_grad()
@@ -128,6 +115,6 @@ def write_translation(translation: Translation, meta: ImageMeta, output_dir: Pat
 
 def translate_file(model: TranslationModel, path: Path, output_dir: Path, **options) -> tuple[list[Path], int]:
     array, meta = read_image(path)
-    slices = match_channels(source_slices(array, meta), model.config.source_channels, path)
+    slices = adapt_channels(source_slices(array, meta), model.config.source_channels, path)
     translation = translate_slices(model, slices, **options)
     return write_translation(translation, meta, output_dir, mask=model.config.target_kind == "mask"), translation.clamped_pixels
