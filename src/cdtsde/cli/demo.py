@@ -13,7 +13,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--task", choices=DEMO_TASKS, default="mri-phantom")
     parser.add_argument("--size", type=int, default=32, help="image size (default 32)")
     parser.add_argument("--pairs", type=int, default=256, help="training pairs (default 256)")
-    parser.add_argument("--max-steps", type=int, default=1500, help="training steps (default 1500)")
+    parser.add_argument("--max-steps", type=int, default=800, help="training steps (default 800)")
     parser.add_argument("--variant", default="dynamic", choices=["linear", "channel", "dynamic", "content"])
     parser.add_argument("--steps", type=int, default=5, help="sampling steps (default 5)")
     parser.set_defaults(func=run)
