@@ -1,7 +1,7 @@
 """Loading throughput (pairs/s) of the data path at the training size, with DataLoader(num_workers=0)
 and (num_workers=2), so that data never starves a CPU training run.
 
-    PYTHONPATH=src python benchmarks/data_throughput.py [--size 64] [--batch-size 16] [--pairs 512]
+    python -m benchmarks.data_throughput [--size 64] [--batch-size 16] [--pairs 512]
 
 Each case builds its dataset once (timed separately: NIfTI volumes and scenes are decoded there), then
 reads `--pairs` pairs of the training split in shuffled batches; the time of a pass includes starting

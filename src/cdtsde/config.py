@@ -62,5 +62,5 @@ def build_run(config: dict, base_dir: str | Path | None = None):
         train_config = TrainConfig.from_dict(dict(config.get("train") or {}))
         model = TranslationModel(model_config)
     except (ValueError, TypeError) as exc:
-        raise CdtsdeError(f"model: {exc}") from exc
+        raise CdtsdeError(f"configuration: {exc}") from exc
     return model, train_set, preview_set, train_config

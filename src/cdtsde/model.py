@@ -19,6 +19,7 @@ from torch import nn
 
 from .errors import CdtsdeError
 from .fields import make_field
+from .plain import from_plain
 from .process import q_sample
 from .sampler import SampleResult, sample
 from .schedule import NoiseSchedule, ScheduleConfig
@@ -45,10 +46,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown model option(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
+        return from_plain(cls, data, "model")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

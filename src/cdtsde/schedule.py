@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from .plain import from_plain
+
 CLEAN_END = -1
 BETA_SCHEDULES = ("scaled-linear", "linear", "cosine")
 ETA_SCHEDULES = ("cosine", "linear")
@@ -36,10 +38,7 @@ class ScheduleConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ScheduleConfig:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown schedule option(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
+        return from_plain(cls, data, "schedule")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .errors import CdtsdeError
 from .io import atomic_path
 from .model import TranslationModel, save_pretrained
+from .plain import from_plain
 
 STATE_FILE = "state.pt"
 LOG_FILE = "metrics.csv"
@@ -57,10 +58,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise CdtsdeError(f"unknown train option(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
+        return from_plain(cls, data, "train")
 
 
 def step_seed(seed: int, step: int, stream: int = 0) -> int:

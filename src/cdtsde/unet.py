@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .plain import from_plain
+
 
 @dataclass
 class UNetConfig:
@@ -42,10 +44,7 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> UNetConfig:
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown UNet option(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
+        return from_plain(cls, data, "UNet")
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)

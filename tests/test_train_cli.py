@@ -1,0 +1,41 @@
+import yaml
+from helpers import TINY_UNET
+
+from cdtsde.cli import main
+
+
+def write_config(path, **train):
+    config = {
+        "data": {"kind": "procedural", "task": "el-cell", "n": 24, "n_val": 4, "size": 16, "seed": 1},
+        "model": {"field": {"variant": "content"}, "unet": TINY_UNET},
+        "train": {"max_steps": 6, "batch_size": 4, "log_every": 3, "checkpoint_every": 3, "sample_every": 6, **train},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_train_resume_and_translate_from_the_command_line(tmp_path, capsys):
+    config = write_config(tmp_path / "run.yaml")
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--output", str(run), "--max-steps", "3"]) == 0
+    assert main(["train", "--config", str(config), "--output", str(run), "--resume"]) == 0
+    assert "step 6" in capsys.readouterr().out
+    assert (run / "samples" / "step_0000006.png").is_file() and (run / "config.yaml").is_file()
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["field"]["variant"] == "content"
+    # an EL mask model: five class channels, written back as class indices
+    import json
+
+    model_config = json.loads((run / "model" / "config.json").read_text())
+    assert model_config["target_kind"] == "mask" and model_config["target_channels"] == 5
+
+
+def test_configuration_errors_are_named(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml: configuration file not found" in capsys.readouterr().err
+    bad = write_config(tmp_path / "bad.yaml", learning_rate=0.1)
+    assert main(["train", "--config", str(bad), "--output", str(tmp_path / "r")]) == 2
+    assert "unknown train option(s): learning_rate" in capsys.readouterr().err
+    (tmp_path / "sections.yaml").write_text("data: {kind: procedural}\noptim: {}\n")
+    assert main(["train", "--config", str(tmp_path / "sections.yaml")]) == 2
+    assert "unknown section(s) optim" in capsys.readouterr().err
