@@ -44,10 +44,14 @@ def run(args) -> int:
     from ..model import load_pretrained
 
     trained = load_pretrained(args.output)
-    rows, summary = evaluate_model(trained, val_set, steps=args.steps)
+    from ..metrics import PV_EL_CLASSES, PV_EL_DEFECT
+
+    mask_options = {"classes": PV_EL_CLASSES, "foreground": PV_EL_DEFECT} if args.task == "el-cell" else {}
+    rows, summary = evaluate_model(trained, val_set, steps=args.steps, **mask_options)
     grid = save_preview(trained, val_set, args.output / "translations.png", steps=args.steps, count=6)
     (args.output / "metrics.json").write_text(json.dumps({"summary": summary, "per_image": rows}, indent=2))
-    table = format_table({args.variant: summary}, [k for k in summary if k != "seconds_per_image"])
+    shown = [k for k in summary if k != "seconds_per_image" and (not mask_options or k.endswith("/defect"))]
+    table = format_table({args.variant: summary}, shown)
     (args.output / "metrics.md").write_text(table + "\n")
     print(table)
     print(f"wrote {grid}, {args.output / 'metrics.json'}; weights in {args.output / 'model'}")
