@@ -211,3 +211,13 @@ def test_summary_and_table():
     assert summary["ssim"]["mean"] == pytest.approx(0.6)
     table = format_table({"dynamic": summary}, ["ssim", "psnr"])
     assert table.splitlines()[2] == "| dynamic | 0.6000 ± 0.0816 | 25.00 ± 5.00 |"
+
+
+def test_mask_table_has_a_row_per_class():
+    from cdtsde.metrics import format_mask_table
+
+    pred = np.array([[0, 1], [2, 2]])
+    table = format_mask_table(summarise([mask_metrics(pred, pred, classes={1: "crack", 2: "busbar"})]))
+    lines = table.splitlines()
+    assert lines[0] == "| class | dice | iou | precision | recall | hd | hd95 | skeleton_f1 |"
+    assert lines[2].startswith("| crack | 1.0000 ± 0.0000") and lines[3].startswith("| busbar |")

@@ -26,7 +26,7 @@ def run(args) -> int:
 
     from ..config import build_run
     from ..evaluation import evaluate_model
-    from ..metrics import format_table
+    from ..metrics import format_mask_table, format_table
     from ..training import train
     from ..visualize import save_preview
 
@@ -50,8 +50,10 @@ def run(args) -> int:
     rows, summary = evaluate_model(trained, val_set, steps=args.steps, **mask_options)
     grid = save_preview(trained, val_set, args.output / "translations.png", steps=args.steps, count=6)
     (args.output / "metrics.json").write_text(json.dumps({"summary": summary, "per_image": rows}, indent=2))
-    shown = [k for k in summary if k != "seconds_per_image" and (not mask_options or k.endswith("/defect"))]
-    table = format_table({args.variant: summary}, shown)
+    if mask_options:
+        table = format_mask_table({k: v for k, v in summary.items() if "/" in k})
+    else:
+        table = format_table({args.variant: summary}, [k for k in summary if k != "seconds_per_image"])
     (args.output / "metrics.md").write_text(table + "\n")
     print(table)
     print(f"wrote {grid}, {args.output / 'metrics.json'}; weights in {args.output / 'model'}")

@@ -45,7 +45,7 @@ def run(args) -> int:
 
     from ..errors import CdtsdeError
     from ..io import atomic_path
-    from ..metrics import PV_EL_DEFECT, format_table
+    from ..metrics import PV_EL_DEFECT, format_mask_table, format_table
     from ..metrics.folders import evaluate_folders
 
     classes = parse_classes(args.classes)
@@ -78,9 +78,14 @@ def run(args) -> int:
                "summary": summary, "problems": [{"path": str(p), "reason": r} for p, r in problems]}
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(payload, indent=2))
-    metrics = [m for m in summary if "/" in m] if args.task == "mask" else list(summary)
-    print(format_table({args.pred.name or str(args.pred): summary}, metrics))
+    if args.task == "mask":
+        print(format_mask_table(summary))
+    else:
+        print(format_table({args.pred.name or str(args.pred): summary}))
     print(f"{len(rows)} pair(s); per-image rows in {csv_path}, summary in {args.out}")
-    for path, reason in problems:
+    shown = 20
+    for path, reason in problems[:shown]:
         print(f"problem: {reason}" if str(path) in reason else f"problem: {path}: {reason}")
+    if len(problems) > shown:
+        print(f"... and {len(problems) - shown} more problem(s), all listed in {args.out}")
     return 1 if problems else 0

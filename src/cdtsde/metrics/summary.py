@@ -41,3 +41,12 @@ def format_table(summaries: dict[str, dict], metrics: list[str] | None = None, l
     for name, summary in summaries.items():
         lines.append(f"| {name} | " + " | ".join(_cell(summary.get(metric)) for metric in metrics) + " |")
     return "\n".join(lines)
+
+
+def format_mask_table(summary: dict[str, dict]) -> str:
+    """Mask metrics keyed "<metric>/<class>" as one row per class (or group), one column per metric."""
+    metrics = list(dict.fromkeys(key.split("/", 1)[0] for key in summary if "/" in key))
+    names = list(dict.fromkeys(key.split("/", 1)[1] for key in summary if "/" in key))
+    per_class = {name: {metric: summary[f"{metric}/{name}"] for metric in metrics if f"{metric}/{name}" in summary}
+                 for name in names}
+    return format_table(per_class, metrics, label="class")
