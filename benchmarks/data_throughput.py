@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from benchmarks.common import machine
 from cdtsde.data import build_dataset
 from cdtsde.data.procedural import write_paired_folder
 
@@ -97,13 +97,7 @@ def main() -> None:
             print(json.dumps(row))
     report = {
         "config": vars(args) | {"output": os.path.relpath(args.output, REPO)},
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-        },
+        "machine": machine(),
         "results": results,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
