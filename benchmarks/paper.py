@@ -1,0 +1,190 @@
+"""The paper's claims on real data, measured side by side (issue 6; DESIGN 7).
+
+    python -m benchmarks.paper --task brats-t1t2 --scale quick      # or cpu, gpu
+
+For one task: trains the linear (DoSSR), channel, dynamic and content fields with the same network,
+budget and seed; scores each on the test split at 5 steps (plus the dynamic model with the field
+collapsed to its mean, as the authors' code samples); sweeps quality against NFE (1, 2, 3, 5, 10, 20) for
+linear, dynamic and content; reports the steps each needs to reach linear's quality at 10 steps; and
+draws the learned fields. Writes benchmarks/results/paper/<task>-<scale>/ (results.md, results.json,
+PNG figures, the configuration and the machine). Training runs resume when re-invoked after a kill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import RESULTS, machine
+from cdtsde.config import build_run
+from cdtsde.evaluation import evaluate_model
+from cdtsde.metrics import PV_EL_CLASSES, PV_EL_DEFECT, format_mask_table, format_table
+from cdtsde.model import load_pretrained
+from cdtsde.training import train
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TASKS = {
+    "brats-t1t2": {"kind": "brats", "root": str(DATA / "brats-mri"), "source": "t1", "target": "t2",
+                   "min_foreground": 0.1, "val_subjects": 2, "test_subjects": 2, "seed": 0},
+    "brats-t2t1": {"kind": "brats", "root": str(DATA / "brats-mri"), "source": "t2", "target": "t1",
+                   "min_foreground": 0.1, "val_subjects": 2, "test_subjects": 2, "seed": 0},
+    "sar-optical": {"kind": "scene-tiles", "root": str(DATA / "sar-optical" / "scenes"), "split_by": "scene",
+                    "val_scenes": 0, "test_scenes": 1, "seed": 0},
+    "el-mask": {"kind": "el-masks", "root": str(DATA / "pv-el-cracks")},
+}
+SMALL_UNET = {"base_channels": 32, "channel_mults": [1, 2, 2, 2], "num_res_blocks": 1, "attention_resolutions": [8]}
+SCALES = {
+    # a few minutes per model on 2 CPU cores: a smoke-level comparison, not the paper's setting
+    "quick": {"size": 32, "train": {"max_steps": 600, "batch_size": 16, "lr": 1e-3, "warmup_steps": 50,
+                                    "ema_decay": 0.995}, "unet": SMALL_UNET, "test_items": 64},
+    # about 15 minutes per model on 2 CPU cores
+    "cpu": {"size": 64, "train": {"max_steps": 450, "batch_size": 16, "lr": 1e-3, "warmup_steps": 50,
+                                  "ema_decay": 0.995}, "unet": SMALL_UNET, "test_items": 128},
+    # the paper's 256 px setting, for a GPU
+    "gpu": {"size": 256, "train": {"max_steps": 10000, "batch_size": 16, "lr": 2e-4, "accelerator": "gpu",
+                                   "precision": "bf16-mixed"},
+            "unet": {"base_channels": 64, "channel_mults": [1, 1, 2, 2, 4], "num_res_blocks": 2,
+                     "attention_resolutions": [16]}, "test_items": None},
+}
+VARIANTS = ("linear", "channel", "dynamic", "content")
+SWEPT = ("linear", "dynamic", "content")
+NFES = (1, 2, 3, 5, 10, 20)
+
+
+def run_config(task: str, scale: str, variant: str) -> dict:
+    preset = SCALES[scale]
+    data = dict(TASKS[task])
+    data["tile" if data["kind"] == "scene-tiles" else "size"] = preset["size"]
+    if data["kind"] == "scene-tiles":
+        data["stride"] = preset["size"]
+    return {"data": data, "model": {"field": {"variant": variant}, "unet": preset["unet"]},
+            "train": {**preset["train"], "log_every": 25, "sample_every": 0, "checkpoint_every": 100, "seed": 0}}
+
+
+def headline_metric(is_mask: bool) -> str:
+    return "dice/defect" if is_mask else "psnr"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=sorted(TASKS), required=True)
+    parser.add_argument("--scale", choices=sorted(SCALES), default="quick")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--max-steps", type=int, help="override the scale's training budget")
+    parser.add_argument("--test-items", type=int, help="override the scale's number of test items")
+    parser.add_argument("--output", type=Path, help="default: benchmarks/results/paper/<task>-<scale>")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        raise SystemExit(f"real data not found at {DATA}")
+    out = args.output or RESULTS / "paper" / f"{args.task}-{args.scale}"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    configs = {v: run_config(args.task, args.scale, v) for v in args.variants}
+    for config in configs.values():
+        if args.max_steps:
+            config["train"]["max_steps"] = args.max_steps
+    test_set = None
+    training = {}
+    for variant, config in configs.items():
+        model, train_set, _, train_config = build_run(config)
+        run_dir = out / "runs" / variant
+        resume = (run_dir / "state.pt").is_file()
+        began = time.perf_counter()
+        train(model, train_set, train_config, run_dir, resume=resume, run_config=config)
+        training[variant] = {"pairs": len(train_set), "seconds_this_call": round(time.perf_counter() - began, 1)}
+        if test_set is None:
+            from cdtsde.data import build_dataset
+
+            test_set = build_dataset(config["data"], "test")
+    limit = args.test_items or SCALES[args.scale]["test_items"]
+    if limit is not None and len(test_set) > limit:
+        step = len(test_set) / limit  # evenly spread over the split, not its first slices
+        test_set = torch.utils.data.Subset(test_set, [int(i * step) for i in range(limit)])
+    models = {v: load_pretrained(out / "runs" / v) for v in args.variants}
+    is_mask = next(iter(models.values())).config.target_kind == "mask"
+    mask_options = {"classes": PV_EL_CLASSES, "foreground": PV_EL_DEFECT} if is_mask else {}
+    key = headline_metric(is_mask)
+
+    def score(model, steps, **options):
+        _, summary = evaluate_model(model, test_set, steps=steps, gamma=1.0, seed=0, **mask_options, **options)
+        # the process's peak so far: it only grows, so read it as an upper bound per row
+        summary["peak_rss_mb"] = {"mean": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "std": 0.0, "n": 1}
+        return summary
+
+    table = {v: score(m, 5) for v, m in models.items()}
+    if "dynamic" in models:
+        table["dynamic, field collapsed (authors' sampling)"] = score(models["dynamic"], 5, collapse_field=True)
+    sweep = {v: {n: score(models[v], n)[key]["mean"] for n in NFES} for v in SWEPT if v in models}
+    matched = {}
+    if "linear" in sweep:
+        goal = sweep["linear"][10]
+        for variant, by_nfe in sweep.items():
+            reached = [n for n in NFES if by_nfe[n] >= goal]
+            matched[variant] = {"goal": goal, "steps": reached[0] if reached else None,
+                                "seconds_per_image": table[variant]["seconds_per_image"]["mean"] / 5 * reached[0] if reached else None}
+    figures(out, models, test_set, sweep, key)
+    write_report(out, args, configs, training, table, sweep, matched, key, is_mask)
+
+
+def figures(out: Path, models, test_set, sweep, key) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cdtsde.visualize import save_translation_grid
+
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    for variant, by_nfe in sweep.items():
+        axis.plot(list(by_nfe), list(by_nfe.values()), marker="o", label=variant)
+    axis.set_xscale("log")
+    axis.set_xlabel("network evaluations (NFE)")
+    axis.set_ylabel(key)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(out / "quality_vs_nfe.png", dpi=120)
+    plt.close(figure)
+    items = [test_set[i] for i in range(min(4, len(test_set)))]
+    sources = torch.stack([item["source"] for item in items])
+    targets = torch.stack([item["target"] for item in items])
+    for variant, model in models.items():
+        t1 = model.schedule.t1
+        anchor = model.anchor(sources)
+        with torch.no_grad():
+            fields = {t: model.field(t, anchor) for t in (t1 // 8, t1 // 4, t1 // 2, 3 * t1 // 4)}
+            result = model.translate(sources, steps=5, generator=torch.Generator().manual_seed(0))
+        save_translation_grid(out / f"fields_{variant}.png", sources, result.x0, targets, fields,
+                              target_kind=model.config.target_kind)
+
+
+def write_report(out, args, configs, training, table, sweep, matched, key, is_mask) -> None:
+    metrics = ([f"{m}/defect" for m in ("dice", "iou", "precision", "recall", "hd", "hd95", "skeleton_f1")]
+               if is_mask else ["ssim", "psnr", "mse", "mae", "psnr_fg"])
+    metrics = [m for m in metrics if m in next(iter(table.values()))] + ["seconds_per_image", "peak_rss_mb"]
+    lines = [f"# {args.task}, scale {args.scale}", "",
+             f"Test split, 5 steps, gamma 1, seed 0; identical network, budget and seed for every field. "
+             f"Training: {json.dumps(configs[next(iter(configs))]['train'])}.", "",
+             format_table(table, metrics, label="field"), "",
+             f"Quality ({key}) against NFE:", "",
+             "| field | " + " | ".join(str(n) for n in NFES) + " |", "|---" * (len(NFES) + 1) + "|"]
+    lines += [f"| {v} | " + " | ".join(f"{by[n]:.4f}" for n in NFES) + " |" for v, by in sweep.items()]
+    if matched:
+        lines += ["", f"Steps to reach linear's {key} at 10 steps ({next(iter(matched.values()))['goal']:.4f}):", ""]
+        lines += [f"- {v}: {m['steps'] if m['steps'] else 'not reached within 20'} steps"
+                  + (f", {m['seconds_per_image']:.4f} s per image" if m["seconds_per_image"] else "") for v, m in matched.items()]
+    if is_mask:
+        lines += ["", "Per class (dynamic, 5 steps):", "", format_mask_table({k: v for k, v in table.get("dynamic", {}).items() if "/" in k})]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps({"machine": machine(), "task": args.task, "scale": args.scale,
+                                                  "configs": configs, "training": training, "table": table,
+                                                  "nfe_sweep": sweep, "matched": matched}, indent=2, default=str))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
