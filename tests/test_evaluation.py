@@ -24,3 +24,17 @@ def test_mask_model_is_scored_per_class_and_defect_group():
     # the untrained model's argmax is class 0 everywhere: no busbar predicted where cells have busbars
     assert summary["recall/busbar"]["max"] == pytest.approx(0.0)
     assert torch.is_tensor(data[0]["target"]) and data[0]["target"].shape[0] == 5
+
+
+def test_nonzero_foreground_scores_only_the_target_support():
+    data = InversionPairs(n=3)
+    data.targets = torch.where(data.sources > 0, data.targets, -torch.ones_like(data.targets))  # background at 0
+    model = tiny_model().eval()
+    rows, _ = evaluate_model(model, data, steps=1, nonzero_foreground=True)
+    prediction = ((model.translate(data.sources, steps=1, generator=torch.Generator().manual_seed(0)).x0.clamp(-1, 1)
+                   + 1) / 2)
+    for row, pred, target in zip(rows, prediction, (data.targets + 1) / 2):
+        region = target[0] > 0
+        expected = ((pred[0] - target[0])[region] ** 2).mean()
+        assert row["mse_fg"] == pytest.approx(float(expected), rel=1e-5)
+        assert row["mse_fg"] != pytest.approx(row["mse"], rel=1e-3)

@@ -16,6 +16,7 @@ from cdtsde.metrics import (
     image_metrics,
     image_metrics_batch,
     mask_metrics,
+    paired_comparison,
     segmentation_dice,
     ssim_map,
     summarise,
@@ -221,3 +222,43 @@ def test_mask_table_has_a_row_per_class():
     lines = table.splitlines()
     assert lines[0] == "| class | dice | iou | precision | recall | hd | hd95 | skeleton_f1 |"
     assert lines[2].startswith("| crack | 1.0000 ± 0.0000") and lines[3].startswith("| busbar |")
+
+
+def _rows(values, prefix="item"):
+    return [{"name": f"{prefix}{i}", "psnr": float(v)} for i, v in enumerate(values)]
+
+
+def test_paired_comparison_finds_a_shift_and_pairs_by_name():
+    rng = np.random.default_rng(0)
+    baseline = rng.normal(25, 3, 40)  # wide spread between items, as between slices
+    method = baseline + 0.5 + rng.normal(0, 0.1, 40)
+    result = paired_comparison(_rows(method), _rows(baseline), "psnr")
+    assert result["n"] == 40 and result["better_share"] == 1.0
+    assert result["ci_low"] < 0.5 < result["ci_high"] and result["ci_low"] > 0.4
+    assert result["wilcoxon_p"] < 1e-6
+    shuffled = _rows(method)[::-1]
+    assert paired_comparison(shuffled, _rows(baseline), "psnr") == result
+    # unpaired, the same shift would drown in the spread between items
+    assert abs(method.mean() - baseline.mean()) < 2 * baseline.std() / np.sqrt(40) * np.sqrt(2)
+    worse = paired_comparison(_rows(method), _rows(baseline), "psnr", higher_is_better=False)
+    assert worse["better_share"] == 0.0
+
+
+def test_paired_comparison_interval_covers_the_true_mean():
+    rng = np.random.default_rng(1)
+    covered = 0
+    for _ in range(200):
+        differences = rng.exponential(1.0, 30) - 1.0  # skewed, true mean 0
+        result = paired_comparison(_rows(differences), _rows(np.zeros(30)), "psnr", resamples=1000)
+        covered += result["ci_low"] <= 0.0 <= result["ci_high"]
+    assert 0.88 <= covered / 200 <= 0.99
+
+
+def test_paired_comparison_edge_cases():
+    same = paired_comparison(_rows([1.0, 2.0, 3.0]), _rows([1.0, 2.0, 3.0]), "psnr")
+    assert same["mean_difference"] == 0.0 and same["ci_low"] == same["ci_high"] == 0.0 and same["wilcoxon_p"] == 1.0
+    with_nan = paired_comparison(_rows([1.0, math.nan, 3.0, 5.0]), _rows([0.0, 1.0, 1.0, 1.0]), "psnr")
+    assert with_nan["n"] == 3 and with_nan["non_finite"] == 1
+    assert math.isnan(paired_comparison(_rows([1.0]), _rows([0.0]), "psnr")["mean_difference"])
+    with pytest.raises(ValueError, match="no baseline row"):
+        paired_comparison(_rows([1.0, 2.0], "other"), _rows([1.0, 2.0]), "psnr")

@@ -12,9 +12,12 @@ from .model import TranslationModel
 @torch.no_grad()
 def evaluate_model(model: TranslationModel, dataset, steps: int = 5, gamma: float = 1.0, seed: int = 0,
                    batch_size: int = 16, classes: dict[int, str] | None = None,
-                   foreground: tuple[int, ...] | None = None, **sampler_options) -> tuple[list[dict], dict]:
+                   foreground: tuple[int, ...] | None = None, nonzero_foreground: bool = False,
+                   **sampler_options) -> tuple[list[dict], dict]:
     """Per-pair metric rows and their summary. Images are scored in [0, 1] (`image_metrics`); mask targets
-    are decoded by argmax and scored per class (`mask_metrics`). Each row also carries the pair's name and
+    are decoded by argmax and scored per class (`mask_metrics`). With `nonzero_foreground` image metrics
+are also computed over the target's nonzero pixels (the brain of skull-stripped MRI) under a "_fg"
+suffix, as `cdtsde evaluate --nonzero-foreground` does. Each row also carries the pair's name and
     the seconds per image of the translation."""
     from .metrics import image_metrics, mask_metrics, summarise
 
@@ -35,6 +38,9 @@ def evaluate_model(model: TranslationModel, dataset, steps: int = 5, gamma: floa
             else:
                 unit = lambda x: ((x.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()  # noqa: E731
                 scores = image_metrics(unit(prediction), unit(target))
+                if nonzero_foreground:
+                    region = unit(target) > 0
+                    scores.update({f"{k}_fg": v for k, v in image_metrics(unit(prediction), unit(target), region).items()})
             rows.append({"name": item["name"], **scores, "seconds_per_image": seconds})
     numeric = [{k: v for k, v in row.items() if k != "name"} for row in rows]
     return rows, summarise(numeric)

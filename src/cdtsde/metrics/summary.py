@@ -26,6 +26,39 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     return summary
 
 
+def paired_comparison(rows: list[dict], baseline_rows: list[dict], key: str, higher_is_better: bool = True,
+                      confidence: float = 0.95, resamples: int = 10000, seed: int = 0) -> dict[str, float]:
+    """Method against baseline on the same items, paired by the rows' "name": the mean difference
+    (method - baseline) of metric `key` with a BCa bootstrap confidence interval, the Wilcoxon
+    signed-rank p-value, and the share of items on which the method is better. Items where either
+    value is not finite (e.g. Dice with both masks empty) are left out and counted. Items within
+    one subject or scene are not independent, so read the interval and p-value as optimistic there."""
+    from scipy import stats
+
+    baseline = {row["name"]: row for row in baseline_rows}
+    missing = [row["name"] for row in rows if row["name"] not in baseline]
+    if missing:
+        raise ValueError(f"{len(missing)} items have no baseline row, e.g. {missing[0]!r}")
+    ordered = sorted(rows, key=lambda row: row["name"])  # so that the bootstrap does not depend on row order
+    pairs = np.array([(row[key], baseline[row["name"]][key]) for row in ordered], dtype=np.float64).reshape(-1, 2)
+    finite = np.isfinite(pairs).all(axis=1)
+    differences = pairs[finite, 0] - pairs[finite, 1]
+    result = {"n": int(differences.size), "non_finite": int((~finite).sum())}
+    if differences.size < 2:
+        return {**result, "mean_difference": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+                "wilcoxon_p": math.nan, "better_share": math.nan}
+    better = differences > 0 if higher_is_better else differences < 0
+    if np.ptp(differences) == 0:  # no spread: the interval is the point, and the signed-rank test is undefined
+        low = high = float(differences[0])
+    else:
+        interval = stats.bootstrap((differences,), np.mean, confidence_level=confidence, n_resamples=resamples,
+                                   method="BCa", rng=np.random.default_rng(seed)).confidence_interval
+        low, high = float(interval.low), float(interval.high)
+    p_value = float(stats.wilcoxon(differences).pvalue) if np.any(differences != 0) else 1.0
+    return {**result, "mean_difference": float(differences.mean()), "ci_low": low, "ci_high": high,
+            "wilcoxon_p": p_value, "better_share": float(better.mean())}
+
+
 def _cell(stats: dict | None) -> str:
     if stats is None or not stats["n"]:
         return "-"
