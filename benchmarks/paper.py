@@ -1,13 +1,17 @@
 """The paper's claims on real data, measured side by side (issue 6; DESIGN 7).
 
-    python -m benchmarks.paper --task brats-t1t2 --scale quick      # or cpu, gpu
+    python -m benchmarks.paper --task brats-t1t2 --scale cpu      # or quick, gpu
 
 For one task: trains the linear (DoSSR), channel, dynamic and content fields with the same network,
 budget and seed; scores each on the test split at 5 steps (plus the dynamic model with the field
-collapsed to its mean, as the authors' code samples); sweeps quality against NFE (1, 2, 3, 5, 10, 20) for
-linear, dynamic and content; reports the steps each needs to reach linear's quality at 10 steps; and
-draws the learned fields. Writes benchmarks/results/paper/<task>-<scale>/ (results.md, results.json,
-PNG figures, the configuration and the machine). Training runs resume when re-invoked after a kill.
+collapsed to its mean, as the authors' code samples), with brain-restricted metrics for MRI and the
+defect scores of the items that have defects for EL masks; compares every field with linear on the
+same items (mean paired difference, bootstrap interval, Wilcoxon p); sweeps quality against NFE (1, 2,
+3, 5, 10, 20) for linear, dynamic and content; reports the steps each needs to reach linear's quality
+at 10 steps; and tabulates and draws the learned fields against eta_t. Writes
+benchmarks/results/paper/<task>-<scale>/ (results.md, results.json, PNG figures, the configuration and
+the machine). Training runs resume when re-invoked after a kill; `--train-only` stops after training.
+`python -m benchmarks.paper_summary` puts the tasks side by side.
 """
 
 from __future__ import annotations
