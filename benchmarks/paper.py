@@ -93,7 +93,7 @@ def headline_metric(task: str, is_mask: bool) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), required=True)
-    parser.add_argument("--scale", choices=sorted(SCALES), default="quick")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--max-steps", type=int, help="override the scale's training budget")
     parser.add_argument("--test-items", type=int, help="override the scale's number of test items")
