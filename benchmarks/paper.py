@@ -284,7 +284,7 @@ def write_report(out, args, configs, training, table, paired, sweep, matched, fi
     lines += [f"| {v} | " + " | ".join(f"{by[n]:.4f}" for n in NFES) + " |" for v, by in sweep.items()]
     if matched:
         lines += ["", f"Steps to reach linear's {key} at 10 steps ({next(iter(matched.values()))['goal']:.4f}):", ""]
-        lines += [f"- {v}: {m['steps'] if m['steps'] else 'not reached within 20'} steps"
+        lines += [f"- {v}: " + (f"{m['steps']} step{'s' if m['steps'] > 1 else ''}" if m["steps"] else "not reached within 20 steps")
                   + (f", {m['seconds_per_image']:.4f} s per image" if m["seconds_per_image"] else "") for v, m in matched.items()]
     lines += ["", "Learned field against eta_t (mean over pixels of 16 test sources; spatial std within an image):", "",
               "| field | " + " | ".join(f"t/t1={row['t_over_t1']:.2f}" for row in next(iter(fields.values()))) + " |",

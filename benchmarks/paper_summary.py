@@ -10,11 +10,17 @@ Reads <results>/<task>-<scale>/results.json for every task that has one and writ
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 from pathlib import Path
 
+import torch
+
 from benchmarks.common import RESULTS
 from benchmarks.paper import COLLAPSED, headline_metric
+from cdtsde.fields import DynamicField, calibrated_logistic
+
+DEFAULT_SQUASH_EPS = inspect.signature(DynamicField.__init__).parameters["squash_eps"].default
 
 # the paper's order of heterogeneity, most heterogeneous first
 TASK_ORDER = ("el-mask", "sar-optical", "brats-t1t2", "brats-t2t1")
@@ -44,7 +50,32 @@ def summary_lines(results: dict[str, dict]) -> list[str]:
         matched = result["matched"]
         steps = [("-" if f not in matched else str(matched[f]["steps"] or "> 20")) for f in ("linear", "dynamic", "content")]
         lines.append(f"| {task} | {matched['linear']['goal']:.4f} | " + " | ".join(steps) + " |")
+    lines += ["", "Where the learned fields sit inside the band Eq. 2 allows (0: on the lower envelope f = eta^2, "
+              "the field's slowest departure from the source; 1: on the upper envelope f = 2 eta - eta^2; both "
+              "through Eq. 3), over the t where 0.01 < eta_t < 0.99: the position of the mean field, and the smallest and largest "
+              "position of any pixel:", "",
+              "| task | field | mean position | pixel range | largest spatial std |", "|---|---|---|---|---|"]
+    for task, result in results.items():
+        for field in ("dynamic", "content"):
+            if field not in result.get("fields", {}):
+                continue
+            eps = result["configs"][field]["model"]["field"].get("squash_eps", DEFAULT_SQUASH_EPS)
+            # where the band is narrower than float32 resolution of the stored field, position is noise
+            rows = [row for row in result["fields"][field] if 0.01 < row["eta"] < 0.99]
+            mean, low, high = (envelope_position(rows, eps, key) for key in ("mean", "min", "max"))
+            lines.append(f"| {task} | {field} | {mean.mean():.3f} (from {mean.min():.3f} to {mean.max():.3f}) | "
+                         f"{low.min():.3f} to {high.max():.3f} | {max(row['spatial_std'] for row in rows):.3f} |")
     return lines
+
+
+def envelope_position(rows: list[dict], squash_eps: float, key: str) -> torch.Tensor:
+    """Position of rows[i][key] between the squashed envelopes of Eq. 2 at rows[i]["eta"]: 0 on the lower
+    envelope, 1 on the upper."""
+    eta = torch.tensor([row["eta"] for row in rows], dtype=torch.float64)
+    value = torch.tensor([row[key] for row in rows], dtype=torch.float64)
+    lower = calibrated_logistic(eta * eta, squash_eps)  # g = -1 in Eq. 2
+    upper = calibrated_logistic(2 * eta - eta * eta, squash_eps)  # g = +1
+    return (value - lower) / (upper - lower)
 
 
 def main() -> None:

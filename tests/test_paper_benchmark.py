@@ -5,7 +5,7 @@ import torch
 from helpers import InversionPairs, tiny_model
 
 from benchmarks.paper import COLLAPSED, field_statistics_over_t, headline_metric
-from benchmarks.paper_summary import summary_lines
+from benchmarks.paper_summary import envelope_position, summary_lines
 
 
 def test_field_statistics_follow_eta_for_linear_and_vary_for_content():
@@ -35,3 +35,23 @@ def test_summary_marks_intervals_that_exclude_zero():
     assert cells[4].endswith("*") and cells[5] == "-" and cells[6].endswith("*")
     matched = next(line for line in lines if line.startswith("| sar-optical | 20.0000"))
     assert matched.endswith("| 10 | > 20 | - |")
+
+
+@pytest.mark.parametrize("bias, expected", [(-30.0, 0.0), (30.0, 1.0)])
+def test_envelope_position_is_zero_and_one_on_the_bounds_of_eq2(bias, expected):
+    model = tiny_model(variant="dynamic")
+    with torch.no_grad():  # saturate g = 2 sigmoid(.) - 1 at -1 or +1 everywhere
+        model.field.net[-1].bias.fill_(bias)
+    stats = field_statistics_over_t({"dynamic": model}, InversionPairs(n=4))["dynamic"]
+    rows = [row for row in stats if 0.01 < row["eta"] < 0.99]
+    assert len(rows) >= 5
+    for key in ("mean", "min", "max"):
+        assert envelope_position(rows, model.field.squash_eps, key) == pytest.approx(expected, abs=1e-3)
+
+
+def test_envelope_position_of_a_fresh_field_lies_inside_the_band():
+    model = tiny_model(variant="dynamic")  # g = 0: f = eta, strictly between eta^2 and 2 eta - eta^2
+    rows = [row for row in field_statistics_over_t({"dynamic": model}, InversionPairs(n=4))["dynamic"]
+            if 0.01 < row["eta"] < 0.99]
+    position = envelope_position(rows, model.field.squash_eps, "mean")
+    assert bool(((position > 0.1) & (position < 0.9)).all())
