@@ -4,7 +4,7 @@ import pytest
 import torch
 from helpers import InversionPairs, tiny_model
 
-from benchmarks.paper import COLLAPSED, field_statistics_over_t, headline_metric
+from benchmarks.paper import COLLAPSED, field_statistics_over_t, headline_metric, matched_fidelity
 from benchmarks.paper_summary import envelope_position, summary_lines
 
 
@@ -24,7 +24,7 @@ def _result(linear, differences, is_mask=False):
     key = headline_metric("el-mask" if is_mask else "sar-optical", is_mask)
     paired = {field: {key: {"mean_difference": d, "ci_low": d - 0.1, "ci_high": d + 0.1}} for field, d in differences.items()}
     return {"table": {"linear": {key: {"mean": linear}}}, "paired_against_linear": paired,
-            "matched": {"linear": {"goal": linear, "steps": 10}, "dynamic": {"goal": linear, "steps": None}}}
+            "matched": {"1.0": {"linear": {"goal": linear, "steps": 10}, "dynamic": {"goal": linear, "steps": None}}}}
 
 
 def test_summary_marks_intervals_that_exclude_zero():
@@ -33,7 +33,7 @@ def test_summary_marks_intervals_that_exclude_zero():
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[3] == "+0.0500 [-0.0500, +0.1500]"  # channel: interval holds 0
     assert cells[4].endswith("*") and cells[5] == "-" and cells[6].endswith("*")
-    matched = next(line for line in lines if line.startswith("| sar-optical | 20.0000"))
+    matched = next(line for line in lines if line.startswith("| sar-optical | 1 | 20.0000"))
     assert matched.endswith("| 10 | > 20 | - |")
 
 
@@ -55,3 +55,14 @@ def test_envelope_position_of_a_fresh_field_lies_inside_the_band():
             if 0.01 < row["eta"] < 0.99]
     position = envelope_position(rows, model.field.squash_eps, "mean")
     assert bool(((position > 0.1) & (position < 0.9)).all())
+
+
+def test_matched_fidelity_finds_the_fewest_steps_reaching_linear_at_10():
+    sweep = {"linear": {1: 0.1, 2: 0.2, 3: 0.3, 5: 0.4, 10: 0.5, 20: 0.6},
+             "dynamic": {1: 0.45, 2: 0.5, 3: 0.7, 5: 0.7, 10: 0.7, 20: 0.7},
+             "content": {n: 0.49 for n in (1, 2, 3, 5, 10, 20)}}
+    table = {v: {"seconds_per_image": {"mean": 1.0}} for v in sweep}
+    matched = matched_fidelity(sweep, table)
+    assert matched["linear"]["steps"] == 10 and matched["linear"]["seconds_per_image"] == pytest.approx(2.0)
+    assert matched["dynamic"]["steps"] == 2 and matched["dynamic"]["seconds_per_image"] == pytest.approx(0.4)
+    assert matched["content"] == {"goal": 0.5, "steps": None, "seconds_per_image": None}

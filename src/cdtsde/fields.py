@@ -35,6 +35,12 @@ def calibrated_logistic(f: torch.Tensor, eps: float) -> torch.Tensor:
     return (torch.sigmoid(k * (f - 0.5)) - eps) / (1 - 2 * eps)
 
 
+def bounded_field(eta: torch.Tensor, g: torch.Tensor, squash_eps: float) -> torch.Tensor:
+    """The dynamic field's value for a mixer output g in [-1, 1]: f = eta (1 + g (1 - eta)) (Eq. 2), so
+    f runs from eta^2 (g = -1, the lower envelope) to 2 eta - eta^2 (g = +1), then Eq. 3."""
+    return calibrated_logistic(eta * (1 + g * (1 - eta)), squash_eps)
+
+
 class MixingField(nn.Module):
     """Common part of all variants: step checks and the constraints at and above t1 and at the clean end.
     Subclasses implement `below_truncation(eta, x_src)` for steps 0 <= t < t1, where eta is (B, 1, 1, 1)."""
@@ -159,8 +165,7 @@ class DynamicField(MixingField):
         if self.reads_source:
             inputs.append(x_src)
         g = 2 * torch.sigmoid(self.net(torch.cat(inputs, dim=1))) - 1
-        f = eta * (1 + g * (1 - eta))  # Eq. 2
-        return calibrated_logistic(f, self.squash_eps)
+        return bounded_field(eta, g, self.squash_eps)
 
 
 class ContentField(DynamicField):
