@@ -3,7 +3,8 @@ learned fields over linear grow with the heterogeneity of the modality gap (EL m
 
     python -m benchmarks.paper_summary --scale cpu
 
-Reads <results>/<task>-<scale>/results.json for every task that has one and writes
+Reads <results>/<task>-<scale>/results.json for every task that has one (training seed 0) and
+<results>/<task>-<scale>-seed<N>/results.json for the other training seeds, and writes
 <results>/summary-<scale>.md (results: benchmarks/results/paper by default).
 """
 
@@ -26,6 +27,20 @@ DEFAULT_SQUASH_EPS = inspect.signature(DynamicField.__init__).parameters["squash
 TASK_ORDER = ("el-mask", "sar-optical", "brats-t1t2", "brats-t2t1")
 
 
+def difference_cell(comparison: dict | None) -> str:
+    """'mean [low, high]' of a paired comparison, with * where the interval excludes 0."""
+    if comparison is None:
+        return "-"
+    c = comparison
+    significant = "*" if c["ci_low"] > 0 or c["ci_high"] < 0 else ""
+    return f"{c['mean_difference']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]{significant}"
+
+
+def headline_keys(task: str, result: dict) -> list[str]:
+    is_mask = "dice/defect" in result["table"]["linear"]
+    return [headline_metric(task, is_mask)] + (["dice/defect-present"] if is_mask else [])
+
+
 def summary_lines(results: dict[str, dict]) -> list[str]:
     fields = ["channel", "dynamic", "content", COLLAPSED]
     lines = ["Headline quality at 5 steps (mean over test items), and each field's paired difference from "
@@ -33,16 +48,8 @@ def summary_lines(results: dict[str, dict]) -> list[str]:
              "| task | metric | linear | " + " | ".join(f"{f} - linear" for f in fields) + " |",
              "|---" * (len(fields) + 3) + "|"]
     for task, result in results.items():
-        is_mask = "dice/defect" in result["table"]["linear"]
-        for key in [headline_metric(task, is_mask)] + (["dice/defect-present"] if is_mask else []):
-            cells = []
-            for field in fields:
-                c = result["paired_against_linear"].get(field, {}).get(key)
-                if c is None:
-                    cells.append("-")
-                    continue
-                significant = "*" if c["ci_low"] > 0 or c["ci_high"] < 0 else ""
-                cells.append(f"{c['mean_difference']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]{significant}")
+        for key in headline_keys(task, result):
+            cells = [difference_cell(result["paired_against_linear"].get(field, {}).get(key)) for field in fields]
             lines.append(f"| {task} | {key} | {result['table']['linear'][key]['mean']:.4f} | " + " | ".join(cells) + " |")
     lines += ["", "Steps each field needs to reach linear's quality at 10 steps with the same gamma (matched "
               "fidelity; gamma 1 is the paper's stochastic solver, 0 the deterministic one):", "",
@@ -69,6 +76,23 @@ def summary_lines(results: dict[str, dict]) -> list[str]:
     return lines
 
 
+def seed_lines(by_seed: dict[str, dict[int, dict]]) -> list[str]:
+    """The headline differences from linear once per training seed: the paired intervals above cover
+    the test items only, not the training run."""
+    fields = ["channel", "dynamic", "content"]
+    lines = ["Headline differences from linear for each training seed (the intervals cover the test items, "
+             "not the training run; repeating training shows how much of a difference survives):", "",
+             "| task | metric | training seed | linear | " + " | ".join(f"{f} - linear" for f in fields) + " |",
+             "|---" * (len(fields) + 4) + "|"]
+    for task, seeds in by_seed.items():
+        for key in headline_keys(task, next(iter(seeds.values()))):
+            for seed, result in sorted(seeds.items()):
+                cells = [difference_cell(result["paired_against_linear"].get(field, {}).get(key)) for field in fields]
+                lines.append(f"| {task} | {key} | {seed} | {result['table']['linear'][key]['mean']:.4f} | "
+                             + " | ".join(cells) + " |")
+    return lines
+
+
 def envelope_position(rows: list[dict], squash_eps: float, key: str) -> torch.Tensor:
     """Position of rows[i][key] between the squashed envelopes of Eq. 2 at rows[i]["eta"]: 0 on the lower
     envelope, 1 on the upper."""
@@ -83,11 +107,15 @@ def main() -> None:
     parser.add_argument("--scale", default="cpu")
     parser.add_argument("--results", type=Path, default=RESULTS / "paper", help="folder of the per-task results")
     args = parser.parse_args()
-    results = {}
+    results, by_seed = {}, {}
     for task in TASK_ORDER:
         path = args.results / f"{task}-{args.scale}" / "results.json"
         if path.is_file():
             results[task] = json.loads(path.read_text())
+            by_seed[task] = {0: results[task]}
+            for other in sorted(args.results.glob(f"{task}-{args.scale}-seed*/results.json")):
+                result = json.loads(other.read_text())
+                by_seed[task][result["configs"]["linear"]["train"]["seed"]] = result
     if not results:
         raise SystemExit(f"no results for scale {args.scale!r}: run python -m benchmarks.paper first")
     first = next(iter(results.values()))
@@ -95,6 +123,8 @@ def main() -> None:
              f"Training per model: `{json.dumps(first['configs']['linear']['train'])}` at "
              f"{first['configs']['linear']['data'].get('size') or first['configs']['linear']['data'].get('tile')} px; "
              f"machine: `{json.dumps(first['machine'])}`.", ""] + summary_lines(results)
+    if any(len(seeds) > 1 for seeds in by_seed.values()):
+        lines += [""] + seed_lines({task: seeds for task, seeds in by_seed.items() if len(seeds) > 1})
     (args.results / f"summary-{args.scale}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

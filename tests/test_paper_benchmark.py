@@ -5,7 +5,7 @@ import torch
 from helpers import InversionPairs, tiny_model
 
 from benchmarks.paper import COLLAPSED, field_statistics_over_t, headline_metric, matched_fidelity
-from benchmarks.paper_summary import envelope_position, summary_lines
+from benchmarks.paper_summary import envelope_position, seed_lines, summary_lines
 
 
 def test_field_statistics_follow_eta_for_linear_and_vary_for_content():
@@ -66,3 +66,12 @@ def test_matched_fidelity_finds_the_fewest_steps_reaching_linear_at_10():
     assert matched["linear"]["steps"] == 10 and matched["linear"]["seconds_per_image"] == pytest.approx(2.0)
     assert matched["dynamic"]["steps"] == 2 and matched["dynamic"]["seconds_per_image"] == pytest.approx(0.4)
     assert matched["content"] == {"goal": 0.5, "steps": None, "seconds_per_image": None}
+
+
+def test_seed_lines_give_one_row_per_training_seed():
+    seeds = {0: _result(20.0, {"dynamic": 0.5}), 1: _result(21.0, {"dynamic": 0.05})}
+    rows = [line for line in seed_lines({"sar-optical": seeds}) if line.startswith("| sar-optical")]
+    assert [row.split("|")[3].strip() for row in rows] == ["0", "1"]
+    assert rows[0].split("|")[4].strip() == "20.0000" and rows[1].split("|")[4].strip() == "21.0000"
+    assert rows[0].rstrip(" |").endswith("- | +0.5000 [+0.4000, +0.6000]* | -")
+    assert "+0.0500 [-0.0500, +0.1500] |" in rows[1] and "*" not in rows[1]
