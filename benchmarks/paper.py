@@ -257,7 +257,8 @@ def figures(out: Path, models, test_set, sweep, key, fields) -> None:
         axis.set_title(variant)
         axis.set_xlabel("t / t1")
     axes[0][0].set_ylabel("mixing field")
-    axes[0][0].legend(fontsize=7)
+    legend = {label: handle for axis in axes[0] for handle, label in zip(*axis.get_legend_handles_labels())}
+    axes[0][0].legend(legend.values(), legend.keys(), fontsize=7)
     figure.tight_layout()
     figure.savefig(out / "field_vs_eta.png", dpi=120)
     plt.close(figure)
