@@ -58,28 +58,35 @@ def summary_lines(results: dict[str, dict]) -> list[str]:
         for gamma, matched in result["matched"].items():  # JSON keys: "1.0", "0.0"
             steps = [("-" if f not in matched else str(matched[f]["steps"] or "> 20")) for f in ("linear", "dynamic", "content")]
             lines.append(f"| {task} | {float(gamma):g} | {matched['linear']['goal']:.4f} | " + " | ".join(steps) + " |")
-    lines += ["", "Where the learned fields sit inside the band Eq. 2 allows (0: on the lower envelope f = eta^2, "
-              "which lets the most target into x_t; 1: on the upper envelope f = 2 eta - eta^2; both "
-              "through Eq. 3), over the t where 0.01 < eta_t < 0.99: the position of the mean field, and the smallest and largest "
-              "position of any pixel:", "",
-              "| task | field | mean position | pixel range | largest spatial std |", "|---|---|---|---|---|"]
-    for task, result in results.items():
-        for field in ("dynamic", "content"):
-            if field not in result.get("fields", {}):
-                continue
-            eps = result["configs"][field]["model"]["field"].get("squash_eps", DEFAULT_SQUASH_EPS)
-            # where the band is narrower than float32 resolution of the stored field, position is noise
-            rows = [row for row in result["fields"][field] if 0.01 < row["eta"] < 0.99]
-            mean, low, high = (envelope_position(rows, eps, key) for key in ("mean", "min", "max"))
-            lines.append(f"| {task} | {field} | {mean.mean():.3f} (from {mean.min():.3f} to {mean.max():.3f}) | "
-                         f"{low.min():.3f} to {high.max():.3f} | {max(row['spatial_std'] for row in rows):.3f} |")
+    return lines
+
+
+def band_lines(by_seed: dict[str, dict[int, dict]]) -> list[str]:
+    """Where the learned dynamic and content fields sit inside the band Eq. 2 allows, per training seed."""
+    lines = ["Where the learned fields sit inside the band Eq. 2 allows (0: on the lower envelope f = eta^2, "
+             "which lets the most target into x_t; 1: on the upper envelope f = 2 eta - eta^2; both "
+             "through Eq. 3), over the t where 0.01 < eta_t < 0.99: the position of the mean field, and the "
+             "smallest and largest position of any pixel:", "",
+             "| task | training seed | field | mean position | pixel range | largest spatial std |",
+             "|---|---|---|---|---|---|"]
+    for task, seeds in by_seed.items():
+        for seed, result in sorted(seeds.items()):
+            for field in ("dynamic", "content"):
+                if field not in result.get("fields", {}):
+                    continue
+                eps = result["configs"][field]["model"]["field"].get("squash_eps", DEFAULT_SQUASH_EPS)
+                # where the band is narrower than float32 resolution of the stored field, position is noise
+                rows = [row for row in result["fields"][field] if 0.01 < row["eta"] < 0.99]
+                mean, low, high = (envelope_position(rows, eps, key) for key in ("mean", "min", "max"))
+                lines.append(f"| {task} | {seed} | {field} | {mean.mean():.3f} (from {mean.min():.3f} to {mean.max():.3f}) | "
+                             f"{low.min():.3f} to {high.max():.3f} | {max(row['spatial_std'] for row in rows):.3f} |")
     return lines
 
 
 def seed_lines(by_seed: dict[str, dict[int, dict]]) -> list[str]:
     """The headline differences from linear once per training seed: the paired intervals above cover
     the test items only, not the training run."""
-    fields = ["channel", "dynamic", "content"]
+    fields = ["channel", "dynamic", "content", COLLAPSED]
     lines = ["Headline differences from linear for each training seed (the intervals cover the test items, "
              "not the training run; repeating training shows how much of a difference survives):", "",
              "| task | metric | training seed | linear | " + " | ".join(f"{f} - linear" for f in fields) + " |",
@@ -125,6 +132,7 @@ def main() -> None:
              f"machine: `{json.dumps(first['machine'])}`.", ""] + summary_lines(results)
     if any(len(seeds) > 1 for seeds in by_seed.values()):
         lines += [""] + seed_lines({task: seeds for task, seeds in by_seed.items() if len(seeds) > 1})
+    lines += [""] + band_lines(by_seed)
     (args.results / f"summary-{args.scale}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

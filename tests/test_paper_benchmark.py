@@ -73,5 +73,5 @@ def test_seed_lines_give_one_row_per_training_seed():
     rows = [line for line in seed_lines({"sar-optical": seeds}) if line.startswith("| sar-optical")]
     assert [row.split("|")[3].strip() for row in rows] == ["0", "1"]
     assert rows[0].split("|")[4].strip() == "20.0000" and rows[1].split("|")[4].strip() == "21.0000"
-    assert rows[0].rstrip(" |").endswith("- | +0.5000 [+0.4000, +0.6000]* | -")
+    assert rows[0].rstrip(" |").endswith("- | +0.5000 [+0.4000, +0.6000]* | - | -")
     assert "+0.0500 [-0.0500, +0.1500] |" in rows[1] and "*" not in rows[1]
