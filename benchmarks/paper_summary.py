@@ -41,16 +41,26 @@ def headline_keys(task: str, result: dict) -> list[str]:
     return [headline_metric(task, is_mask)] + (["dice/defect-present"] if is_mask else [])
 
 
+COMPARED = ("channel", "dynamic", "content", COLLAPSED)
+
+
+def difference_table_head(labels: list[str]) -> list[str]:
+    columns = labels + ["linear"] + [f"{field} - linear" for field in COMPARED]
+    return ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+
+
+def difference_row(labels: list[str], result: dict, key: str) -> str:
+    """One row: the labels, linear's mean of `key`, then each compared field's paired difference."""
+    cells = [difference_cell(result["paired_against_linear"].get(field, {}).get(key)) for field in COMPARED]
+    return "| " + " | ".join(labels + [f"{result['table']['linear'][key]['mean']:.4f}"] + cells) + " |"
+
+
 def summary_lines(results: dict[str, dict]) -> list[str]:
-    fields = ["channel", "dynamic", "content", COLLAPSED]
     lines = ["Headline quality at 5 steps (mean over test items), and each field's paired difference from "
-             "linear with its 95% bootstrap interval; * marks an interval that excludes 0.", "",
-             "| task | metric | linear | " + " | ".join(f"{f} - linear" for f in fields) + " |",
-             "|---" * (len(fields) + 3) + "|"]
-    for task, result in results.items():
-        for key in headline_keys(task, result):
-            cells = [difference_cell(result["paired_against_linear"].get(field, {}).get(key)) for field in fields]
-            lines.append(f"| {task} | {key} | {result['table']['linear'][key]['mean']:.4f} | " + " | ".join(cells) + " |")
+             "linear with its 95% bootstrap interval; * marks an interval that excludes 0.", ""]
+    lines += difference_table_head(["task", "metric"])
+    lines += [difference_row([task, key], result, key) for task, result in results.items()
+              for key in headline_keys(task, result)]
     lines += ["", "Steps each field needs to reach linear's quality at 10 steps with the same gamma (matched "
               "fidelity; gamma 1 is the paper's stochastic solver, 0 the deterministic one):", "",
               "| task | gamma | linear at 10 steps | linear | dynamic | content |", "|---|---|---|---|---|---|"]
@@ -86,17 +96,11 @@ def band_lines(by_seed: dict[str, dict[int, dict]]) -> list[str]:
 def seed_lines(by_seed: dict[str, dict[int, dict]]) -> list[str]:
     """The headline differences from linear once per training seed: the paired intervals above cover
     the test items only, not the training run."""
-    fields = ["channel", "dynamic", "content", COLLAPSED]
     lines = ["Headline differences from linear for each training seed (the intervals cover the test items, "
-             "not the training run; repeating training shows how much of a difference survives):", "",
-             "| task | metric | training seed | linear | " + " | ".join(f"{f} - linear" for f in fields) + " |",
-             "|---" * (len(fields) + 4) + "|"]
-    for task, seeds in by_seed.items():
-        for key in headline_keys(task, next(iter(seeds.values()))):
-            for seed, result in sorted(seeds.items()):
-                cells = [difference_cell(result["paired_against_linear"].get(field, {}).get(key)) for field in fields]
-                lines.append(f"| {task} | {key} | {seed} | {result['table']['linear'][key]['mean']:.4f} | "
-                             + " | ".join(cells) + " |")
+             "not the training run; repeating training shows how much of a difference survives):", ""]
+    lines += difference_table_head(["task", "metric", "training seed"])
+    lines += [difference_row([task, key, str(seed)], result, key) for task, seeds in by_seed.items()
+              for key in headline_keys(task, next(iter(seeds.values()))) for seed, result in sorted(seeds.items())]
     return lines
 
 
