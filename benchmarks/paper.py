@@ -29,7 +29,7 @@ import torch
 from benchmarks.common import RESULTS, machine
 from cdtsde.config import build_run
 from cdtsde.evaluation import evaluate_model
-from cdtsde.fields import bounded_field
+from cdtsde.fields import field_envelopes
 from cdtsde.metrics import (
     PV_EL_CLASSES,
     PV_EL_DEFECT,
@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--max-steps", type=int, help="override the scale's training budget")
     parser.add_argument("--test-items", type=int, help="override the scale's number of test items")
-    parser.add_argument("--output", type=Path, help="default: benchmarks/results/paper/<task>-<scale>")
+    parser.add_argument("--output", type=Path, help="default: benchmarks/results/paper/<task>-<scale>[-seed<N>]")
     parser.add_argument("--train-only", action="store_true", help="train (or finish training) and stop")
     parser.add_argument("--seed", type=int, default=0,
                         help="training seed (initialisation, batches, noise); the data split and the test items stay fixed")
@@ -252,7 +252,7 @@ def figures(out: Path, models, test_set, sweep, key, fields) -> None:
         squash_eps = getattr(models[variant].field, "squash_eps", None)
         if squash_eps is not None:  # the band Eq. 2 lets the dynamic and content fields occupy
             eta = torch.tensor([row["eta"] for row in rows], dtype=torch.float64)
-            lower, upper = (bounded_field(eta, torch.full_like(eta, g), squash_eps) for g in (-1.0, 1.0))
+            lower, upper = field_envelopes(eta, squash_eps)
             axis.fill_between(x, lower, upper, color="grey", alpha=0.12, label="Eq. 2 band")
         axis.set_title(variant)
         axis.set_xlabel("t / t1")

@@ -19,12 +19,14 @@ import torch
 
 from benchmarks.common import RESULTS
 from benchmarks.paper import COLLAPSED, headline_metric
-from cdtsde.fields import DynamicField, bounded_field
+from cdtsde.fields import DynamicField, field_envelopes
 
 DEFAULT_SQUASH_EPS = inspect.signature(DynamicField.__init__).parameters["squash_eps"].default
 
 # the paper's order of heterogeneity, most heterogeneous first
 TASK_ORDER = ("el-mask", "sar-optical", "brats-t1t2", "brats-t2t1")
+# the fields set against linear in the headline tables
+COMPARED = ("channel", "dynamic", "content", COLLAPSED)
 
 
 def difference_cell(comparison: dict | None) -> str:
@@ -39,9 +41,6 @@ def difference_cell(comparison: dict | None) -> str:
 def headline_keys(task: str, result: dict) -> list[str]:
     is_mask = "dice/defect" in result["table"]["linear"]
     return [headline_metric(task, is_mask)] + (["dice/defect-present"] if is_mask else [])
-
-
-COMPARED = ("channel", "dynamic", "content", COLLAPSED)
 
 
 def difference_table_head(labels: list[str]) -> list[str]:
@@ -109,7 +108,7 @@ def envelope_position(rows: list[dict], squash_eps: float, key: str) -> torch.Te
     envelope, 1 on the upper."""
     eta = torch.tensor([row["eta"] for row in rows], dtype=torch.float64)
     value = torch.tensor([row[key] for row in rows], dtype=torch.float64)
-    lower, upper = bounded_field(eta, -torch.ones_like(eta), squash_eps), bounded_field(eta, torch.ones_like(eta), squash_eps)
+    lower, upper = field_envelopes(eta, squash_eps)
     return (value - lower) / (upper - lower)
 
 

@@ -41,6 +41,11 @@ def bounded_field(eta: torch.Tensor, g: torch.Tensor, squash_eps: float) -> torc
     return calibrated_logistic(eta * (1 + g * (1 - eta)), squash_eps)
 
 
+def field_envelopes(eta: torch.Tensor, squash_eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The lowest and highest value the dynamic field can take at eta (g = -1 and g = +1)."""
+    return bounded_field(eta, -torch.ones_like(eta), squash_eps), bounded_field(eta, torch.ones_like(eta), squash_eps)
+
+
 class MixingField(nn.Module):
     """Common part of all variants: step checks and the constraints at and above t1 and at the clean end.
     Subclasses implement `below_truncation(eta, x_src)` for steps 0 <= t < t1, where eta is (B, 1, 1, 1)."""
