@@ -24,9 +24,9 @@ ANNOTATIONS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "
 
 def masks(count: int) -> tuple[list[np.ndarray], str]:
     if ANNOTATIONS.is_dir():
-        from cdtsde.metrics.folders import load_classes
+        from cdtsde.data.masks import read_mask
 
-        return [load_classes(p) for p in sorted(ANNOTATIONS.glob("*.png"))[:count]], "pv-el-cracks val"
+        return [read_mask(p) for p in sorted(ANNOTATIONS.glob("*.png"))[:count]], "pv-el-cracks val"
     rng = np.random.default_rng(0)
     return [np.digitize(ndimage.gaussian_filter(rng.random((400, 400)), 8), [0.47, 0.49, 0.5, 0.51, 0.53]) % 5
             for _ in range(count)], "synthetic"

@@ -24,12 +24,13 @@ import math
 import resource
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from benchmarks.common import RESULTS, machine
-from cdtsde.config import build_run
+from cdtsde.data.masks import decode_classes
 from cdtsde.evaluation import evaluate_model
-from cdtsde.fields import field_envelopes
+from cdtsde.methods.cdtsde.fields import field_envelopes
 from cdtsde.metrics import (
     PV_EL_CLASSES,
     PV_EL_DEFECT,
@@ -38,8 +39,8 @@ from cdtsde.metrics import (
     paired_comparison,
     summarise,
 )
-from cdtsde.model import load_pretrained
-from cdtsde.training import train
+from cdtsde.run import build_run
+from cdtsde.training import load_pretrained, train
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TASKS = {
@@ -135,14 +136,14 @@ def main() -> None:
         test_set = torch.utils.data.Subset(test_set, [int(i * step) for i in range(limit)])
     models = {v: load_pretrained(out / "runs" / v) for v in args.variants}
     training = {v: {"pairs": train_pairs, **training_record(out / "runs" / v)} for v in args.variants}
-    is_mask = next(iter(models.values())).config.target_kind == "mask"
+    is_mask = next(iter(models.values())).data.target_kind == "mask"
     options = ({"classes": PV_EL_CLASSES, "foreground": PV_EL_DEFECT} if is_mask
                else {"nonzero_foreground": args.task in BRAIN_TASKS})
     key = headline_metric(args.task, is_mask)
 
     # defects are rare and an empty prediction of an empty target scores Dice 1 (DESIGN 6), so masks are
     # also scored over the items whose target has a defect
-    has_defect = ({item["name"]: bool(torch.isin(item["target"].argmax(0), torch.tensor(PV_EL_DEFECT)).any())
+    has_defect = ({item["name"]: bool(np.isin(decode_classes(item["target"]), PV_EL_DEFECT).any())
                    for item in test_set} if is_mask else {})
 
     def score(model, steps, gamma=1.0, **sampler_options):
@@ -206,7 +207,7 @@ def field_statistics_over_t(models, test_set, points: int = 9, items: int = 16) 
     statistics = {}
     for variant, model in models.items():
         t1 = model.schedule.t1
-        anchor = model.anchor(sources)
+        anchor = model.in_target_space(sources)
         rows = []
         for t in torch.linspace(0, t1 - 1, points).round().long().tolist():
             mixing = model.field(t, anchor)
@@ -268,12 +269,12 @@ def figures(out: Path, models, test_set, sweep, key, fields) -> None:
     targets = torch.stack([item["target"] for item in items])
     for variant, model in models.items():
         t1 = model.schedule.t1
-        anchor = model.anchor(sources)
+        anchor = model.in_target_space(sources)
         with torch.no_grad():
-            maps = {t: model.field(t, anchor) for t in (t1 // 8, t1 // 4, t1 // 2, 3 * t1 // 4)}
+            maps = {f"Lambda, t={t}": model.field(t, anchor) for t in (t1 // 8, t1 // 4, t1 // 2, 3 * t1 // 4)}
             result = model.translate(sources, steps=5, generator=torch.Generator().manual_seed(0))
-        save_translation_grid(out / f"fields_{variant}.png", sources, result.x0, targets, maps,
-                              target_kind=model.config.target_kind)
+        save_translation_grid(out / f"fields_{variant}.png", sources, result.images, targets, maps,
+                              target_kind=model.data.target_kind)
 
 
 def write_report(out, args, configs, training, table, paired, sweep, matched, fields, key, is_mask) -> None:

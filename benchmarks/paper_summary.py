@@ -19,7 +19,7 @@ import torch
 
 from benchmarks.common import RESULTS
 from benchmarks.paper import COLLAPSED, headline_metric
-from cdtsde.fields import DynamicField, field_envelopes
+from cdtsde.methods.cdtsde.fields import DynamicField, field_envelopes
 
 DEFAULT_SQUASH_EPS = inspect.signature(DynamicField.__init__).parameters["squash_eps"].default
 

@@ -15,10 +15,10 @@ import argparse
 import torch
 
 from benchmarks.common import median_seconds, write_results
-from cdtsde.fields import make_field
-from cdtsde.sampler import sample
-from cdtsde.schedule import NoiseSchedule
-from cdtsde.unet import ConditionalUNet, UNetConfig, count_parameters
+from cdtsde.diffusion.sampler import sample
+from cdtsde.diffusion.schedule import NoiseSchedule
+from cdtsde.methods.cdtsde.fields import make_field
+from cdtsde.networks.unet import ConditionalUNet, UNetConfig, count_parameters
 
 
 def main() -> None:
@@ -33,8 +33,8 @@ def main() -> None:
     device = torch.device(args.device)
     sync = device.type == "cuda"
     channels = args.channels
-    net = ConditionalUNet(UNetConfig.small(channels, channels)).to(device).eval()
-    schedule = NoiseSchedule().to(device)
+    net = ConditionalUNet(channels, channels, UNetConfig.small()).to(device).eval()
+    schedule = NoiseSchedule()
     fields = {v: make_field(v, schedule, channels).to(device) for v in ("linear", "dynamic")}
     rows = []
     with torch.no_grad():

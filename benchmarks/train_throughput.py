@@ -36,13 +36,12 @@ class RandomPairs(torch.utils.data.Dataset):
 
 
 def build_model(size: int):
-    from cdtsde.model import ModelConfig, TranslationModel
-    from cdtsde.unet import UNetConfig
+    from cdtsde.methods import DataInfo
+    from cdtsde.methods.cdtsde import CDTSDE, CDTSDEConfig
+    from cdtsde.networks.unet import UNetConfig
 
-    small = UNetConfig.small(1, 1).to_dict()
-    unet = {k: v for k, v in small.items() if k not in ("in_channels", "cond_channels", "out_channels")}
     torch.manual_seed(0)
-    return TranslationModel(ModelConfig(1, 1, field={"variant": "dynamic"}, unet=unet, image_size=size))
+    return CDTSDE(CDTSDEConfig(unet=UNetConfig.small()), DataInfo(1, 1, image_size=size))
 
 
 def peak_mb() -> float:
@@ -70,7 +69,7 @@ def measure_bare(steps: int, batch: int, size: int, queue) -> None:
 
     def step(i):
         chunk = data[(i * batch) % len(data):][:batch]
-        loss = model(chunk[:, 1], chunk[:, 0])["loss"]
+        loss = model({"source": chunk[:, 0], "target": chunk[:, 1]})["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -3,16 +3,19 @@
 import torch
 from torch.utils.data import Dataset
 
-from cdtsde.model import ModelConfig, TranslationModel
+from cdtsde.methods import DataInfo
+from cdtsde.methods.cdtsde import CDTSDE, CDTSDEConfig
+from cdtsde.methods.cdtsde.fields import FieldConfig
+from cdtsde.networks.unet import UNetConfig
 
 TINY_UNET = {"base_channels": 16, "channel_mults": [1, 2], "num_res_blocks": 1}
 
 
 def tiny_model(source_channels=1, target_channels=1, variant="dynamic", target_kind="image", size=16, seed=0):
     torch.manual_seed(seed)
-    return TranslationModel(ModelConfig(source_channels=source_channels, target_channels=target_channels,
-                                        target_kind=target_kind, field={"variant": variant}, unet=dict(TINY_UNET),
-                                        image_size=size))
+    config = CDTSDEConfig(field=FieldConfig(variant), unet=UNetConfig(**TINY_UNET))
+    return CDTSDE(config, DataInfo(source_channels=source_channels, target_channels=target_channels,
+                                   target_kind=target_kind, image_size=size))
 
 
 class InversionPairs(Dataset):

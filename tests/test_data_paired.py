@@ -16,7 +16,7 @@ from cdtsde.cli import main
 from cdtsde.data import build_dataset
 from cdtsde.data.masks import decode_classes, encode_classes
 from cdtsde.errors import CdtsdeError
-from cdtsde.io import write_image
+from cdtsde.imagefiles import write_image
 
 
 def gradient(height=24, width=32):
@@ -268,7 +268,7 @@ def test_inspect_reports_skipped_files_with_nonzero_exit(folder_with_problems, t
 def test_tiff_multiband_planar_is_channels_last(tmp_path):
     planar = np.stack([gradient(), 1 - gradient()]).astype(np.float32)  # (bands, H, W) as GDAL writes
     tifffile.imwrite(tmp_path / "planar.tif", planar)
-    from cdtsde.io import image_shape, read_image
+    from cdtsde.imagefiles import image_shape, read_image
 
     array, _ = read_image(tmp_path / "planar.tif")
     assert array.shape == image_shape(tmp_path / "planar.tif") == (24, 32, 2)

@@ -18,7 +18,7 @@ from cdtsde.data.procedural import (
     spin_echo,
 )
 from cdtsde.errors import CdtsdeError
-from cdtsde.io import read_image
+from cdtsde.imagefiles import read_image
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -88,7 +88,7 @@ def test_el_cell_target_is_one_hot_with_busbars():
     source, target = make_pairs("el-cell", 1, 64, seed=0)[0]
     assert source.shape == (64, 64, 1) and target.shape == (64, 64, len(PV_EL_CLASSES))
     assert (target.sum(-1) == 1).all()
-    busbar = target[..., PV_EL_CLASSES.index("busbar")] == 1
+    busbar = target[..., list(PV_EL_CLASSES.values()).index("busbar")] == 1
     assert busbar.any() and source[..., 0][busbar].mean() < source[..., 0][~busbar].mean()
 
 

@@ -9,7 +9,7 @@ import tifffile
 
 from cdtsde.data import build_dataset
 from cdtsde.data.masks import decode_classes, encode_classes, mask_to_indices
-from cdtsde.io import read_image
+from cdtsde.imagefiles import read_image
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"real data not found at {DATA}")

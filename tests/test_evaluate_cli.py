@@ -47,12 +47,12 @@ def test_nonzero_foreground_adds_restricted_scores(tmp_path, capsys):
 
 
 def test_mask_task_on_real_el_annotations(shared_data, tmp_path, capsys):
-    from cdtsde.metrics.folders import load_classes
+    from cdtsde.data.masks import read_mask
 
     truth = sorted((shared_data / "pv-el-cracks" / "val" / "ann").glob("*.png"))[:3]
     for path in truth:
-        write_png(tmp_path / "pred" / path.name, load_classes(path))
-    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(truth[0].parent), "--task", "mask",
+        write_png(tmp_path / "pred" / path.name, read_mask(path))
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(truth[0].parent), "--kind", "mask",
                  "--classes", "pv-el", "--out", str(tmp_path / "m.json")]) == 1  # the other val masks lack partners
     summary = json.loads((tmp_path / "m.json").read_text())["summary"]
     assert summary["dice/defect"]["mean"] == 1.0 and summary["hd/busbar"]["mean"] == 0.0

@@ -31,7 +31,7 @@ def test_nonzero_foreground_scores_only_the_target_support():
     data.targets = torch.where(data.sources > 0, data.targets, -torch.ones_like(data.targets))  # background at 0
     model = tiny_model().eval()
     rows, _ = evaluate_model(model, data, steps=1, nonzero_foreground=True)
-    prediction = ((model.translate(data.sources, steps=1, generator=torch.Generator().manual_seed(0)).x0.clamp(-1, 1)
+    prediction = ((model.translate(data.sources, steps=1, generator=torch.Generator().manual_seed(0)).images.clamp(-1, 1)
                    + 1) / 2)
     for row, pred, target in zip(rows, prediction, (data.targets + 1) / 2):
         region = target[0] > 0

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from cdtsde.config import build_run, load_run_config
+from cdtsde.run import build_run, load_run_config
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
 
@@ -11,6 +11,6 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yam
 def test_example_configurations_build(path, shared_data):
     model, train_set, preview_set, train_config = build_run(load_run_config(path), base_dir=path.parent)
     item = train_set[0]
-    assert item["source"].shape[0] == model.config.source_channels
-    assert item["target"].shape[0] == model.config.target_channels
+    assert item["source"].shape[0] == model.data.source_channels
+    assert item["target"].shape[0] == model.data.target_channels
     assert len(train_set) > 0 and train_config.max_steps == 2000

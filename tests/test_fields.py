@@ -6,8 +6,14 @@ from conftest import randomise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdtsde.fields import FIELD_VARIANTS, calibrated_logistic, make_field, position_encoding
-from cdtsde.schedule import NoiseSchedule, ScheduleConfig
+from cdtsde.diffusion.schedule import NoiseSchedule, ScheduleConfig
+from cdtsde.methods.cdtsde.fields import (
+    FIELD_VARIANTS,
+    FieldConfig,
+    calibrated_logistic,
+    make_field,
+    position_encoding,
+)
 
 SCHEDULE = NoiseSchedule()
 
@@ -74,7 +80,7 @@ def test_linear_field_is_eta():
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), degree=st.integers(1, 6))
 def test_channel_field_is_monotone_in_t_with_exact_endpoints(seed, degree):
-    field = randomise(make_field("channel", SCHEDULE, 3, degree=degree), seed, scale=3.0)
+    field = randomise(make_field(FieldConfig("channel", degree=degree), SCHEDULE, 3), seed, scale=3.0)
     x_src = torch.zeros(1, 3, 1, 1)
     values = field(torch.arange(-1, SCHEDULE.num_steps), x_src.expand(SCHEDULE.num_steps + 1, -1, -1, -1))
     values = values[:, :, 0, 0]
@@ -138,8 +144,10 @@ def test_bad_arguments_name_themselves(call, match):
 def test_unknown_variant_and_options():
     with pytest.raises(ValueError, match="field variant"):
         make_field("quadratic", SCHEDULE, 1)
-    with pytest.raises(ValueError, match="bad options"):
-        make_field("linear", SCHEDULE, 1, degree=3)
+    with pytest.raises(ValueError, match="the linear field has no option.*degree"):
+        make_field(FieldConfig("linear", degree=3), SCHEDULE, 1)
+    with pytest.raises(ValueError, match="the channel field has no option.*squash_eps"):
+        make_field(FieldConfig("channel", squash_eps=0.1), SCHEDULE, 1)
 
 
 def test_other_truncation_points():
@@ -149,3 +157,37 @@ def test_other_truncation_points():
         x_src = torch.zeros(1, 1, 2, 2)
         assert schedule.t1 == t1
         assert torch.all(field(t1, x_src) == 1) and torch.all(field(t1 - 1, x_src) < 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("variant, bias", [("linear", None), ("channel", None), ("dynamic", 50.0),
+                                           ("dynamic", -50.0), ("content", 50.0)])
+def test_below_t1_the_field_stays_below_one_in_low_precision(dtype, variant, bias):
+    """In float32 the dynamic field with g = +1 rounds to exactly 1 within about 8 steps of t1 (1 - eta is
+    2.5e-6 there), and in bfloat16 even eta_t does for the last ~15 steps: every t below t1 is checked."""
+    field = make_field(variant, SCHEDULE, 2)
+    if variant == "channel":
+        with torch.no_grad():
+            field.logits[:, -1] = -30.0  # the last Bernstein coefficient close to 1: f is 1 - O(1e-13) near t1
+    if bias is not None:
+        with torch.no_grad():
+            field.net[-1].bias.fill_(bias)  # g saturated at +1 (most source allowed) or -1
+    field = field.to(dtype)
+    steps = torch.arange(SCHEDULE.t1)
+    mixing = field(steps, torch.zeros(len(steps), 2, 3, 3, dtype=dtype))
+    assert mixing.dtype == dtype
+    assert torch.all(mixing < 1) and torch.all(mixing >= 0)
+    assert torch.all(field(SCHEDULE.t1, torch.zeros(1, 2, 3, 3, dtype=dtype)) == 1)
+
+
+def test_a_saturated_field_in_float32_samples_without_clamps():
+    """With Lambda rounded to 1 below t1, Ups = 0 made rho infinite and the clamp count spurious."""
+    from cdtsde.diffusion.sampler import sample
+
+    field = make_field("dynamic", SCHEDULE, 1)
+    with torch.no_grad():
+        field.net[-1].bias.fill_(50.0)
+    x_src = torch.rand(2, 1, 4, 4) * 2 - 1
+    result = sample(lambda x, src, t: torch.zeros_like(x), x_src, field, steps=100,
+                    generator=torch.Generator().manual_seed(0))
+    assert result.clamped_pixels == 0 and torch.isfinite(result.x0).all()

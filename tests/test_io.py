@@ -2,8 +2,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from cdtsde.atomic import atomic_path
 from cdtsde.errors import ImageReadError
-from cdtsde.io import atomic_path, from_unit, read_image, stem, to_unit, write_image
+from cdtsde.imagefiles import read_image, stem, write_image
+from cdtsde.intensity import from_unit, to_unit
 
 RNG = np.random.default_rng(0)
 

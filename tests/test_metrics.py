@@ -65,10 +65,11 @@ def test_against_torchmetrics_with_the_known_difference_pinned():
 
 
 def test_real_images(shared_data):
-    from cdtsde.io import read_image, to_unit_image
+    from cdtsde.imagefiles import read_image
+    from cdtsde.intensity import to_unit_image
 
     array, meta = read_image(shared_data / "ixi-slice" / "IXI002-Guys-0828-T2_slice90.nii.gz")
-    target = to_unit_image(array, meta)
+    target = to_unit_image(array, meta.format == "nifti")
     pred = np.clip(target + 0.05 * np.random.default_rng(1).standard_normal(target.shape), 0, 1)
     scores = image_metrics(pred, target)
     assert scores["ssim"] == pytest.approx(structural_similarity(pred, target, data_range=1), abs=1e-6)
@@ -169,10 +170,10 @@ def test_medpy_agrees_when_installed():
 
 
 def test_real_el_masks_per_class_and_defect_group(shared_data):
-    from cdtsde.metrics.folders import load_classes
+    from cdtsde.data.masks import read_mask
 
     paths = sorted((shared_data / "pv-el-cracks" / "val" / "ann").glob("*.png"))[:6]
-    masks = [load_classes(p) for p in paths]
+    masks = [read_mask(p) for p in paths]
     for true, pred in zip(masks, masks[1:] + masks[:1]):
         scores = mask_metrics(pred, true, classes=PV_EL_CLASSES, foreground=PV_EL_DEFECT)
         assert "dice/background" not in scores and "hd95/defect" in scores and "skeleton_f1/busbar" in scores

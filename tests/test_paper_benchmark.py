@@ -11,7 +11,7 @@ from benchmarks.paper_summary import envelope_position, seed_lines, summary_line
 def test_field_statistics_follow_eta_for_linear_and_vary_for_content():
     content = tiny_model(variant="content")
     with torch.no_grad():  # a mixer that reads the source gives a spatially varying field
-        for parameter in content.mixer_parameters():
+        for parameter in content.field.parameters():
             parameter.add_(0.3 * torch.randn_like(parameter))
     stats = field_statistics_over_t({"linear": tiny_model(variant="linear"), "content": content}, InversionPairs(n=4))
     for row in stats["linear"]:

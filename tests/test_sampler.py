@@ -2,10 +2,10 @@ import pytest
 import torch
 from conftest import randomise
 
-from cdtsde.fields import FIELD_VARIANTS, make_field
-from cdtsde.process import derived_quantities, domain_mixture, q_sample
-from cdtsde.sampler import sample, timestep_grid
-from cdtsde.schedule import CLEAN_END, NoiseSchedule
+from cdtsde.diffusion.domain_shift import derived_quantities, domain_mixture, q_sample
+from cdtsde.diffusion.sampler import sample, timestep_grid
+from cdtsde.diffusion.schedule import CLEAN_END, NoiseSchedule
+from cdtsde.methods.cdtsde.fields import FIELD_VARIANTS, DynamicField, bounded_field, make_field
 
 SCHEDULE = NoiseSchedule()
 SAMPLES = 100_000  # Monte-Carlo draws per pixel for the marginal checks
@@ -112,17 +112,15 @@ def test_monotone_fields_need_no_clamp_and_a_non_monotone_one_reports_it():
     for variant in ("linear", "channel"):
         field = spatial_field(variant, 3, seed=1)
         assert sample(denoiser, x_src, field, steps=20, generator=torch.Generator().manual_seed(0)).clamped_pixels == 0
-    # a dynamic field whose modulation g jumps from -1 to +1 as eta grows (S reads eta only) is not
-    # monotone in t: the clamp acts and is counted
-    field = make_field("dynamic", SCHEDULE, 3)
-    with torch.no_grad():
-        for layer in (field.net[0], field.net[3], field.net[6]):
-            layer.weight.zero_()
-            layer.bias.zero_()
-        field.net[0].weight[:, 0] = 40.0
-        field.net[3].weight[:, :, 1, 1] = 1.0
-        field.net[6].weight[:, :, 1, 1] = 30.0
-        field.net[6].bias.fill_(-60.0)
+    # a field whose modulation g drops from +1 to -1 as eta passes 1/2 is not monotone in t (f falls
+    # from 2 eta - eta^2 to eta^2 there): the clamp acts and is counted. (An earlier version of this test
+    # built a -1 -> +1 jump, which is monotone; its clamps came from Lambda rounding to 1 below t1.)
+    class Jump(DynamicField):
+        def below_truncation(self, eta, x_src):
+            g = torch.where(eta < 0.5, 1.0, -1.0).expand_as(x_src)
+            return bounded_field(eta, g, self.squash_eps), g
+
+    field = Jump(SCHEDULE, 3)
     result = sample(denoiser, x_src, field, steps=200, generator=torch.Generator().manual_seed(0))
     assert result.clamped_pixels > 0
     assert torch.isfinite(result.x0).all()

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from cdtsde.schedule import NoiseSchedule, ScheduleConfig, make_betas
+from cdtsde.diffusion.schedule import NoiseSchedule, ScheduleConfig, make_betas
+from cdtsde.settings import from_plain, to_plain
 
 
 def test_scaled_linear_betas_match_the_formula():
@@ -64,6 +65,8 @@ def test_bad_config(options, match):
 
 def test_config_round_trip_and_unknown_keys():
     config = ScheduleConfig(truncation=1 / 3, beta_schedule="linear")
-    assert ScheduleConfig.from_dict(config.to_dict()) == config
+    assert from_plain(ScheduleConfig, to_plain(config), "schedule") == config
     with pytest.raises(ValueError, match="unknown schedule option.*warmup"):
-        ScheduleConfig.from_dict({"warmup": 3})
+        from_plain(ScheduleConfig, {"warmup": 3}, "schedule")
+    with pytest.raises(ValueError, match="schedule.num_steps must be an integer, got 'many'"):
+        from_plain(ScheduleConfig, {"num_steps": "many"}, "schedule")

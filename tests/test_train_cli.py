@@ -17,7 +17,7 @@ def write_config(path, **train):
 def test_train_resume_and_translate_from_the_command_line(tmp_path, capsys):
     config = write_config(tmp_path / "run.yaml")
     run = tmp_path / "run"
-    assert main(["train", "--config", str(config), "--output", str(run), "--max-steps", "3"]) == 0
+    assert main(["train", "--config", str(config), "--method", "cdtsde", "--output", str(run), "--max-steps", "3"]) == 0
     assert main(["train", "--config", str(config), "--output", str(run), "--resume"]) == 0
     assert "step 6" in capsys.readouterr().out
     assert (run / "samples" / "step_0000006.png").is_file() and (run / "config.yaml").is_file()
@@ -26,8 +26,19 @@ def test_train_resume_and_translate_from_the_command_line(tmp_path, capsys):
     # an EL mask model: five class channels, written back as class indices
     import json
 
-    model_config = json.loads((run / "model" / "config.json").read_text())
-    assert model_config["target_kind"] == "mask" and model_config["target_channels"] == 5
+    import numpy as np
+    from PIL import Image
+
+    from cdtsde import __version__
+
+    record = json.loads((run / "model" / "config.json").read_text())
+    assert record["method"] == "cdtsde" and record["format_version"] == 2 and record["cdtsde_version"] == __version__
+    assert record["data"]["target_kind"] == "mask" and record["data"]["target_channels"] == 5
+    assert record["config"]["field"]["variant"] == "content" and record["sampling"]["steps"] == 5
+    Image.fromarray(np.full((16, 16), 90, np.uint8)).save(tmp_path / "cell.png")
+    assert main(["translate", "--checkpoint", str(run), "--input", str(tmp_path / "cell.png"), "--output",
+                 str(tmp_path / "out"), "--steps", "2", "--gamma", "0"]) == 0
+    assert np.asarray(Image.open(tmp_path / "out" / "cell.png")).max() <= 4
 
 
 def test_configuration_errors_are_named(tmp_path, capsys):

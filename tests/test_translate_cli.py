@@ -6,8 +6,8 @@ from helpers import tiny_model
 from PIL import Image
 
 from cdtsde.cli import main
-from cdtsde.io import read_image
-from cdtsde.model import save_pretrained
+from cdtsde.imagefiles import read_image
+from cdtsde.training import save_pretrained
 
 
 @pytest.fixture(scope="module")

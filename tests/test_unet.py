@@ -3,13 +3,14 @@ import json
 import pytest
 import torch
 
-from cdtsde.unet import ConditionalUNet, UNetConfig, count_parameters
+from cdtsde.networks.unet import ConditionalUNet, UNetConfig, count_parameters
+from cdtsde.settings import from_plain, to_plain
 
 
-def perturbed(config: UNetConfig, seed: int = 0) -> ConditionalUNet:
+def perturbed(channels: int, cond: int, config: UNetConfig, seed: int = 0) -> ConditionalUNet:
     """A UNet whose zero-initialised layers are given small random values, so every path is active."""
     torch.manual_seed(seed)
-    net = ConditionalUNet(config)
+    net = ConditionalUNet(channels, cond, config)
     with torch.no_grad():
         for parameter in net.parameters():
             if parameter.abs().max() == 0:
@@ -19,18 +20,18 @@ def perturbed(config: UNetConfig, seed: int = 0) -> ConditionalUNet:
 
 @pytest.mark.parametrize("channels, cond, size", [(1, 1, (16, 16)), (3, 2, (37, 50)), (5, 1, (9, 7)), (1, 3, (1, 3))])
 def test_any_size_and_channel_count(channels, cond, size):
-    net = perturbed(UNetConfig.tiny(channels, cond, attention_resolutions=(2,)))
+    net = perturbed(channels, cond, UNetConfig.tiny(attention_resolutions=(2,)))
     out = net(torch.randn(2, channels, *size), torch.randn(2, cond, *size), torch.tensor([3, 400]))
     assert out.shape == (2, channels, *size) and torch.isfinite(out).all()
 
 
 def test_new_network_predicts_zero():
-    net = ConditionalUNet(UNetConfig.tiny(1, 1))
+    net = ConditionalUNet(1, 1, UNetConfig.tiny())
     assert torch.all(net(torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8), 10) == 0)
 
 
 def test_time_and_source_change_the_output_and_scalar_t_broadcasts():
-    net = perturbed(UNetConfig.tiny(1, 1))
+    net = perturbed(1, 1, UNetConfig.tiny())
     x, src = torch.randn(2, 1, 16, 16), torch.randn(2, 1, 16, 16)
     with torch.no_grad():
         same = net(x, src, torch.tensor([100, 100]))
@@ -40,7 +41,7 @@ def test_time_and_source_change_the_output_and_scalar_t_broadcasts():
 
 
 def test_items_do_not_see_each_other():
-    net = perturbed(UNetConfig.tiny(2, 1, attention_resolutions=(1,)))
+    net = perturbed(2, 1, UNetConfig.tiny(attention_resolutions=(1,)))
     x, src, t = torch.randn(3, 2, 12, 10), torch.randn(3, 1, 12, 10), torch.tensor([1, 200, 499])
     with torch.no_grad():
         whole = net(x, src, t)
@@ -49,18 +50,20 @@ def test_items_do_not_see_each_other():
 
 
 def test_gradients_reach_every_parameter():
-    net = perturbed(UNetConfig.tiny(1, 1, attention_resolutions=(2,))).train()
+    net = perturbed(1, 1, UNetConfig.tiny(attention_resolutions=(2,))).train()
     net(torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8), torch.tensor([5, 50])).square().mean().backward()
     missing = [name for name, p in net.named_parameters() if p.grad is None or p.grad.abs().max() == 0]
     assert missing == []
 
 
 def test_config_round_trip_and_validation():
-    config = UNetConfig.small(3, 1)
-    assert UNetConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    with pytest.raises(ValueError, match="unknown UNet option.*width"):
-        UNetConfig.from_dict({"in_channels": 1, "cond_channels": 1, "width": 3})
-    net = ConditionalUNet(UNetConfig.tiny(2, 1))
+    config = UNetConfig.small()
+    assert from_plain(UNetConfig, json.loads(json.dumps(to_plain(config))), "unet") == config
+    with pytest.raises(ValueError, match="unknown unet option.*width"):
+        from_plain(UNetConfig, {"width": 3}, "unet")
+    with pytest.raises(ValueError, match=r"unet.channel_mults\[1\] must be an integer"):
+        from_plain(UNetConfig, {"channel_mults": [1, "two"]}, "unet")
+    net = ConditionalUNet(2, 1, UNetConfig.tiny())
     with pytest.raises(ValueError, match="x_t must have shape \\(B, 2, H, W\\)"):
         net(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8), 0)
     with pytest.raises(ValueError, match="x_src must have shape \\(B, 1, H, W\\)"):
@@ -72,5 +75,5 @@ def test_config_round_trip_and_validation():
 
 
 def test_presets_have_the_documented_sizes():
-    assert 1.4e6 <= count_parameters(ConditionalUNet(UNetConfig.small(1, 1))) <= 1.8e6
-    assert count_parameters(ConditionalUNet(UNetConfig.tiny(1, 1))) <= 2.5e5
+    assert 1.4e6 <= count_parameters(ConditionalUNet(1, 1, UNetConfig.small())) <= 1.8e6
+    assert count_parameters(ConditionalUNet(1, 1, UNetConfig.tiny())) <= 2.5e5

@@ -1,4 +1,5 @@
-"""Evaluate a trained model on a paired dataset: translate every pair, score it (DESIGN 6), summarise."""
+"""Evaluate a trained method on a paired dataset: translate every pair, score it (`cdtsde.metrics`),
+summarise."""
 
 from __future__ import annotations
 
@@ -6,41 +7,43 @@ import time
 
 import torch
 
-from .model import TranslationModel
+from .data.masks import decode_classes
+from .intensity import model_to_unit
+from .methods import Method
 
 
 @torch.no_grad()
-def evaluate_model(model: TranslationModel, dataset, steps: int = 5, gamma: float = 1.0, seed: int = 0,
-                   batch_size: int = 16, classes: dict[int, str] | None = None,
-                   foreground: tuple[int, ...] | None = None, nonzero_foreground: bool = False,
-                   **sampler_options) -> tuple[list[dict], dict]:
-    """Per-pair metric rows and their summary. Images are scored in [0, 1] (`image_metrics`); mask targets
-    are decoded by argmax and scored per class (`mask_metrics`). With `nonzero_foreground` image metrics
-are also computed over the target's nonzero pixels (the brain of skull-stripped MRI) under a "_fg"
-suffix, as `cdtsde evaluate --nonzero-foreground` does. Each row also carries the pair's name and
-    the seconds per image of the translation."""
+def evaluate_model(method: Method, dataset, sampling=None, seed: int = 0, batch_size: int = 16,
+                   classes: dict[int, str] | None = None, foreground: tuple[int, ...] | None = None,
+                   nonzero_foreground: bool = False, **overrides) -> tuple[list[dict], dict]:
+    """Per-pair metric rows and their summary. `sampling` (default: the checkpoint's) with `overrides`
+    (e.g. steps=10) are the method's sampling options. Images are scored in [0, 1] (`image_metrics`);
+    mask targets are decoded by argmax and scored per class (`mask_metrics`). With `nonzero_foreground`
+    image metrics are also computed over the target's nonzero pixels (the brain of skull-stripped MRI)
+    under a "_fg" suffix, as `cdtsde evaluate --nonzero-foreground` does. Each row also carries the
+    pair's name and the seconds per image of the translation."""
     from .metrics import image_metrics, mask_metrics, summarise
 
-    device = next(model.parameters()).device
+    sampling = method.sampling_options(sampling, **overrides)
+    device = next(method.parameters(), torch.empty(0)).device
     generator = torch.Generator(device).manual_seed(seed)
     rows: list[dict] = []
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         sources = torch.stack([item["source"] for item in items]).to(device)
         began = time.perf_counter()
-        result = model.translate(sources, steps=steps, gamma=gamma, generator=generator, **sampler_options)
+        predictions = method.translate(sources, sampling, generator).images.cpu()
         seconds = (time.perf_counter() - began) / len(items)
-        for item, prediction in zip(items, result.x0.cpu()):
+        for item, prediction in zip(items, predictions):
             target = item["target"]
-            if model.config.target_kind == "mask":
-                scores = mask_metrics(prediction.argmax(0).numpy(), target.argmax(0).numpy(), classes=classes,
+            if method.data.target_kind == "mask":
+                scores = mask_metrics(decode_classes(prediction), decode_classes(target), classes=classes,
                                       foreground=foreground)
             else:
-                unit = lambda x: ((x.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()  # noqa: E731
-                scores = image_metrics(unit(prediction), unit(target))
+                pred, true = (model_to_unit(x).permute(1, 2, 0).numpy() for x in (prediction, target))
+                scores = image_metrics(pred, true)
                 if nonzero_foreground:
-                    region = unit(target) > 0
-                    scores.update({f"{k}_fg": v for k, v in image_metrics(unit(prediction), unit(target), region).items()})
+                    scores.update({f"{k}_fg": v for k, v in image_metrics(pred, true, true > 0).items()})
             rows.append({"name": item["name"], **scores, "seconds_per_image": seconds})
     numeric = [{k: v for k, v in row.items() if k != "name"} for row in rows]
     return rows, summarise(numeric)

@@ -1,8 +1,9 @@
-"""Translate image files with a trained model, keeping each input's format: PNG/TIFF bit depth, NIfTI
+"""Translate image files with a trained method, keeping each input's format: PNG/TIFF bit depth, NIfTI
 volumes translated slice by slice (last axis) and written back with the input's affine.
 
-Inputs are mapped to [0, 1] by `cdtsde.io.to_unit_image` (integer images by their dtype's range, NIfTI
-volumes by the 99.5th percentile of their non-zero voxels).
+Inputs reach the network exactly as training data did: NIfTI volumes through the training datasets'
+normalisation (`cdtsde.intensity.volume_steps`, with the percentile the checkpoint records), integer images
+by their dtype's range, and every slice resized by the training transform's `resize`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from .data.base import adapt_channels
+from .data.masks import decode_classes
+from .data.transforms import resize
 from .errors import CdtsdeError
-from .io import ImageMeta, from_unit, image_format, read_image, stem, to_unit_image, write_image
-from .model import TranslationModel
+from .imagefiles import ImageMeta, image_format, read_image, stem, write_image
+from .intensity import from_unit, model_to_unit, normalise_volume, to_unit_image, unit_to_model
+from .methods import Method
 
 
 @dataclass
@@ -27,56 +31,57 @@ class Translation:
 
     mean: np.ndarray
     std: np.ndarray | None
-    clamped_pixels: int
+    diagnostics: dict[str, float]
 
 
-def source_slices(array: np.ndarray, meta: ImageMeta) -> np.ndarray:
-    """(S, H, W, C) float32 in [0, 1] (`cdtsde.io.to_unit_image`): one slice for a 2-D image, one per
-    position along the last axis for a NIfTI volume."""
-    unit = to_unit_image(array, meta)
+def source_slices(array: np.ndarray, meta: ImageMeta, nifti_percentile: float) -> np.ndarray:
+    """(S, H, W, C) float32 in [0, 1]: one slice for a 2-D image (`cdtsde.intensity.to_unit_image`), one per
+    position along the last axis for a NIfTI volume (`normalise_volume`, as the training datasets)."""
     if meta.format == "nifti":
+        unit = normalise_volume(array, nifti_percentile)
         if unit.ndim == 2:
             return unit[None, :, :, None]
         if unit.ndim == 3:
             return np.moveaxis(unit, -1, 0)[..., None]
         raise CdtsdeError(f"{meta.path}: NIfTI with {unit.ndim} dimensions; expected a 2-D slice or a 3-D volume")
+    unit = to_unit_image(array, is_nifti=False)
     if unit.ndim not in (2, 3):
         raise CdtsdeError(f"{meta.path}: image of shape {array.shape}; expected (H, W) or (H, W, C)")
     return (unit if unit.ndim == 3 else unit[..., None])[None]
 
 
 @torch.no_grad()
-def translate_slices(model: TranslationModel, slices: np.ndarray, steps: int = 5, gamma: float = 1.0,
-                     seed: int = 0, samples: int = 1, batch_size: int = 16, resize: bool = True,
-                     spacing: str = "uniform", solver: str = "first-order") -> Translation:
-    """Translate (S, H, W, C_src) slices in [0, 1]. With `resize`, slices are resized to the model's
-    training size and the result back to the input's size."""
-    device = next(model.parameters()).device
+def translate_slices(method: Method, slices: np.ndarray, sampling=None, seed: int = 0, samples: int = 1,
+                     batch_size: int = 16, resize_to_training: bool = True) -> Translation:
+    """Translate (S, H, W, C_src) slices in [0, 1] with the method's sampling options (`sampling`, default:
+    the checkpoint's). With `resize_to_training`, slices are resized to the training size (by the training
+    transform) and the result back to the input's size."""
+    device = next(method.parameters(), torch.empty(0)).device
     generator = torch.Generator(device).manual_seed(seed)
-    size = model.config.image_size if resize else None
+    size = method.data.image_size if resize_to_training else None
     height, width = slices.shape[1:3]
-    means, stds, clamped = [], [], 0
+    means, stds, diagnostics = [], [], {}
     for start in range(0, len(slices), batch_size):
         chunk = torch.from_numpy(np.ascontiguousarray(slices[start:start + batch_size])).permute(0, 3, 1, 2).to(device)
         if size and (height, width) != (size, size):
-            chunk = F.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        source = (chunk * 2 - 1).repeat_interleave(samples, dim=0)
-        result = model.translate(source, steps=steps, gamma=gamma, generator=generator, spacing=spacing,
-                                 solver=solver)
-        clamped += result.clamped_pixels
-        out = result.x0.view(-1, samples, *result.x0.shape[1:])
+            chunk = resize(chunk, size, size)
+        source = unit_to_model(chunk).repeat_interleave(samples, dim=0)
+        result = method.translate(source, sampling, generator)
+        for key, value in result.diagnostics.items():
+            diagnostics[key] = diagnostics.get(key, 0) + value
+        out = result.images.view(-1, samples, *result.images.shape[1:])
         if size and (height, width) != (size, size):
             out = F.interpolate(out.flatten(0, 1), size=(height, width), mode="bilinear", align_corners=False)
             out = out.view(-1, samples, *out.shape[1:])
-        out = (out.clamp(-1, 1) + 1) / 2
+        out = model_to_unit(out)
         means.append(out.mean(1))
         if samples > 1:
             stds.append(out.std(1).mean(1, keepdim=True))
-    mean = torch.cat(means).permute(0, 2, 3, 1).cpu().numpy()
+    mean = torch.cat(means)
     std = torch.cat(stds).permute(0, 2, 3, 1).cpu().numpy() if stds else None
-    if model.config.target_kind == "mask":
-        mean = mean.argmax(-1).astype(np.uint8)[..., None]
-    return Translation(mean=mean, std=std, clamped_pixels=clamped)
+    if method.data.target_kind == "mask":
+        return Translation(mean=decode_classes(mean).astype(np.uint8)[..., None], std=std, diagnostics=diagnostics)
+    return Translation(mean=mean.permute(0, 2, 3, 1).cpu().numpy(), std=std, diagnostics=diagnostics)
 
 
 def output_path(path: Path, output_dir: Path) -> Path:
@@ -113,8 +118,12 @@ def write_translation(translation: Translation, meta: ImageMeta, output_dir: Pat
     return written
 
 
-def translate_file(model: TranslationModel, path: Path, output_dir: Path, **options) -> tuple[list[Path], int]:
+def translate_file(method: Method, path: Path, output_dir: Path, **options) -> tuple[list[Path], dict]:
+    """Translate one file into `output_dir` (`options` as `translate_slices`); returns the files written and
+    the method's diagnostics."""
     array, meta = read_image(path)
-    slices = adapt_channels(source_slices(array, meta), model.config.source_channels, path)
-    translation = translate_slices(model, slices, **options)
-    return write_translation(translation, meta, output_dir, mask=model.config.target_kind == "mask"), translation.clamped_pixels
+    slices = source_slices(array, meta, method.data.nifti_percentile)
+    if method.data.source_channels is not None:
+        slices = adapt_channels(slices, method.data.source_channels, path)
+    translation = translate_slices(method, slices, **options)
+    return write_translation(translation, meta, output_dir, mask=method.data.target_kind == "mask"), translation.diagnostics

@@ -1,4 +1,5 @@
-"""PNG figures: translation grids with the mixing field, for training previews, the demo and benchmarks."""
+"""PNG figures: translation grids beside a method's own maps (CDTSDE: the mixing field), for training
+previews, the demo and benchmarks."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import atomic_path
+from .atomic import atomic_path
+from .data.masks import decode_classes
+from .intensity import model_to_unit
 
 
 def to_display(image: torch.Tensor, kind: str = "image") -> np.ndarray:
@@ -15,8 +18,8 @@ def to_display(image: torch.Tensor, kind: str = "image") -> np.ndarray:
     RGB (H, W, 3), or class indices (H, W) for masks."""
     image = image.detach().float().cpu()
     if kind == "mask":
-        return image.argmax(0).numpy()
-    unit = ((image.clamp(-1, 1) + 1) / 2).numpy()
+        return decode_classes(image)
+    unit = model_to_unit(image).numpy()
     return unit.transpose(1, 2, 0) if unit.shape[0] == 3 else unit[0]
 
 
@@ -31,22 +34,23 @@ def _draw(axis, array: np.ndarray, kind: str, title: str) -> None:
     axis.axis("off")
 
 
-def save_translation_grid(path: str | Path, sources, translations, targets, fields: dict[int, torch.Tensor],
+def save_translation_grid(path: str | Path, sources, translations, targets, maps: dict[str, torch.Tensor],
                           target_kind: str = "image", source_kind: str = "image") -> Path:
-    """One row per item: source, translation, target, then the field Lambda_t (channel mean) at each t."""
+    """One row per item: source, translation, target, then each of `maps` (title -> (B, C, H, W) in
+    [0, 1], drawn as its channel mean)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows, columns = len(sources), 3 + len(fields)
+    rows, columns = len(sources), 3 + len(maps)
     figure, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 1.9 * rows), squeeze=False)
     for i in range(rows):
         _draw(axes[i, 0], to_display(sources[i], source_kind), source_kind, "source")
         _draw(axes[i, 1], to_display(translations[i], target_kind), target_kind, "translation")
         _draw(axes[i, 2], to_display(targets[i], target_kind), target_kind, "target")
-        for j, (t, field) in enumerate(sorted(fields.items())):
-            _draw(axes[i, 3 + j], field[i].float().mean(0).cpu().numpy(), "field", f"Lambda, t={t}")
+        for j, (title, values) in enumerate(maps.items()):
+            _draw(axes[i, 3 + j], values[i].float().mean(0).cpu().numpy(), "field", title)
     figure.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -56,14 +60,16 @@ def save_translation_grid(path: str | Path, sources, translations, targets, fiel
 
 
 @torch.no_grad()
-def save_preview(model, dataset, path: str | Path, steps: int = 5, count: int = 4, seed: int = 0) -> Path:
-    """Translate the first `count` items of `dataset` and draw them with the field at t1/4, t1/2, 3t1/4."""
+def save_preview(method, dataset, path: str | Path, count: int = 4, seed: int = 0, sampling=None) -> Path | None:
+    """Translate the first `count` items of `dataset` (with the method's default sampling options unless
+    `sampling` is given) and draw them with the method's preview maps. Data without sources (target-only
+    training) has nothing to translate: no figure, None."""
     items = [dataset[i] for i in range(min(count, len(dataset)))]
-    device = next(model.parameters()).device
+    if not items or "source" not in items[0]:
+        return None
+    device = next(method.parameters(), torch.empty(0)).device
     sources = torch.stack([item["source"] for item in items]).to(device)
     targets = torch.stack([item["target"] for item in items])
-    result = model.translate(sources, steps=steps, generator=torch.Generator(device).manual_seed(seed))
-    t1 = model.schedule.t1
-    anchor = model.anchor(sources)
-    fields = {t: model.field(t, anchor) for t in (t1 // 4, t1 // 2, 3 * t1 // 4)}
-    return save_translation_grid(path, sources, result.x0, targets, fields, target_kind=model.config.target_kind)
+    result = method.translate(sources, sampling, generator=torch.Generator(device).manual_seed(seed))
+    return save_translation_grid(path, sources, result.images, targets, method.preview_maps(sources),
+                                 target_kind=method.data.target_kind)

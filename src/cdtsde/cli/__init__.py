@@ -10,12 +10,12 @@ import sys
 from ..errors import CdtsdeError
 
 # module names under cdtsde.cli, one per sub-command group
-COMMAND_MODULES: list[str] = ["train", "translate", "evaluate", "data", "demo"]
+COMMAND_MODULES: list[str] = ["methods", "train", "translate", "evaluate", "data", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="cdtsde", description="Diffusion-based cross-modality image translation (CDTSDE and baselines)."
+        prog="cdtsde", description="Cross-modality image translation: CDTSDE and other methods behind one interface."
     )
     from .. import __version__
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from ..atomic import atomic_path
 from ..errors import CdtsdeError
-from ..io import atomic_path
 
 INSPECT_SAMPLE = 32
 
@@ -128,6 +128,7 @@ def draw_grid(examples, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     from ..data.masks import decode_classes
+    from ..intensity import model_to_unit
 
     figure, axes = plt.subplots(len(examples), 2, figsize=(5, 2.5 * len(examples)), squeeze=False)
     for row, (item, classes) in enumerate(examples):
@@ -138,7 +139,7 @@ def draw_grid(examples, path: Path) -> None:
                     decode_classes(item["target"]), cmap="tab10", vmin=0, vmax=9, interpolation="nearest"
                 )
             else:
-                image = ((item[side] + 1.0) / 2.0).permute(1, 2, 0).numpy()
+                image = model_to_unit(item[side]).permute(1, 2, 0).numpy()
                 image = image[..., 0] if image.shape[-1] != 3 else image
                 axis.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0.0, vmax=1.0)
             axis.set_title(f"{item['name']} {side}", fontsize=7)

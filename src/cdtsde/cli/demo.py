@@ -8,14 +8,16 @@ DEMO_TASKS = ("mri-phantom", "el-cell", "sar-landcover")
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="train, translate and evaluate on a built-in procedural task")
+    from ..methods.cdtsde.fields import FIELD_VARIANTS
+
+    parser = subparsers.add_parser("demo", help="train, translate and evaluate CDTSDE on a built-in procedural task")
     parser.add_argument("--output", type=Path, default=Path("demo-out"))
-    parser.add_argument("--task", choices=DEMO_TASKS, default="mri-phantom")
+    parser.add_argument("--task", choices=DEMO_TASKS, default="mri-phantom", help="the procedural task")
     parser.add_argument("--size", type=int, default=32, help="image size (default 32)")
     parser.add_argument("--pairs", type=int, default=256, help="training pairs (default 256)")
     parser.add_argument("--max-steps", type=int, default=800, help="training steps (default 800)")
-    parser.add_argument("--variant", default="dynamic", choices=["linear", "channel", "dynamic", "content"])
-    parser.add_argument("--steps", type=int, default=5, help="sampling steps (default 5)")
+    parser.add_argument("--variant", default="dynamic", choices=FIELD_VARIANTS)
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the method's)")
     parser.set_defaults(func=run)
 
 
@@ -24,31 +26,30 @@ def run(args) -> int:
 
     import torch
 
-    from ..config import build_run
+    from ..data.masks import PV_EL_CLASSES, PV_EL_DEFECT
     from ..evaluation import evaluate_model
     from ..metrics import format_mask_table, format_table
-    from ..training import train
+    from ..run import build_run
+    from ..training import load_pretrained, train
     from ..visualize import save_preview
 
     config = {
+        "method": "cdtsde",
         "data": {"kind": "procedural", "task": args.task, "n": args.pairs, "size": args.size, "seed": 0},
         "model": {"field": {"variant": args.variant},
                   "unet": {"base_channels": 32, "channel_mults": [1, 2, 2], "num_res_blocks": 1}},
+        "sampling": {} if args.steps is None else {"steps": args.steps},
         "train": {"max_steps": args.max_steps, "batch_size": 16, "lr": 1e-3, "warmup_steps": 50,
                   "log_every": 50, "sample_every": 500, "checkpoint_every": 500, "ema_decay": 0.995},
     }
     torch.manual_seed(0)
-    model, train_set, val_set, train_config = build_run(config)
+    method, train_set, val_set, train_config = build_run(config)
     print(f"demo: {args.task}, {len(train_set)} training pairs of {args.size} px, {args.max_steps} steps -> {args.output}")
-    train(model, train_set, train_config, args.output, preview_set=val_set, run_config=config)
-    from ..model import load_pretrained
-
+    train(method, train_set, train_config, args.output, preview_set=val_set, run_config=config)
     trained = load_pretrained(args.output)
-    from ..metrics import PV_EL_CLASSES, PV_EL_DEFECT
-
     mask_options = {"classes": PV_EL_CLASSES, "foreground": PV_EL_DEFECT} if args.task == "el-cell" else {}
-    rows, summary = evaluate_model(trained, val_set, steps=args.steps, **mask_options)
-    grid = save_preview(trained, val_set, args.output / "translations.png", steps=args.steps, count=6)
+    rows, summary = evaluate_model(trained, val_set, **mask_options)
+    grid = save_preview(trained, val_set, args.output / "translations.png", count=6)
     (args.output / "metrics.json").write_text(json.dumps({"summary": summary, "per_image": rows}, indent=2))
     if mask_options:
         table = format_mask_table({k: v for k, v in summary.items() if "/" in k})

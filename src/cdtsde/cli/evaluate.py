@@ -27,12 +27,13 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("evaluate", help="metrics of predictions against targets (paired by file name)")
     parser.add_argument("--pred", required=True, type=Path, help="folder of predictions")
     parser.add_argument("--target", required=True, type=Path, help="folder of targets")
-    parser.add_argument("--task", choices=["image", "mask"], default="image")
-    parser.add_argument("--foreground-dir", type=Path, help="image task: foreground masks, paired by name")
+    parser.add_argument("--kind", choices=["image", "mask"], default="image",
+                        help="image: intensity metrics; mask: class-index masks, scored per class")
+    parser.add_argument("--foreground-dir", type=Path, help="--kind image: foreground masks, paired by name")
     parser.add_argument("--nonzero-foreground", action="store_true",
-                        help="image task: also score the target's non-zero region (skull-stripped MRI)")
-    parser.add_argument("--classes", help='mask task: "0:background,1:crack,..." or "pv-el"')
-    parser.add_argument("--foreground", help='mask task: classes grouped as "defect", e.g. "1,2,3"')
+                        help="--kind image: also score the target's non-zero region (skull-stripped MRI)")
+    parser.add_argument("--classes", help='--kind mask: "0:background,1:crack,..." or "pv-el"')
+    parser.add_argument("--foreground", help='--kind mask: classes grouped as "defect", e.g. "1,2,3"')
     parser.add_argument("--skeleton-tolerance", type=float, default=2.0)
     parser.add_argument("--out", type=Path, default=Path("evaluation.json"),
                         help="JSON summary; the per-image CSV goes beside it (default evaluation.json)")
@@ -43,8 +44,8 @@ def run(args) -> int:
     import csv
     import json
 
+    from ..atomic import atomic_path
     from ..errors import CdtsdeError
-    from ..io import atomic_path
     from ..metrics import PV_EL_DEFECT, format_mask_table, format_table
     from ..metrics.folders import evaluate_folders
 
@@ -60,7 +61,7 @@ def run(args) -> int:
     for folder in (args.pred, args.target):
         if not folder.is_dir():
             raise CdtsdeError(f"{folder}: not a folder")
-    rows, summary, problems = evaluate_folders(args.pred, args.target, task=args.task,
+    rows, summary, problems = evaluate_folders(args.pred, args.target, kind=args.kind,
                                                foreground_dir=args.foreground_dir,
                                                nonzero_foreground=args.nonzero_foreground, classes=classes,
                                                foreground=foreground, skeleton_tolerance=args.skeleton_tolerance)
@@ -74,11 +75,11 @@ def run(args) -> int:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    payload = {"pred": str(args.pred), "target": str(args.target), "task": args.task, "pairs": len(rows),
+    payload = {"pred": str(args.pred), "target": str(args.target), "kind": args.kind, "pairs": len(rows),
                "summary": summary, "problems": [{"path": str(p), "reason": r} for p, r in problems]}
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(payload, indent=2))
-    if args.task == "mask":
+    if args.kind == "mask":
         print(format_mask_table(summary))
     else:
         print(format_table({args.pred.name or str(args.pred): summary}))

@@ -1,4 +1,4 @@
-"""`cdtsde train`: train a model from a YAML run configuration."""
+"""`cdtsde train`: train a method from a YAML run configuration."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="train a translation model from a YAML configuration")
-    parser.add_argument("--config", required=True, type=Path, help="run configuration (YAML: data, model, train)")
+    parser = subparsers.add_parser("train", help="train a translation method from a YAML configuration")
+    parser.add_argument("--config", required=True, type=Path,
+                        help="run configuration (YAML: method, data, model, sampling, train)")
+    parser.add_argument("--method", help="a registered method (`cdtsde methods`); default: the configuration's, "
+                                         "else cdtsde")
     parser.add_argument("--output", type=Path, default=None, help="run directory (default: runs/<config name>)")
     parser.add_argument("--max-steps", type=int, default=None, help="override train.max_steps")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
@@ -15,20 +18,25 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..config import build_run, load_run_config
+    from ..run import build_run, load_run_config
     from ..training import train
 
     config = load_run_config(args.config)
     if args.max_steps is not None:
         config.setdefault("train", {})["max_steps"] = args.max_steps
+    if args.method:
+        config["method"] = args.method
     output = args.output or Path("runs") / args.config.stem
-    model, train_set, preview_set, train_config = build_run(config, base_dir=args.config.resolve().parent)
+    method, train_set, preview_set, train_config = build_run(config, base_dir=args.config.resolve().parent)
     for dataset in (train_set, preview_set):
         for path, reason in getattr(dataset, "skipped", []):
             print(f"skipped {path}: {reason}")
-    print(f"training on {len(train_set)} pairs -> {output}")
-    result = train(model, train_set, train_config, output, resume=args.resume, preview_set=preview_set, run_config=config)
+    print(f"training {method.name} on {len(train_set)} items -> {output}")
+    result = train(method, train_set, train_config, output, resume=args.resume, preview_set=preview_set,
+                   run_config=config)
     losses = result["losses"]
     if losses:
         print(f"step {result['step']}: loss {losses[-1]:.4f} ({result['seconds']:.1f} s); weights in {output / 'model'}")
+    else:
+        print(f"{method.name} has nothing to train; model in {output / 'model'}")
     return 0

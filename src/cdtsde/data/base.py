@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import CdtsdeError
+from ..intensity import unit_to_model
 from .masks import encode_classes
 from .transforms import PairedTransform
 
@@ -146,5 +147,5 @@ class PairedDataset(Dataset, ABC):
         if self.target_classes:
             target = torch.from_numpy(encode_classes(target[0].to(torch.int64).numpy(), self.target_classes))
         else:
-            target = target * 2.0 - 1.0
-        return {"source": source * 2.0 - 1.0, "target": target, "name": name}
+            target = unit_to_model(target)
+        return {"source": unit_to_model(source), "target": target, "name": name}

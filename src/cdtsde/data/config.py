@@ -86,7 +86,7 @@ KIND_KEYS = {
 EL_MASK_DEFAULTS = {
     "source_dir": "img",
     "target_dir": "ann",
-    "classes": list(PV_EL_CLASSES),
+    "classes": list(PV_EL_CLASSES.values()),
     "split_dirs": {"train": "train", "val": "val", "test": "val"},
 }
 SPLIT_SEED_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_003}

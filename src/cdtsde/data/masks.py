@@ -11,8 +11,11 @@ import numpy as np
 import torch
 
 from ..errors import CdtsdeError
+from ..imagefiles import read_image
 
-PV_EL_CLASSES = ("background", "dark area", "cross crack", "crack", "busbar")
+# the pv-el-cracks classes (value -> name) and the defect group its scores report
+PV_EL_CLASSES = {0: "background", 1: "dark area", 2: "cross crack", 3: "crack", 4: "busbar"}
+PV_EL_DEFECT = (1, 2, 3)
 
 
 def encode_classes(index_array, num_classes: int) -> np.ndarray:
@@ -39,9 +42,17 @@ def decode_classes(encoded) -> np.ndarray:
     return np.argmax(values, axis=values.ndim - 3).astype(np.int64)
 
 
+def read_mask(path) -> np.ndarray:
+    """A class-index mask file -> (H, W) integer class indices (`mask_to_indices`)."""
+    array, _ = read_image(path)
+    return mask_to_indices(array, path)
+
+
 def mask_to_indices(array: np.ndarray, path) -> np.ndarray:
     """A mask as read from disk -> (H, W) class indices. Masks saved as grey RGB(A) (all colour channels
-    equal, as in pv-el-cracks) are accepted; colour-coded masks are not."""
+    equal, as in pv-el-cracks) and binary masks are accepted; colour-coded masks are not."""
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
     if array.ndim == 3:
         colour = array[..., :3]
         if not (colour == colour[..., :1]).all():

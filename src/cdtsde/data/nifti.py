@@ -2,8 +2,8 @@
 
 File names give subject and modality: BraTS `<id>/<id>_t1.nii.gz`, IXI `IXI002-Guys-0828-T1.nii.gz`;
 2-D slice files such as `IXI002-Guys-0828-T1_slice90.nii.gz` pair by subject and slice tag. Each volume is
-scaled to [0, 1] by a high percentile of its non-zero voxels (robust to a few hot voxels, and ignores the
-zero background of skull-stripped data). Slices whose foreground (normalised source or target above
+scaled to [0, 1] by `cdtsde.intensity.volume_steps` (a high percentile of its non-zero voxels maps to 1),
+the same function `translate` applies to a NIfTI file. Slices whose foreground (normalised source or target above
 `FOREGROUND_LEVEL`) covers less than `min_foreground` of the slice are left out.
 """
 
@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CdtsdeError
-from ..io import read_image
+from ..imagefiles import read_image
+from ..intensity import NIFTI_PERCENTILE, VOLUME_STEPS, volume_steps
 from .base import PairedDataset
 from .splits import split_groups
 
@@ -23,7 +24,6 @@ NAME_PATTERN = re.compile(
     r"^(?P<subject>.+?)[-_](?P<modality>t1ce|t1|t2|flair|pd|seg)(?P<tag>_slice\d+)?$", re.IGNORECASE
 )
 FOREGROUND_LEVEL = 0.02
-QUANT = 65535  # selected slices are kept as uint16 in [0, 1] steps: a quarter of float64, exact to 1.5e-5
 
 
 def parse_nifti_name(path: Path) -> tuple[str, str, str] | None:
@@ -62,19 +62,6 @@ def find_volume_pairs(root: Path, source: str, target: str):
     return pairs, unmatched
 
 
-def normalise_volume(volume: np.ndarray, percentile: float) -> np.ndarray:
-    """Volume -> float32 [0, 1]: zero stays zero, the `percentile` of non-zero voxels maps to 1."""
-    volume = volume.astype(np.float32)
-    nonzero = volume[volume != 0]
-    if nonzero.size == 0:
-        return np.zeros_like(volume)
-    high = float(np.percentile(nonzero, percentile))
-    low = min(0.0, float(np.percentile(nonzero, 100.0 - percentile)))
-    if high <= low:
-        return (volume != 0).astype(np.float32)
-    return np.clip((volume - low) / (high - low), 0.0, 1.0)
-
-
 def as_slices(volume: np.ndarray, axis: int, path) -> np.ndarray:
     """(N, H, W) slices along `axis`; a 2-D image (or a volume with one slice) is one slice."""
     volume = np.squeeze(volume) if volume.ndim > 2 and 1 in volume.shape else volume
@@ -88,7 +75,7 @@ def as_slices(volume: np.ndarray, axis: int, path) -> np.ndarray:
 class NiftiSliceDataset(PairedDataset):
     """Entries are (pair index, slice index); decoded, normalised slices are kept per instance."""
 
-    def __init__(self, pairs, axis=2, min_foreground=0.1, percentile=99.5, slice_step=1):
+    def __init__(self, pairs, axis=2, min_foreground=0.1, percentile=NIFTI_PERCENTILE, slice_step=1):
         super().__init__()
         self.paths, self.slices = [], []
         for (subject, tag), (source_path, target_path) in pairs:
@@ -103,7 +90,7 @@ class NiftiSliceDataset(PairedDataset):
                     (f"{source_path} | {target_path}", f"shape mismatch {source.shape} vs {target.shape}")
                 )
                 continue
-            foreground = ((source > FOREGROUND_LEVEL * QUANT) | (target > FOREGROUND_LEVEL * QUANT)).mean(
+            foreground = ((source > FOREGROUND_LEVEL * VOLUME_STEPS) | (target > FOREGROUND_LEVEL * VOLUME_STEPS)).mean(
                 axis=(1, 2)
             )
             keep = np.flatnonzero(foreground >= min_foreground)[::slice_step]
@@ -115,8 +102,8 @@ class NiftiSliceDataset(PairedDataset):
     @staticmethod
     def _load(path, axis, percentile) -> np.ndarray:
         volume, _ = read_image(path)
-        unit = as_slices(normalise_volume(volume, percentile), axis, path)
-        return np.round(unit * QUANT).astype(np.uint16)
+        # the one MRI normalisation, shared with `translate` (cdtsde.intensity), kept in uint16 steps
+        return as_slices(volume_steps(volume, percentile), axis, path)
 
     def read(self, entry):
         pair_index, position = entry
@@ -124,7 +111,7 @@ class NiftiSliceDataset(PairedDataset):
         pair_name = self.paths[pair_index][2]
         # a 2-D slice file already names its slice (`..._slice90`)
         name = pair_name if "_slice" in pair_name else f"{pair_name}_slice{int(numbers[position]):03d}"
-        return source[position] / np.float32(QUANT), target[position] / np.float32(QUANT), name
+        return source[position] / np.float32(VOLUME_STEPS), target[position] / np.float32(VOLUME_STEPS), name
 
     def describe(self, entry) -> str:
         source_path, target_path, _ = self.paths[entry[0]]
@@ -152,7 +139,7 @@ def build_nifti(root: Path, split: str, options: dict) -> NiftiSliceDataset:
         chosen,
         axis=options.get("axis", 2),
         min_foreground=options.get("min_foreground", 0.1),
-        percentile=options.get("percentile", 99.5),
+        percentile=options.get("percentile", NIFTI_PERCENTILE),
         slice_step=options.get("slice_step", 1),
     )
     dataset.subjects = sorted({key[0] for key, _ in chosen})

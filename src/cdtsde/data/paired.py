@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import CdtsdeError
-from ..io import image_shape, list_images, stem
+from ..imagefiles import image_shape, list_images, stem
 from .base import PairedDataset
-from .readers import MaskReader, UnitReader
+from .masks import read_mask
+from .readers import UnitReader
 from .splits import split_by_hash
 
 FOLDER_NAMES = (("source", "target"), ("A", "B"))
@@ -145,7 +146,7 @@ def _files_dataset(pairs, options, unmatched, where) -> PairedFilesDataset:
     num_classes = mask_class_count(options)
     ranges = options.get("value_range", {})
     source_reader = UnitReader(_range(ranges.get("source")))
-    target_reader = MaskReader() if num_classes else UnitReader(_range(ranges.get("target")))
+    target_reader = read_mask if num_classes else UnitReader(_range(ranges.get("target")))
     dataset = PairedFilesDataset(pairs, source_reader, target_reader, num_classes)
     dataset.skipped[:0] = unmatched
     if not dataset.entries and not dataset.skipped:

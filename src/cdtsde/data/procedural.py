@@ -23,8 +23,9 @@ import numpy as np
 import yaml
 from scipy import ndimage
 
+from ..atomic import atomic_path
 from ..errors import CdtsdeError
-from ..io import atomic_path, write_image
+from ..imagefiles import write_image
 from .masks import PV_EL_CLASSES
 
 # 1.5 T tissue constants (T1, T2 in ms; PD relative), BrainWeb / Collins et al. 1998; lesion: MS plaque
@@ -209,7 +210,7 @@ def write_paired_folder(task: str, n: int, size: int, seed: int, output, heterog
         else:
             write_image(output / "target" / name, _to_png_array(target))
     if task == "el-cell":
-        spec["classes"] = list(PV_EL_CLASSES)
+        spec["classes"] = list(PV_EL_CLASSES.values())
     with atomic_path(output / "dataset.yaml") as tmp:
         tmp.write_text(
             f"# {n} {task} pairs, size {size}, seed {seed}, heterogeneity {heterogeneity}\n"

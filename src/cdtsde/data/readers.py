@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..io import read_image, to_unit
-from .masks import mask_to_indices
+from ..imagefiles import read_image
+from ..intensity import to_unit
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,3 @@ def scale_to_unit(array: np.ndarray, value_range=None) -> np.ndarray:
     if array.dtype.kind == "f":
         return np.clip(array.astype(np.float32), 0.0, 1.0)
     return to_unit(array)
-
-
-@dataclass(frozen=True)
-class MaskReader:
-    def __call__(self, path) -> np.ndarray:
-        array, _ = read_image(path)
-        return mask_to_indices(array, path)

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CdtsdeError
-from ..io import list_images, read_image, stem, to_unit
+from ..imagefiles import list_images, read_image, stem
+from ..intensity import to_unit
 from .paired import PairedFilesDataset
 from .splits import split_groups
 

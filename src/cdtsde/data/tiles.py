@@ -13,7 +13,8 @@ import warnings
 from pathlib import Path
 
 from ..errors import CdtsdeError
-from ..io import read_image, to_unit
+from ..imagefiles import read_image
+from ..intensity import to_unit
 from .base import PairedDataset
 from .splits import check_split, split_groups
 

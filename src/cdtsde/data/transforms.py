@@ -12,15 +12,16 @@ from ..errors import CdtsdeError
 
 
 def resize(image: torch.Tensor, height: int, width: int, nearest: bool = False) -> torch.Tensor:
-    """Resize (C, H, W); bilinear with antialiasing for images in [0, 1], nearest for class-index maps
-    (which keeps every value a valid class)."""
+    """Resize (C, H, W) or a batch (B, C, H, W); bilinear with antialiasing for images in [0, 1], nearest for
+    class-index maps (which keeps every value a valid class). Training data and `translate` both use it."""
     if image.shape[-2:] == (height, width):
         return image
-    batch = image.unsqueeze(0)
+    batch = image if image.ndim == 4 else image.unsqueeze(0)
     if nearest:
-        return F.interpolate(batch, size=(height, width), mode="nearest-exact").squeeze(0)
-    out = F.interpolate(batch, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
-    return out.squeeze(0).clamp_(0.0, 1.0)
+        out = F.interpolate(batch, size=(height, width), mode="nearest-exact")
+    else:
+        out = F.interpolate(batch, size=(height, width), mode="bilinear", align_corners=False, antialias=True).clamp_(0.0, 1.0)
+    return out if image.ndim == 4 else out.squeeze(0)
 
 
 @dataclass

@@ -6,44 +6,33 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.masks import read_mask
 from ..errors import CdtsdeError
-from ..io import list_images, read_image, stem, to_unit_image
+from ..imagefiles import list_images, read_image, stem
+from ..intensity import to_unit_image
 from .image import image_metrics
 from .masks import mask_metrics
 from .summary import summarise
 
 
-def load_classes(path: str | Path) -> np.ndarray:
-    """A class-index mask as (H, W) integers; masks saved as grey RGB (equal channels, as pv-el-cracks'
-    annotations are) are accepted."""
-    array, _ = read_image(path)
-    if array.dtype.kind not in "uib":
-        raise CdtsdeError(f"{path}: a class-index mask must hold integers, got {array.dtype}")
-    if array.ndim == 3:
-        if not (array == array[..., :1]).all():
-            raise CdtsdeError(f"{path}: a class-index mask must have one channel (or equal channels), got {array.shape}")
-        array = array[..., 0]
-    return array
-
-
-def _load(path: Path, task: str) -> np.ndarray:
-    if task == "mask":
-        return load_classes(path)
+def _load(path: Path, kind: str) -> np.ndarray:
+    if kind == "mask":
+        return read_mask(path)
     array, meta = read_image(path)
-    return to_unit_image(array, meta)
+    return to_unit_image(array, meta.format == "nifti")
 
 
-def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, task: str = "image",
+def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "image",
                      foreground_dir: str | Path | None = None, nonzero_foreground: bool = False,
                      classes: dict[int, str] | None = None, foreground: tuple[int, ...] | None = None,
                      skeleton_tolerance: float = 2.0):
     """Returns (rows, summary, problems): one row of metrics per pair (with its "name"), their summary,
     and (path, reason) for every file that was unpaired or unreadable (those are skipped, not fatal).
-    Image task: metrics in [0, 1]; with `foreground_dir` (masks by stem) or `nonzero_foreground` (target
+    Kind "image": metrics in [0, 1]; with `foreground_dir` (masks by stem) or `nonzero_foreground` (target
     > 0, the brain in skull-stripped MRI) the same metrics restricted to the foreground are added with a
     "_fg" suffix. NIfTI volumes are scored as one image whose slices are channels."""
-    if task not in ("image", "mask"):
-        raise CdtsdeError(f"task must be 'image' or 'mask', got {task!r}")
+    if kind not in ("image", "mask"):
+        raise CdtsdeError(f"kind must be 'image' or 'mask', got {kind!r}")
     preds = {stem(p): p for p in list_images(pred_dir)}
     targets = {stem(p): p for p in list_images(target_dir)}
     masks = {stem(p): p for p in list_images(foreground_dir)} if foreground_dir else {}
@@ -52,10 +41,10 @@ def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, task: str = "
     rows = []
     for name in sorted(set(preds) & set(targets)):
         try:
-            pred, target = _load(preds[name], task), _load(targets[name], task)
+            pred, target = _load(preds[name], kind), _load(targets[name], kind)
             if pred.shape != target.shape:
                 raise CdtsdeError(f"{preds[name]}: shape {pred.shape} differs from the target's {target.shape}")
-            if task == "mask":
+            if kind == "mask":
                 row = mask_metrics(pred, target, classes=classes, foreground=foreground,
                                    skeleton_tolerance=skeleton_tolerance)
             else:

@@ -20,8 +20,8 @@ import math
 import numpy as np
 from scipy import ndimage
 
-PV_EL_CLASSES = {0: "background", 1: "dark area", 2: "cross crack", 3: "crack", 4: "busbar"}
-PV_EL_DEFECT = (1, 2, 3)
+from ..data.masks import PV_EL_CLASSES, PV_EL_DEFECT  # noqa: F401  (re-exported by cdtsde.metrics)
+
 MASK_METRICS = ("dice", "iou", "precision", "recall", "hd", "hd95", "skeleton_f1")
 
 

@@ -1,4 +1,5 @@
-"""The exact first-order sampler of the domain-shift diffusion (paper Eqs. 9-13, Prop. 1; DESIGN 4).
+"""The exact first-order sampler of the domain-shift diffusion (paper Eqs. 9-13, Prop. 1; docs/cdtsde.md,
+section 5).
 
 One function over any denoiser callable `denoiser(x_t, x_src, t) -> x0_hat`, so that an oracle denoiser
 can prove it right. With gamma = 1 it is the paper's SDE solver term by term; in u-coordinates
@@ -11,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field as option
 
 import torch
 
-from .fields import MixingField
-from .process import domain_mixture
+from .domain_shift import domain_mixture
 from .schedule import CLEAN_END
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -23,16 +24,45 @@ SPACINGS = {"uniform": 1.0, "quadratic": 2.0}
 SOLVERS = ("first-order", "dpm++2m")
 
 
+def check_sampler_arguments(steps: int, gamma: float, spacing: str, solver: str) -> None:
+    """Raise ValueError naming the first bad argument (the grid checks steps against t1 itself)."""
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if not 0.0 <= float(gamma) <= 1.0:
+        raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
+    if spacing not in SPACINGS:
+        raise ValueError(f"spacing must be one of {tuple(SPACINGS)}, got {spacing!r}")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if solver == "dpm++2m" and gamma != 0:
+        raise ValueError(f"the dpm++2m solver is deterministic: gamma must be 0, got {gamma}")
+
+
+@dataclass
+class SamplerOptions:
+    """The domain-shift sampler's options and the library's defaults for them (declared here only): the
+    sampling options of the CDTSDE method and the defaults of `sample`."""
+
+    steps: int = option(default=5, metadata={"help": "network evaluations (NFE)"})
+    gamma: float = option(default=1.0, metadata={"help": "0 deterministic .. 1 stochastic (the paper's solver)"})
+    spacing: str = option(default="uniform", metadata={"help": "timestep grid", "choices": tuple(SPACINGS)})
+    solver: str = option(default="first-order", metadata={
+        "help": "dpm++2m: second-order, deterministic (needs gamma 0)", "choices": SOLVERS})
+    clip_denoised: bool = option(default=True, metadata={"help": "clip each x0 prediction to [-1, 1]"})
+    collapse_field: bool = option(default=False, metadata={
+        "help": "average the field to one value per step, as the authors' code does (ablation only)"})
+
+    def __post_init__(self):
+        check_sampler_arguments(self.steps, self.gamma, self.spacing, self.solver)
+
+
 def timestep_grid(t1: int, steps: int, spacing: str = "uniform") -> list[int]:
     """[tau_N = t1 > ... > tau_1 >= 0, CLEAN_END] for N = `steps` network evaluations.
     tau_k = (k - 1) + round((t1 + 1 - N) (k / N)^p), p = 1 (uniform) or 2 (quadratic: denser near the clean
     end); the (k - 1) term keeps the steps distinct for any N up to t1 + 1."""
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    check_sampler_arguments(steps, 0.0, spacing, "first-order")
     if steps > t1 + 1:
         raise ValueError(f"steps must be at most t1 + 1 = {t1 + 1} (one evaluation per step), got {steps}")
-    if spacing not in SPACINGS:
-        raise ValueError(f"spacing must be one of {tuple(SPACINGS)}, got {spacing!r}")
     power = SPACINGS[spacing]
     taus = [(k - 1) + round((t1 + 1 - steps) * (k / steps) ** power) for k in range(steps, 0, -1)]
     return taus + [CLEAN_END]
@@ -71,16 +101,16 @@ def _broadcast_source(x_src: torch.Tensor, shape: torch.Size) -> None:
 def sample(
     denoiser: Denoiser,
     x_src: torch.Tensor,
-    field: MixingField,
-    steps: int = 5,
-    gamma: float = 1.0,
+    field,
+    steps: int = SamplerOptions.steps,
+    gamma: float = SamplerOptions.gamma,
     generator: torch.Generator | None = None,
-    spacing: str = "uniform",
+    spacing: str = SamplerOptions.spacing,
     x_start: torch.Tensor | None = None,
     clip_denoised: bool = False,
     collapse_field: bool = False,
     callback: Callable[[SamplerStep], None] | None = None,
-    solver: str = "first-order",
+    solver: str = SamplerOptions.solver,
 ) -> SampleResult:
     """Translate `x_src` (B, C, H, W; the source in the target's channel space) in `steps` network
     evaluations. gamma in [0, 1]: 0 deterministic, 1 the paper's stochastic solver. `x_start` replaces the
@@ -91,12 +121,7 @@ def sample(
     solver "dpm++2m" (beyond the paper, deterministic: gamma must be 0) is DPM-Solver++(2M) applied pixel by
     pixel in log-lam time: x0_hat is replaced by D = x0_hat + (h / 2 h_prev)(x0_hat - x0_hat_prev),
     h = log(lam_s / lam_t), which keeps the exact first-order form of the step and raises its order."""
-    if not 0.0 <= float(gamma) <= 1.0:
-        raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    if solver == "dpm++2m" and gamma != 0:
-        raise ValueError(f"the dpm++2m solver is deterministic: gamma must be 0, got {gamma}")
+    check_sampler_arguments(steps, gamma, spacing, solver)
     schedule = field.schedule
     grid = timestep_grid(schedule.t1, steps, spacing)
     shape = x_start.shape if x_start is not None else x_src.shape

@@ -1,22 +1,20 @@
-"""Reading and writing the image formats users bring: PNG/JPG (8/16-bit), TIFF (any dtype, multi-band),
-NPY and NIfTI (2-D slices or volumes).
+"""Image files: reading and writing the formats users bring (PNG/JPG 8/16-bit, TIFF of any dtype and
+band count, NPY, NIfTI slices and volumes), listing them and pairing them by name.
 
 Arrays are returned as stored (native dtype), channels last for 2-D images (H, W) or (H, W, C); NIfTI
-arrays keep the volume's axis order. `to_unit` / `from_unit` map between a dtype's range and [0, 1];
-domain-specific normalisation (MRI percentiles, SAR dB clipping) belongs to the datasets.
+arrays keep the volume's axis order. Mapping values to [0, 1] is `cdtsde.intensity`'s job; every file is
+written atomically (`cdtsde.atomic`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import ImageReadError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy", ".nii", ".nii.gz")
@@ -155,60 +153,6 @@ def image_shape(path: str | os.PathLike) -> tuple[int, ...]:
         return tuple(nib.load(str(path)).shape)
     except Exception as exc:
         raise ImageReadError(f"{path}: cannot read as {fmt} ({type(exc).__name__}: {exc})") from exc
-
-
-def to_unit(array: np.ndarray) -> np.ndarray:
-    """Map an integer image to [0, 1] by its dtype's range; float images are returned as float32 unchanged."""
-    if array.dtype == np.bool_:
-        return array.astype(np.float32)
-    if array.dtype.kind in "ui":
-        info = np.iinfo(array.dtype)
-        return (array.astype(np.float32) - max(info.min, 0)) / float(info.max - max(info.min, 0))
-    return array.astype(np.float32)
-
-
-def from_unit(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Inverse of `to_unit`: clip to [0, 1] and quantise to an integer dtype (float dtypes: cast only)."""
-    dtype = np.dtype(dtype)
-    if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        low = max(info.min, 0)
-        return np.round(np.clip(array, 0.0, 1.0) * (info.max - low) + low).astype(dtype)
-    return np.asarray(array, dtype=dtype)
-
-
-def to_unit_image(array: np.ndarray, meta: ImageMeta) -> np.ndarray:
-    """An image as float32 in [0, 1] by the rule used for translation and evaluation: integer images
-    (not NIfTI) by their dtype's range; values already in [0, 1] as they are; NIfTI otherwise by the
-    99.5th percentile of the non-zero voxels (MRI intensities have no fixed range); other float images by
-    their 0.5th-99.5th percentiles."""
-    if meta.format != "nifti" and array.dtype.kind in "uib":
-        return to_unit(array)
-    values = array.astype(np.float32)
-    if values.min() >= 0 and values.max() <= 1:
-        return values
-    if meta.format == "nifti":
-        nonzero = values[values > 0]
-        scale = float(np.percentile(nonzero, 99.5)) if nonzero.size else 1.0
-        return np.clip(values / (scale or 1.0), 0, 1)
-    low, high = np.percentile(values, [0.5, 99.5])
-    return np.clip((values - low) / max(high - low, 1e-12), 0, 1).astype(np.float32)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it is renamed onto `path` in one step, so a reader
-    never sees a half-written file and a kill leaves the previous version intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
 
 
 def write_image(path: str | os.PathLike, array: np.ndarray, meta: ImageMeta | None = None) -> Path:

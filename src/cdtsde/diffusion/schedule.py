@@ -1,18 +1,19 @@
-"""Noise schedule, truncation point t1 and base domain-shift schedule eta_t (DESIGN 1).
+"""Noise schedule, truncation point t1 and base domain-shift schedule eta_t (docs/cdtsde.md, section 1).
 
 Steps are integers t in {0, ..., T-1}. The sampler also visits the *clean end*, written t = -1
 (`CLEAN_END`), where abar = 1, sigma = 0 and the mixing field is 0.
+
+The schedule holds no network and no parameters (as diffusers' schedulers): its float64 tables are kept
+once per device and never follow a module's dtype, so a model trained in bf16 still reads abar_t and
+eta_t in full precision.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
-from torch import nn
-
-from .plain import from_plain
 
 CLEAN_END = -1
 BETA_SCHEDULES = ("scaled-linear", "linear", "cosine")
@@ -36,13 +37,6 @@ class ScheduleConfig:
         if not 0.0 < self.truncation < 1.0:
             raise ValueError(f"truncation must lie in (0, 1), got {self.truncation}")
 
-    @classmethod
-    def from_dict(cls, data: dict) -> ScheduleConfig:
-        return from_plain(cls, data, "schedule")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def make_betas(name: str, num_steps: int) -> torch.Tensor:
     """Betas in float64. scaled-linear: (linspace(sqrt(0.00085), sqrt(0.012)))^2 (the paper's);
@@ -59,12 +53,11 @@ def make_betas(name: str, num_steps: int) -> torch.Tensor:
     raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {name!r}")
 
 
-class NoiseSchedule(nn.Module):
-    """Tables of abar_t, sigma_t = sqrt(1 - abar_t) and eta_t, indexed by step (float64 buffers, so
-    they follow the model across devices). Holds no parameters."""
+class NoiseSchedule:
+    """Tables of abar_t, sigma_t = sqrt(1 - abar_t) and eta_t, indexed by step (float64, one copy per device
+    in use)."""
 
     def __init__(self, config: ScheduleConfig | None = None):
-        super().__init__()
         self.config = config or ScheduleConfig()
         T = self.config.num_steps
         self.num_steps = T
@@ -72,20 +65,24 @@ class NoiseSchedule(nn.Module):
         betas = make_betas(self.config.beta_schedule, T)
         abar = torch.cumprod(1 - betas, dim=0)
         if self.config.eta_schedule == "cosine":
-            # eta_t = (1 - cos(pi s_t)) / 2, s_t = linspace(0.001, 0.999, t1)[t]  (DESIGN 1)
+            # eta_t = (1 - cos(pi s_t)) / 2, s_t = linspace(0.001, 0.999, t1)[t]  (docs/cdtsde.md, section 1)
             s = torch.linspace(0.001, 0.999, self.t1, dtype=torch.float64)
             eta_below = (1 - torch.cos(math.pi * s)) / 2
         else:
             eta_below = torch.arange(self.t1, dtype=torch.float64) / self.t1
         eta = torch.cat([eta_below, torch.ones(T - self.t1, dtype=torch.float64)])
-        self.register_buffer("betas", betas, persistent=False)
-        self.register_buffer("abar", abar, persistent=False)
-        self.register_buffer("eta", eta, persistent=False)
+        self.betas, self.abar, self.eta = betas, abar, eta
+        self._tables: dict[torch.device, dict[str, torch.Tensor]] = {}
+
+    def _table(self, name: str, device: torch.device) -> torch.Tensor:
+        if device not in self._tables:
+            self._tables[device] = {"sqrt_abar": self.abar.sqrt().to(device), "sigma": (1 - self.abar).sqrt().to(device),
+                                    "eta": self.eta.to(device)}
+        return self._tables[device][name]
 
     def check_steps(self, t: torch.Tensor | int, name: str = "t") -> torch.Tensor:
-        """`t` as an int64 tensor on the schedule's device; raises if a step lies outside
-        {-1 (clean end), 0, ..., T-1}."""
-        steps = torch.as_tensor(t, device=self.abar.device)
+        """`t` as an int64 tensor (on t's device); raises if a step lies outside {-1 (clean end), 0, ..., T-1}."""
+        steps = torch.as_tensor(t)
         if steps.is_floating_point():
             if not torch.equal(steps, steps.round()):
                 raise ValueError(f"{name} must hold integer steps, got {steps.tolist()}")
@@ -97,8 +94,9 @@ class NoiseSchedule(nn.Module):
             )
         return steps
 
-    def _lookup(self, table: torch.Tensor, t, clean_value: float, like: torch.Tensor) -> torch.Tensor:
+    def _lookup(self, name: str, t, clean_value: float, like: torch.Tensor) -> torch.Tensor:
         steps = self.check_steps(t)
+        table = self._table(name, steps.device)
         values = torch.where(steps >= 0, table[steps.clamp(min=0)], torch.full_like(table[:1], clean_value)[0])
         # per-item steps (B,) broadcast as (B, 1, 1, 1) against images
         if values.ndim == 1:
@@ -106,10 +104,10 @@ class NoiseSchedule(nn.Module):
         return values.to(device=like.device, dtype=like.dtype)
 
     def sqrt_abar(self, t, like: torch.Tensor) -> torch.Tensor:
-        return self._lookup(self.abar.sqrt(), t, 1.0, like)
+        return self._lookup("sqrt_abar", t, 1.0, like)
 
     def sigma(self, t, like: torch.Tensor) -> torch.Tensor:
-        return self._lookup((1 - self.abar).sqrt(), t, 0.0, like)
+        return self._lookup("sigma", t, 0.0, like)
 
     def eta_at(self, t, like: torch.Tensor) -> torch.Tensor:
-        return self._lookup(self.eta, t, 0.0, like)
+        return self._lookup("eta", t, 0.0, like)

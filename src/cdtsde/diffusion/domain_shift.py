@@ -1,4 +1,5 @@
-"""The domain-shift forward process (paper Eqs. 1, 6; DESIGN 3) and its derived quantities."""
+"""The domain-shift forward process of CDTSDE/DoSSR (paper Eqs. 1, 6; docs/cdtsde.md, section 3) and its
+derived quantities, over any mixing field: a module `field(t, x_src) -> Lambda_t` with a `schedule`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .fields import MixingField
 from .schedule import NoiseSchedule
 
 
@@ -23,15 +23,17 @@ class ForwardSample:
 
 
 def q_sample(
-    field: MixingField,
+    field,
     x0: torch.Tensor,
     x_src: torch.Tensor,
     t,
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    mixing: torch.Tensor | None = None,
 ) -> ForwardSample:
     """Draw x_t ~ q(x_t | x0, x_src) = N(sqrt(abar_t) d_t, sigma_t^2 I)   (Eq. 6). Gradients reach the
-    field's parameters through x_t, which is how the mixer is trained jointly."""
+    field's parameters through x_t, which is how the mixer is trained jointly. `mixing` passes Lambda_t
+    when the caller has already evaluated the field."""
     if x0.shape != x_src.shape:
         raise ValueError(f"x0 {tuple(x0.shape)} and x_src {tuple(x_src.shape)} must have the same shape")
     if noise is None:
@@ -39,7 +41,8 @@ def q_sample(
     elif noise.shape != x0.shape:
         raise ValueError(f"noise {tuple(noise.shape)} must have x0's shape {tuple(x0.shape)}")
     schedule = field.schedule
-    mixing = field(t, x_src)
+    if mixing is None:
+        mixing = field(t, x_src)
     x_t = schedule.sqrt_abar(t, x0) * domain_mixture(mixing, x0, x_src) + schedule.sigma(t, x0) * noise
     return ForwardSample(x_t=x_t, noise=noise, mixing=mixing)
 

@@ -8,7 +8,6 @@ factor and the output is cropped back.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -16,14 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .plain import from_plain
-
 
 @dataclass
 class UNetConfig:
-    in_channels: int
-    cond_channels: int
-    out_channels: int | None = None  # default: in_channels
+    """The architecture; the channel counts come from the data and are given to `ConditionalUNet`."""
+
     base_channels: int = 32
     channel_mults: tuple[int, ...] = (1, 2, 2)
     num_res_blocks: int = 1
@@ -35,33 +31,22 @@ class UNetConfig:
     def __post_init__(self):
         self.channel_mults = tuple(self.channel_mults)
         self.attention_resolutions = tuple(self.attention_resolutions)
-        if self.out_channels is None:
-            self.out_channels = self.in_channels
-        if min(self.in_channels, self.cond_channels, self.out_channels, self.base_channels, self.num_res_blocks) < 1:
-            raise ValueError("channel counts, base_channels and num_res_blocks must be >= 1")
+        if min(self.base_channels, self.num_res_blocks) < 1:
+            raise ValueError("base_channels and num_res_blocks must be >= 1")
         if not self.channel_mults:
             raise ValueError("channel_mults must not be empty")
 
     @classmethod
-    def from_dict(cls, data: dict) -> UNetConfig:
-        return from_plain(cls, data, "UNet")
-
-    def to_dict(self) -> dict:
-        data = dataclasses.asdict(self)
-        data["channel_mults"], data["attention_resolutions"] = list(self.channel_mults), list(self.attention_resolutions)
-        return data
-
-    @classmethod
-    def small(cls, in_channels: int, cond_channels: int, **overrides) -> UNetConfig:
+    def small(cls, **overrides) -> UNetConfig:
         """About 1.6M parameters: the CPU benchmark size at 64 px."""
         options = dict(base_channels=32, channel_mults=(1, 2, 2, 2), num_res_blocks=1, attention_resolutions=(8,))
-        return cls(in_channels, cond_channels, **{**options, **overrides})
+        return cls(**{**options, **overrides})
 
     @classmethod
-    def tiny(cls, in_channels: int, cond_channels: int, **overrides) -> UNetConfig:
+    def tiny(cls, **overrides) -> UNetConfig:
         """About 0.1M parameters: tests and the 2-core demo."""
         options = dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1)
-        return cls(in_channels, cond_channels, **{**options, **overrides})
+        return cls(**{**options, **overrides})
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -120,13 +105,22 @@ class Attention(nn.Module):
 
 
 class ConditionalUNet(nn.Module):
-    def __init__(self, config: UNetConfig):
+    """D(x_t, x_src, t): `in_channels` of x_t, `cond_channels` of the source concatenated to it, and
+    `out_channels` (default `in_channels`) out."""
+
+    def __init__(self, in_channels: int, cond_channels: int, config: UNetConfig | None = None,
+                 out_channels: int | None = None):
         super().__init__()
+        config = config or UNetConfig()
+        out_channels = out_channels or in_channels
+        if min(in_channels, cond_channels, out_channels) < 1:
+            raise ValueError("channel counts must be >= 1")
         self.config = config
+        self.in_channels, self.cond_channels, self.out_channels = in_channels, cond_channels, out_channels
         base, groups, dropout = config.base_channels, config.groups, config.dropout
         embed_dim = 4 * base
         self.time_mlp = nn.Sequential(nn.Linear(base, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim))
-        self.stem = nn.Conv2d(config.in_channels + config.cond_channels, base, 3, padding=1)
+        self.stem = nn.Conv2d(in_channels + cond_channels, base, 3, padding=1)
         self.down, skips, channels, factor = nn.ModuleList(), [base], base, 1
         for level, mult in enumerate(config.channel_mults):
             for _ in range(config.num_res_blocks):
@@ -155,7 +149,7 @@ class ConditionalUNet(nn.Module):
                     block.append(nn.Conv2d(channels, channels, 3, padding=1))
                     factor //= 2
                 self.up.append(block)
-        self.head = nn.Sequential(group_norm(channels, groups), nn.SiLU(), nn.Conv2d(channels, config.out_channels, 3, padding=1))
+        self.head = nn.Sequential(group_norm(channels, groups), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
         nn.init.zeros_(self.head[-1].weight)  # the network starts by predicting x0 = 0
         nn.init.zeros_(self.head[-1].bias)
         self.multiple = 2 ** (len(config.channel_mults) - 1)
@@ -164,7 +158,7 @@ class ConditionalUNet(nn.Module):
         self.to(memory_format=torch.channels_last)
 
     def _check(self, x_t: torch.Tensor, x_src: torch.Tensor) -> None:
-        for name, tensor, channels in (("x_t", x_t, self.config.in_channels), ("x_src", x_src, self.config.cond_channels)):
+        for name, tensor, channels in (("x_t", x_t, self.in_channels), ("x_src", x_src, self.cond_channels)):
             if tensor.ndim != 4 or tensor.shape[1] != channels:
                 raise ValueError(f"{name} must have shape (B, {channels}, H, W), got {tuple(tensor.shape)}")
         if x_t.shape[0] != x_src.shape[0] or x_t.shape[2:] != x_src.shape[2:]:

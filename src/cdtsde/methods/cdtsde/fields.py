@@ -1,21 +1,39 @@
-"""Mixing fields Lambda_t (paper Eqs. 1-3, 14; DESIGN 2).
+"""Mixing fields Lambda_t (paper Eqs. 1-3, 14; docs/cdtsde.md, section 2).
 
 Every variant is called as `field(t, x_src) -> Lambda` with Lambda of x_src's shape (B, C, H, W), and
 every variant keeps the hard constraints: Lambda = 1 for t >= t1, Lambda = 0 at the clean end (t = -1)
-and 0 <= Lambda < 1 below t1. `x_src` is the source already in the target's channel space (the mixing
-anchor); `t` is one step for the whole batch or one step per item, shape (B,).
+and 0 <= Lambda < 1 below t1, in the working precision (values are capped at the largest float below 1:
+in float32 the dynamic field rounds to 1 within about 8 steps of t1, in bfloat16 even eta_t does).
+`x_src` is the source already in the target's channel space (the mixing anchor); `t` is one step for the
+whole batch or one step per item, shape (B,).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .schedule import NoiseSchedule
+from ...diffusion.schedule import NoiseSchedule
 
 FIELD_VARIANTS = ("linear", "channel", "dynamic", "content")
+ENVELOPE_TOLERANCE = 0.02  # a mixer output g this close to -1 or +1 counts as sitting on Eq. 2's envelope
+
+
+@dataclass
+class FieldConfig:
+    """`variant` and its own options (None: the variant's default; an option of another variant is an error)."""
+
+    variant: str = "dynamic"
+    degree: int | None = None  # channel: degree of the Bernstein polynomial (default 4)
+    squash_eps: float | None = None  # dynamic, content: eps of the calibrated logistic, Eq. 3 (default 0.05)
+
+
+def below_one(like: torch.Tensor) -> float:
+    """The largest value below 1 in `like`'s floating dtype."""
+    return 1.0 - torch.finfo(like.dtype).eps / 2
 
 
 def position_encoding(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
@@ -59,13 +77,15 @@ class MixingField(nn.Module):
         self.schedule = schedule
         self.channels = channels
 
-    def config(self) -> dict:
-        return {"variant": self.variant, "channels": self.channels}
-
-    def below_truncation(self, eta: torch.Tensor, x_src: torch.Tensor) -> torch.Tensor:
+    def below_truncation(self, eta: torch.Tensor, x_src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(Lambda, mixer output g or None) for steps below t1."""
         raise NotImplementedError
 
     def forward(self, t, x_src: torch.Tensor) -> torch.Tensor:
+        return self.with_modulation(t, x_src)[0]
+
+    def with_modulation(self, t, x_src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(Lambda_t, the mixer output g in [-1, 1] that produced it, or None for fields without a mixer)."""
         if x_src.ndim != 4 or x_src.shape[1] != self.channels:
             raise ValueError(
                 f"x_src must have shape (B, {self.channels}, H, W) for this {self.variant} field, "
@@ -79,13 +99,15 @@ class MixingField(nn.Module):
         if steps.ndim == 0 or steps.numel() == 1:
             step = int(steps.reshape(()))
             if step >= t1:
-                return torch.ones_like(x_src)
+                return torch.ones_like(x_src), None
             if step < 0:
-                return torch.zeros_like(x_src)
+                return torch.zeros_like(x_src), None
         eta = self.schedule.eta_at(steps.reshape(-1), x_src).expand(batch, 1, 1, 1)
-        inner = self.below_truncation(eta, x_src)
-        steps = steps.reshape(-1, 1, 1, 1)
-        return torch.where(steps >= t1, torch.ones_like(inner), torch.where(steps < 0, torch.zeros_like(inner), inner))
+        inner, modulation = self.below_truncation(eta, x_src)
+        inner = inner.clamp(max=below_one(inner))
+        steps = steps.reshape(-1, 1, 1, 1).to(inner.device)
+        mixing = torch.where(steps >= t1, torch.ones_like(inner), torch.where(steps < 0, torch.zeros_like(inner), inner))
+        return mixing, modulation
 
 
 class LinearField(MixingField):
@@ -94,7 +116,7 @@ class LinearField(MixingField):
     variant = "linear"
 
     def below_truncation(self, eta, x_src):
-        return eta.expand_as(x_src).clone()
+        return eta.expand_as(x_src).clone(), None
 
 
 class ChannelField(MixingField):
@@ -112,9 +134,6 @@ class ChannelField(MixingField):
         self.logits = nn.Parameter(torch.zeros(channels, degree))
         self.register_buffer("binomials", torch.tensor([math.comb(degree, k) for k in range(degree + 1)]), persistent=False)
 
-    def config(self) -> dict:
-        return {**super().config(), "degree": self.degree}
-
     def coefficients(self) -> torch.Tensor:
         """(C, n + 1) non-decreasing Bernstein coefficients from 0 to 1."""
         increments = torch.softmax(self.logits, dim=1)
@@ -127,7 +146,7 @@ class ChannelField(MixingField):
         e = eta.view(-1, 1, 1).double()  # (B, 1, 1) against (1, C, n + 1)
         basis = self.binomials.double() * e**k * (1 - e) ** (self.degree - k)
         f = (basis * self.coefficients().double().unsqueeze(0)).sum(-1)  # (B, C)
-        return f.to(x_src.dtype)[:, :, None, None].expand_as(x_src).clone()
+        return f.to(x_src.dtype)[:, :, None, None].expand_as(x_src).clone(), None
 
 
 def mixer_network(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -161,16 +180,13 @@ class DynamicField(MixingField):
         self.squash_eps = squash_eps
         self.net = mixer_network(1 + 4 + (channels if self.reads_source else 0), channels)
 
-    def config(self) -> dict:
-        return {**super().config(), "squash_eps": self.squash_eps}
-
     def below_truncation(self, eta, x_src):
         batch, _, height, width = x_src.shape
         inputs = [eta.expand(batch, 1, height, width), position_encoding(height, width, x_src).expand(batch, -1, -1, -1)]
         if self.reads_source:
             inputs.append(x_src)
         g = 2 * torch.sigmoid(self.net(torch.cat(inputs, dim=1))) - 1
-        return bounded_field(eta, g, self.squash_eps)
+        return bounded_field(eta, g, self.squash_eps), g
 
 
 class ContentField(DynamicField):
@@ -181,12 +197,33 @@ class ContentField(DynamicField):
     reads_source = True
 
 
-def make_field(variant: str, schedule: NoiseSchedule, channels: int, **options) -> MixingField:
-    """Build a mixing field by name; `options` are the variant's own (degree, squash_eps)."""
+def make_field(config: FieldConfig | str, schedule: NoiseSchedule, channels: int) -> MixingField:
+    """Build a mixing field from its configuration (or a variant name, with its default options)."""
+    config = FieldConfig(config) if isinstance(config, str) else config
     classes = {"linear": LinearField, "channel": ChannelField, "dynamic": DynamicField, "content": ContentField}
-    if variant not in classes:
-        raise ValueError(f"field variant must be one of {FIELD_VARIANTS}, got {variant!r}")
-    try:
-        return classes[variant](schedule, channels, **options)
-    except TypeError as exc:
-        raise ValueError(f"bad options for the {variant} field: {options} ({exc})") from exc
+    if config.variant not in classes:
+        raise ValueError(f"field variant must be one of {FIELD_VARIANTS}, got {config.variant!r}")
+    own = {"channel": ("degree",), "dynamic": ("squash_eps",), "content": ("squash_eps",)}.get(config.variant, ())
+    options = {name: getattr(config, name) for name in ("degree", "squash_eps") if getattr(config, name) is not None}
+    foreign = sorted(set(options) - set(own))
+    if foreign:
+        raise ValueError(f"the {config.variant} field has no option(s) {', '.join(foreign)}")
+    return classes[config.variant](schedule, channels, **options)
+
+
+def mixer_statistics(field: MixingField, mixing: torch.Tensor, modulation: torch.Tensor | None,
+                     t: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What the training log records about the field, over the items with t < t1 (where it acts). For a
+    mixer (dynamic, content): its output g, mean, mean spatial std, and the share of pixels within
+    ENVELOPE_TOLERANCE of -1 (Eq. 2's lower envelope, as little source as allowed) and of +1: Lambda - eta_t
+    would read a field parked on its envelope as learning. For the channel field: mean Lambda - eta_t."""
+    below = t < field.schedule.t1
+    if not below.any() or field.variant == "linear":
+        return {}
+    if modulation is None:
+        eta = field.schedule.eta_at(t[below], mixing)
+        return {"lambda_minus_eta": (mixing[below] - eta).mean().detach()}
+    g = modulation[below].detach().float()
+    return {"g_mean": g.mean(), "g_spatial_std": g.flatten(2).std(dim=2).mean() if g[0, 0].numel() > 1 else g.new_zeros(()),
+            "g_at_lower": (g <= -1 + ENVELOPE_TOLERANCE).float().mean(),
+            "g_at_upper": (g >= 1 - ENVELOPE_TOLERANCE).float().mean()}

@@ -1,0 +1,139 @@
+"""The small protocol every translation method implements (docs/methods.md).
+
+A method is an `nn.Module` subclass of `Method` that declares, as class attributes, its registry `name`,
+a one-line `description`, the `data_kind` it trains on ("paired", "unpaired": two unaligned sets, or
+"target-only": target images alone), its `config_class` (a dataclass of architecture and objective
+options, the run configuration's `model:` section) and its `sampling_class` (a dataclass of translation
+options with their defaults: the `sampling:` section and the `cdtsde translate` flags). It implements
+
+* `optimizers(train)`: the optimisers updated every step, in order (one per phase: a GAN has
+  "discriminator" then "generator"); each parameter group carries an "lr_scale";
+* `forward(batch, phase, generator, shared)`: the training loss of one phase on one batch,
+  {"loss": scalar, ...scalars to log}; `shared` is a dict that lives for one step, so that later
+  phases can reuse what earlier ones computed;
+* `generate(sources, sampling, generator)`: translated images in [-1, 1].
+
+The training loop (`cdtsde.training`), checkpoints, evaluation and the CLI know nothing else about a
+method. Images are (B, C, H, W) in [-1, 1]; mask targets have one channel per class, +1 for the pixel's
+class and -1 elsewhere, and are decoded by argmax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import CdtsdeError
+from ..intensity import NIFTI_PERCENTILE
+from ..settings import from_plain
+
+DATA_KINDS = ("paired", "unpaired", "target-only")
+TARGET_KINDS = ("image", "mask")
+
+
+@dataclass
+class DataInfo:
+    """What a method is told about its data, recorded in every checkpoint so that `translate` prepares
+    inputs exactly as training did."""
+
+    source_channels: int | None  # None for a target-only method trained without sources
+    target_channels: int
+    target_kind: str = "image"  # "mask": one channel per class, decoded by argmax
+    image_size: int | None = None  # the training size; `translate` resizes inputs to it
+    nifti_percentile: float = NIFTI_PERCENTILE  # the MRI normalisation training used (cdtsde.intensity)
+
+    def __post_init__(self):
+        if self.target_kind not in TARGET_KINDS:
+            raise ValueError(f"target_kind must be one of {TARGET_KINDS}, got {self.target_kind!r}")
+        if self.target_channels < 1 or (self.source_channels is not None and self.source_channels < 1):
+            raise ValueError("source_channels and target_channels must be >= 1")
+
+
+@dataclass
+class NoSamplingOptions:
+    """For methods whose translation has no options."""
+
+
+@dataclass
+class TranslationOutput:
+    """Translated images (B, C_target, H, W) in [-1, 1] and the method's diagnostics, counts that add up
+    over batches (their meaning is in the method's `diagnostics_help`)."""
+
+    images: torch.Tensor
+    diagnostics: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+class Method(nn.Module):
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    data_kind: ClassVar[str] = "paired"
+    config_class: ClassVar[type]
+    sampling_class: ClassVar[type] = NoSamplingOptions
+    diagnostics_help: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, config, data: DataInfo):
+        super().__init__()
+        self.config = config
+        self.data = data
+        self.sampling = self.sampling_class()  # the defaults a checkpoint records
+
+    # --- training -------------------------------------------------------------------------------------
+    def optimizers(self, train) -> dict[str, torch.optim.Optimizer]:
+        """One AdamW over every parameter at `train.lr` (none for a method without parameters)."""
+        parameters = [p for p in self.parameters() if p.requires_grad]
+        if not parameters:
+            return {}
+        return {"model": torch.optim.AdamW([{"params": parameters, "lr_scale": 1.0}], lr=train.lr,
+                                           weight_decay=train.weight_decay)}
+
+    def forward(self, batch: dict, phase: str, generator: torch.Generator | None, shared: dict) -> dict:
+        raise NotImplementedError(f"the {self.name} method has nothing to train")
+
+    # --- translation ----------------------------------------------------------------------------------
+    def sampling_options(self, sampling=None, **overrides):
+        """The method's sampling options: `sampling` (default: the checkpoint's) with `overrides` applied;
+        an option the method does not have is an error naming it."""
+        base = self.sampling if sampling is None else sampling
+        known = {f.name for f in dataclasses.fields(self.sampling_class)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            have = ", ".join(sorted(known)) or "none"
+            raise CdtsdeError(f"the {self.name} method has no sampling option(s) {', '.join(unknown)} (it has: {have})")
+        try:
+            return from_plain(self.sampling_class, {**dataclasses.asdict(base), **overrides}, "sampling")
+        except ValueError as exc:
+            raise CdtsdeError(str(exc)) from exc
+
+    @torch.no_grad()
+    def translate(self, sources: torch.Tensor, sampling=None, generator: torch.Generator | None = None,
+                  **overrides) -> TranslationOutput:
+        """Translate a batch of sources (B, C_src, H, W) in [-1, 1] to the target modality."""
+        self.check_source(sources)
+        return self.generate(sources, self.sampling_options(sampling, **overrides), generator)
+
+    def generate(self, sources: torch.Tensor, sampling, generator: torch.Generator | None) -> TranslationOutput:
+        raise NotImplementedError
+
+    def preview_maps(self, sources: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Extra (B, C, H, W) maps in [0, 1] drawn beside translations in previews (e.g. a mixing field)."""
+        return {}
+
+    # --- shared helpers -------------------------------------------------------------------------------
+    def check_source(self, sources: torch.Tensor) -> None:
+        channels = self.data.source_channels
+        if sources.ndim != 4 or (channels is not None and sources.shape[1] != channels):
+            raise CdtsdeError(
+                f"the model expects sources of shape (B, {channels or 'C'}, H, W), got {tuple(sources.shape)}")
+
+    def in_target_space(self, sources: torch.Tensor) -> torch.Tensor:
+        """The source in the target's channel space: equal channel counts as they are, otherwise the
+        source's channel mean repeated over the target's channels (grey EL image -> one copy per mask
+        class, SAR -> RGB)."""
+        channels = self.data.target_channels
+        if sources.shape[1] == channels:
+            return sources
+        return sources.mean(dim=1, keepdim=True).expand(-1, channels, -1, -1)

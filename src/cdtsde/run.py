@@ -1,0 +1,102 @@
+"""Run configuration: one YAML file naming the method, the data, the model and the optimisation.
+
+    method:   a registered method (`cdtsde methods`; default cdtsde)
+    data:     a dataset spec for `cdtsde.data.build_dataset` (kind, root, size, ...); for unpaired methods
+              also {kind: unpaired, source: SPEC, target: SPEC}
+    model:    the method's configuration (channel counts come from the data)
+    sampling: the method's default sampling options, recorded in its checkpoints
+    train:    TrainConfig options (max_steps, batch_size, lr, ...)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from .errors import CdtsdeError
+from .intensity import NIFTI_PERCENTILE
+from .methods import DataInfo, Method, method_class
+from .settings import from_plain
+from .training import TrainConfig
+from .training.batches import TargetOnlyData, UnpairedData
+
+SECTIONS = ("method", "data", "model", "sampling", "train")
+DEFAULT_METHOD = "cdtsde"
+NIFTI_KINDS = ("nifti", "brats", "ixi")
+
+
+def load_run_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CdtsdeError(f"{path}: configuration file not found")
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise CdtsdeError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(config, dict):
+        raise CdtsdeError(f"{path}: expected a mapping with sections {', '.join(SECTIONS)}")
+    unknown = set(config) - set(SECTIONS)
+    if unknown:
+        raise CdtsdeError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; expected {', '.join(SECTIONS)}")
+    if "data" not in config:
+        raise CdtsdeError(f"{path}: the 'data' section is required")
+    return config
+
+
+def build_training_data(spec: dict, data_kind: str, base_dir=None):
+    """(train set, preview set) in the form the method trains on: paired sets as they are; for an
+    unpaired method two independently drawn sides ({kind: unpaired, source: SPEC, target: SPEC}, or the
+    two sides of a paired spec, their pairing ignored); for a target-only method the targets alone."""
+    from .data import build_dataset
+
+    def build(one: dict, split: str):
+        # the training loop draws random flips itself, from step-seeded generators (exact resume)
+        return build_dataset({"hflip": False, "vflip": False, **one} if split == "train" else one, split,
+                             base_dir=base_dir)
+
+    try:
+        if spec.get("kind") == "unpaired":
+            if data_kind != "unpaired":
+                raise CdtsdeError(f"a {data_kind} method cannot train on unpaired data")
+            sides = {name: spec.get(name) for name in ("source", "target")}
+            if not all(isinstance(value, dict) for value in sides.values()) or set(spec) - {"kind", "source", "target"}:
+                raise CdtsdeError("unpaired data needs exactly 'source' and 'target' dataset specs")
+            train_set, preview_set = (UnpairedData(build(sides["source"], split), build(sides["target"], split))
+                                      for split in ("train", "val"))
+        else:
+            train_set, preview_set = build(spec, "train"), build(spec, "val")
+            if data_kind == "unpaired":
+                train_set, preview_set = UnpairedData(train_set, train_set), UnpairedData(preview_set, preview_set)
+            elif data_kind == "target-only":
+                train_set, preview_set = TargetOnlyData(train_set), TargetOnlyData(preview_set)
+    except (ValueError, TypeError, KeyError) as exc:  # CdtsdeError from the data module passes as it is
+        raise CdtsdeError(f"data: {exc}") from exc
+    if len(preview_set) == 0:
+        preview_set = train_set
+    return train_set, preview_set
+
+
+def data_info(train_set, spec: dict) -> DataInfo:
+    """What the method is told about (and its checkpoint records of) the training data."""
+    sides = [spec.get("target", {}), spec] if spec.get("kind") == "unpaired" else [spec]
+    size = next((s.get("size") or s.get("tile") for s in sides if s.get("size") or s.get("tile")), None)
+    percentile = next((s.get("percentile", NIFTI_PERCENTILE) for s in sides if s.get("kind") in NIFTI_KINDS),
+                      NIFTI_PERCENTILE)
+    return DataInfo(source_channels=train_set.source_channels, target_channels=train_set.target_channels,
+                    target_kind="mask" if getattr(train_set, "target_classes", None) else "image",
+                    image_size=size, nifti_percentile=percentile)
+
+
+def build_run(config: dict, base_dir: str | Path | None = None, method: str | None = None):
+    """(method, train_set, preview_set, train_config) from a run configuration; `method` overrides the
+    configuration's; relative data paths are resolved against `base_dir` (the configuration file's folder)."""
+    cls = method_class(method or config.get("method") or DEFAULT_METHOD)
+    train_set, preview_set = build_training_data(config["data"], cls.data_kind, base_dir)
+    try:
+        built: Method = cls(from_plain(cls.config_class, config.get("model"), "model"), data_info(train_set, config["data"]))
+        built.sampling = from_plain(cls.sampling_class, config.get("sampling"), "sampling")
+        train_config = from_plain(TrainConfig, config.get("train"), "train")
+    except (ValueError, TypeError) as exc:
+        raise CdtsdeError(f"configuration: {exc}") from exc
+    return built, train_set, preview_set, train_config

@@ -1,0 +1,96 @@
+"""Configuration dataclasses <-> plain data (JSON/YAML), one generic conversion for every section.
+
+`from_plain(cls, data, what)` builds dataclass `cls` from a mapping: nested dataclass fields are built
+from nested mappings, lists become tuples where a field is annotated as a tuple, and values are checked
+against the annotations (int, float, str, bool, tuples, unions, None), so a typo or a wrong type names
+the option instead of failing later. `to_plain(obj)` is the inverse (tuples become lists).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from functools import cache
+
+
+@cache
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _check(value, annotation, name: str):
+    """`value` converted to `annotation` (nested dataclasses, tuples) or a ValueError naming `name`."""
+    origin = typing.get_origin(annotation)
+    if annotation is typing.Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(annotation):
+            try:
+                return _check(value, option, name)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError(errors[-1] if len(errors) == 1 else f"{name}: {value!r} matches none of {annotation}")
+    if annotation is type(None):
+        if value is not None:
+            raise ValueError(f"{name} must be null, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(annotation):
+        return value if isinstance(value, annotation) else from_plain(annotation, value, name)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{name} must be a list, got {value!r}")
+        args = typing.get_args(annotation)
+        item = args[0] if args else typing.Any
+        return tuple(_check(v, item, f"{name}[{i}]") for i, v in enumerate(value))
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{name} must be a mapping, got {value!r}")
+        return dict(value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def from_plain(cls, data, what: str):
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types by name (`what` says
+    which section, e.g. "train")."""
+    if data is None:
+        data = {}
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} options must be a mapping, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown {what} option(s): {', '.join(sorted(unknown))}")
+    hints = _hints(cls)
+    values = {key: _check(value, hints[key], f"{what}.{key}") for key, value in data.items()}
+    return cls(**values)
+
+
+def to_plain(obj):
+    """A dataclass (or nested structure of them) as JSON-ready plain data; tuples become lists."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    return obj

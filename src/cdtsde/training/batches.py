@@ -1,0 +1,139 @@
+"""Batches as a pure function of the training step (exact resume), for every kind of training data.
+
+* paired: a dataset of {"source", "target", "name"} items (cdtsde.data);
+* unpaired: `UnpairedData(sources, targets)`, two sets drawn independently (index pairs (i, j));
+* target-only: `TargetOnlyData(dataset)`, the targets alone.
+
+`StepBatchSampler` reads each of a dataset's index streams (`stream_sizes`: one for paired and
+target-only data, two for unpaired) as an epoch-wise permutation seeded by (seed, stream, epoch).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from ..errors import CdtsdeError
+
+
+def step_seed(seed: int, step: int, stream: int = 0) -> int:
+    """A distinct 63-bit seed per (run seed, step, stream), where stream separates ranks and purposes."""
+    return (seed * 1_000_003 + step * 7_919 + stream * 104_729 + 0x5DEECE66D) % (2**63 - 1)
+
+
+def side(item: dict, name: str) -> torch.Tensor:
+    """One side of an item: `name` ("source" or "target") of a paired item, or "image" of a one-sided one."""
+    return item[name] if name in item else item["image"]
+
+
+class UnpairedData(Dataset):
+    """Sources and targets from two unaligned sets (paired sets give their own side; one-sided sets, items
+    with an "image", give theirs), indexed by (i, j)."""
+
+    paired = False
+
+    def __init__(self, sources: Dataset, targets: Dataset):
+        self.sources, self.targets = sources, targets
+        self.source_channels = getattr(sources, "source_channels", None) or getattr(sources, "channels", None)
+        self.target_channels = getattr(targets, "target_channels", None) or getattr(targets, "channels", None)
+        self.target_classes = getattr(targets, "target_classes", None)
+        self.skipped = getattr(sources, "skipped", []) + getattr(targets, "skipped", [])
+        self.stream_sizes = (len(sources), len(targets))
+
+    def __len__(self) -> int:
+        return max(self.stream_sizes)
+
+    def __getitem__(self, index) -> dict:
+        i, j = index if isinstance(index, tuple) else (index % self.stream_sizes[0], index % self.stream_sizes[1])
+        source, target = self.sources[i], self.targets[j]
+        return {"source": side(source, "source"), "target": side(target, "target"),
+                "name": f"{source['name']}|{target['name']}"}
+
+
+class TargetOnlyData(Dataset):
+    """The targets of a paired set (or the images of a one-sided set) alone."""
+
+    paired = False
+    source_channels = None
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+        self.target_channels = getattr(dataset, "target_channels", None) or getattr(dataset, "channels", None)
+        self.target_classes = getattr(dataset, "target_classes", None)
+        self.skipped = getattr(dataset, "skipped", [])
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index) -> dict:
+        item = self.dataset[index]
+        return {"target": side(item, "target"), "name": item["name"]}
+
+
+def stream_sizes(dataset: Dataset) -> tuple[int, ...]:
+    return tuple(getattr(dataset, "stream_sizes", (len(dataset),)))
+
+
+class StepBatchSampler(Sampler):
+    """Batches of dataset indices as a pure function of the step: each index stream is an epoch-wise
+    permutation seeded by (seed, stream, epoch), read as a continuous stream of global batches, each split
+    across ranks. With one stream the indices are ints, with several they are tuples."""
+
+    def __init__(self, sizes: int | tuple[int, ...], batch_size: int, seed: int, start_step: int, max_steps: int,
+                 rank: int = 0, world_size: int = 1):
+        self.sizes = (sizes,) if isinstance(sizes, int) else tuple(sizes)
+        if min(self.sizes) < 1:
+            raise CdtsdeError("the training dataset is empty")
+        self.batch_size, self.seed = batch_size, seed
+        self.start_step, self.max_steps, self.rank, self.world_size = start_step, max_steps, rank, world_size
+
+    def _permutation(self, stream: int, epoch: int) -> torch.Tensor:
+        # stream 0 keeps the seeds of the single-stream sampler, so paired runs are unchanged
+        seed = step_seed(self.seed, epoch, 1) if stream == 0 else step_seed(self.seed + stream * 7_777, epoch, 1)
+        return torch.randperm(self.sizes[stream], generator=torch.Generator().manual_seed(seed))
+
+    def _stream(self, stream: int, step: int) -> list[int]:
+        size, global_batch = self.sizes[stream], self.batch_size * self.world_size
+        first = step * global_batch + self.rank * self.batch_size
+        cache: dict[int, torch.Tensor] = {}
+        indices = []
+        for position in range(first, first + self.batch_size):
+            epoch = position // size
+            if epoch not in cache:
+                cache[epoch] = self._permutation(stream, epoch)
+            indices.append(int(cache[epoch][position % size]))
+        return indices
+
+    def batch(self, step: int) -> list:
+        streams = [self._stream(stream, step) for stream in range(len(self.sizes))]
+        return streams[0] if len(streams) == 1 else list(zip(*streams))
+
+    def __iter__(self):
+        for step in range(self.start_step, self.max_steps):
+            yield self.batch(step)
+
+    def __len__(self) -> int:
+        return max(0, self.max_steps - self.start_step)
+
+
+def collate(items: list[dict]) -> dict:
+    """Tensors stacked per key, other values (names) as lists."""
+    return {key: torch.stack([item[key] for item in items]) if torch.is_tensor(items[0][key])
+            else [item[key] for item in items] for key in items[0]}
+
+
+def random_flips(batch: dict, generator: torch.Generator, paired: bool) -> dict:
+    """Flip each item horizontally and/or vertically: identically on every image of a paired item,
+    independently per image for unpaired data."""
+    keys = [key for key, value in batch.items() if torch.is_tensor(value) and value.ndim == 4]
+    groups = [keys] if paired else [[key] for key in keys]
+    batch = dict(batch)
+    for group in groups:
+        size = batch[group[0]].shape[0]
+        flips = torch.rand(size, 2, generator=generator) < 0.5
+        for dim, column in ((3, 0), (2, 1)):
+            chosen = flips[:, column].to(batch[group[0]].device)
+            if chosen.any():
+                for key in group:
+                    batch[key] = torch.where(chosen.view(-1, 1, 1, 1), batch[key].flip(dim), batch[key])
+    return batch

@@ -1,0 +1,97 @@
+"""Checkpoints of any method: `config.json` (format version, package version, method name, what the
+method knows about its data, its configuration and its default sampling options) beside the weights in
+`model.safetensors`, as diffusers keeps a config next to its weights.
+
+A checkpoint written before methods had names (no "method" key: the CDTSDE model configuration itself)
+loads as CDTSDE.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..atomic import atomic_path
+from ..errors import CdtsdeError
+from ..methods import DataInfo, Method, method_class
+from ..settings import from_plain, to_plain
+
+FORMAT_VERSION = 2
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+# the keys of the first format's CDTSDE model configuration that describe the data
+LEGACY_DATA_KEYS = ("source_channels", "target_channels", "target_kind", "image_size")
+
+
+def checkpoint_record(method: Method) -> dict:
+    return {"format_version": FORMAT_VERSION, "cdtsde_version": __version__, "method": method.name,
+            "data": to_plain(method.data), "config": to_plain(method.config), "sampling": to_plain(method.sampling)}
+
+
+def save_pretrained(method: Method, directory: str | Path, state_dict: dict | None = None) -> Path:
+    """Write `config.json` and `model.safetensors` (the given state dict, e.g. EMA weights, or the method's
+    own), each atomically."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in (state_dict or method.state_dict()).items()}
+    with atomic_path(directory / CONFIG_FILE) as tmp:
+        tmp.write_text(json.dumps(checkpoint_record(method), indent=2))
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "library": "cdtsde", "method": method.name})
+    return directory
+
+
+def upgrade_record(record: dict) -> dict:
+    """A first-format record (the CDTSDE model configuration) in the current format."""
+    if "method" in record:
+        return record
+    return {"format_version": 1, "method": "cdtsde",
+            "data": {key: record[key] for key in LEGACY_DATA_KEYS if key in record},
+            "config": {key: value for key, value in record.items() if key not in LEGACY_DATA_KEYS}, "sampling": {}}
+
+
+def method_from_record(record: dict, where: str) -> Method:
+    """Build the (untrained) method a checkpoint record describes."""
+    record = upgrade_record(record)
+    if record.get("format_version", 0) > FORMAT_VERSION:
+        raise CdtsdeError(f"{where}: written in checkpoint format {record['format_version']} by a newer cdtsde "
+                          f"({record.get('cdtsde_version')}); this version reads up to format {FORMAT_VERSION}")
+    cls = method_class(record["method"])
+    try:
+        method = cls(from_plain(cls.config_class, record.get("config"), "model"),
+                     from_plain(DataInfo, record.get("data"), "data"))
+        method.sampling = from_plain(cls.sampling_class, record.get("sampling"), "sampling")
+    except (ValueError, TypeError) as exc:
+        raise CdtsdeError(f"{where}: invalid {record['method']} configuration ({exc})") from exc
+    return method
+
+
+def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Method:
+    """Load a method saved by `save_pretrained`; `path` is the model directory or a training run directory
+    (its `model/` sub-directory is used)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if (path / "model" / CONFIG_FILE).is_file():
+        path = path / "model"
+    config_path, weights_path = path / CONFIG_FILE, path / WEIGHTS_FILE
+    for required in (config_path, weights_path):
+        if not required.is_file():
+            raise CdtsdeError(f"{path}: not a cdtsde checkpoint ({required.name} missing)")
+    try:
+        record = json.loads(config_path.read_text())
+    except ValueError as exc:
+        raise CdtsdeError(f"{config_path}: not valid JSON ({exc})") from exc
+    if not isinstance(record, dict):
+        raise CdtsdeError(f"{config_path}: expected a JSON object")
+    method = method_from_record(record, str(config_path))
+    try:
+        method.load_state_dict(load_file(str(weights_path)))
+    except Exception as exc:  # safetensors header errors, missing or mis-shaped tensors
+        raise CdtsdeError(f"{weights_path}: cannot load weights ({exc})") from exc
+    return method.to(device).eval()
