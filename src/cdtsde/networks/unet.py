@@ -172,7 +172,8 @@ class ConditionalUNet(nn.Module):
             t = t.expand(batch)
         if t.shape != (batch,):
             raise ValueError(f"t must be a scalar or have shape ({batch},), got {tuple(t.shape)}")
-        embedding = self.time_mlp(timestep_embedding(t, self.config.base_channels))
+        # in the network's working precision (bf16-true, 64-true), float32 otherwise
+        embedding = self.time_mlp(timestep_embedding(t, self.config.base_channels).to(x_t.dtype))
         pad_h, pad_w = -height % self.multiple, -width % self.multiple
         h = torch.cat([x_t, x_src], dim=1)
         if pad_h or pad_w:

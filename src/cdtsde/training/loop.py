@@ -212,7 +212,8 @@ def train(
         bar.update(1)
         bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()} if len(losses) > 1 else {"loss": f"{loss.item():.4f}"})
         if done % config.log_every == 0 or done == config.max_steps:
-            row = {key: sum(values) / len(values) for key, values in interval.items()}
+            losses_first = sorted(interval, key=lambda key: not key.startswith("loss"))
+            row = {key: sum(interval[key]) / len(interval[key]) for key in losses_first}
             row.update(lr=learning_rate(config, step), seconds=round(time.perf_counter() - started, 3))
             fabric.log_dict(row, step=done)
             interval = {}

@@ -1,0 +1,144 @@
+"""The method seam: registry, checkpoint format (old and new), sampling options, the identity method."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from helpers import TINY_UNET, tiny_model
+from PIL import Image
+
+from cdtsde.cli import main
+from cdtsde.errors import CdtsdeError
+from cdtsde.methods import REGISTRY, DataInfo, method_class
+from cdtsde.methods.identity import Identity, IdentityConfig
+from cdtsde.training import load_pretrained, save_pretrained
+
+LEGACY = Path(__file__).parent / "fixtures" / "legacy-checkpoint"
+
+
+def test_registry_names_every_method_and_refuses_unknown_ones(capsys):
+    assert {"cdtsde", "identity"} <= set(REGISTRY)
+    for name in REGISTRY:
+        cls = method_class(name)
+        assert cls.name == name and cls.description and cls.data_kind in ("paired", "unpaired", "target-only")
+    with pytest.raises(CdtsdeError, match="unknown method 'pix3pix'; registered: cdtsde, identity"):
+        method_class("pix3pix")
+    assert main(["methods"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("cdtsde ") and "paired" in line and "steps, gamma" in line for line in lines)
+    assert any(line.startswith("identity ") and "sampling options: none" in line for line in lines)
+
+
+def test_a_checkpoint_written_before_the_seam_loads_and_translates_as_it_did():
+    """tests/fixtures/legacy-checkpoint was written by commit 3f44b4d (no "method" key) together with the
+    translation it gave for fixed sources, steps 3, gamma 1, generator seed 3."""
+    from safetensors.torch import load_file
+
+    assert "method" not in json.loads((LEGACY / "config.json").read_text())
+    method = load_pretrained(LEGACY)
+    assert method.name == "cdtsde" and method.config.field.variant == "dynamic" and method.data.image_size == 16
+    expected = load_file(str(LEGACY / "expected.safetensors"))
+    result = method.translate(expected["sources"], steps=3, gamma=1.0, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(result.images, expected["translation"], rtol=0, atol=1e-6)
+
+
+def test_checkpoint_records_method_versions_data_and_sampling(tmp_path):
+    from cdtsde import __version__
+
+    model = tiny_model(variant="channel")
+    model.sampling = model.sampling_options(steps=7, gamma=0.0)
+    save_pretrained(model, tmp_path)
+    record = json.loads((tmp_path / "config.json").read_text())
+    assert record["method"] == "cdtsde" and record["format_version"] == 2 and record["cdtsde_version"] == __version__
+    assert record["data"] == {"source_channels": 1, "target_channels": 1, "target_kind": "image", "image_size": 16,
+                              "nifti_percentile": 99.5}
+    assert record["config"]["field"]["variant"] == "channel" and record["config"]["unet"]["channel_mults"] == [1, 2]
+    assert record["sampling"]["steps"] == 7 and record["sampling"]["gamma"] == 0.0
+    loaded = load_pretrained(tmp_path)
+    assert loaded.sampling.steps == 7 and loaded.config == model.config and loaded.data == model.data
+    record["format_version"] = 99
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    with pytest.raises(CdtsdeError, match="format 99 by a newer cdtsde"):
+        load_pretrained(tmp_path)
+    record.update(format_version=2, config={**record["config"], "field": {"variant": "linear", "degree": 2}})
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    with pytest.raises(CdtsdeError, match="invalid cdtsde configuration.*linear field has no option"):
+        load_pretrained(tmp_path)
+
+
+def test_sampling_options_are_checked_by_name_and_value():
+    model = tiny_model()
+    assert model.sampling_options(steps=3).steps == 3 and model.sampling.steps == 5
+    with pytest.raises(CdtsdeError, match="has no sampling option.*temperature.*it has: clip_denoised"):
+        model.translate(torch.zeros(1, 1, 8, 8), temperature=2.0)
+    with pytest.raises(CdtsdeError, match="gamma must lie in"):
+        model.sampling_options(gamma=1.5)
+    with pytest.raises(CdtsdeError, match="sampling.steps must be an integer"):
+        model.sampling_options(steps="five")
+
+
+def test_several_samples_per_source_through_x_start():
+    """K x_start draws per source: the sources are repeated (source-major), not a crash inside the UNet."""
+    model = tiny_model()
+    with torch.no_grad():
+        for parameter in model.net.parameters():
+            parameter.normal_(0, 0.05)
+    sources = torch.rand(2, 1, 8, 8) * 2 - 1
+    x_start = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    many = model.translate(sources, x_start=x_start, gamma=0.0, steps=2).images
+    assert many.shape == (6, 1, 8, 8)
+    alone = model.translate(sources[1:], x_start=x_start[3:6], gamma=0.0, steps=2).images
+    torch.testing.assert_close(many[3:], alone)
+    with pytest.raises(ValueError, match="not a multiple of the 2 sources"):
+        model.translate(sources, x_start=x_start[:5], steps=2)
+
+
+def test_identity_is_the_source_in_the_target_space_and_background_for_masks():
+    grey_to_rgb = Identity(IdentityConfig(), DataInfo(source_channels=1, target_channels=3))
+    source = torch.rand(2, 1, 5, 4) * 2 - 1
+    assert torch.equal(grey_to_rgb.translate(source).images, source.expand(-1, 3, -1, -1))
+    masks = Identity(IdentityConfig(), DataInfo(source_channels=1, target_channels=5, target_kind="mask"))
+    out = masks.translate(source).images
+    assert torch.equal(out.argmax(1), torch.zeros(2, 5, 4, dtype=torch.long)) and set(out.unique().tolist()) == {-1.0, 1.0}
+    with pytest.raises(CdtsdeError, match="identity method has no sampling option.*steps.*it has: none"):
+        masks.translate(source, steps=5)
+
+
+def test_identity_trains_and_translates_from_the_command_line(tmp_path, capsys):
+    config = {"method": "identity",
+              "data": {"kind": "procedural", "task": "mri-phantom", "n": 8, "n_val": 2, "size": 16, "seed": 1}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "run.yaml"), "--output", str(run)]) == 0
+    assert "identity has nothing to train" in capsys.readouterr().out
+    assert json.loads((run / "model" / "config.json").read_text())["method"] == "identity"
+    image = (np.random.default_rng(0).random((16, 16)) * 255).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    assert main(["translate", "--checkpoint", str(run), "--input", str(tmp_path / "a.png"),
+                 "--output", str(tmp_path / "out")]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "a.png")), image)
+    # a sampling flag the checkpoint's method does not have is an error, not silently ignored
+    assert main(["translate", "--checkpoint", str(run), "--input", str(tmp_path / "a.png"),
+                 "--output", str(tmp_path / "out2"), "--steps", "3"]) == 2
+    assert "the identity method has no sampling option --steps (its options: none)" in capsys.readouterr().err
+
+
+def test_train_with_an_unknown_method_is_a_clear_error(tmp_path, capsys):
+    config = {"data": {"kind": "procedural", "n": 4, "size": 16}, "model": {"unet": TINY_UNET}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "--config", str(tmp_path / "run.yaml"), "--method", "nope", "--output", str(tmp_path / "r")]) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
+
+
+def test_package_data_globs_match_files():
+    """pyproject must not ship package data that does not exist."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for package, patterns in setuptools.get("package-data", {}).items():
+        for pattern in patterns:
+            assert list((root / "src" / package).glob(pattern)), f"{package}: {pattern} matches nothing"

@@ -1,0 +1,169 @@
+"""The method-agnostic training loop: several optimisers in alternation, unpaired and target-only data,
+precisions, exact resume with more than one optimiser, and what the log records about CDTSDE's field."""
+
+import csv
+from dataclasses import dataclass
+
+import pytest
+import torch
+from helpers import InversionPairs, tiny_model
+
+from cdtsde.methods import DataInfo, Method
+from cdtsde.training import TrainConfig, train
+from cdtsde.training.batches import StepBatchSampler, TargetOnlyData, UnpairedData
+
+
+def config(**overrides):
+    options = dict(max_steps=6, batch_size=4, lr=1e-2, warmup_steps=1, log_every=3, sample_every=0,
+                   checkpoint_every=3, seed=5, ema_decay=0.9)
+    return TrainConfig(**{**options, **overrides})
+
+
+@dataclass
+class ToyConfig:
+    width: int = 4
+
+
+class ToyAdversarial(Method):
+    """A generator G (1x1 conv) and a critic D: D is updated first, then G against the updated D, reusing
+    the fake D saw (the pix2pix/CycleGAN order); every call is recorded."""
+
+    name = "toy-adversarial"
+    description = "test double"
+    data_kind = "paired"
+    config_class = ToyConfig
+
+    def __init__(self, config, data):
+        super().__init__(config, data)
+        self.generator = torch.nn.Conv2d(1, 1, 1)
+        self.critic = torch.nn.Sequential(torch.nn.Conv2d(2, config.width, 1), torch.nn.ReLU(), torch.nn.Conv2d(config.width, 1, 1))
+        self.calls = []
+
+    def optimizers(self, train):
+        return {"critic": torch.optim.Adam([{"params": self.critic.parameters(), "lr_scale": 2.0}], lr=train.lr),
+                "generator": torch.optim.Adam([{"params": self.generator.parameters(), "lr_scale": 1.0}], lr=train.lr)}
+
+    def forward(self, batch, phase, generator, shared):
+        source, target = batch["source"], batch["target"]
+        self.calls.append((phase, "fake" in shared))
+        if phase == "critic":
+            shared["fake"] = self.generator(source)
+            real = self.critic(torch.cat([source, target], 1))
+            fake = self.critic(torch.cat([source, shared["fake"].detach()], 1))
+            return {"loss": (real - 1).square().mean() + fake.square().mean(), "critic_real": real.mean().detach()}
+        fake = self.critic(torch.cat([source, shared["fake"]], 1))
+        return {"loss": (fake - 1).square().mean() + (shared["fake"] - target).abs().mean()}
+
+    def generate(self, sources, sampling, generator):
+        from cdtsde.methods import TranslationOutput
+
+        return TranslationOutput(self.generator(sources))
+
+
+def toy(seed=0):
+    torch.manual_seed(seed)
+    return ToyAdversarial(ToyConfig(), DataInfo(source_channels=1, target_channels=1, image_size=16))
+
+
+def test_two_optimisers_alternate_and_resume_exactly(tmp_path):
+    method = toy()
+    straight = train(method, InversionPairs(n=12), config(), tmp_path / "a", progress=False)
+    assert method.calls == [("critic", False), ("generator", True)] * 6
+    assert [sorted(losses) for losses in straight["phase_losses"]] == [["critic", "generator"]] * 6
+    state = torch.load(tmp_path / "a" / "state.pt", weights_only=False)
+    critic_lr = state["optimizers"]["critic"]["param_groups"][0]["lr"]
+    assert critic_lr == pytest.approx(2 * state["optimizers"]["generator"]["param_groups"][0]["lr"])
+    train(toy(), InversionPairs(n=12), config(max_steps=3), tmp_path / "b", progress=False)
+    resumed = train(toy(seed=9), InversionPairs(n=12), config(), tmp_path / "b", resume=True, progress=False)
+    assert resumed["phase_losses"] == straight["phase_losses"][3:]
+    other = torch.load(tmp_path / "b" / "state.pt", weights_only=False)
+    for key in ("model", "ema"):
+        for name, tensor in state[key].items():
+            torch.testing.assert_close(other[key][name], tensor, rtol=0, atol=1e-7)
+    rows = list(csv.DictReader(open(tmp_path / "b" / "metrics.csv")))
+    assert [row["step"] for row in rows] == ["3", "6"]
+    assert {"loss_critic", "loss_generator", "critic_real", "lr", "seconds"} <= set(rows[0])
+
+
+def test_a_run_of_another_method_is_not_resumed(tmp_path):
+    from cdtsde.errors import CdtsdeError
+
+    train(toy(), InversionPairs(n=8), config(max_steps=3), tmp_path, progress=False)
+    with pytest.raises(CdtsdeError, match="a toy-adversarial run cannot be resumed as cdtsde"):
+        train(tiny_model(), InversionPairs(n=8), config(), tmp_path, resume=True, progress=False)
+
+
+class TargetPrior(Method):
+    """A target-only test double: learns the mean target image; must never see a source."""
+
+    name = "toy-prior"
+    description = "test double"
+    data_kind = "target-only"
+    config_class = ToyConfig
+
+    def __init__(self, config, data):
+        super().__init__(config, data)
+        self.mean = torch.nn.Parameter(torch.zeros(1, data.target_channels, 16, 16))
+
+    def forward(self, batch, phase, generator, shared):
+        assert set(batch) == {"target", "name"}
+        return {"loss": (batch["target"] - self.mean).square().mean()}
+
+
+def test_target_only_training_sees_targets_alone(tmp_path):
+    pairs = InversionPairs(n=8)
+    method = TargetPrior(ToyConfig(), DataInfo(source_channels=None, target_channels=1))
+    result = train(method, TargetOnlyData(pairs), config(max_steps=60, lr=0.05, flips=False, grad_clip=0),
+                   tmp_path, progress=False)
+    assert result["losses"][-1] < result["losses"][0]
+    assert (method.mean[0] - pairs.targets.mean(0)).abs().mean() < 0.05
+
+
+def test_unpaired_batches_draw_the_two_sides_independently():
+    sources, targets = InversionPairs(n=6, seed=1), InversionPairs(n=10, seed=2)
+    data = UnpairedData(sources, targets)
+    sampler = StepBatchSampler(data.stream_sizes, 4, seed=3, start_step=0, max_steps=10)
+    batches = list(sampler)
+    assert all(isinstance(index, tuple) for batch in batches for index in batch)
+    firsts = [i for batch in batches for i, _ in batch]
+    seconds = [j for batch in batches for _, j in batch]
+    assert sorted(firsts[:6]) == list(range(6)) and sorted(seconds[:10]) == list(range(10))  # each stream: epochs
+    assert list(StepBatchSampler(data.stream_sizes, 4, seed=3, start_step=4, max_steps=10)) == batches[4:]
+    # the two sides are not aligned: some pairs (i, j) have i != j
+    assert any(i != j for i, j in zip(firsts, seconds))
+    item = data[(2, 7)]
+    assert torch.equal(item["source"], sources[2]["source"]) and torch.equal(item["target"], targets[7]["target"])
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true", "64-true"])
+def test_every_accepted_precision_trains_on_the_cpu(tmp_path, precision):
+    model = tiny_model()
+    result = train(model, InversionPairs(n=8), config(max_steps=2, precision=precision), tmp_path, progress=False)
+    assert len(result["losses"]) == 2 and all(torch.isfinite(torch.tensor(result["losses"])))
+    from cdtsde.training import load_pretrained
+
+    loaded = load_pretrained(tmp_path)
+    assert torch.isfinite(loaded.translate(InversionPairs(n=2).sources, steps=2).images).all()
+
+
+@pytest.mark.parametrize("precision, match", [("16-true", "float16.*not supported on the CPU"),
+                                              ("16-mixed", "float16.*not supported on the CPU"),
+                                              ("half", "precision must be one of")])
+def test_unsupported_precisions_are_refused_up_front(precision, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(precision=precision)
+
+
+def test_the_log_records_the_mixer_output_g_not_lambda_minus_eta(tmp_path):
+    """A mixer parked on Eq. 2's lower envelope (g = -1) shows as g_at_lower = 1 in the log."""
+    model = tiny_model(variant="dynamic")
+    with torch.no_grad():
+        model.field.net[-1].bias.fill_(-40.0)
+    train(model, InversionPairs(n=8), config(max_steps=3, lr=1e-6), tmp_path, progress=False)
+    row = list(csv.DictReader(open(tmp_path / "metrics.csv")))[0]
+    assert "lambda_minus_eta" not in row
+    assert float(row["g_at_lower"]) == 1.0 and float(row["g_at_upper"]) == 0.0
+    assert float(row["g_mean"]) == pytest.approx(-1.0, abs=1e-6) and float(row["g_spatial_std"]) < 1e-6
+    channel = tiny_model(variant="channel")
+    train(channel, InversionPairs(n=8), config(max_steps=3), tmp_path / "channel", progress=False)
+    assert "lambda_minus_eta" in list(csv.DictReader(open(tmp_path / "channel" / "metrics.csv")))[0]
