@@ -28,10 +28,7 @@ class ToyAdversarial(Method):
     """A generator G (1x1 conv) and a critic D: D is updated first, then G against the updated D, reusing
     the fake D saw (the pix2pix/CycleGAN order); every call is recorded."""
 
-    name = "toy-adversarial"
-    description = "test double"
-    data_kind = "paired"
-    config_class = ToyConfig
+    name, description, data_kind, config_class = "toy-adversarial", "test double", "paired", ToyConfig
 
     def __init__(self, config, data):
         super().__init__(config, data)
@@ -96,10 +93,7 @@ def test_a_run_of_another_method_is_not_resumed(tmp_path):
 class TargetPrior(Method):
     """A target-only test double: learns the mean target image; must never see a source."""
 
-    name = "toy-prior"
-    description = "test double"
-    data_kind = "target-only"
-    config_class = ToyConfig
+    name, description, data_kind, config_class = "toy-prior", "test double", "target-only", ToyConfig
 
     def __init__(self, config, data):
         super().__init__(config, data)

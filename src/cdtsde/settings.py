@@ -14,6 +14,15 @@ import typing
 from functools import cache
 
 
+# annotation -> (what the message calls it, whether a plain value is one); bools are not numbers here
+SCALARS = {
+    bool: ("true or false", lambda v: isinstance(v, bool)),
+    int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    float: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    str: ("a string", lambda v: isinstance(v, str)),
+}
+
+
 @cache
 def _hints(cls) -> dict:
     return typing.get_type_hints(cls)
@@ -48,22 +57,11 @@ def _check(value, annotation, name: str):
         if not isinstance(value, dict):
             raise ValueError(f"{name} must be a mapping, got {value!r}")
         return dict(value)
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{name} must be true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{name} must be an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{name} must be a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{name} must be a string, got {value!r}")
-        return value
+    if annotation in SCALARS:
+        description, accepts = SCALARS[annotation]
+        if not accepts(value):
+            raise ValueError(f"{name} must be {description}, got {value!r}")
+        return float(value) if annotation is float else value
     return value
 
 
