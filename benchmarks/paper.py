@@ -1,4 +1,4 @@
-"""The paper's claims on real data, measured side by side (issue 6; DESIGN 7).
+"""The paper's claims on real data, measured side by side (issue 6).
 
     python -m benchmarks.paper --task brats-t1t2 --scale cpu      # or quick, gpu
 
@@ -73,7 +73,7 @@ DEFECT_PRESENT = ("dice/defect", "hd95/defect")
 VARIANTS = ("linear", "channel", "dynamic", "content")
 SWEPT = ("linear", "dynamic", "content")
 NFES = (1, 2, 3, 5, 10, 20)
-# the sampler's stochasticity (DESIGN 4): 1 is the paper's SDE solver and the setting of every table;
+# the sampler's stochasticity (docs/cdtsde.md, section 5): 1 is the paper's SDE solver and the setting of every table;
 # 0, the deterministic update, is swept too, since with gamma 1 quality can fall as steps are added
 GAMMAS = (1.0, 0.0)
 
@@ -90,7 +90,7 @@ def run_config(task: str, scale: str, variant: str, seed: int = 0) -> dict:
 
 def headline_metric(task: str, is_mask: bool) -> str:
     """The quality the NFE sweep and matched fidelity use: defect Dice for masks; for MRI the PSNR over
-    the brain, since the zero background inflates whole-image PSNR (DESIGN 6)."""
+    the brain, since the zero background inflates whole-image PSNR."""
     if is_mask:
         return "dice/defect"
     return "psnr_fg" if task in BRAIN_TASKS else "psnr"
@@ -141,7 +141,7 @@ def main() -> None:
                else {"nonzero_foreground": args.task in BRAIN_TASKS})
     key = headline_metric(args.task, is_mask)
 
-    # defects are rare and an empty prediction of an empty target scores Dice 1 (DESIGN 6), so masks are
+    # defects are rare and an empty prediction of an empty target scores Dice 1 (cdtsde.metrics.masks), so masks are
     # also scored over the items whose target has a defect
     has_defect = ({item["name"]: bool(np.isin(decode_classes(item["target"]), PV_EL_DEFECT).any())
                    for item in test_set} if is_mask else {})

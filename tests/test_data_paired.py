@@ -344,3 +344,20 @@ def test_truncated_volume_skips_its_subject_only(tmp_path):
 @given(arrays(np.uint8, array_shapes(min_dims=2, max_dims=3, max_side=6), elements=st.integers(0, 6)))
 def test_any_class_map_round_trips(classes):
     np.testing.assert_array_equal(decode_classes(encode_classes(classes, 7)), classes)
+
+
+def test_image_folder_holds_one_modality_split_by_name_and_reports_bad_files(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    for i in range(30):
+        write_image(tmp_path / f"img{i:02d}.png", (rng.random((12, 10, 3)) * 255).astype(np.uint8))
+    (tmp_path / "img99.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
+    spec = {"kind": "image-folder", "root": str(tmp_path), "size": 8, "channels": {"source": 1}}
+    splits = {split: build_dataset(spec, split) for split in ("train", "val", "test")}
+    names = [{item["name"] for item in (ds[i] for i in range(len(ds)))} for ds in splits.values()]
+    assert sum(len(n) for n in names) == 30 and not (names[0] & names[1]) and not (names[0] & names[2])
+    item = splits["train"][0]
+    assert set(item) == {"image", "name"} and item["image"].shape == (1, 8, 8) and splits["train"].channels == 1
+    assert any("img99.png" in path for path, _ in sum((ds.skipped for ds in splits.values()), []))
+    assert main(["data", "inspect", str(tmp_path), "--grid", str(tmp_path / "grid.png")]) == 1  # a file skipped
+    out = capsys.readouterr().out
+    assert "images, 3 ch" in out and "image range [" in out and (tmp_path / "grid.png").is_file()

@@ -26,7 +26,7 @@ def spatial_field(variant, channels, seed):
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("steps", [1, 2, 5, 20])
 def test_oracle_denoiser_keeps_every_iterate_on_the_forward_marginal(variant, gamma, steps):
-    """DESIGN 4: with x0_hat = x0 and x(t1) drawn from the forward marginal, every iterate has mean
+    """docs/cdtsde.md, section 5: with x0_hat = x0 and x(t1) drawn from the forward marginal, every iterate has mean
     sqrt(abar) d_t and standard deviation sigma_t, per pixel, and the output is x0."""
     shape = (1, 2, 3, 4)
     x0, x_src = random_pair(shape, seed=steps)

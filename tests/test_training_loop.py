@@ -161,3 +161,38 @@ def test_the_log_records_the_mixer_output_g_not_lambda_minus_eta(tmp_path):
     channel = tiny_model(variant="channel")
     train(channel, InversionPairs(n=8), config(max_steps=3), tmp_path / "channel", progress=False)
     assert "lambda_minus_eta" in list(csv.DictReader(open(tmp_path / "channel" / "metrics.csv")))[0]
+
+
+def test_unpaired_training_from_two_folders_of_single_images(tmp_path):
+    """{kind: unpaired, source: image-folder, target: image-folder}: each side read alone, drawn apart."""
+    import numpy as np
+    from PIL import Image
+
+    from cdtsde.run import build_run
+
+    rng = np.random.default_rng(0)
+    for side, count in (("a", 5), ("b", 7)):
+        (tmp_path / side).mkdir()
+        for i in range(count):
+            Image.fromarray((rng.random((20, 20)) * 255).astype(np.uint8)).save(tmp_path / side / f"{side}{i}.png")
+    folder = {"kind": "image-folder", "size": 16, "val_fraction": 0.0, "test_fraction": 0.0}
+    config = {"data": {"kind": "unpaired", "source": {**folder, "root": "a"}, "target": {**folder, "root": "b"}},
+              "model": {"width": 2}, "train": {"max_steps": 2, "batch_size": 3, "sample_every": 0}}
+    from cdtsde.methods import REGISTRY
+
+    REGISTRY["toy-unpaired"] = f"{__name__}:ToyUnpaired"
+    try:
+        method, train_set, _, train_config = build_run(config, base_dir=tmp_path, method="toy-unpaired")
+    finally:
+        del REGISTRY["toy-unpaired"]
+    assert train_set.stream_sizes == (5, 7) and method.data.source_channels == 1 and method.data.image_size == 16
+    item = train_set[(1, 6)]
+    assert item["name"] == "a1|b6" and item["source"].shape == item["target"].shape == (1, 16, 16)
+    result = train(method, train_set, train_config, tmp_path / "run", progress=False)
+    assert len(result["losses"]) == 2
+    with pytest.raises(Exception, match="a paired method cannot train on unpaired data|cannot train on unpaired"):
+        build_run(config, base_dir=tmp_path, method="cdtsde")
+
+
+class ToyUnpaired(ToyAdversarial):
+    name, data_kind = "toy-unpaired", "unpaired"

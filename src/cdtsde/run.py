@@ -68,6 +68,8 @@ def build_training_data(spec: dict, data_kind: str, base_dir=None):
             train_set, preview_set = build(spec, "train"), build(spec, "val")
             if data_kind == "unpaired":
                 train_set, preview_set = UnpairedData(train_set, train_set), UnpairedData(preview_set, preview_set)
+            elif data_kind == "paired" and spec.get("kind") == "image-folder":
+                raise CdtsdeError("image-folder data holds one modality; a paired method needs source-target pairs")
             elif data_kind == "target-only":
                 train_set, preview_set = TargetOnlyData(train_set), TargetOnlyData(preview_set)
     except (ValueError, TypeError, KeyError) as exc:  # CdtsdeError from the data module passes as it is

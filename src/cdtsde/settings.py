@@ -13,7 +13,6 @@ import types
 import typing
 from functools import cache
 
-
 # annotation -> (what the message calls it, whether a plain value is one); bools are not numbers here
 SCALARS = {
     bool: ("true or false", lambda v: isinstance(v, bool)),

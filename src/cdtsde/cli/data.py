@@ -9,6 +9,7 @@ import yaml
 
 from ..atomic import atomic_path
 from ..errors import CdtsdeError
+from ..imagefiles import list_images
 
 INSPECT_SAMPLE = 32
 
@@ -74,6 +75,8 @@ def folder_kind(path: Path) -> str:
         return "el-masks"
     if next(path.rglob("*.nii*"), None) is not None:
         return "nifti"
+    if list_images(path):  # images directly inside: one modality alone
+        return "image-folder"
     return "paired-folder"
 
 
@@ -94,15 +97,18 @@ def run_inspect(args) -> int:
             print(f"{split:5s}: 0 pairs")
             continue
         sample = [dataset[i] for i in range(0, len(dataset), max(1, len(dataset) // INSPECT_SAMPLE))]
-        sizes = sorted({tuple(item["source"].shape[1:]) for item in sample})
+        sides = [side for side in ("source", "target", "image") if side in sample[0]]
+        sizes = sorted({tuple(item[sides[0]].shape[1:]) for item in sample})
         ranges = {
             side: (min(float(i[side].min()) for i in sample), max(float(i[side].max()) for i in sample))
-            for side in ("source", "target")
+            for side in sides
         }
+        counts = (f"{len(dataset)} images, {dataset.channels} ch" if "image" in sides else
+                  f"{len(dataset)} pairs, source {dataset.source_channels} ch, target {dataset.target_channels} ch")
         print(
-            f"{split:5s}: {len(dataset)} pairs, source {dataset.source_channels} ch, target {dataset.target_channels} ch, "
-            f"sizes {', '.join(f'{h}x{w}' for h, w in sizes)}, source range [{ranges['source'][0]:.3f}, {ranges['source'][1]:.3f}], "
-            f"target range [{ranges['target'][0]:.3f}, {ranges['target'][1]:.3f}] (of {len(sample)} sampled)"
+            f"{split:5s}: {counts}, sizes {', '.join(f'{h}x{w}' for h, w in sizes)}, "
+            + ", ".join(f"{side} range [{low:.3f}, {high:.3f}]" for side, (low, high) in ranges.items())
+            + f" (of {len(sample)} sampled)"
         )
         examples += [
             (item, getattr(dataset, "target_classes", None))
@@ -121,7 +127,8 @@ def run_inspect(args) -> int:
 
 
 def draw_grid(examples, path: Path) -> None:
-    """One row per pair: source | target (masks shown as decoded class maps)."""
+    """One row per pair: source | target (masks shown as decoded class maps); one image per row for
+    one-sided data."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,9 +137,11 @@ def draw_grid(examples, path: Path) -> None:
     from ..data.masks import decode_classes
     from ..intensity import model_to_unit
 
-    figure, axes = plt.subplots(len(examples), 2, figsize=(5, 2.5 * len(examples)), squeeze=False)
+    sides = [side for side in ("source", "target", "image") if side in examples[0][0]]
+    figure, axes = plt.subplots(len(examples), len(sides), figsize=(2.5 * len(sides), 2.5 * len(examples)),
+                                squeeze=False)
     for row, (item, classes) in enumerate(examples):
-        for column, side in enumerate(("source", "target")):
+        for column, side in enumerate(sides):
             axis = axes[row, column]
             if side == "target" and classes:
                 axis.imshow(

@@ -14,9 +14,9 @@ import numpy as np
 
 from ..errors import CdtsdeError
 from .base import PairedDataset
-from .masks import PV_EL_CLASSES
+from .masks import PV_EL_CLASSES, decode_classes
 from .nifti import build_nifti
-from .paired import build_list_file, build_paired_folder
+from .paired import build_image_folder, build_list_file, build_paired_folder
 from .procedural import make_pairs
 from .sar import build_sar_patches
 from .splits import check_split
@@ -81,6 +81,8 @@ KIND_KEYS = {
         "seed",
     },
     "procedural": {"task", "n", "n_val", "n_test", "seed", "heterogeneity"},
+    # one modality alone (unpaired and target-only methods): items {"image", "name"}
+    "image-folder": {"root", "split_dirs", "value_range", "val_fraction", "test_fraction", "seed"},
 }
 # pv-el-cracks ships train/ and val/ only, so its test split reads val/ unless `split_dirs` says otherwise
 EL_MASK_DEFAULTS = {
@@ -105,7 +107,7 @@ class ProceduralDataset(PairedDataset):
     def read(self, entry):
         source, target = self.pairs[entry]
         if self.target_classes:
-            target = np.argmax(target, axis=-1)
+            target = decode_classes(np.moveaxis(target, -1, 0))
         return source, target, f"{self.task}-{entry:05d}"
 
     def describe(self, entry) -> str:
@@ -153,6 +155,7 @@ def build_dataset(spec: dict, split: str, base_dir=None) -> PairedDataset:
             "ixi": build_nifti,
             "sar-patches": build_sar_patches,
             "scene-tiles": build_scene_tiles,
+            "image-folder": build_image_folder,
         }
         dataset = builders[kind](root, split, options)
     transform = PairedTransform(

@@ -71,16 +71,25 @@ def match_by_stem(source_folder: Path, target_folder: Path):
     return matched, unmatched
 
 
-def paired_folder_pairs(root: Path, split: str, options: dict):
-    """Pairs of one split. With `train/`, `val/`, `test/` sub-folders (names overridable by `split_dirs`)
-    each split reads its own folder; without them every pair is assigned by a hash of its stem."""
+def split_folder(root: Path, split: str, options: dict) -> Path | None:
+    """The folder of `split` when `root` has `train/`, `val/`, `test/` sub-folders (names overridable by
+    `split_dirs`), else None (then a hash of each file stem assigns it)."""
     split_dirs = options.get("split_dirs")
     if split_dirs is None and (root / "train").is_dir():
         split_dirs = {"train": "train", "val": "val", "test": "test"}
-    if split_dirs is not None:
-        folder = root / split_dirs[split]
-        if not folder.is_dir():
-            raise CdtsdeError(f"{folder}: folder for split {split!r} not found")
+    if split_dirs is None:
+        return None
+    folder = root / split_dirs[split]
+    if not folder.is_dir():
+        raise CdtsdeError(f"{folder}: folder for split {split!r} not found")
+    return folder
+
+
+def paired_folder_pairs(root: Path, split: str, options: dict):
+    """Pairs of one split. With `train/`, `val/`, `test/` sub-folders (names overridable by `split_dirs`)
+    each split reads its own folder; without them every pair is assigned by a hash of its stem."""
+    folder = split_folder(root, split, options)
+    if folder is not None:
         return match_by_stem(*find_pair_folders(folder, options.get("source_dir"), options.get("target_dir")))
     matched, unmatched = match_by_stem(
         *find_pair_folders(root, options.get("source_dir"), options.get("target_dir"))
@@ -124,6 +133,40 @@ def list_file_pairs(base: Path, split: str, options: dict):
     return [
         pair for pair in read_list_file(base / options["list"]) if split_by_hash(pair[2], *fractions) == split
     ]
+
+
+class ImageFolderDataset(PairedFilesDataset):
+    """Images of one modality alone, for unpaired or target-only training: items {"image", "name"},
+    `channels` as the first image has them (or the spec's `channels: {source: C}`)."""
+
+    def read(self, entry):
+        image = self.source_reader(entry[0])
+        return image, image, entry[2]
+
+    def describe(self, entry) -> str:
+        return str(entry[0])
+
+    def _to_item(self, source, target, name, entry) -> dict:
+        return {"image": super()._to_item(source, target, name, entry)["source"], "name": name}
+
+    @property
+    def channels(self) -> int | None:
+        return self.source_channels
+
+
+def build_image_folder(root: Path, split: str, options: dict) -> ImageFolderDataset:
+    """Every image in `root` (or in its split sub-folders), split by a hash of the file stem otherwise."""
+    folder = split_folder(root, split, options)
+    if folder is None:
+        fractions = (options.get("val_fraction", 0.1), options.get("test_fraction", 0.1), options.get("seed", 0))
+        paths = [path for path in list_images(root) if split_by_hash(stem(path), *fractions) == split]
+    else:
+        paths = list_images(folder)
+    reader = UnitReader(_range(options.get("value_range")))
+    dataset = ImageFolderDataset([(path, path, stem(path)) for path in paths], reader, reader)
+    if not dataset.entries and not dataset.skipped and split == "train":
+        raise CdtsdeError(f"{root} ({split}): no images found")
+    return dataset
 
 
 def mask_class_count(options: dict) -> int | None:

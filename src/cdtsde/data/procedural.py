@@ -26,7 +26,7 @@ from scipy import ndimage
 from ..atomic import atomic_path
 from ..errors import CdtsdeError
 from ..imagefiles import write_image
-from .masks import PV_EL_CLASSES
+from .masks import PV_EL_CLASSES, decode_classes
 
 # 1.5 T tissue constants (T1, T2 in ms; PD relative), BrainWeb / Collins et al. 1998; lesion: MS plaque
 TISSUES = {
@@ -206,7 +206,7 @@ def write_paired_folder(task: str, n: int, size: int, seed: int, output, heterog
         name = f"{index:05d}.png"
         write_image(output / "source" / name, _to_png_array(source))
         if task == "el-cell":
-            write_image(output / "target" / name, np.argmax(target, axis=-1).astype(np.uint8))
+            write_image(output / "target" / name, decode_classes(np.moveaxis(target, -1, 0)).astype(np.uint8))
         else:
             write_image(output / "target" / name, _to_png_array(target))
     if task == "el-cell":

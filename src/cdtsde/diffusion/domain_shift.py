@@ -49,7 +49,7 @@ def q_sample(
 
 @dataclass
 class Derived:
-    """Elementwise quantities of DESIGN 3: Ups = sqrt(abar)(1 - Lambda), kappa = Lambda / (1 - Lambda),
+    """Elementwise quantities of docs/cdtsde.md, section 3: Ups = sqrt(abar)(1 - Lambda), kappa = Lambda / (1 - Lambda),
     lam = sigma / Ups (inf where Lambda = 1). In u = x / Ups - kappa x_src = x0 + lam noise the process is a
     variance-exploding diffusion of x0 with per-pixel noise level lam."""
 

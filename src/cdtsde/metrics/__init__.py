@@ -1,4 +1,4 @@
-"""Metrics with one documented definition each (DESIGN 6): images, masks, zero-shot segmentation."""
+"""Metrics with one documented definition each (each module states its own): images, masks, zero-shot segmentation."""
 
 from .image import image_metrics, image_metrics_batch, ssim_map
 from .masks import MASK_METRICS, PV_EL_CLASSES, PV_EL_DEFECT, binary_mask_metrics, mask_metrics

@@ -1,4 +1,4 @@
-"""Image metrics on images in [0, 1] (DESIGN 6), vectorised over a batch in PyTorch (float64).
+"""Image metrics on images in [0, 1], vectorised over a batch in PyTorch (float64).
 
 * PSNR = 10 log10(1 / MSE) (data range 1; +inf for identical images), MSE, MAE.
 * SSIM "skimage": scikit-image's `structural_similarity(data_range=1)` defaults, which the paper's numbers

@@ -1,4 +1,4 @@
-"""Mask metrics on integer class-index images (DESIGN 6).
+"""Mask metrics on integer class-index images; definitions below.
 
 Per class (background excluded unless asked) and for a foreground group (pv-el-cracks: the defects,
 classes 1-3, named "defect"), keys "<metric>/<name>":

@@ -150,7 +150,7 @@ class ChannelField(MixingField):
 
 
 def mixer_network(in_channels: int, out_channels: int) -> nn.Sequential:
-    """S_theta: 5x5 conv to 8, 3x3 to 16, 3x3 to C with GroupNorm + GELU between (DESIGN 2). The output
+    """S_theta: 5x5 conv to 8, 3x3 to 16, 3x3 to C with GroupNorm + GELU between (docs/cdtsde.md, section 2). The output
     layer starts at zero, so a new field is spatially uniform (g = 0, f = eta)."""
     net = nn.Sequential(
         nn.Conv2d(in_channels, 8, 5, padding=2),
