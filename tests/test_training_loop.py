@@ -196,3 +196,11 @@ def test_unpaired_training_from_two_folders_of_single_images(tmp_path):
 
 class ToyUnpaired(ToyAdversarial):
     name, data_kind = "toy-unpaired", "unpaired"
+
+
+def test_learning_rate_warms_up_holds_and_decays_linearly():
+    from cdtsde.training.loop import learning_rate
+
+    schedule = TrainConfig(max_steps=10, lr=1.0, warmup_steps=2, decay_steps=4)
+    assert [learning_rate(schedule, step) for step in range(10)] == [0.5, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25]
+    assert learning_rate(TrainConfig(max_steps=10, lr=1.0, warmup_steps=1), 9) == 1.0

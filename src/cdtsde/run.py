@@ -98,7 +98,7 @@ def build_run(config: dict, base_dir: str | Path | None = None, method: str | No
     try:
         built: Method = cls(from_plain(cls.config_class, config.get("model"), "model"), data_info(train_set, config["data"]))
         built.sampling = from_plain(cls.sampling_class, config.get("sampling"), "sampling")
-        train_config = from_plain(TrainConfig, config.get("train"), "train")
+        train_config = from_plain(TrainConfig, {**cls.train_defaults, **(config.get("train") or {})}, "train")
     except (ValueError, TypeError) as exc:
         raise CdtsdeError(f"configuration: {exc}") from exc
     return built, train_set, preview_set, train_config

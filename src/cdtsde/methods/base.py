@@ -4,7 +4,8 @@ A method is an `nn.Module` subclass of `Method` that declares, as class attribut
 a one-line `description`, the `data_kind` it trains on ("paired", "unpaired": two unaligned sets, or
 "target-only": target images alone), its `config_class` (a dataclass of architecture and objective
 options, the run configuration's `model:` section) and its `sampling_class` (a dataclass of translation
-options with their defaults: the `sampling:` section and the `cdtsde translate` flags). It implements
+options with their defaults: the `sampling:` section and the `cdtsde translate` flags), and optionally
+`train_defaults`, its reference `train:` settings (the run configuration's own take precedence). It implements
 
 * `optimizers(train)`: the optimisers updated every step, in order (one per phase: a GAN has
   "discriminator" then "generator"); each parameter group carries an "lr_scale";
@@ -74,6 +75,8 @@ class Method(nn.Module):
     config_class: ClassVar[type]
     sampling_class: ClassVar[type] = NoSamplingOptions
     diagnostics_help: ClassVar[dict[str, str]] = {}
+    # the method's reference training settings (cdtsde.training.TrainConfig options), under the run's own
+    train_defaults: ClassVar[dict] = {}
 
     def __init__(self, config, data: DataInfo):
         super().__init__()

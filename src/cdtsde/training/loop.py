@@ -44,6 +44,7 @@ class TrainConfig:
     lr: float = 2e-4
     weight_decay: float = 0.0
     warmup_steps: int = 100
+    decay_steps: int = 0  # the learning rate falls linearly to 0 over the last decay_steps (pix2pix, CycleGAN)
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     flips: bool = True  # random horizontal/vertical flips (identical on source and target of a pair)
@@ -86,7 +87,10 @@ class EMA:
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
-    return config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
+    """Linear warm-up over `warmup_steps`, constant, then (with `decay_steps`) linear decay towards 0."""
+    warmup = min(1.0, (step + 1) / max(1, config.warmup_steps))
+    decay = min(1.0, (config.max_steps - step) / config.decay_steps) if config.decay_steps > 0 else 1.0
+    return config.lr * min(warmup, decay)
 
 
 def load_state(path: Path, method: Method) -> dict:
