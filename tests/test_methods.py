@@ -24,7 +24,7 @@ def test_registry_names_every_method_and_refuses_unknown_ones(capsys):
     for name in REGISTRY:
         cls = method_class(name)
         assert cls.name == name and cls.description and cls.data_kind in ("paired", "unpaired", "target-only")
-    with pytest.raises(CdtsdeError, match="unknown method 'pix3pix'; registered: cdtsde, identity"):
+    with pytest.raises(CdtsdeError, match="unknown method .pix3pix.; registered: cdtsde, .*identity"):
         method_class("pix3pix")
     assert main(["methods"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -42,7 +42,9 @@ def test_a_checkpoint_written_before_the_seam_loads_and_translates_as_it_did():
     assert method.name == "cdtsde" and method.config.field.variant == "dynamic" and method.data.image_size == 16
     expected = load_file(str(LEGACY / "expected.safetensors"))
     result = method.translate(expected["sources"], steps=3, gamma=1.0, generator=torch.Generator().manual_seed(3))
-    torch.testing.assert_close(result.images, expected["translation"], rtol=0, atol=1e-6)
+    # equal up to float rounding: the sampler now runs on the Gaussian-path core, whose arithmetic is ordered
+    # differently (5e-7 on the machine that wrote the fixture)
+    torch.testing.assert_close(result.images, expected["translation"], rtol=0, atol=1e-5)
 
 
 def test_checkpoint_records_method_versions_data_and_sampling(tmp_path):

@@ -2,7 +2,7 @@ import pytest
 import torch
 from conftest import randomise
 
-from cdtsde.diffusion.domain_shift import derived_quantities, domain_mixture, q_sample
+from cdtsde.diffusion.domain_shift import derived_quantities, q_sample
 from cdtsde.diffusion.sampler import sample, timestep_grid
 from cdtsde.diffusion.schedule import CLEAN_END, NoiseSchedule
 from cdtsde.methods.cdtsde.fields import FIELD_VARIANTS, DynamicField, bounded_field, make_field
@@ -41,7 +41,8 @@ def test_oracle_denoiser_keeps_every_iterate_on_the_forward_marginal(variant, ga
     def check(step):
         if step.t == CLEAN_END:
             return
-        expected_mean = SCHEDULE.sqrt_abar(step.t, x0) * domain_mixture(field(step.t, x_src), x0, x_src)
+        mixing = field(step.t, x_src)  # Eqs. 1 and 6: sqrt(abar_t) (Lambda_t x_src + (1 - Lambda_t) x0)
+        expected_mean = SCHEDULE.sqrt_abar(step.t, x0) * (mixing * x_src + (1 - mixing) * x0)
         sigma = SCHEDULE.sigma(step.t, x0).item()
         mean, std = step.x.mean(0, keepdim=True), step.x.std(0, keepdim=True)
         assert (mean - expected_mean).abs().max().item() < TOLERANCE * sigma / SAMPLES**0.5 + 1e-5

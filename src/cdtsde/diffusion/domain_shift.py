@@ -7,12 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .gaussian_path import PathPoint
 from .schedule import NoiseSchedule
-
-
-def domain_mixture(mixing: torch.Tensor, x0: torch.Tensor, x_src: torch.Tensor) -> torch.Tensor:
-    """d_t = Lambda_t x_src + (1 - Lambda_t) x0   (Eq. 1)."""
-    return mixing * x_src + (1 - mixing) * x0
 
 
 @dataclass
@@ -40,11 +36,17 @@ def q_sample(
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     elif noise.shape != x0.shape:
         raise ValueError(f"noise {tuple(noise.shape)} must have x0's shape {tuple(x0.shape)}")
-    schedule = field.schedule
     if mixing is None:
         mixing = field(t, x_src)
-    x_t = schedule.sqrt_abar(t, x0) * domain_mixture(mixing, x0, x_src) + schedule.sigma(t, x0) * noise
+    x_t = path_point(field.schedule, mixing, t).draw(x_src, x0, noise)
     return ForwardSample(x_t=x_t, noise=noise, mixing=mixing)
+
+
+def path_point(schedule: NoiseSchedule, mixing: torch.Tensor, t) -> PathPoint:
+    """The domain-shift process as a Gaussian path (cdtsde.diffusion.gaussian_path): A = sqrt(abar) Lambda,
+    B = sqrt(abar) (1 - Lambda), C = sigma, so that x_t = A x_src + B x0 + C eps is Eqs. 1 and 6."""
+    sqrt_abar = schedule.sqrt_abar(t, mixing)
+    return PathPoint(a=sqrt_abar * mixing, b=sqrt_abar * (1 - mixing), c=schedule.sigma(t, mixing))
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """The exact first-order sampler of the domain-shift diffusion (paper Eqs. 9-13, Prop. 1; docs/cdtsde.md,
-section 5).
+section 5): the posterior step of the Gaussian-path core (cdtsde.diffusion.gaussian_path) on the
+coefficients A = sqrt(abar) Lambda, B = sqrt(abar) (1 - Lambda), C = sigma.
 
 One function over any denoiser callable `denoiser(x_t, x_src, t) -> x0_hat`, so that an oracle denoiser
 can prove it right. With gamma = 1 it is the paper's SDE solver term by term; in u-coordinates
@@ -16,7 +17,8 @@ from dataclasses import field as option
 
 import torch
 
-from .domain_shift import domain_mixture
+from .domain_shift import path_point
+from .gaussian_path import PathPoint, SecondOrderRefiner, sample_path
 from .schedule import CLEAN_END
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -126,50 +128,24 @@ def sample(
     grid = timestep_grid(schedule.t1, steps, spacing)
     shape = x_start.shape if x_start is not None else x_src.shape
     _broadcast_source(x_src, shape)
-
-    def noise() -> torch.Tensor:
-        return torch.randn(shape, generator=generator, device=x_src.device, dtype=x_src.dtype)
-
-    def mixing_at(step: int) -> torch.Tensor:
-        mixing = field(step, x_src)
-        return mixing.mean(dim=(1, 2, 3), keepdim=True).expand_as(mixing) if collapse_field else mixing
-
-    t1 = grid[0]
-    x = x_start if x_start is not None else schedule.sqrt_abar(t1, x_src) * x_src + schedule.sigma(t1, x_src) * noise()
     source = x_src.expand(shape)
-    mixing_s = mixing_at(t1)
-    clamped = 0
-    previous_x0_hat, previous_h = None, None
-    for index, (s, t) in enumerate(zip(grid[:-1], grid[1:])):
-        x0_hat = denoiser(x, source, torch.full((shape[0],), s, device=x.device, dtype=torch.long))
-        if clip_denoised:
-            x0_hat = x0_hat.clamp(-1, 1)
-        prediction = x0_hat
-        sqrt_abar_s, sigma_s = schedule.sqrt_abar(s, x), schedule.sigma(s, x)
-        eps_hat = (x - sqrt_abar_s * domain_mixture(mixing_s, x0_hat, x_src)) / sigma_s
-        if t == CLEAN_END:
-            x = x0_hat
-        else:
-            mixing_t = mixing_at(t)
-            sqrt_abar_t, sigma_t = schedule.sqrt_abar(t, x), schedule.sigma(t, x)
-            # rho = lam_t / lam_s = (sigma_t Ups_s) / (sigma_s Ups_t); 0 at s = t1 where Ups_s = 0
-            rho = (sigma_t * sqrt_abar_s * (1 - mixing_s)) / (sigma_s * sqrt_abar_t * (1 - mixing_t))
-            outside = ~((rho >= 0) & (rho <= 1))  # NaN/inf (Ups_t rounded to 0) counts as outside too
-            clamped += int(outside.sum())
-            rho = torch.nan_to_num(rho, nan=1.0, posinf=1.0).clamp(0, 1)
-            if solver == "dpm++2m":
-                h = -torch.log(rho)  # inf on the first step (lam_s = inf): that step stays first order
-                if previous_x0_hat is not None:
-                    ratio = torch.where(previous_h > 0, h / (2 * previous_h), torch.zeros_like(h))
-                    x0_hat = x0_hat + torch.nan_to_num(ratio, nan=0.0, posinf=0.0) * (x0_hat - previous_x0_hat)
-                    eps_hat = (x - sqrt_abar_s * domain_mixture(mixing_s, x0_hat, x_src)) / sigma_s
-                previous_x0_hat, previous_h = prediction, h
-            c = gamma * sigma_t * torch.sqrt(1 - rho**2)
-            x = sqrt_abar_t * domain_mixture(mixing_t, x0_hat, x_src) + torch.sqrt(sigma_t**2 - c**2) * eps_hat
-            if gamma > 0:
-                x = x + c * noise()
-        if callback is not None:
-            callback(SamplerStep(index=index, s=s, t=t, x=x, x0_hat=prediction, mixing=mixing_s))
-        if t != CLEAN_END:
-            mixing_s = mixing_t
-    return SampleResult(x0=x, timesteps=grid, clamped_pixels=clamped)
+    mixings: dict[int, torch.Tensor] = {}
+
+    def coefficients(step: int) -> PathPoint:
+        mixing = field(step, x_src)
+        if collapse_field:
+            mixing = mixing.mean(dim=(1, 2, 3), keepdim=True).expand_as(mixing)
+        mixings[step] = mixing
+        return path_point(schedule, mixing, step)
+
+    if x_start is None:  # x(t1) ~ N(sqrt(abar_t1) x_src, sigma_t1^2): Lambda = 1 at t1
+        x_start = schedule.sqrt_abar(grid[0], x_src) * x_src + schedule.sigma(grid[0], x_src) * torch.randn(
+            shape, generator=generator, device=x_src.device, dtype=x_src.dtype)
+
+    def report(index: int, s: int, t: int, x: torch.Tensor, x0_hat: torch.Tensor) -> None:
+        callback(SamplerStep(index=index, s=s, t=t, x=x, x0_hat=x0_hat, mixing=mixings[s]))
+
+    result = sample_path(lambda x, _y, t: denoiser(x, source, t), x_src, coefficients, grid, gamma, x_start,
+                         generator=generator, clip_denoised=clip_denoised, callback=report if callback else None,
+                         refine=SecondOrderRefiner() if solver == "dpm++2m" else None)
+    return SampleResult(x0=result.x0, timesteps=grid, clamped_pixels=result.clamped_pixels)

@@ -13,7 +13,10 @@ from .base import DATA_KINDS, DataInfo, Method, TranslationOutput
 
 REGISTRY: dict[str, str] = {
     "cdtsde": "cdtsde.methods.cdtsde:CDTSDE",
+    "bbdm": "cdtsde.methods.bbdm:BBDM",
+    "dbim": "cdtsde.methods.dbim:DBIM",
     "identity": "cdtsde.methods.identity:Identity",
+    "pix2pix": "cdtsde.methods.pix2pix:Pix2Pix",
 }
 
 
