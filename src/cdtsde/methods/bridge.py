@@ -11,6 +11,7 @@ argmax; the network itself still sees the source as it is.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from dataclasses import field as option
 
@@ -36,6 +37,13 @@ class BridgeSampling:
             raise ValueError(f"eta must lie in [0, 1], got {self.eta}")
 
 
+def bridge_sampling(name: str, **defaults) -> type[BridgeSampling]:
+    """A BridgeSampling dataclass with one method's reference defaults (e.g. steps=200, eta=1.0)."""
+    fields = [(f.name, f.type, option(default=defaults[f.name], metadata=f.metadata))
+              for f in dataclasses.fields(BridgeSampling) if f.name in defaults]
+    return dataclasses.make_dataclass(name, fields, bases=(BridgeSampling,), namespace={"__module__": __name__})
+
+
 class BridgeMethod(Method):
     data_kind = "paired"
     sampling_class = BridgeSampling
@@ -44,13 +52,10 @@ class BridgeMethod(Method):
         super().__init__(config, data)
         if data.source_channels is None:
             raise ValueError(f"{self.name} needs paired data with sources")
-        self.path = self.make_path(config)
+        self.path = self.path_class(config.bridge)
         self.net = ConditionalUNet(data.target_channels, data.source_channels, config.unet)
 
-    # --- what each bridge defines ---------------------------------------------------------------------
-    def make_path(self, config):
-        raise NotImplementedError
-
+    # --- what each bridge defines: `path_class` (built from the config's `bridge` section) and ---------
     def draw_times(self, size: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
         raise NotImplementedError
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from dataclasses import field as option
 
 import torch
 
 from ...diffusion.bridges import BrownianBridge, BrownianBridgeConfig
 from ...networks.unet import UNetConfig
-from ..bridge import BridgeMethod, BridgeSampling
+from ..bridge import BridgeMethod, bridge_sampling
 
 
 @dataclass
@@ -23,20 +22,12 @@ class BBDMConfig:
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
 
 
-@dataclass
-class BBDMSampling(BridgeSampling):
-    steps: int = option(default=200, metadata={"help": "network evaluations (NFE)"})
-    eta: float = option(default=1.0, metadata={"help": "bridges: 0 deterministic (implicit) .. 1 the Markov posterior"})
-
-
 class BBDM(BridgeMethod):
     name = "bbdm"
     description = "Brownian bridge diffusion (BBDM): predicts x_t - x0 under L1; 200-step skip sampler"
     config_class = BBDMConfig
-    sampling_class = BBDMSampling
-
-    def make_path(self, config: BBDMConfig) -> BrownianBridge:
-        return BrownianBridge(config.bridge)
+    sampling_class = bridge_sampling("BBDMSampling", steps=200, eta=1.0)  # the reference settings
+    path_class = BrownianBridge
 
     def draw_times(self, size, generator, device):
         return torch.randint(0, self.path.num_steps, (size,), generator=generator, device=device)

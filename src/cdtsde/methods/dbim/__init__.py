@@ -10,36 +10,27 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from dataclasses import field as option
 
 import torch
 
 from ...diffusion.bridges import VPBridge, VPBridgeConfig
 from ...networks.unet import UNetConfig
-from ..bridge import BridgeMethod, BridgeSampling
+from ..bridge import BridgeMethod, bridge_sampling
 
 
 @dataclass
 class DBIMConfig:
+    sigma_data: float = 0.5  # the data scale of the preconditioning, for source and target alike
     bridge: VPBridgeConfig = dataclasses.field(default_factory=VPBridgeConfig)
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
-    sigma_data: float = 0.5
-
-
-@dataclass
-class DBIMSampling(BridgeSampling):
-    steps: int = option(default=10, metadata={"help": "network evaluations (NFE)"})
-    eta: float = option(default=0.0, metadata={"help": "bridges: 0 deterministic (implicit) .. 1 the Markov posterior"})
 
 
 class DBIM(BridgeMethod):
     name = "dbim"
+    path_class = VPBridge
     description = "diffusion bridge implicit model on DDBM's VP bridge (preconditioned x0); 10-step implicit sampler"
     config_class = DBIMConfig
-    sampling_class = DBIMSampling
-
-    def make_path(self, config: DBIMConfig) -> VPBridge:
-        return VPBridge(config.bridge)
+    sampling_class = bridge_sampling("DBIMSampling", steps=10, eta=0.0)  # the reference settings
 
     def draw_times(self, size, generator, device):
         low, high = self.config.bridge.t_min, self.config.bridge.t_max
