@@ -1,0 +1,123 @@
+"""The paired baselines (issue 13) on one real task, beside CDTSDE's linear field (DoSSR), at the paper
+benchmark's budget and test items.
+
+    python -m benchmarks.baselines --task brats-t1t2 --scale cpu [--methods bbdm dbim pix2pix identity]
+
+Every method trains with the data, training budget (steps, batch, lr, seed) and, for the diffusion methods,
+the UNet of `benchmarks.paper` at that scale; Pix2Pix uses its own networks and its reference optimiser
+(Adam, betas 0.5/0.999, no EMA) at the same steps and batch. Each is scored on the same test items at its
+reference NFE and at 5 NFE (Pix2Pix and identity: one evaluation), with brain-restricted metrics for MRI
+and defect scores for EL masks, and paired against linear (from `benchmarks.paper`'s run of that task and
+seed, trained here if missing). Writes benchmarks/results/baselines/<task>-<scale>[-seed<N>]/ (results.md,
+results.json with the configuration and the machine). Runs resume after a kill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import RESULTS, machine
+from benchmarks.paper import (
+    BRAIN_TASKS,
+    LOWER_IS_BETTER,
+    SCALES,
+    TASKS,
+    headline_metric,
+    paired_metrics,
+    run_config,
+)
+from cdtsde.data import build_dataset
+from cdtsde.data.masks import PV_EL_CLASSES, PV_EL_DEFECT
+from cdtsde.evaluation import evaluate_model
+from cdtsde.metrics import format_table, paired_comparison
+from cdtsde.run import build_run
+from cdtsde.training import load_pretrained, train
+
+METHODS = ("bbdm", "dbim", "pix2pix", "identity")
+REFERENCE = "cdtsde-linear"
+
+
+def method_config(task: str, scale: str, method: str, seed: int) -> dict:
+    config = run_config(task, scale, "linear", seed)
+    if method == REFERENCE:
+        return config
+    config["method"] = method
+    unet = config["model"]["unet"]
+    config["model"] = {"unet": unet} if method in ("bbdm", "dbim") else {}
+    if method == "pix2pix":  # its own optimiser settings, the benchmark's budget and batch
+        config["train"].update(lr=2e-4, warmup_steps=1, ema_decay=0.0, grad_clip=0.0)
+    return config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=sorted(TASKS), required=True)
+    parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-steps", type=int, help="override the scale's training budget (smoke runs)")
+    parser.add_argument("--test-items", type=int, help="override the scale's number of test items")
+    parser.add_argument("--output", help="default: benchmarks/results/baselines/<task>-<scale>[-seed<N>]")
+    args = parser.parse_args()
+    out = RESULTS / "baselines" / (f"{args.task}-{args.scale}" + (f"-seed{args.seed}" if args.seed else ""))
+    out = Path(args.output) if args.output else out
+    out.mkdir(parents=True, exist_ok=True)
+    names = [REFERENCE, *args.methods]
+    configs = {name: method_config(args.task, args.scale, name, args.seed) for name in names}
+    for config in configs.values():
+        if args.max_steps:
+            config["train"]["max_steps"] = args.max_steps
+    for name, config in configs.items():
+        torch.manual_seed(args.seed)
+        method, train_set, _, train_config = build_run(config)
+        run_dir = out / "runs" / name  # a finished run resumes at its last step: nothing is trained again
+        train(method, train_set, train_config, run_dir, resume=(run_dir / "state.pt").is_file(), run_config=config)
+    test_set = build_dataset(configs[REFERENCE]["data"], "test")
+    limit = args.test_items or SCALES[args.scale]["test_items"]
+    if limit is not None and len(test_set) > limit:
+        step = len(test_set) / limit
+        test_set = torch.utils.data.Subset(test_set, [int(i * step) for i in range(limit)])
+    models = {name: load_pretrained(out / "runs" / name) for name in names}
+    is_mask = models[REFERENCE].data.target_kind == "mask"
+    options = ({"classes": PV_EL_CLASSES, "foreground": PV_EL_DEFECT} if is_mask
+               else {"nonzero_foreground": args.task in BRAIN_TASKS})
+    rows, table = {}, {}
+    for name, model in models.items():
+        # diffusion methods at their reference NFE and at 5; one-evaluation methods once
+        nfes = sorted({model.sampling.steps, 5}, reverse=True) if hasattr(model.sampling, "steps") else [None]
+        for steps in nfes:
+            key = f"{name} @ {steps or 1} NFE"
+            rows[key], table[key] = evaluate_model(model, test_set, seed=0, **options,
+                                                   **({} if steps is None else {"steps": steps}))
+    compared = {k: k not in LOWER_IS_BETTER for k in paired_metrics(args.task, is_mask)}
+    reference_key = f"{REFERENCE} @ 5 NFE"
+    paired = {key: {k: paired_comparison(r, rows[reference_key], k, higher_is_better=h) for k, h in compared.items()}
+              for key, r in rows.items() if key != reference_key}
+    headline = headline_metric(args.task, is_mask)
+    metrics = ([f"{m}/defect" for m in ("dice", "iou", "hd95", "skeleton_f1")] if is_mask
+               else ["ssim", "psnr", "mse", "mae"] + (["ssim_fg", "psnr_fg"] if args.task in BRAIN_TASKS else []))
+    lines = [f"# Paired baselines on {args.task}, scale {args.scale}, training seed {args.seed}", "",
+             f"Test items: {len(test_set)}; every setting fixed before any test result was seen. Budget: "
+             f"`{json.dumps(configs[REFERENCE]['train'])}`.", "",
+             format_table(table, [*metrics, "seconds_per_image"], label="method"), "",
+             f"Paired against {reference_key} on the same items ({headline} and the other headline metrics; "
+             "95% BCa interval over test items, which are correlated within a subject or scene):", "",
+             "| method | metric | difference [95% CI] |", "|---|---|---|"]
+    for key, by_metric in paired.items():
+        for metric, c in by_metric.items():
+            if not math.isnan(c["mean_difference"]):
+                lines.append(f"| {key} | {metric} | {c['mean_difference']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps({"machine": machine(), "task": args.task, "scale": args.scale,
+                                                  "seed": args.seed, "configs": configs, "table": table,
+                                                  "paired": paired}, indent=2, default=str))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
