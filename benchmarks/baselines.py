@@ -27,6 +27,8 @@ from benchmarks.paper import (
     LOWER_IS_BETTER,
     SCALES,
     TASKS,
+    add_defect_present,
+    defect_presence,
     headline_metric,
     paired_metrics,
     run_config,
@@ -86,20 +88,22 @@ def main() -> None:
     is_mask = models[REFERENCE].data.target_kind == "mask"
     options = ({"classes": PV_EL_CLASSES, "foreground": PV_EL_DEFECT} if is_mask
                else {"nonzero_foreground": args.task in BRAIN_TASKS})
+    has_defect = defect_presence(test_set) if is_mask else {}
     rows, table = {}, {}
     for name, model in models.items():
         # diffusion methods at their reference NFE and at 5; one-evaluation methods once
         nfes = sorted({model.sampling.steps, 5}, reverse=True) if hasattr(model.sampling, "steps") else [None]
         for steps in nfes:
             key = f"{name} @ {steps or 1} NFE"
-            rows[key], table[key] = evaluate_model(model, test_set, seed=0, **options,
-                                                   **({} if steps is None else {"steps": steps}))
+            rows[key], _ = evaluate_model(model, test_set, seed=0, **options,
+                                          **({} if steps is None else {"steps": steps}))
+            table[key] = add_defect_present(rows[key], has_defect)
     compared = {k: k not in LOWER_IS_BETTER for k in paired_metrics(args.task, is_mask)}
     reference_key = f"{REFERENCE} @ 5 NFE"
     paired = {key: {k: paired_comparison(r, rows[reference_key], k, higher_is_better=h) for k, h in compared.items()}
               for key, r in rows.items() if key != reference_key}
     headline = headline_metric(args.task, is_mask)
-    metrics = ([f"{m}/defect" for m in ("dice", "iou", "hd95", "skeleton_f1")] if is_mask
+    metrics = ([f"{m}/defect" for m in ("dice", "iou", "hd95", "skeleton_f1")] + ["dice/defect-present"] if is_mask
                else ["ssim", "psnr", "mse", "mae"] + (["ssim_fg", "psnr_fg"] if args.task in BRAIN_TASKS else []))
     lines = [f"# Paired baselines on {args.task}, scale {args.scale}, training seed {args.seed}", "",
              f"Test items: {len(test_set)}; every setting fixed before any test result was seen. Budget: "

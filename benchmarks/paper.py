@@ -141,17 +141,11 @@ def main() -> None:
                else {"nonzero_foreground": args.task in BRAIN_TASKS})
     key = headline_metric(args.task, is_mask)
 
-    # defects are rare and an empty prediction of an empty target scores Dice 1 (cdtsde.metrics.masks), so masks are
-    # also scored over the items whose target has a defect
-    has_defect = ({item["name"]: bool(np.isin(decode_classes(item["target"]), PV_EL_DEFECT).any())
-                   for item in test_set} if is_mask else {})
+    has_defect = defect_presence(test_set) if is_mask else {}
 
     def score(model, steps, gamma=1.0, **sampler_options):
         rows, _ = evaluate_model(model, test_set, steps=steps, gamma=gamma, seed=0, **options, **sampler_options)
-        for row in rows:
-            for metric in DEFECT_PRESENT if has_defect else ():
-                row[f"{metric}-present"] = row[metric] if has_defect[row["name"]] else math.nan
-        summary = summarise([{k: v for k, v in row.items() if k != "name"} for row in rows])
+        summary = add_defect_present(rows, has_defect)
         # the process's peak so far: it only grows, so read it as an upper bound per row
         summary["peak_rss_mb"] = {"mean": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "std": 0.0, "n": 1}
         return rows, summary
@@ -172,6 +166,20 @@ def main() -> None:
     fields = field_statistics_over_t(models, test_set)
     figures(out, models, test_set, sweep, key, fields)
     write_report(out, args, configs, training, table, paired, sweep, matched, fields, key, is_mask)
+
+
+def defect_presence(test_set) -> dict[str, bool]:
+    """Whether each test item's target has a defect. Defects are rare and an empty prediction of an empty
+    target scores Dice 1 (cdtsde.metrics.masks), so masks are also scored over the items that have one."""
+    return {item["name"]: bool(np.isin(decode_classes(item["target"]), PV_EL_DEFECT).any()) for item in test_set}
+
+
+def add_defect_present(rows: list[dict], has_defect: dict[str, bool]) -> dict:
+    """Add the "<metric>-present" scores (NaN on items without a defect) to `rows`; returns their summary."""
+    for row in rows:
+        for metric in DEFECT_PRESENT if has_defect else ():
+            row[f"{metric}-present"] = row[metric] if has_defect[row["name"]] else math.nan
+    return summarise([{k: v for k, v in row.items() if k != "name"} for row in rows])
 
 
 def matched_fidelity(sweep: dict[str, dict[int, float]], table: dict) -> dict[str, dict]:
