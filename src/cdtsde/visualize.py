@@ -60,9 +60,9 @@ def save_translation_grid(path: str | Path, sources, translations, targets, maps
 
 
 @torch.no_grad()
-def save_preview(method, dataset, path: str | Path, count: int = 4, seed: int = 0, sampling=None) -> Path | None:
-    """Translate the first `count` items of `dataset` (with the method's default sampling options unless
-    `sampling` is given) and draw them with the method's preview maps. Data without sources (target-only
+def save_preview(method, dataset, path: str | Path, count: int = 4, seed: int = 0) -> Path | None:
+    """Translate the first `count` items of `dataset` with the method's default sampling options and draw
+    them with the method's preview maps. Data without sources (target-only
     training) has nothing to translate: no figure, None."""
     items = [dataset[i] for i in range(min(count, len(dataset)))]
     if not items or "source" not in items[0]:
@@ -70,6 +70,6 @@ def save_preview(method, dataset, path: str | Path, count: int = 4, seed: int = 
     device = next(method.parameters(), torch.empty(0)).device
     sources = torch.stack([item["source"] for item in items]).to(device)
     targets = torch.stack([item["target"] for item in items])
-    result = method.translate(sources, sampling, generator=torch.Generator(device).manual_seed(seed))
+    result = method.translate(sources, generator=torch.Generator(device).manual_seed(seed))
     return save_translation_grid(path, sources, result.images, targets, method.preview_maps(sources),
                                  target_kind=method.data.target_kind)

@@ -26,7 +26,8 @@ class PairedFilesDataset(PairedDataset):
         for source_path, target_path, name in pairs:
             entry = (Path(source_path), Path(target_path), name)
             try:
-                source_shape, target_shape = image_shape(entry[0]), image_shape(entry[1])
+                source_shape = image_shape(entry[0])
+                target_shape = source_shape if entry[1] == entry[0] else image_shape(entry[1])
             except CdtsdeError as exc:
                 self.skip(entry, exc)
                 continue

@@ -81,11 +81,10 @@ class BridgeMethod(Method):
         there too, though its marginal at T - 1 keeps 0.1% of x0 and a noise std of 0.045)."""
         return y.clone()
 
-    def generate(self, sources: torch.Tensor, sampling: BridgeSampling, generator: torch.Generator | None,
-                 x_start: torch.Tensor | None = None, callback=None) -> TranslationOutput:
+    def generate(self, sources: torch.Tensor, sampling: BridgeSampling,
+                 generator: torch.Generator | None) -> TranslationOutput:
         y = self.in_target_space(sources)
         result = sample_path(lambda x, _y, t: self.estimate(x, sources, t), y, lambda time: self.path.point(time, y),
-                             self.path.times(sampling.steps), sampling.eta,
-                             self.start(y, generator) if x_start is None else x_start, generator=generator,
-                             clip_denoised=sampling.clip_denoised, callback=callback)
+                             self.path.times(sampling.steps), sampling.eta, self.start(y, generator),
+                             generator=generator, clip_denoised=sampling.clip_denoised)
         return TranslationOutput(result.x0)

@@ -37,7 +37,8 @@ class UnpairedData(Dataset):
         self.source_channels = getattr(sources, "source_channels", None) or getattr(sources, "channels", None)
         self.target_channels = getattr(targets, "target_channels", None) or getattr(targets, "channels", None)
         self.target_classes = getattr(targets, "target_classes", None)
-        self.skipped = getattr(sources, "skipped", []) + getattr(targets, "skipped", [])
+        # both sides of one paired set (its pairing ignored) must not report its skipped files twice
+        self.skipped = list(dict.fromkeys(getattr(sources, "skipped", []) + getattr(targets, "skipped", [])))
         self.stream_sizes = (len(sources), len(targets))
 
     def __len__(self) -> int:

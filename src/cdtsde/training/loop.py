@@ -206,8 +206,8 @@ def train(
             optimizer.step()
             losses[phase] = loss.item()
             for key, value in out.items():
-                if key != "loss":
-                    interval.setdefault(key, []).append(float(value))
+                if key != "loss":  # kept as tensors: one host sync per log row, not one per step
+                    interval.setdefault(key, []).append(value.detach() if torch.is_tensor(value) else value)
         ema.update(method, step)
         phase_losses.append(losses)
         for phase, value in losses.items():
@@ -217,7 +217,7 @@ def train(
         bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()} if len(losses) > 1 else {"loss": f"{loss.item():.4f}"})
         if done % config.log_every == 0 or done == config.max_steps:
             losses_first = sorted(interval, key=lambda key: not key.startswith("loss"))
-            row = {key: sum(interval[key]) / len(interval[key]) for key in losses_first}
+            row = {key: float(sum(interval[key]) / len(interval[key])) for key in losses_first}
             row.update(lr=learning_rate(config, step), seconds=round(time.perf_counter() - started, 3))
             fabric.log_dict(row, step=done)
             interval = {}

@@ -48,10 +48,14 @@ class DBIM(BridgeMethod):
         c_noise = 250.0 * torch.log(torch.as_tensor(t, dtype=torch.float64) + math.ulp(0.0))
         return c_skip, c_in, c_out, c_noise.to(like.device).float()
 
-    def estimate(self, x_t, sources, t):
+    def estimate_and_scale(self, x_t, sources, t):
+        """(x0_hat, c_out): the preconditioned estimate and the output scale its loss weight needs."""
         c_skip, c_in, c_out, c_noise = self.preconditioning(t, x_t)
-        return c_skip * x_t + c_out * self.net(c_in * x_t, sources, c_noise)
+        return c_skip * x_t + c_out * self.net(c_in * x_t, sources, c_noise), c_out
+
+    def estimate(self, x_t, sources, t):
+        return self.estimate_and_scale(x_t, sources, t)[0]
 
     def loss(self, x_t, x0, sources, t):
-        _, _, c_out, _ = self.preconditioning(t, x_t)
-        return (((self.estimate(x_t, sources, t) - x0) / c_out) ** 2).mean()
+        x0_hat, c_out = self.estimate_and_scale(x_t, sources, t)
+        return (((x0_hat - x0) / c_out) ** 2).mean()
