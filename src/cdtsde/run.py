@@ -100,5 +100,5 @@ def build_run(config: dict, base_dir: str | Path | None = None, method: str | No
         built.sampling = from_plain(cls.sampling_class, config.get("sampling"), "sampling")
         train_config = from_plain(TrainConfig, {**cls.train_defaults, **(config.get("train") or {})}, "train")
     except (ValueError, TypeError) as exc:
-        raise CdtsdeError(f"configuration: {exc}") from exc
+        raise CdtsdeError(f"configuration of the {cls.name} method: {exc}") from exc
     return built, train_set, preview_set, train_config
