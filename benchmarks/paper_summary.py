@@ -24,7 +24,7 @@ from cdtsde.methods.cdtsde.fields import DynamicField, field_envelopes
 DEFAULT_SQUASH_EPS = inspect.signature(DynamicField.__init__).parameters["squash_eps"].default
 
 # the paper's order of heterogeneity, most heterogeneous first
-TASK_ORDER = ("el-mask", "sar-optical", "brats-t1t2", "brats-t2t1")
+TASK_ORDER = ("el-mask", "sar-optical", "sar-scenes", "brats-t1t2", "brats-t2t1")
 # the fields set against linear in the headline tables
 COMPARED = ("channel", "dynamic", "content", COLLAPSED)
 

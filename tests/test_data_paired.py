@@ -361,3 +361,30 @@ def test_image_folder_holds_one_modality_split_by_name_and_reports_bad_files(tmp
     assert main(["data", "inspect", str(tmp_path), "--grid", str(tmp_path / "grid.png")]) == 1  # a file skipped
     out = capsys.readouterr().out
     assert "images, 3 ch" in out and "image range [" in out and (tmp_path / "grid.png").is_file()
+
+
+def test_group_table_holds_out_whole_groups_by_name_or_count(tmp_path):
+    ramp = gradient(8, 8)
+    make_folder(tmp_path, {f"p{i}.png": (ramp, f"p{i}.png", ramp) for i in range(9)})
+    regions = ["north"] * 3 + ["south"] * 3 + ["east"] * 2  # p8 is not in the table
+    (tmp_path / "pairs.csv").write_text(
+        "pair_id,region\n" + "".join(f"p{i},{region}\n" for i, region in enumerate(regions))
+    )
+    spec = {"kind": "paired-folder", "root": str(tmp_path), "groups": {"table": "pairs.csv", "column": "region"}}
+    named = {**spec, "val_groups": 0, "test_groups": ["south"]}
+    splits = {split: build_dataset(named, split) for split in ("train", "val", "test")}
+    names = {split: sorted(entry[2] for entry in d.entries) for split, d in splits.items()}
+    assert names == {"train": ["p0", "p1", "p2", "p6", "p7"], "val": [], "test": ["p3", "p4", "p5"]}
+    assert any("p8" in path and "not listed" in why for path, why in splits["train"].skipped)
+    counted = {split: {entry[2] for entry in build_dataset(spec, split).entries} for split in ("train", "val", "test")}
+    groups_of = {split: {regions[int(n[1:])] for n in items} for split, items in counted.items()}
+    assert [len(groups_of[s]) for s in ("train", "val", "test")] == [1, 1, 1]
+    assert set().union(*groups_of.values()) == {"north", "south", "east"}
+    with pytest.raises(CdtsdeError, match="unknown group.*west"):
+        build_dataset({**spec, "test_groups": ["west"]}, "train")
+    with pytest.raises(CdtsdeError, match="both val and test"):
+        build_dataset({**spec, "val_groups": ["east"], "test_groups": ["east"]}, "train")
+    with pytest.raises(CdtsdeError, match="no column.*country"):
+        build_dataset({**spec, "groups": {"table": "pairs.csv", "column": "country"}}, "train")
+    with pytest.raises(CdtsdeError, match="groups must be"):
+        build_dataset({**spec, "groups": "pairs.csv"}, "train")

@@ -203,3 +203,26 @@ def test_sen1_2_png_pairs():
     assert sorted(names) == sorted(
         n.replace("_s1_", "_") for n in (p.stem for p in (DATA / "sar-optical/sen1-2/s1").glob("*.png"))
     )
+
+
+def test_volkov_pairs_split_by_region():
+    spec = {"kind": "paired-folder", "root": "sar-optical/volkov-s1s2", "source_dir": "sar", "target_dir": "opt",
+            "groups": {"table": "pairs.csv", "column": "s2_tile"}, "val_groups": 0, "test_groups": ["T14RNT"]}
+    train, val, test = (build_dataset(spec, split, base_dir=DATA) for split in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (138, 0, 62)  # California (T11SLT, T11SMT) / Texas
+    check_item(test[0], 1, 3, (256, 256))
+    fragments = {split: {entry[2].split("_")[0] for entry in d.entries} for split, d in (("train", train), ("test", test))}
+    assert not fragments["train"] & fragments["test"]
+
+
+def test_bigearthnet_split_by_country_keeps_the_rgb_bands():
+    spec = {"kind": "sar-patches", "root": "sar-optical/bigearthnet-mm", "optical_bands": [0, 1, 2],
+            "groups": {"table": "pairs.csv", "column": "country"}, "val_scenes": 0, "test_scenes": ["Finland"]}
+    train, test = (build_dataset(spec, split, base_dir=DATA) for split in ("train", "test"))
+    assert (len(train), len(test), test.scenes) == (35, 25, ["Finland"])
+    assert "Finland" not in train.scenes and len(train.scenes) == 6  # the README says 8 countries; pairs.csv has 7
+    item = test[0]
+    check_item(item, 2, 3, (120, 120))
+    source_path, target_path, _ = test.entries[0]
+    s2 = tifffile.imread(target_path)  # band-first [B4, B3, B2, B8] reflectance x 10000
+    np.testing.assert_allclose(item["target"].numpy(), np.clip(s2[:3] / 3000, 0, 1) * 2 - 1, atol=1e-5)

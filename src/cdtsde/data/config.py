@@ -33,6 +33,9 @@ FOLDER_KEYS = {
     "value_range",
     "val_fraction",
     "test_fraction",
+    "groups",
+    "val_groups",
+    "test_groups",
     "seed",
 }
 NIFTI_KEYS = {
@@ -62,6 +65,8 @@ KIND_KEYS = {
         "bands",
         "db_range",
         "reflectance_max",
+        "optical_bands",
+        "groups",
         "val_scenes",
         "test_scenes",
         "seed",

@@ -10,7 +10,7 @@ from ..imagefiles import image_shape, list_images, stem
 from .base import PairedDataset
 from .masks import read_mask
 from .readers import UnitReader
-from .splits import split_by_hash
+from .splits import grouped_split, split_by_hash
 
 FOLDER_NAMES = (("source", "target"), ("A", "B"))
 
@@ -88,13 +88,18 @@ def split_folder(root: Path, split: str, options: dict) -> Path | None:
 
 def paired_folder_pairs(root: Path, split: str, options: dict):
     """Pairs of one split. With `train/`, `val/`, `test/` sub-folders (names overridable by `split_dirs`)
-    each split reads its own folder; without them every pair is assigned by a hash of its stem."""
+    each split reads its own folder; with a `groups` table whole groups (regions, subjects) are held out
+    (`val_groups`, `test_groups`: counts or names); otherwise every pair is assigned by a hash of its stem."""
     folder = split_folder(root, split, options)
     if folder is not None:
         return match_by_stem(*find_pair_folders(folder, options.get("source_dir"), options.get("target_dir")))
     matched, unmatched = match_by_stem(
         *find_pair_folders(root, options.get("source_dir"), options.get("target_dir"))
     )
+    if "groups" in options:
+        chosen, unlisted = grouped_split([pair[2] for pair in matched], split, options, root, None)
+        paths = {pair[2]: str(pair[0]) for pair in matched}
+        return [pair for pair in matched if pair[2] in chosen], unmatched + [(paths[k], why) for k, why in unlisted]
     fractions = (options.get("val_fraction", 0.1), options.get("test_fraction", 0.1), options.get("seed", 0))
     return [pair for pair in matched if split_by_hash(pair[2], *fractions) == split], unmatched
 
@@ -179,21 +184,23 @@ def mask_class_count(options: dict) -> int | None:
 
 def build_paired_folder(root: Path, split: str, options: dict) -> PairedFilesDataset:
     pairs, unmatched = paired_folder_pairs(root, split, options)
-    return _files_dataset(pairs, options, unmatched, f"{root} ({split})")
+    # a held-out split may be empty by design (`val_groups: 0`); training on nothing may not
+    may_be_empty = "groups" in options and split != "train"
+    return _files_dataset(pairs, options, unmatched, f"{root} ({split})", may_be_empty)
 
 
 def build_list_file(base: Path, split: str, options: dict) -> PairedFilesDataset:
     return _files_dataset(list_file_pairs(base, split, options), options, [], f"list file ({split})")
 
 
-def _files_dataset(pairs, options, unmatched, where) -> PairedFilesDataset:
+def _files_dataset(pairs, options, unmatched, where, may_be_empty=False) -> PairedFilesDataset:
     num_classes = mask_class_count(options)
     ranges = options.get("value_range", {})
     source_reader = UnitReader(_range(ranges.get("source")))
     target_reader = read_mask if num_classes else UnitReader(_range(ranges.get("target")))
     dataset = PairedFilesDataset(pairs, source_reader, target_reader, num_classes)
     dataset.skipped[:0] = unmatched
-    if not dataset.entries and not dataset.skipped:
+    if not dataset.entries and not dataset.skipped and not may_be_empty:
         raise CdtsdeError(f"{where}: no image pairs found")
     return dataset
 

@@ -5,7 +5,8 @@ name (`VV`, `VH`, the SEN12MS order). Optical uint16 reflectance is divided by `
 (Sentinel-2 stores reflectance x 10000; 3000 keeps natural scenes visible) and clipped. 8-bit PNGs
 (SEN1-2) use the full 8-bit range. Patches are paired by name with the modality token (`s1`, `s2`, `gt`)
 removed and split by scene (the name without its `_p<N>` patch number), so neighbouring patches of one
-scene never straddle splits.
+scene never straddle splits; a `groups` table (e.g. BigEarthNet's pairs.csv with its tile or country
+column) assigns the scenes instead.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..errors import CdtsdeError
 from ..imagefiles import list_images, read_image, stem
 from ..intensity import to_unit
 from .paired import PairedFilesDataset
-from .splits import split_groups
+from .splits import grouped_split
 
 SAR_BANDS = ("VV", "VH")
 MODALITY_TOKEN = re.compile(r"_(s1|s2|gt)_", re.IGNORECASE)
@@ -49,9 +50,15 @@ class SarReader:
 @dataclass(frozen=True)
 class OpticalReader:
     reflectance_max: float = 3000.0
+    bands: tuple[int, ...] | None = None  # indices of the bands to keep (BigEarthNet [B4, B3, B2, B8] -> RGB: 0, 1, 2)
 
     def __call__(self, path) -> np.ndarray:
         array, _ = read_image(path)
+        if self.bands is not None:
+            channels = array.shape[-1] if array.ndim == 3 else 1
+            if max(self.bands) >= channels or min(self.bands) < 0:
+                raise CdtsdeError(f"{path}: optical_bands {list(self.bands)} asked of an image with {channels} band(s)")
+            array = array[..., list(self.bands)] if array.ndim == 3 else array[..., None]
         if array.dtype == np.uint16:
             return np.clip(array.astype(np.float32) / self.reflectance_max, 0.0, 1.0)
         return to_unit(array) if array.dtype.kind in "ui" else np.clip(array.astype(np.float32), 0.0, 1.0)
@@ -81,21 +88,18 @@ def build_sar_patches(root: Path, split: str, options: dict) -> PairedFilesDatas
     unmatched += [
         (str(targets[k]), f"no partner in {source_folder}") for k in sorted(targets.keys() - sources.keys())
     ]
-    assignment = split_groups(
-        [scene_of(k) for k in keys],
-        options.get("val_scenes", 1),
-        options.get("test_scenes", 1),
-        options.get("seed", 0),
-    )
-    pairs = [(sources[k], targets[k], k) for k in keys if assignment[scene_of(k)] == split]
+    chosen, unlisted = grouped_split(keys, split, options, root, scene_of, ("val_scenes", "test_scenes"))
+    unmatched += [(str(sources[k]), reason) for k, reason in unlisted]
+    pairs = [(sources[k], targets[k], k) for k in chosen]
     bands = tuple(band.upper() for band in options.get("bands", SAR_BANDS))
     unknown = set(bands) - set(SAR_BANDS)
     if unknown:
         raise CdtsdeError(f"unknown SAR band(s) {sorted(unknown)}; choose from {SAR_BANDS}")
     source_reader = SarReader(tuple(options.get("db_range", (-25.0, 0.0))), bands)
-    dataset = PairedFilesDataset(
-        pairs, source_reader, OpticalReader(float(options.get("reflectance_max", 3000.0)))
-    )
+    optical_bands = options.get("optical_bands")
+    target_reader = OpticalReader(float(options.get("reflectance_max", 3000.0)),
+                                  None if optical_bands is None else tuple(int(b) for b in optical_bands))
+    dataset = PairedFilesDataset(pairs, source_reader, target_reader)
     dataset.skipped[:0] = unmatched
-    dataset.scenes = sorted({scene_of(k) for k in keys if assignment[scene_of(k)] == split})
+    dataset.scenes = sorted(set(chosen.values()))
     return dataset

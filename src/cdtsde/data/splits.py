@@ -3,8 +3,10 @@ no group ever appears in two splits, and the same spec always gives the same spl
 
 from __future__ import annotations
 
+import csv
 import random
 import zlib
+from pathlib import Path
 
 from ..errors import CdtsdeError
 
@@ -27,15 +29,75 @@ def split_by_hash(name: str, val_fraction: float, test_fraction: float, seed: in
     return "train"
 
 
-def split_groups(groups, val_count: int, test_count: int, seed: int = 0) -> dict[str, str]:
-    """Assign `test_count` groups to test and `val_count` to val (shuffled with `seed`), the rest to train."""
+def split_groups(groups, val, test, seed: int = 0) -> dict[str, str]:
+    """Assign groups to val and test, the rest to train. `val` and `test` are counts (that many groups,
+    shuffled with `seed`) or lists of group names (exactly those)."""
     ordered = sorted(set(groups))
-    if val_count + test_count > len(ordered):
+    named = [names for names in (test, val) if not isinstance(names, int)]
+    for names in named:
+        missing = sorted(set(map(str, names)) - set(ordered))
+        if missing:
+            raise CdtsdeError(f"unknown group(s) {missing}; the data has {ordered}")
+    if len(named) == 2 and set(map(str, val)) & set(map(str, test)):
+        raise CdtsdeError(f"group(s) {sorted(set(map(str, val)) & set(map(str, test)))} named for both val and test")
+    assignment = {}
+    for split, names in (("test", test), ("val", val)):
+        if not isinstance(names, int):
+            assignment.update({str(group): split for group in names})
+    counted = [(split, count) for split, count in (("test", test), ("val", val)) if isinstance(count, int)]
+    free = [group for group in ordered if group not in assignment]
+    if sum(count for _, count in counted) > len(free):
         raise CdtsdeError(
-            f"asked for {val_count} val + {test_count} test groups but only {len(ordered)} exist"
+            f"asked for {' + '.join(f'{count} {split}' for split, count in counted)} groups but only "
+            f"{len(free)} are left to assign"
         )
-    random.Random(seed).shuffle(ordered)
-    assignment = {group: "test" for group in ordered[:test_count]}
-    assignment.update({group: "val" for group in ordered[test_count : test_count + val_count]})
-    assignment.update({group: "train" for group in ordered[test_count + val_count :]})
+    random.Random(seed).shuffle(free)
+    for split, count in counted:
+        assignment.update({group: split for group in free[:count]})
+        free = free[count:]
+    assignment.update({group: "train" for group in free})
     return assignment
+
+
+def read_group_table(path: Path, key_column: str, group_column: str) -> dict[str, str]:
+    """Item name -> group from a CSV table with a header row (e.g. a dataset's pairs.csv mapping each pair
+    to its region), so that a split can hold out whole regions, subjects or countries."""
+    if not path.is_file():
+        raise CdtsdeError(f"{path}: group table not found")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in (key_column, group_column) if c not in (reader.fieldnames or [])]
+        if missing:
+            raise CdtsdeError(f"{path}: no column(s) {missing}; the table has {reader.fieldnames}")
+        table = {}
+        for number, row in enumerate(reader, start=2):
+            key, group = row[key_column], row[group_column]
+            if not key or not group:
+                raise CdtsdeError(f"{path}:{number}: empty {key_column!r} or {group_column!r}")
+            if table.setdefault(key, group) != group:
+                raise CdtsdeError(f"{path}:{number}: {key!r} is listed in groups {table[key]!r} and {group!r}")
+    return table
+
+
+def grouped_split(keys, split: str, options: dict, base: Path, default_groups, counts=("val_groups", "test_groups"),
+                  ) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """The keys of `split`, each key's group read from the `groups` table when the spec has one
+    (`groups: {table: pairs.csv, key: pair_id, column: region}`, the table relative to the data root),
+    else `default_groups(key)`. The options named by `counts` give val and test: counts of groups or lists
+    of group names (default 1 each). Returns ({key: group} of the split, [(key, reason)] for keys the table
+    does not list)."""
+    spec = options.get("groups")
+    unlisted = []
+    if spec is None:
+        group_of = {key: default_groups(key) for key in keys}
+    else:
+        if not isinstance(spec, dict) or set(spec) - {"table", "key", "column"} or "table" not in spec \
+                or "column" not in spec:
+            raise CdtsdeError(f"groups must be {{table: FILE, column: NAME[, key: NAME]}}, got {spec!r}")
+        table_path = base / spec["table"]
+        table = read_group_table(table_path, spec.get("key", "pair_id"), spec["column"])
+        group_of = {key: table[key] for key in keys if key in table}
+        unlisted = [(key, f"not listed in {table_path}") for key in keys if key not in table]
+    assignment = split_groups(group_of.values(), options.get(counts[0], 1), options.get(counts[1], 1),
+                              options.get("seed", 0))
+    return {key: group for key, group in group_of.items() if assignment[group] == split}, unlisted

@@ -16,10 +16,21 @@ from ...networks.unet import UNetConfig
 from ..bridge import BridgeMethod, bridge_sampling
 
 
+LOSSES = ("l1", "l2")
+
+
 @dataclass
 class BBDMConfig:
     bridge: BrownianBridgeConfig = dataclasses.field(default_factory=BrownianBridgeConfig)
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
+    # the reference code's `loss_type`: L1 (its default) or L2. Under L1 the network learns each channel's
+    # conditional median, so a mask class present with probability below 1/2 at a pixel is never predicted
+    # there: rare defect classes vanish (README, EL results); L2 learns the conditional mean instead.
+    loss: str = "l1"
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
 
 
 class BBDM(BridgeMethod):
@@ -36,4 +47,5 @@ class BBDM(BridgeMethod):
         return x_t - self.net(x_t, sources, t)
 
     def loss(self, x_t, x0, sources, t):
-        return (self.net(x_t, sources, t) - (x_t - x0)).abs().mean()
+        error = self.net(x_t, sources, t) - (x_t - x0)
+        return error.abs().mean() if self.config.loss == "l1" else error.square().mean()
