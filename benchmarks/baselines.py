@@ -45,6 +45,8 @@ METHODS = ("bbdm", "dbim", "pix2pix", "identity", "abridge", "bbdm-l2", "cdtsde-
 DEFAULT_METHODS = ("bbdm", "dbim", "pix2pix", "identity", "abridge", "cdtsde-dynamic")
 REFERENCE = "cdtsde-linear"
 DIFFUSION = ("bbdm", "dbim", "abridge")
+# the most network evaluations one translation may take at a scale (BBDM's reference 200 fits the CPU scale)
+NFE_CAP = {"quick": 200, "cpu": 200, "gpu": None}
 # named variants: (registry method, model options over its defaults)
 VARIANTS = {"bbdm-l2": ("bbdm", {"loss": "l2"})}
 # the CDTSDE paper's Table 1, on its data (IXI at 256 px, Sentinel, PSCDE) with its training: quoted, not ours
@@ -74,6 +76,17 @@ def method_config(task: str, scale: str, name: str, seed: int) -> dict:
     if method == "pix2pix":  # its own optimiser settings, the benchmark's budget and batch
         config["train"].update(lr=2e-4, warmup_steps=1, ema_decay=0.0, grad_clip=0.0)
     return config
+
+
+def evaluation_steps(model, scale: str) -> list[int | None]:
+    """The sampler steps a method is scored at: its reference steps, cut to the largest count within the
+    scale's NFE cap (ABridge's 1000 dual steps are 1998 network evaluations), and 5; [None] for one pass."""
+    if not hasattr(model.sampling, "steps"):
+        return [None]
+    steps, cap = model.sampling.steps, NFE_CAP[scale]
+    while cap is not None and steps > 5 and model.network_evaluations(model.sampling_options(steps=steps)) > cap:
+        steps -= 1
+    return sorted({steps, 5}, reverse=True)
 
 
 def paper_table(task: str) -> list[str]:
@@ -120,10 +133,10 @@ def main() -> None:
     has_defect = defect_presence(test_set) if is_mask else {}
     rows, table = {}, {}
     for name, model in models.items():
-        # diffusion methods at their reference NFE and at 5; one-evaluation methods once
-        nfes = sorted({model.sampling.steps, 5}, reverse=True) if hasattr(model.sampling, "steps") else [None]
-        for steps in nfes:
-            key = f"{name} @ {steps or 1} NFE"
+        # samplers at their reference steps (within the scale's NFE cap) and at 5 steps; one-pass methods once
+        for steps in evaluation_steps(model, args.scale):
+            nfe = model.network_evaluations(model.sampling_options(**({} if steps is None else {"steps": steps})))
+            key = f"{name} @ {nfe} NFE"
             # each evaluation is kept beside its run, so adding a method later re-scores nothing else
             saved = out / "runs" / name / f"test-rows-{steps or 1}nfe-{len(test_set)}items.json"
             if saved.is_file():
@@ -142,7 +155,9 @@ def main() -> None:
                else ["ssim", "psnr", "mse", "mae"] + (["ssim_fg", "psnr_fg"] if args.task in BRAIN_TASKS else []))
     lines = [f"# Paired baselines on {args.task}, scale {args.scale}, training seed {args.seed}", "",
              f"Test items: {len(test_set)}; every setting fixed before any test result was seen. Budget: "
-             f"`{json.dumps(configs[REFERENCE]['train'])}`.", "",
+             f"`{json.dumps(configs[REFERENCE]['train'])}`. Samplers run at their reference steps within "
+             f"{NFE_CAP[args.scale] or 'any number of'} network evaluations (NFE), and at 5 steps; torch threads: "
+             f"{torch.get_num_threads()}.", "",
              format_table(table, [*metrics, "seconds_per_image"], label="method"), "",
              f"Paired against {reference_key} on the same items ({headline} and the other headline metrics; "
              "95% BCa interval over test items, which are correlated within a subject or scene):", "",

@@ -3,7 +3,9 @@ coefficient sets of `cdtsde.diffusion.gaussian_path`.
 
 * `BrownianBridge` (BBDM, Li et al. CVPR 2023, Eqs. 3-4): x_t = (1 - m_t) x0 + m_t y + sqrt(delta_t) eps with
   m_t = linspace(m_min, m_max, T)[t] and delta_t = 2 s (m_t - m_t^2); integer steps t in {0, ..., T-1} and
-  the clean end t = -1 (m = 0, delta = 0).
+  the clean end t = -1 (m = 0, delta = 0). With m_max = 1 the bridge is pinned at the source at t = T - 1
+  (A = 1, B = C = 0: the sampler's first step boots, as on DBIM's bridge); ABridge's m_t = t / T is
+  m_min = 1 / T, m_max = 1 (cdtsde.methods.abridge).
 * `VPBridge` (DDBM's VP bridge, Zhou et al. ICLR 2024; sampled by DBIM, Zheng et al. ICLR 2025): a VP
   diffusion alpha_t = exp(-beta_min t / 2 - beta_d t^2 / 4), rho_t = sigma_t / alpha_t =
   sqrt(exp(beta_min t + beta_d t^2 / 2) - 1), pinned at x_T = y: A = (alpha_t / alpha_T) rho_t^2 / rho_T^2,
@@ -40,8 +42,8 @@ class BrownianBridgeConfig:
     def __post_init__(self):
         if self.num_steps < 2:
             raise ValueError(f"num_steps must be >= 2, got {self.num_steps}")
-        if not 0.0 < self.m_min < self.m_max < 1.0:
-            raise ValueError(f"need 0 < m_min < m_max < 1, got {self.m_min}, {self.m_max}")
+        if not 0.0 < self.m_min < self.m_max <= 1.0:  # m_max = 1: pinned at the source at t = T - 1
+            raise ValueError(f"need 0 < m_min < m_max <= 1, got {self.m_min}, {self.m_max}")
         if self.variance_scale <= 0:
             raise ValueError(f"variance_scale must be > 0, got {self.variance_scale}")
 

@@ -15,6 +15,7 @@ REGISTRY: dict[str, str] = {
     "cdtsde": "cdtsde.methods.cdtsde:CDTSDE",
     "bbdm": "cdtsde.methods.bbdm:BBDM",
     "dbim": "cdtsde.methods.dbim:DBIM",
+    "abridge": "cdtsde.methods.abridge:ABridge",
     "identity": "cdtsde.methods.identity:Identity",
     "pix2pix": "cdtsde.methods.pix2pix:Pix2Pix",
 }

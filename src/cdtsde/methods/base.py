@@ -121,6 +121,11 @@ class Method(nn.Module):
     def generate(self, sources: torch.Tensor, sampling, generator: torch.Generator | None) -> TranslationOutput:
         raise NotImplementedError
 
+    def network_evaluations(self, sampling=None) -> int:
+        """Network evaluations (NFE) of one translation with these options (default: the checkpoint's):
+        one per step for a sampler, one for a single-pass method."""
+        return int(getattr(self.sampling if sampling is None else sampling, "steps", 1))
+
     def preview_maps(self, sources: torch.Tensor) -> dict[str, torch.Tensor]:
         """Extra (B, C, H, W) maps in [0, 1] drawn beside translations in previews (e.g. a mixing field)."""
         return {}

@@ -15,7 +15,6 @@ from ...diffusion.bridges import BrownianBridge, BrownianBridgeConfig
 from ...networks.unet import UNetConfig
 from ..bridge import BridgeMethod, bridge_sampling
 
-
 LOSSES = ("l1", "l2")
 
 
