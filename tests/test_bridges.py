@@ -210,6 +210,29 @@ def test_the_abridge_reference_step_overshoots_the_marginal():
         assert (k * sigma_t + reference) / sigma_s - 1 == pytest.approx(excess, rel=0.05)
 
 
+def test_bbdm_loss_is_l1_or_l2_of_the_grad_objective():
+    """BBDM's network predicts x_t - x0; an offset d from that target costs mean |d| under L1 (the
+    reference default) and mean d^2 under L2."""
+
+    class Offset(torch.nn.Module):
+        def __init__(self, x0, offset):
+            super().__init__()
+            self.x0, self.offset = x0, offset
+
+        def forward(self, x_t, sources, t):
+            return x_t - self.x0 + self.offset
+
+    generator = torch.Generator().manual_seed(0)
+    x_t, x0, sources = (torch.rand(2, 1, 8, 8, generator=generator) for _ in range(3))
+    offset = torch.rand(2, 1, 8, 8, generator=generator) - 0.5
+    for loss, expected in (("l1", offset.abs().mean()), ("l2", offset.square().mean())):
+        method = bridge("bbdm", loss=loss)
+        method.net = Offset(x0, offset)
+        torch.testing.assert_close(method.loss(x_t, x0, sources, torch.zeros(2, dtype=torch.long)), expected)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        method_class("bbdm").config_class(loss="huber")
+
+
 def test_abridge_losses_are_zero_for_exact_approximators_and_share_one_draw():
     """The forward approximator's target is x_t - x0, the reverse approximator's the noise that made x_t,
     under L1 and L2; both phases of a step learn from the same (t, eps)."""

@@ -21,6 +21,19 @@ from ..diffusion.gaussian_path import sample_path
 from ..networks.unet import ConditionalUNet
 from .base import DataInfo, Method, TranslationOutput
 
+# the reference codes' `loss_type` (BBDM's and ABridge's): L1 learns each value's conditional median, L2 its mean
+REGRESSION_LOSSES = ("l1", "l2")
+
+
+def check_loss(loss: str) -> None:
+    if loss not in REGRESSION_LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(REGRESSION_LOSSES)}, got {loss!r}")
+
+
+def regression_loss(prediction: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
+    error = prediction - target
+    return error.abs().mean() if loss == "l1" else error.square().mean()
+
 
 @dataclass
 class BridgeSampling:

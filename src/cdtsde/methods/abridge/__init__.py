@@ -40,9 +40,8 @@ from ...diffusion.bridges import BrownianBridge, BrownianBridgeConfig
 from ...diffusion.gaussian_path import sample_path
 from ...networks.unet import ConditionalUNet, UNetConfig
 from ..base import TranslationOutput
-from ..bridge import BridgeMethod, bridge_sampling
+from ..bridge import BridgeMethod, bridge_sampling, check_loss, regression_loss
 
-LOSSES = ("l1", "l2")
 PHASES = ("forward", "reverse")
 
 
@@ -69,8 +68,7 @@ class ABridgeConfig:
     loss: str = "l1"
 
     def __post_init__(self):
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        check_loss(self.loss)
 
 
 def noise_share(ratio: torch.Tensor, eta: float) -> torch.Tensor:
@@ -146,17 +144,13 @@ class ABridge(BridgeMethod):
         now = self.path.point(t, x_t)
         return x0_hat + share * (now.c * eps_hat - (x_t - now.mean(y, x0_hat))) / now.b
 
-    def _error(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        error = prediction - target
-        return error.abs().mean() if self.config.loss == "l1" else error.square().mean()
-
     def loss(self, x_t, x0, sources, t):
         """The forward approximator's loss: F(x_t, y, t) against x_t - x0."""
-        return self._error(self.net(x_t, sources, t), x_t - x0)
+        return regression_loss(self.net(x_t, sources, t), x_t - x0, self.config.loss)
 
     def noise_loss(self, x_t, noise, sources, t):
         """The reverse approximator's loss: E(x_t, y, t) against the noise that made x_t."""
-        return self._error(self.noise_net(x_t, sources, t), noise)
+        return regression_loss(self.noise_net(x_t, sources, t), noise, self.config.loss)
 
     # --- training and translation ----------------------------------------------------------------------
     def forward(self, batch: dict, phase: str = "forward", generator: torch.Generator | None = None,

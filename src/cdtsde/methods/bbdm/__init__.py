@@ -13,9 +13,7 @@ import torch
 
 from ...diffusion.bridges import BrownianBridge, BrownianBridgeConfig
 from ...networks.unet import UNetConfig
-from ..bridge import BridgeMethod, bridge_sampling
-
-LOSSES = ("l1", "l2")
+from ..bridge import BridgeMethod, bridge_sampling, check_loss, regression_loss
 
 
 @dataclass
@@ -28,8 +26,7 @@ class BBDMConfig:
     loss: str = "l1"
 
     def __post_init__(self):
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        check_loss(self.loss)
 
 
 class BBDM(BridgeMethod):
@@ -46,5 +43,4 @@ class BBDM(BridgeMethod):
         return x_t - self.net(x_t, sources, t)
 
     def loss(self, x_t, x0, sources, t):
-        error = self.net(x_t, sources, t) - (x_t - x0)
-        return error.abs().mean() if self.config.loss == "l1" else error.square().mean()
+        return regression_loss(self.net(x_t, sources, t), x_t - x0, self.config.loss)
