@@ -117,7 +117,6 @@ def main() -> None:
         if args.max_steps:
             config["train"]["max_steps"] = args.max_steps
     for name, config in configs.items():
-        torch.manual_seed(args.seed)
         method, train_set, _, train_config = build_run(config)
         run_dir = out / "runs" / name  # a finished run resumes at its last step: nothing is trained again
         train(method, train_set, train_config, run_dir, resume=(run_dir / "state.pt").is_file(), run_config=config)

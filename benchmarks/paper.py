@@ -118,7 +118,6 @@ def main() -> None:
         raise SystemExit(f"real data not found at {DATA}")
     out = args.output or RESULTS / "paper" / (f"{args.task}-{args.scale}" + (f"-seed{args.seed}" if args.seed else ""))
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)  # the networks' initialisation
     configs = {v: run_config(args.task, args.scale, v, args.seed) for v in args.variants}
     for config in configs.values():
         if args.max_steps:

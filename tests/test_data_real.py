@@ -227,12 +227,3 @@ def test_bigearthnet_split_by_country_keeps_the_rgb_bands():
     s2 = tifffile.imread(target_path)  # band-first [B4, B3, B2, B8] reflectance x 10000
     np.testing.assert_allclose(item["target"].numpy(), np.clip(s2[:3] / 3000, 0, 1) * 2 - 1, atol=1e-5)
 
-
-@pytest.mark.parametrize("example", sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml")),
-                         ids=lambda path: path.stem)
-def test_every_example_configuration_builds_its_run(example):
-    from cdtsde.run import build_run, load_run_config
-
-    config = load_run_config(example)
-    _, train_set, _, train_config = build_run(config, base_dir=example.parent)
-    assert len(train_set) > 0 and train_config.max_steps > 0

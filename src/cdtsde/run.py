@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 import yaml
 
 from .errors import CdtsdeError
@@ -96,9 +97,11 @@ def build_run(config: dict, base_dir: str | Path | None = None, method: str | No
     cls = method_class(method or config.get("method") or DEFAULT_METHOD)
     train_set, preview_set = build_training_data(config["data"], cls.data_kind, base_dir)
     try:
-        built: Method = cls(from_plain(cls.config_class, config.get("model"), "model"), data_info(train_set, config["data"]))
-        built.sampling = from_plain(cls.sampling_class, config.get("sampling"), "sampling")
         train_config = from_plain(TrainConfig, {**cls.train_defaults, **(config.get("train") or {})}, "train")
+        model_config = from_plain(cls.config_class, config.get("model"), "model")
+        torch.manual_seed(train_config.seed)  # train.seed fixes the initial weights too, not only the draws
+        built: Method = cls(model_config, data_info(train_set, config["data"]))
+        built.sampling = from_plain(cls.sampling_class, config.get("sampling"), "sampling")
     except (ValueError, TypeError) as exc:
         raise CdtsdeError(f"configuration of the {cls.name} method: {exc}") from exc
     return built, train_set, preview_set, train_config

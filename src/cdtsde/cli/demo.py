@@ -24,8 +24,6 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     import json
 
-    import torch
-
     from ..data.masks import PV_EL_CLASSES, PV_EL_DEFECT
     from ..evaluation import evaluate_model
     from ..metrics import format_mask_table, format_table
@@ -42,7 +40,6 @@ def run(args) -> int:
         "train": {"max_steps": args.max_steps, "batch_size": 16, "lr": 1e-3, "warmup_steps": 50,
                   "log_every": 50, "sample_every": 500, "checkpoint_every": 500, "ema_decay": 0.995},
     }
-    torch.manual_seed(0)
     method, train_set, val_set, train_config = build_run(config)
     print(f"demo: {args.task}, {len(train_set)} training pairs of {args.size} px, {args.max_steps} steps -> {args.output}")
     train(method, train_set, train_config, args.output, preview_set=val_set, run_config=config)
