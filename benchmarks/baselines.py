@@ -9,8 +9,9 @@ the UNet of `benchmarks.paper` at that scale; Pix2Pix uses its own networks and 
 reference NFE and at 5 NFE (Pix2Pix and identity: one evaluation), with brain-restricted metrics for MRI
 and defect scores for EL masks, and paired against linear (from `benchmarks.paper`'s run of that task and
 seed, trained here if missing). Writes benchmarks/results/baselines/<task>-<scale>[-seed<N>]/ (results.md,
-results.json with the configuration and the machine). Runs resume after a kill; each method's test rows are
-kept beside its run, so adding a method re-scores only that one.
+results.json with the configuration and the machine, translations.png: four test items by every method).
+Runs resume after a kill; each method's test rows are kept beside its run, so adding a method re-scores
+only that one.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from cdtsde.evaluation import evaluate_model
 from cdtsde.metrics import format_table, paired_comparison
 from cdtsde.run import build_run
 from cdtsde.training import load_pretrained, train
+from cdtsde.visualize import save_image_columns
 
 METHODS = ("bbdm", "dbim", "pix2pix", "identity", "abridge", "bbdm-l2", "cdtsde-dynamic")
 DEFAULT_METHODS = ("bbdm", "dbim", "pix2pix", "identity", "abridge", "cdtsde-dynamic")
@@ -87,6 +89,21 @@ def evaluation_steps(model, scale: str) -> list[int | None]:
     while cap is not None and steps > 5 and model.network_evaluations(model.sampling_options(steps=steps)) > cap:
         steps -= 1
     return sorted({steps, 5}, reverse=True)
+
+
+@torch.no_grad()
+def grid(path: Path, models: dict, test_set, is_mask: bool, count: int = 4) -> None:
+    """Four test items (evenly spread) translated by every method at 5 steps (one pass where it has none)."""
+    items = [test_set[int(i * len(test_set) / count)] for i in range(count)]
+    sources, targets = (torch.stack([item[side] for item in items]) for side in ("source", "target"))
+    kind = "mask" if is_mask else "image"
+    columns = [("source", sources, "image")]
+    for name, model in models.items():
+        steps = {"steps": 5} if hasattr(model.sampling, "steps") else {}
+        images = model.translate(sources, generator=torch.Generator().manual_seed(0), **steps).images
+        columns.append((name if not steps else f"{name} @ {model.network_evaluations(model.sampling_options(**steps))}",
+                        images, kind))
+    save_image_columns(path, columns + [("target", targets, kind)])
 
 
 def paper_table(task: str) -> list[str]:
@@ -145,6 +162,7 @@ def main() -> None:
                                               **({} if steps is None else {"steps": steps}))
                 saved.write_text(json.dumps(rows[key]))
             table[key] = add_defect_present(rows[key], has_defect)
+    grid(out / "translations.png", models, test_set, is_mask)
     compared = {k: k not in LOWER_IS_BETTER for k in paired_metrics(args.task, is_mask)}
     reference_key = f"{REFERENCE} @ 5 NFE"
     paired = {key: {k: paired_comparison(r, rows[reference_key], k, higher_is_better=h) for k, h in compared.items()}

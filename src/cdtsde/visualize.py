@@ -34,29 +34,35 @@ def _draw(axis, array: np.ndarray, kind: str, title: str) -> None:
     axis.axis("off")
 
 
-def save_translation_grid(path: str | Path, sources, translations, targets, maps: dict[str, torch.Tensor],
-                          target_kind: str = "image", source_kind: str = "image") -> Path:
-    """One row per item: source, translation, target, then each of `maps` (title -> (B, C, H, W) in
-    [0, 1], drawn as its channel mean)."""
+def save_image_columns(path: str | Path, columns: list[tuple[str, torch.Tensor, str]]) -> Path:
+    """One row per item, one column per (title, batch (B, C, H, W), kind): kind "image" and "mask" are
+    model-space images in [-1, 1], "field" a map in [0, 1] drawn as its channel mean."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows, columns = len(sources), 3 + len(maps)
-    figure, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 1.9 * rows), squeeze=False)
+    rows = len(columns[0][1])
+    figure, axes = plt.subplots(rows, len(columns), figsize=(1.9 * len(columns), 1.9 * rows), squeeze=False)
     for i in range(rows):
-        _draw(axes[i, 0], to_display(sources[i], source_kind), source_kind, "source")
-        _draw(axes[i, 1], to_display(translations[i], target_kind), target_kind, "translation")
-        _draw(axes[i, 2], to_display(targets[i], target_kind), target_kind, "target")
-        for j, (title, values) in enumerate(maps.items()):
-            _draw(axes[i, 3 + j], values[i].float().mean(0).cpu().numpy(), "field", title)
+        for j, (title, batch, kind) in enumerate(columns):
+            shown = batch[i].float().mean(0).cpu().numpy() if kind == "field" else to_display(batch[i], kind)
+            _draw(axes[i, j], shown, kind, title)
     figure.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=100)
     plt.close(figure)
     return path
+
+
+def save_translation_grid(path: str | Path, sources, translations, targets, maps: dict[str, torch.Tensor],
+                          target_kind: str = "image", source_kind: str = "image") -> Path:
+    """One row per item: source, translation, target, then each of `maps` (title -> (B, C, H, W) in
+    [0, 1], drawn as its channel mean)."""
+    columns = [("source", sources, source_kind), ("translation", translations, target_kind),
+               ("target", targets, target_kind)]
+    return save_image_columns(path, columns + [(title, values, "field") for title, values in maps.items()])
 
 
 @torch.no_grad()
