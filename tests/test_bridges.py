@@ -1,5 +1,6 @@
 """The Gaussian-path core and the bridge methods built on it (BBDM, DBIM, ABridge): the oracle property for
-every coefficient set, the references' own step formulas, and training and translation through the seam."""
+every coefficient set (also the target-only prior's DDPM path, on its grid and on SDEdit's from t0), the
+references' own step formulas, and training and translation through the seam."""
 
 import math
 
@@ -8,6 +9,7 @@ import torch
 from helpers import TINY_UNET
 
 from cdtsde.diffusion.bridges import BrownianBridge, VPBridge
+from cdtsde.diffusion.ddpm import DDPMPath
 from cdtsde.diffusion.domain_shift import path_point
 from cdtsde.diffusion.gaussian_path import lambda_ratio, posterior_step, sample_path
 from cdtsde.diffusion.sampler import timestep_grid
@@ -36,6 +38,12 @@ def bridge_path(path, steps):
     return (lambda t: path.point(t, torch.zeros(1, 1, 1, 1))), path.times(steps)
 
 
+def ddpm_path(steps, t0=1.0):
+    """The prior's DDPM path (A = 0) on its grid from T - 1, or on SDEdit's from round(t0 T) - 1."""
+    path = DDPMPath()
+    return (lambda t: path.point(t, torch.zeros(1, 1, 1, 1))), path.times(steps, start=path.start_step(t0))
+
+
 PATHS = {
     "cdtsde-linear": lambda: domain_shift_path("linear"),
     "cdtsde-dynamic": lambda: domain_shift_path("dynamic"),
@@ -43,6 +51,8 @@ PATHS = {
     "bbdm-20": lambda: bridge_path(BrownianBridge(), 20),
     "vp-bridge": lambda: bridge_path(VPBridge(), 6),
     "abridge": lambda: bridge_path(BrownianBridge(ABridgePathConfig()), 6),
+    "ddpm": lambda: ddpm_path(6),
+    "ddpm-sdedit": lambda: ddpm_path(8, t0=0.4),
 }
 
 

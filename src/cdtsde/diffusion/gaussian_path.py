@@ -6,7 +6,8 @@ target's channel space) and the target x0:
     x_t = A_t y + B_t x0 + C_t eps,   eps ~ N(0, I)                                  (the forward marginal)
 
 CDTSDE/DoSSR (A = sqrt(abar) Lambda, B = sqrt(abar)(1 - Lambda), C = sigma), BBDM (A = m, B = 1 - m,
-C = sqrt(delta)) and DBIM's VP bridge (A = a, B = b, C = c) are coefficient sets of it; they differ in
+C = sqrt(delta)), DBIM's VP bridge (A = a, B = b, C = c) and the target-only DDPM prior of SDEdit (A = 0,
+B = sqrt(abar), C = sigma: the source is not in the path) are coefficient sets of it; they differ in
 their coefficients and in how the network's output becomes an estimate x0_hat. With lambda = C / B (the
 noise-to-signal ratio of z = (x_t - A_t y) / B_t = x0 + lambda_t eps), the step from t to a cleaner s,
 given x0_hat, is the generalised (DDIM-type) posterior

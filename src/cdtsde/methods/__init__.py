@@ -18,6 +18,8 @@ REGISTRY: dict[str, str] = {
     "abridge": "cdtsde.methods.abridge:ABridge",
     "identity": "cdtsde.methods.identity:Identity",
     "pix2pix": "cdtsde.methods.pix2pix:Pix2Pix",
+    "prior": "cdtsde.methods.prior:Prior",
+    "sdedit": "cdtsde.methods.sdedit:SDEdit",
 }
 
 

@@ -106,15 +106,16 @@ class Attention(nn.Module):
 
 class ConditionalUNet(nn.Module):
     """D(x_t, x_src, t): `in_channels` of x_t, `cond_channels` of the source concatenated to it, and
-    `out_channels` (default `in_channels`) out."""
+    `out_channels` (default `in_channels`) out. With `cond_channels = 0` the network is unconditional (a
+    target-only prior): `x_src` is then None (or has no channels) and x_t enters alone."""
 
     def __init__(self, in_channels: int, cond_channels: int, config: UNetConfig | None = None,
                  out_channels: int | None = None):
         super().__init__()
         config = config or UNetConfig()
         out_channels = out_channels or in_channels
-        if min(in_channels, cond_channels, out_channels) < 1:
-            raise ValueError("channel counts must be >= 1")
+        if min(in_channels, out_channels) < 1 or cond_channels < 0:
+            raise ValueError("channel counts must be >= 1 (cond_channels >= 0: 0 for an unconditional network)")
         self.config = config
         self.in_channels, self.cond_channels, self.out_channels = in_channels, cond_channels, out_channels
         base, groups, dropout = config.base_channels, config.groups, config.dropout
@@ -157,14 +158,18 @@ class ConditionalUNet(nn.Module):
         # tensor cores prefer them too)
         self.to(memory_format=torch.channels_last)
 
-    def _check(self, x_t: torch.Tensor, x_src: torch.Tensor) -> None:
+    def _check(self, x_t: torch.Tensor, x_src: torch.Tensor | None) -> None:
+        if x_src is None:
+            if self.cond_channels:
+                raise ValueError(f"x_src must have shape (B, {self.cond_channels}, H, W), got None")
+            x_src = x_t[:, :0]
         for name, tensor, channels in (("x_t", x_t, self.in_channels), ("x_src", x_src, self.cond_channels)):
             if tensor.ndim != 4 or tensor.shape[1] != channels:
                 raise ValueError(f"{name} must have shape (B, {channels}, H, W), got {tuple(tensor.shape)}")
         if x_t.shape[0] != x_src.shape[0] or x_t.shape[2:] != x_src.shape[2:]:
             raise ValueError(f"x_t {tuple(x_t.shape)} and x_src {tuple(x_src.shape)} differ in batch or size")
 
-    def forward(self, x_t: torch.Tensor, x_src: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, x_src: torch.Tensor | None, t: torch.Tensor | float) -> torch.Tensor:
         self._check(x_t, x_src)
         batch, _, height, width = x_t.shape
         t = torch.as_tensor(t, device=x_t.device)
@@ -175,7 +180,7 @@ class ConditionalUNet(nn.Module):
         # in the network's working precision (bf16-true, 64-true), float32 otherwise
         embedding = self.time_mlp(timestep_embedding(t, self.config.base_channels).to(x_t.dtype))
         pad_h, pad_w = -height % self.multiple, -width % self.multiple
-        h = torch.cat([x_t, x_src], dim=1)
+        h = torch.cat([x_t, x_src], dim=1) if self.cond_channels else x_t
         if pad_h or pad_w:
             # reflect needs the pad to be smaller than the side; replicate works for any size
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
