@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {
     "abridge": "cdtsde.methods.abridge:ABridge",
     "identity": "cdtsde.methods.identity:Identity",
     "pix2pix": "cdtsde.methods.pix2pix:Pix2Pix",
+    "cyclegan": "cdtsde.methods.cyclegan:CycleGAN",
     "prior": "cdtsde.methods.prior:Prior",
     "sdedit": "cdtsde.methods.sdedit:SDEdit",
 }
