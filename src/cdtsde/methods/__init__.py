@@ -21,6 +21,7 @@ REGISTRY: dict[str, str] = {
     "cyclegan": "cdtsde.methods.cyclegan:CycleGAN",
     "prior": "cdtsde.methods.prior:Prior",
     "sdedit": "cdtsde.methods.sdedit:SDEdit",
+    "lmi": "cdtsde.methods.lmi:LMIGuided",
 }
 
 
