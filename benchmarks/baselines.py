@@ -154,7 +154,7 @@ def main() -> None:
             nfe = model.network_evaluations(model.sampling_options(**({} if steps is None else {"steps": steps})))
             key = f"{name} @ {nfe} NFE"
             # each evaluation is kept beside its run, so adding a method later re-scores nothing else
-            saved = out / "runs" / name / f"test-rows-{steps or 1}nfe-{len(test_set)}items.json"
+            saved = out / "runs" / name / f"test-rows-{steps or 1}steps-{len(test_set)}items.json"
             if saved.is_file():
                 rows[key] = json.loads(saved.read_text())
             else:
