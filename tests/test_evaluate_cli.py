@@ -64,3 +64,34 @@ def test_bad_arguments(tmp_path, capsys):
     assert "none: not a folder" in capsys.readouterr().err
     assert main(["evaluate", "--pred", str(tmp_path), "--target", str(tmp_path), "--classes", "x:y"]) == 2
     assert "--classes" in capsys.readouterr().err
+
+
+def test_kmeans_dice_fit_on_training_images_scores_cluster_agreement(tmp_path, capsys):
+    """Three intensity classes, clusters fit on training images only: a translation with the target's
+    layout and intensities scores K-Means Dice 1, one with the classes permuted scores low; misuse is refused."""
+    levels = np.array([20, 120, 230], np.uint8)
+
+    def layout(seed):
+        return np.random.default_rng(seed).integers(0, 3, (4, 4)).repeat(6, 0).repeat(6, 1)
+
+    for i in range(3):
+        write_png(tmp_path / "train" / f"t{i}.png", levels[layout(10 + i)])
+    labels = layout(0)
+    write_png(tmp_path / "target" / "a.png", levels[labels])
+    write_png(tmp_path / "pred" / "a.png", levels[labels])
+    write_png(tmp_path / "target" / "b.png", levels[labels])
+    write_png(tmp_path / "pred" / "b.png", levels[(labels + 1) % 3])
+    out = tmp_path / "scores.json"
+    code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "target"),
+                 "--kmeans", "3", "--kmeans-fit", str(tmp_path / "train"), "--out", str(out)])
+    assert code == 0
+    rows = {r["name"]: r for r in csv.DictReader(open(tmp_path / "scores.csv"))}
+    assert float(rows["a"]["kmeans3/dice/mean"]) == pytest.approx(1.0)
+    assert float(rows["b"]["kmeans3/dice/mean"]) < 0.5
+    assert {f"kmeans3/dice/cluster{k}" for k in range(3)} <= set(rows["a"])
+    train = str(tmp_path / "train")
+    for bad, message in ((["--kmeans", "3"], "needs --kmeans-fit"), (["--kmeans-fit", train], "without --kmeans"),
+                         (["--kmeans", "1", "--kmeans-fit", train], "must be >= 2")):
+        code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "target"), *bad,
+                     "--out", str(out)])
+        assert code != 0 and message in capsys.readouterr().err

@@ -35,6 +35,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--classes", help='--kind mask: "0:background,1:crack,..." or "pv-el"')
     parser.add_argument("--foreground", help='--kind mask: classes grouped as "defect", e.g. "1,2,3"')
     parser.add_argument("--skeleton-tolerance", type=float, default=2.0)
+    parser.add_argument("--kmeans", type=int, nargs="+", metavar="K",
+                        help="--kind image: K-Means Dice with K intensity clusters (e.g. 3 5), fit on --kmeans-fit")
+    parser.add_argument("--kmeans-fit", type=Path,
+                        help="folder of target-modality training images the K-Means clusters are fit on")
     parser.add_argument("--out", type=Path, default=Path("evaluation.json"),
                         help="JSON summary; the per-image CSV goes beside it (default evaluation.json)")
     parser.set_defaults(func=run)
@@ -47,7 +51,7 @@ def run(args) -> int:
     from ..atomic import atomic_path
     from ..errors import CdtsdeError
     from ..metrics import PV_EL_DEFECT, format_mask_table, format_table
-    from ..metrics.folders import evaluate_folders
+    from ..metrics.folders import evaluate_folders, fit_kmeans
 
     classes = parse_classes(args.classes)
     foreground = None
@@ -61,10 +65,26 @@ def run(args) -> int:
     for folder in (args.pred, args.target):
         if not folder.is_dir():
             raise CdtsdeError(f"{folder}: not a folder")
+    kmeans, fit_problems = [], []
+    if args.kmeans:
+        if args.kind != "image":
+            raise CdtsdeError("--kmeans scores intensity images: use it with --kind image")
+        if args.kmeans_fit is None or not args.kmeans_fit.is_dir():
+            raise CdtsdeError("--kmeans needs --kmeans-fit FOLDER: target-modality training images to fit the "
+                              f"clusters on (got {args.kmeans_fit})")
+        if min(args.kmeans) < 2:
+            raise CdtsdeError(f"--kmeans: cluster counts must be >= 2, got {args.kmeans}")
+        if args.kmeans_fit.resolve() == args.target.resolve():
+            print("warning: --kmeans-fit is the target folder itself: the clusters see the test targets")
+        kmeans, fit_problems = fit_kmeans(args.kmeans_fit, args.kmeans)
+    elif args.kmeans_fit is not None:
+        raise CdtsdeError("--kmeans-fit without --kmeans: give the cluster counts, e.g. --kmeans 3 5")
     rows, summary, problems = evaluate_folders(args.pred, args.target, kind=args.kind,
                                                foreground_dir=args.foreground_dir,
                                                nonzero_foreground=args.nonzero_foreground, classes=classes,
-                                               foreground=foreground, skeleton_tolerance=args.skeleton_tolerance)
+                                               foreground=foreground, skeleton_tolerance=args.skeleton_tolerance,
+                                               kmeans=kmeans)
+    problems = fit_problems + problems
     if not rows:
         for path, reason in problems:
             print(f"problem: {path}: {reason}")

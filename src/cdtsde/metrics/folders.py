@@ -12,6 +12,7 @@ from ..imagefiles import list_images, read_image, stem
 from ..intensity import to_unit_image
 from .image import image_metrics
 from .masks import mask_metrics
+from .segmentation import IntensityKMeans, kmeans_dice
 from .summary import summarise
 
 
@@ -25,12 +26,13 @@ def _load(path: Path, kind: str) -> np.ndarray:
 def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "image",
                      foreground_dir: str | Path | None = None, nonzero_foreground: bool = False,
                      classes: dict[int, str] | None = None, foreground: tuple[int, ...] | None = None,
-                     skeleton_tolerance: float = 2.0):
+                     skeleton_tolerance: float = 2.0, kmeans: list[IntensityKMeans] | None = None):
     """Returns (rows, summary, problems): one row of metrics per pair (with its "name"), their summary,
     and (path, reason) for every file that was unpaired or unreadable (those are skipped, not fatal).
     Kind "image": metrics in [0, 1]; with `foreground_dir` (masks by stem) or `nonzero_foreground` (target
     > 0, the brain in skull-stripped MRI) the same metrics restricted to the foreground are added with a
-    "_fg" suffix. NIfTI volumes are scored as one image whose slices are channels."""
+    "_fg" suffix. NIfTI volumes are scored as one image whose slices are channels. `kmeans` (clusterings
+    fit on target-modality training images, `fit_kmeans`) adds the K-Means Dice of seed 002 per model."""
     if kind not in ("image", "mask"):
         raise CdtsdeError(f"kind must be 'image' or 'mask', got {kind!r}")
     preds = {stem(p): p for p in list_images(pred_dir)}
@@ -49,6 +51,7 @@ def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "
                                    skeleton_tolerance=skeleton_tolerance)
             else:
                 row = image_metrics(pred, target)
+                row.update(kmeans_dice(kmeans or [], pred, target))
                 region = None
                 if foreground_dir:
                     if name not in masks:
@@ -70,3 +73,17 @@ def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "
             problems.append((preds[name], str(exc)))
     summary = summarise([{k: v for k, v in row.items() if k != "name"} for row in rows])
     return rows, summary, problems
+
+
+def fit_kmeans(folder: str | Path, clusters: list[int], seed: int = 0) -> tuple[list[IntensityKMeans], list]:
+    """K-Means on the intensities of every image in `folder` (target-modality training images, never the
+    test targets), one clustering per count in `clusters`; returns (clusterings, problems)."""
+    images, problems = [], []
+    for path in list_images(folder):
+        try:
+            images.append(_load(path, "image"))
+        except CdtsdeError as exc:
+            problems.append((path, str(exc)))
+    if not images:
+        raise CdtsdeError(f"{folder}: no readable images to fit K-Means on")
+    return [IntensityKMeans(k, seed=seed).fit(images) for k in clusters], problems

@@ -37,3 +37,14 @@ def segmentation_dice(kmeans: IntensityKMeans, translated: np.ndarray, target: n
     """Dice per cluster class between the segmentations of a translated and a real target image."""
     pred, true = kmeans.segment(translated), kmeans.segment(target)
     return {f"dice/cluster{k}": binary_mask_metrics(pred == k, true == k)["dice"] for k in range(kmeans.clusters)}
+
+
+def kmeans_dice(models: list[IntensityKMeans], translated: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Per model ("kmeans<K>/..."): Dice per cluster class and their mean, the seed's zero-shot score."""
+    scores = {}
+    for kmeans in models:
+        per_cluster = segmentation_dice(kmeans, translated, target)
+        prefix = f"kmeans{kmeans.clusters}"
+        scores.update({f"{prefix}/{key}": value for key, value in per_cluster.items()})
+        scores[f"{prefix}/dice/mean"] = float(np.mean(list(per_cluster.values())))
+    return scores
