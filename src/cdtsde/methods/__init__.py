@@ -22,6 +22,7 @@ REGISTRY: dict[str, str] = {
     "prior": "cdtsde.methods.prior:Prior",
     "sdedit": "cdtsde.methods.sdedit:SDEdit",
     "lmi": "cdtsde.methods.lmi:LMIGuided",
+    "inversion": "cdtsde.methods.inversion:GANInversion",
 }
 
 

@@ -55,20 +55,29 @@ def skeleton_f1(pred: np.ndarray, true: np.ndarray, tolerance: float = 2.0) -> f
     return float(2 * precision * recall / (precision + recall)) if precision + recall else 0.0
 
 
-def binary_mask_metrics(pred: np.ndarray, true: np.ndarray, skeleton_tolerance: float = 2.0) -> dict[str, float]:
-    """All of MASK_METRICS for one pair of binary masks, with the empty-mask policy above."""
+def overlap_scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Dice, IoU, precision and recall of two binary masks of any dimension (both empty: all 1)."""
     pred, true = np.asarray(pred, bool), np.asarray(true, bool)
     if pred.shape != true.shape:
         raise ValueError(f"prediction {pred.shape} and target {true.shape} differ in shape")
     overlap, n_pred, n_true = int((pred & true).sum()), int(pred.sum()), int(true.sum())
     if n_pred == 0 and n_true == 0:
-        return {"dice": 1.0, "iou": 1.0, "precision": 1.0, "recall": 1.0, "hd": 0.0, "hd95": 0.0, "skeleton_f1": 1.0}
-    scores = {
+        return {"dice": 1.0, "iou": 1.0, "precision": 1.0, "recall": 1.0}
+    return {
         "dice": _ratio(2 * overlap, n_pred + n_true),
         "iou": _ratio(overlap, n_pred + n_true - overlap),
         "precision": _ratio(overlap, n_pred),
         "recall": _ratio(overlap, n_true),
     }
+
+
+def binary_mask_metrics(pred: np.ndarray, true: np.ndarray, skeleton_tolerance: float = 2.0) -> dict[str, float]:
+    """All of MASK_METRICS for one pair of binary masks, with the empty-mask policy above."""
+    pred, true = np.asarray(pred, bool), np.asarray(true, bool)
+    scores = overlap_scores(pred, true)
+    n_pred, n_true = int(pred.sum()), int(true.sum())
+    if n_pred == 0 and n_true == 0:
+        return {**scores, "hd": 0.0, "hd95": 0.0, "skeleton_f1": 1.0}
     if n_pred == 0 or n_true == 0:
         diagonal = math.hypot(*pred.shape)
         return {**scores, "hd": diagonal, "hd95": diagonal, "skeleton_f1": 0.0}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.cluster.vq import kmeans2
 
-from .masks import binary_mask_metrics
+from .masks import overlap_scores
 
 
 class IntensityKMeans:
@@ -36,7 +36,7 @@ class IntensityKMeans:
 def segmentation_dice(kmeans: IntensityKMeans, translated: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """Dice per cluster class between the segmentations of a translated and a real target image."""
     pred, true = kmeans.segment(translated), kmeans.segment(target)
-    return {f"dice/cluster{k}": binary_mask_metrics(pred == k, true == k)["dice"] for k in range(kmeans.clusters)}
+    return {f"dice/cluster{k}": overlap_scores(pred == k, true == k)["dice"] for k in range(kmeans.clusters)}
 
 
 def kmeans_dice(models: list[IntensityKMeans], translated: np.ndarray, target: np.ndarray) -> dict[str, float]:
