@@ -92,7 +92,7 @@ def main() -> None:
         method, train_set, _, train_config = build_run(config)
         run_dir = out / "runs" / name.split()[0]
         train(method, train_set, train_config, run_dir, resume=(run_dir / "state.pt").is_file(), run_config=config)
-    data = TASKS[TASK] | {"size": SCALES[args.scale]["size"]}
+    data = configs[UPPER]["data"]
     test_set = build_dataset(data, "test")
     limit = args.test_items or SCALES[args.scale]["test_items"]
     if limit is not None and len(test_set) > limit:

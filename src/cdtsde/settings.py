@@ -91,3 +91,15 @@ def to_plain(obj):
     if isinstance(obj, dict):
         return {k: to_plain(v) for k, v in obj.items()}
     return obj
+
+
+def check_count(name: str, value) -> None:
+    """A setting that counts something (sampler steps, ...): an integer >= 1, never a bool."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def check_unit_interval(name: str, value) -> None:
+    """A setting in [0, 1] (eta, gamma, ...)."""
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value}")

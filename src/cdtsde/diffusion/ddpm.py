@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..settings import check_count
 from .gaussian_path import PathPoint
 from .schedule import BETA_SCHEDULES, CLEAN_END, NoiseSchedule, ScheduleConfig
 
@@ -61,8 +62,7 @@ class DDPMPath:
         start = self.num_steps - 1 if start is None else int(start)
         if not CLEAN_END <= start < self.num_steps:
             raise ValueError(f"start must lie in [-1, {self.num_steps - 1}], got {start}")
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        check_count("steps", steps)
         if start == CLEAN_END:
             return [CLEAN_END]
         steps = min(steps, start + 1)

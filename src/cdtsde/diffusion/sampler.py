@@ -17,6 +17,7 @@ from dataclasses import field as option
 
 import torch
 
+from ..settings import check_count, check_unit_interval
 from .domain_shift import path_point
 from .gaussian_path import PathPoint, SecondOrderRefiner, sample_path
 from .schedule import CLEAN_END
@@ -28,10 +29,8 @@ SOLVERS = ("first-order", "dpm++2m")
 
 def check_sampler_arguments(steps: int, gamma: float, spacing: str, solver: str) -> None:
     """Raise ValueError naming the first bad argument (the grid checks steps against t1 itself)."""
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if not 0.0 <= float(gamma) <= 1.0:
-        raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
+    check_count("steps", steps)
+    check_unit_interval("gamma", gamma)
     if spacing not in SPACINGS:
         raise ValueError(f"spacing must be one of {tuple(SPACINGS)}, got {spacing!r}")
     if solver not in SOLVERS:

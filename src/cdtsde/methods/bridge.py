@@ -19,6 +19,7 @@ import torch
 
 from ..diffusion.gaussian_path import sample_path
 from ..networks.unet import ConditionalUNet
+from ..settings import check_count, check_unit_interval
 from .base import DataInfo, Method, TranslationOutput
 
 # the reference codes' `loss_type` (BBDM's and ABridge's): L1 learns each value's conditional median, L2 its mean
@@ -44,10 +45,8 @@ class BridgeSampling:
     clip_denoised: bool = option(default=True, metadata={"help": "clip each x0 prediction to [-1, 1]"})
 
     def __post_init__(self):
-        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
-        if not 0.0 <= float(self.eta) <= 1.0:
-            raise ValueError(f"eta must lie in [0, 1], got {self.eta}")
+        check_count("steps", self.steps)
+        check_unit_interval("eta", self.eta)
 
 
 def bridge_sampling(name: str, **defaults) -> type[BridgeSampling]:

@@ -58,7 +58,7 @@ from torch import nn
 from ...networks.patchgan import PatchGANDiscriminator
 from ...networks.resnet_generator import PAPER_FILTERS, ResnetGenerator, default_blocks
 from ..base import DataInfo, Method, TranslationOutput
-from ..pix2pix import ADAM_BETAS, frozen, init_weights
+from ..pix2pix import ADAM_BETAS, GAN_TRAIN_DEFAULTS, frozen, init_weights
 
 POOL_SIZE = 50  # Section 4
 SWAP_PROBABILITY = 0.5  # the authors' ImagePool
@@ -144,7 +144,7 @@ class CycleGAN(Method):
     description = "unpaired GAN: ResNet generators both ways, 70x70 PatchGANs, LSGAN + 10 x cycle L1 (Zhu et al. 2017)"
     data_kind = "unpaired"
     config_class = CycleGANConfig
-    train_defaults = {"lr": 2e-4, "batch_size": 1, "warmup_steps": 1, "ema_decay": 0.0, "grad_clip": 0.0}
+    train_defaults = GAN_TRAIN_DEFAULTS
 
     def __init__(self, config: CycleGANConfig, data: DataInfo):
         super().__init__(config, data)

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from ...lmi import LMIOptions, local_mutual_information, patch_nmi
 from ...networks.patchgan import NORMS, PatchGANDiscriminator
 from ...networks.style_generator import StyleGenerator, check_size
+from ...settings import check_count
 from ..base import DataInfo, Method, TranslationOutput
 from ..pix2pix import frozen
 
@@ -89,8 +90,7 @@ class InversionSampling:
     prior_weight: float = option(default=0.01, metadata={"help": "weight of mean ||W+ - w_avg||^2"})
 
     def __post_init__(self):
-        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
+        check_count("steps", self.steps)
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.similarity not in SIMILARITIES:

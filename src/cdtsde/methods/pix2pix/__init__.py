@@ -113,13 +113,17 @@ def frozen(module: nn.Module):
             parameter.requires_grad_(flag)
 
 
+# the recipe Pix2Pix and CycleGAN share (their papers): Adam 2e-4 on single images, no warm-up, EMA or clipping
+GAN_TRAIN_DEFAULTS = {"lr": 2e-4, "batch_size": 1, "warmup_steps": 1, "ema_decay": 0.0, "grad_clip": 0.0}
+
+
 class Pix2Pix(Method):
     name = "pix2pix"
     description = "conditional GAN: U-Net generator, 70x70 PatchGAN, L1 + GAN loss (Isola et al. 2017)"
     data_kind = "paired"
     config_class = Pix2PixConfig
     sampling_class = Pix2PixSampling
-    train_defaults = {"lr": 2e-4, "batch_size": 1, "warmup_steps": 1, "ema_decay": 0.0, "grad_clip": 0.0}
+    train_defaults = GAN_TRAIN_DEFAULTS
 
     def __init__(self, config: Pix2PixConfig, data: DataInfo):
         super().__init__(config, data)

@@ -33,6 +33,7 @@ import torch
 from ...diffusion.ddpm import DDPMPath, DDPMScheduleConfig
 from ...diffusion.gaussian_path import sample_path
 from ...networks.unet import ConditionalUNet, UNetConfig
+from ...settings import check_count, check_unit_interval
 from ..base import DataInfo, Method, TranslationOutput
 
 PREDICTIONS = ("eps", "x0")
@@ -49,16 +50,6 @@ class PriorConfig:
             raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {self.prediction!r}")
 
 
-def check_steps(steps) -> None:
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-
-
-def check_eta(eta) -> None:
-    if not 0.0 <= float(eta) <= 1.0:
-        raise ValueError(f"eta must lie in [0, 1], got {eta}")
-
-
 @dataclass
 class PriorSampling:
     steps: int = option(default=1000, metadata={"help": "network evaluations (NFE)"})
@@ -66,8 +57,8 @@ class PriorSampling:
     clip_denoised: bool = option(default=True, metadata={"help": "clip each x0 prediction to [-1, 1]"})
 
     def __post_init__(self):
-        check_steps(self.steps)
-        check_eta(self.eta)
+        check_count("steps", self.steps)
+        check_unit_interval("eta", self.eta)
 
 
 class Prior(Method):

@@ -36,8 +36,9 @@ import torch
 
 from ...diffusion.schedule import CLEAN_END
 from ...errors import CdtsdeError
+from ...settings import check_count, check_unit_interval
 from ..base import TranslationOutput
-from ..prior import Prior, check_eta, check_steps
+from ..prior import Prior
 
 
 @dataclass
@@ -51,8 +52,8 @@ class SDEditSampling:
     def __post_init__(self):
         if not 0.0 <= float(self.t0) <= 1.0:
             raise ValueError(f"t0 must lie in [0, 1], got {self.t0}")
-        check_steps(self.steps)
-        check_eta(self.eta)
+        check_count("steps", self.steps)
+        check_unit_interval("eta", self.eta)
         if not isinstance(self.repeats, int) or isinstance(self.repeats, bool) or self.repeats < 1:
             raise ValueError(f"repeats must be an integer >= 1, got {self.repeats!r}")
 
