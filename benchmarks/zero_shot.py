@@ -23,7 +23,7 @@ import torch
 
 from benchmarks.baselines import grid
 from benchmarks.common import RESULTS, machine
-from benchmarks.paper import SCALES, TASKS, run_config
+from benchmarks.paper import SCALES, run_config
 from cdtsde.data import build_dataset
 from cdtsde.evaluation import evaluate_model
 from cdtsde.intensity import model_to_unit
