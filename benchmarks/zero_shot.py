@@ -1,14 +1,15 @@
-"""The zero-shot and unpaired methods (issue 14) on BraTS T2 -> T1, the seed paper's (002) protocol on our
-data, beside a paired CDTSDE model trained on the same subjects as the upper reference.
+"""The zero-shot and unpaired methods (issue 14) on BraTS T2 -> T1 or FLAIR -> T1, the seed paper's (002)
+protocol on our data, beside a paired CDTSDE model trained on the same subjects as the upper reference.
 
-    python -m benchmarks.zero_shot --scale cpu [--methods sdedit lmi cyclegan prior inversion]
+    python -m benchmarks.zero_shot --task brats-t2t1|brats-flairt1 --scale cpu|cpu-long|128
+        [--methods sdedit lmi cyclegan prior inversion]
 
 Zero-shot methods (prior, sdedit, lmi, inversion) train on the T1 slices of the training subjects alone;
 CycleGAN trains on T2 slices of one half of the training subjects and T1 slices of the other half (never
 a slice and its partner); the paired reference (CDTSDE, linear field) on the aligned pairs. Every model
 has the same budget of images seen (steps x batch). Scores on the test subjects: K-Means Dice with 3 and 5
 intensity clusters fit on T1 training slices only, brain PSNR / SSIM, seconds per image; paired
-comparisons against SDEdit. Writes benchmarks/results/zero-shot/brats-t2t1-<scale>/ (results.md,
+comparisons against SDEdit. Writes benchmarks/results/zero-shot/<task>-<scale>/ (results.md,
 results.json, translations.png). Runs resume after a kill, evaluations are kept beside each run.
 """
 
@@ -32,8 +33,9 @@ from cdtsde.metrics.segmentation import IntensityKMeans
 from cdtsde.run import build_run
 from cdtsde.training import load_pretrained, train
 
-TASK = "brats-t2t1"
-METHODS = ("sdedit", "lmi", "cyclegan", "prior", "inversion")
+TASKS = ("brats-t2t1", "brats-flairt1")
+SMALL_GAN_SCALES = ("quick", "cpu", "cpu-long")
+METHODS = ("sdedit", "lmi", "cyclegan", "inversion", "prior")
 REFERENCE = "sdedit"
 UPPER = "cdtsde-linear (paired)"
 KMEANS = (3, 5)
@@ -46,9 +48,9 @@ def training_subjects(data: dict) -> list[str]:
     return build_dataset(data, "train").subjects
 
 
-def method_config(name: str, scale: str, seed: int) -> dict:
+def method_config(task: str, name: str, scale: str, seed: int) -> dict:
     """Each method's run configuration at the scale's budget of images seen."""
-    base = run_config(TASK, scale, "linear", seed)
+    base = run_config(task, scale, "linear", seed)
     if name == UPPER:
         return base
     budget = base["train"]["max_steps"] * base["train"]["batch_size"]
@@ -60,8 +62,8 @@ def method_config(name: str, scale: str, seed: int) -> dict:
         config["data"] = {"kind": "unpaired",
                           "source": {**side, "subjects": subjects[:half], "val_subjects": 0, "test_subjects": 0},
                           "target": {**side, "subjects": subjects[half:], "val_subjects": 0, "test_subjects": 0}}
-        # the CPU preset's networks (16 filters) below the GPU scale; the method's own optimiser settings
-        config["model"] = {"generator_filters": 16, "discriminator_filters": 16} if scale != "gpu" else {}
+        # the CPU presets' networks (16 filters); the reference 64 at 128 px and above; its own optimiser
+        config["model"] = {"generator_filters": 16, "discriminator_filters": 16} if scale in SMALL_GAN_SCALES else {}
         config["train"] = {key: value for key, value in config["train"].items()
                            if key not in ("lr", "warmup_steps", "ema_decay", "batch_size")}
         config["train"].update(max_steps=budget, decay_steps=budget // 2, checkpoint_every=budget // 2)
@@ -75,6 +77,7 @@ def method_config(name: str, scale: str, seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=TASKS, default=TASKS[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS[:4]))
     parser.add_argument("--seed", type=int, default=0)
@@ -82,10 +85,10 @@ def main() -> None:
     parser.add_argument("--test-items", type=int, help="override the scale's number of test items")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
-    out = args.output or RESULTS / "zero-shot" / (f"{TASK}-{args.scale}" + (f"-seed{args.seed}" if args.seed else ""))
+    out = args.output or RESULTS / "zero-shot" / (f"{args.task}-{args.scale}" + (f"-seed{args.seed}" if args.seed else ""))
     out.mkdir(parents=True, exist_ok=True)
     names = [UPPER, *args.methods]
-    configs = {name: method_config(name, args.scale, args.seed) for name in names}
+    configs = {name: method_config(args.task, name, args.scale, args.seed) for name in names}
     for name, config in configs.items():
         if args.max_steps:
             config["train"]["max_steps"] = args.max_steps
@@ -115,7 +118,7 @@ def main() -> None:
     metrics = ["kmeans3/dice/mean", "kmeans5/dice/mean", "psnr_fg", "ssim_fg"]
     paired = {name: {m: paired_comparison(rows[name], rows[REFERENCE], m) for m in metrics}
               for name in names if name != REFERENCE and REFERENCE in rows}
-    lines = [f"# Zero-shot and unpaired translation on {TASK}, scale {args.scale}, training seed {args.seed}", "",
+    lines = [f"# Zero-shot and unpaired translation on {args.task}, scale {args.scale}, training seed {args.seed}", "",
              f"Test items: {len(test_set)} slices of the held-out subjects; K-Means fit on {len(fit_on)} T1 training "
              f"slices. Budgets: " + "; ".join(f"{n}: {c['train']['max_steps']} x {c['train'].get('batch_size', 1)}"
                                               for n, c in configs.items()) + ". Every setting fixed before any "
@@ -131,7 +134,7 @@ def main() -> None:
               "absolute terms):", "", "| method (seed paper) | Dice | PSNR | SSIM |", "|---|---|---|---|"]
     lines += [f"| {name} | {d:g} | {p:g} | {s:g} |" for name, (d, p, s) in SEED_TABLE1.items()]
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps({"machine": machine(), "task": TASK, "scale": args.scale,
+    (out / "results.json").write_text(json.dumps({"machine": machine(), "task": args.task, "scale": args.scale,
                                                   "seed": args.seed, "configs": configs, "table": table,
                                                   "paired": paired}, indent=2, default=str))
     print("\n".join(lines))

@@ -344,7 +344,7 @@ def test_train_save_load_and_translate(name, prediction, tmp_path):
     assert loaded.name == name and loaded.sampling == method.sampling and loaded.config.prediction == prediction
     assert loaded.data.source_channels is None
     sources = InversionPairs(n=2).sources
-    sdedit = loaded if name == "sdedit" else SDEdit.from_prior(loaded)
+    sdedit = loaded if name == "sdedit" else load_pretrained(tmp_path, method="sdedit")
     first = sdedit.translate(sources, t0=0.3, steps=3, generator=torch.Generator().manual_seed(0)).images
     again = sdedit.translate(sources, t0=0.3, steps=3, generator=torch.Generator().manual_seed(0)).images
     assert first.shape == (2, 1, 16, 16) and torch.equal(first, again) and first.abs().max() <= 1
@@ -354,8 +354,17 @@ def test_train_save_load_and_translate(name, prediction, tmp_path):
             assert torch.equal(sdedit.state_dict()[key], tensor)
         samples = loaded.translate(sources, steps=3, eta=0.0).images
         assert samples.shape == (2, 1, 16, 16)
-    with pytest.raises(TypeError, match="expected an unconditional prior"):
-        SDEdit.from_prior(torch.nn.Linear(1, 1))
+        assert isinstance(SDEdit.from_method(loaded), SDEdit)
+        as_prior = load_pretrained(tmp_path / "model", method="prior")
+        assert type(as_prior).__name__ == "Prior" and as_prior.sampling == loaded.sampling
+    else:  # an SDEdit checkpoint runs as the plain prior (unconditional samples), with the prior's defaults
+        as_prior = load_pretrained(tmp_path, method="prior")
+        assert as_prior.name == "prior" and as_prior.sampling == type(as_prior).sampling_class()
+        assert as_prior.translate(sources, steps=2).images.shape == (2, 1, 16, 16)
+    with pytest.raises(CdtsdeError, match="runs checkpoints of: sdedit, prior; got 'Linear'"):
+        SDEdit.from_method(torch.nn.Linear(1, 1))
+    with pytest.raises(CdtsdeError, match=f"a {name} checkpoint; the lmi method runs checkpoints of: lmi; got '{name}'"):
+        load_pretrained(tmp_path, method="lmi")
 
 
 def test_sdedit_trains_exactly_as_the_prior(tmp_path):
@@ -428,3 +437,26 @@ def test_sdedit_trains_and_translates_from_the_command_line(tmp_path, capsys):
     assert main(["translate", "--checkpoint", str(run), "--input", str(tmp_path / "a.png"), "--output",
                  str(tmp_path / "out2"), "--gamma", "0"]) == 2
     assert "the sdedit method has no sampling option --gamma" in capsys.readouterr().err
+
+
+def test_cli_translates_a_prior_checkpoint_as_sdedit(tmp_path, capsys):
+    """`cdtsde translate --method sdedit` on a prior's checkpoint: SDEdit's options apply (t0 = 0 returns the
+    source exactly), and a method that does not share the prior's weights is refused by name."""
+    from PIL import Image
+
+    from cdtsde.cli import main
+    from cdtsde.training import save_pretrained
+
+    save_pretrained(make("prior", randomise=True), tmp_path / "prior")
+    image = (np.random.default_rng(0).random((16, 16)) * 255).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    common = ["translate", "--checkpoint", str(tmp_path / "prior"), "--input", str(tmp_path / "a.png")]
+    assert main([*common, "--output", str(tmp_path / "kept"), "--method", "sdedit", "--t0", "0"]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "kept" / "a.png")), image)
+    assert main([*common, "--output", str(tmp_path / "edited"), "--method", "sdedit", "--t0", "0.5",
+                 "--steps", "3"]) == 0
+    assert np.abs(np.asarray(Image.open(tmp_path / "edited" / "a.png")).astype(int) - image).mean() > 1
+    assert main([*common, "--output", str(tmp_path / "prior-out"), "--t0", "0.5"]) == 2  # the prior has no t0
+    assert "the prior method has no sampling option --t0" in capsys.readouterr().err
+    assert main([*common, "--output", str(tmp_path / "no"), "--method", "cyclegan"]) == 2
+    assert "a prior checkpoint; the cyclegan method runs checkpoints of: cyclegan" in capsys.readouterr().err

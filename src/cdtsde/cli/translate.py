@@ -6,12 +6,14 @@ from pathlib import Path
 
 from .sampling import add_sampling_flags, chosen_sampling
 
-COMMAND_FLAGS = {"checkpoint", "input", "output", "seed", "samples", "batch_size", "native_size", "device"}
+COMMAND_FLAGS = {"checkpoint", "method", "input", "output", "seed", "samples", "batch_size", "native_size", "device"}
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("translate", help="translate images with a trained method")
     parser.add_argument("--checkpoint", required=True, type=Path, help="run directory or model directory")
+    parser.add_argument("--method", help="run the checkpoint as another method sharing its weights "
+                                         "(a prior's checkpoint as sdedit); default: the checkpoint's")
     parser.add_argument("--input", required=True, type=Path, help="an image file or a folder of them")
     parser.add_argument("--output", required=True, type=Path, help="output folder")
     parser.add_argument("--seed", type=int, default=0)
@@ -35,7 +37,7 @@ def run(args) -> int:
         raise CdtsdeError(f"--samples must be >= 1, got {args.samples}")
     if not args.input.exists():
         raise CdtsdeError(f"{args.input}: no such file or folder")
-    method = load_pretrained(args.checkpoint, device=args.device)
+    method = load_pretrained(args.checkpoint, device=args.device, method=args.method)
     try:
         sampling = method.sampling_options(**chosen_sampling(args, method))
     except CdtsdeError as exc:

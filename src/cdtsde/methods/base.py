@@ -77,12 +77,27 @@ class Method(nn.Module):
     diagnostics_help: ClassVar[dict[str, str]] = {}
     # the method's reference training settings (cdtsde.training.TrainConfig options), under the run's own
     train_defaults: ClassVar[dict] = {}
+    # methods whose checkpoints this one runs unchanged (same configuration class, same weights by name):
+    # sdedit runs a prior's; `from_method` and `load_pretrained(..., method=)` do the conversion
+    runs_checkpoints_of: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config, data: DataInfo):
         super().__init__()
         self.config = config
         self.data = data
         self.sampling = self.sampling_class()  # the defaults a checkpoint records
+
+    @classmethod
+    def from_method(cls, other: Method) -> Method:
+        """This method with `other`'s configuration, data record and weights (copied) and this method's
+        default sampling options, for an `other` named in `runs_checkpoints_of` (or of this class)."""
+        if not isinstance(other, Method) or (other.name != cls.name and other.name not in cls.runs_checkpoints_of):
+            runs = ", ".join((cls.name, *cls.runs_checkpoints_of))
+            raise CdtsdeError(f"the {cls.name} method runs checkpoints of: {runs}; "
+                              f"got {getattr(other, 'name', type(other).__name__)!r}")
+        method = cls(other.config, other.data)
+        method.load_state_dict(other.state_dict())
+        return method.to(next(other.parameters(), torch.empty(0)).device).train(other.training)
 
     # --- training -------------------------------------------------------------------------------------
     def optimizers(self, train) -> dict[str, torch.optim.Optimizer]:

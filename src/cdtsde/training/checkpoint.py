@@ -71,9 +71,10 @@ def method_from_record(record: dict, where: str) -> Method:
     return method
 
 
-def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Method:
+def load_pretrained(path: str | Path, device: str | torch.device = "cpu", method: str | None = None) -> Method:
     """Load a method saved by `save_pretrained`; `path` is the model directory or a training run directory
-    (its `model/` sub-directory is used)."""
+    (its `model/` sub-directory is used). `method` runs the checkpoint as another method that shares its
+    configuration and weights (`Method.runs_checkpoints_of`: a prior's checkpoint as `sdedit`)."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -89,9 +90,14 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Met
         raise CdtsdeError(f"{config_path}: not valid JSON ({exc})") from exc
     if not isinstance(record, dict):
         raise CdtsdeError(f"{config_path}: expected a JSON object")
-    method = method_from_record(record, str(config_path))
+    loaded = method_from_record(record, str(config_path))
     try:
-        method.load_state_dict(load_file(str(weights_path)))
+        loaded.load_state_dict(load_file(str(weights_path)))
     except Exception as exc:  # safetensors header errors, missing or mis-shaped tensors
         raise CdtsdeError(f"{weights_path}: cannot load weights ({exc})") from exc
-    return method.to(device).eval()
+    if method is not None and method != loaded.name:
+        try:
+            loaded = method_class(method).from_method(loaded)
+        except CdtsdeError as exc:
+            raise CdtsdeError(f"{path}: a {loaded.name} checkpoint; {exc}") from exc
+    return loaded.to(device).eval()

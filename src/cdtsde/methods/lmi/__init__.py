@@ -59,6 +59,7 @@ class LMIGuided(Prior):
     data_kind = "target-only"
     config_class = LMIConfig
     sampling_class = LMISampling
+    runs_checkpoints_of = ()  # its network takes the maps as extra input channels: no prior's weights fit
 
     def __init__(self, config: LMIConfig, data):
         super().__init__(config, data)

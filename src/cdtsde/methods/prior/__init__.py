@@ -12,8 +12,8 @@ or the network's x0. Sampling: the core's posterior step (`sample_path`) from x_
 `translate` of the plain prior draws unconditional samples, one per source: the sources give only the
 batch size, the image size and the device, never their content (the prior knows nothing of them). As a
 benchmark entry it is the floor of a method that knows the target distribution and ignores the source.
-To translate a source with the prior's weights, use `sdedit` (same training; `SDEdit.from_prior` reads a
-prior checkpoint) or the LMI-guided method, which conditions the prior on the source.
+To translate a source with the prior's weights, use `sdedit` (same training; `load_pretrained(prior_dir,
+method="sdedit")` runs a prior's checkpoint as SDEdit, and this class runs an SDEdit checkpoint) or the LMI-guided method, which conditions the prior on the source.
 
 The conditioning hook, for methods built on this prior (the LMI-guided one): a subclass overrides
 `condition_channels()` (how many channels) and `condition(x_t, reference, t)` (the channels, computed
@@ -67,6 +67,7 @@ class Prior(Method):
                    "(use sdedit to translate)")
     data_kind = "target-only"
     config_class = PriorConfig
+    runs_checkpoints_of = ("sdedit",)
     sampling_class = PriorSampling
 
     def __init__(self, config: PriorConfig, data: DataInfo):

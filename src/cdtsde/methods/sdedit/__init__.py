@@ -23,8 +23,9 @@ for the CPU; the reference evaluates every step below t0 T, here `steps=1000`), 
 reference code runs 3).
 
 Training is the prior's (same configuration, loss and weights: this class only adds translation), so a run
-trained with `--method sdedit` is a prior; `SDEdit.from_prior(load_pretrained(prior_dir))` turns a prior
-checkpoint into SDEdit without retraining (the weights are the same tensors by name).
+trained with `--method sdedit` is a prior; a prior's checkpoint runs as SDEdit without retraining (the
+weights are the same tensors by name): `load_pretrained(prior_dir, method="sdedit")`, `cdtsde translate
+--method sdedit`, or `SDEdit.from_method(prior)`.
 """
 
 from __future__ import annotations
@@ -78,16 +79,7 @@ class SDEdit(Prior):
     name = "sdedit"
     description = "SDEdit on a target-only DDPM prior: noise the source to t0, denoise ancestrally"
     sampling_class = SDEditSampling
-
-    @classmethod
-    def from_prior(cls, prior: Prior) -> SDEdit:
-        """SDEdit with a trained prior's configuration, data record and weights (copied), its own default
-        sampling options: `SDEdit.from_prior(load_pretrained(prior_dir))`."""
-        if not isinstance(prior, Prior) or prior.condition_channels():
-            raise TypeError(f"expected an unconditional prior, got the {getattr(prior, 'name', prior)!r} method")
-        method = cls(prior.config, prior.data)
-        method.load_state_dict(prior.state_dict())
-        return method.to(next(prior.parameters()).device).train(prior.training)
+    runs_checkpoints_of = ("prior",)
 
     @torch.no_grad()
     def translate(self, sources, sampling=None, generator=None, mask=None, **overrides):
