@@ -4,6 +4,8 @@ command line, and exact resume with the pool in use."""
 
 import copy
 import csv
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from cdtsde.cli import main
+from cdtsde.errors import CdtsdeError
 from cdtsde.methods import DataInfo, method_class
 from cdtsde.methods.cyclegan import CycleGAN, CycleGANConfig, ImagePool
 from cdtsde.networks.resnet_generator import ResidualBlock, ResnetGenerator, default_blocks
@@ -310,8 +313,21 @@ def test_trains_on_two_unaligned_folders_saves_loads_and_translates(tmp_path, ca
     assert state["optimizers"]["generators"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
     assert state["model"]["pool_target.count"].item() == 2  # full (2 images) after 4 steps
 
+    from safetensors.torch import load_file
+
+    published = load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
+    assert set(published) == {key for key in state["model"] if not key.startswith("pool_")}  # the pools stay in state.pt
     loaded = load_pretrained(tmp_path / "run")
     assert loaded.name == "cyclegan" and loaded.data == method.data
+    assert loaded.pool_target.count.item() == 0  # a loaded model starts with empty pools
+    from safetensors.torch import save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tmp_path / "run" / "model", broken)
+    dropped = sorted(published)[0]
+    save_file({k: v for k, v in published.items() if k != dropped}, str(broken / "model.safetensors"))
+    with pytest.raises(CdtsdeError, match=f"model.safetensors: cannot load weights .*missing {re.escape(dropped)}"):
+        load_pretrained(broken)
     sources = images(2, 1, seed=3)
     translation = loaded.translate(sources).images
     assert translation.shape == (2, 3, 24, 24) and translation.abs().max() <= 1

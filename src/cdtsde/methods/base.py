@@ -80,12 +80,20 @@ class Method(nn.Module):
     # methods whose checkpoints this one runs unchanged (same configuration class, same weights by name):
     # sdedit runs a prior's; `from_method` and `load_pretrained(..., method=)` do the conversion
     runs_checkpoints_of: ClassVar[tuple[str, ...]] = ()
+    # state-dict key prefixes of buffers that only training needs (CycleGAN's history pools): kept in the
+    # training state for exact resume, left out of the published weights (`inference_state_dict`)
+    training_state_prefixes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config, data: DataInfo):
         super().__init__()
         self.config = config
         self.data = data
         self.sampling = self.sampling_class()  # the defaults a checkpoint records
+
+    @classmethod
+    def inference_state_dict(cls, state_dict: dict) -> dict:
+        """`state_dict` without the entries only training needs (`training_state_prefixes`)."""
+        return {key: value for key, value in state_dict.items() if not key.startswith(cls.training_state_prefixes)}
 
     @classmethod
     def from_method(cls, other: Method) -> Method:

@@ -33,12 +33,13 @@ def checkpoint_record(method: Method) -> dict:
 
 def save_pretrained(method: Method, directory: str | Path, state_dict: dict | None = None) -> Path:
     """Write `config.json` and `model.safetensors` (the given state dict, e.g. EMA weights, or the method's
-    own), each atomically."""
+    own, without what only training needs: `Method.inference_state_dict`), each atomically."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in (state_dict or method.state_dict()).items()}
+    weights = method.inference_state_dict(state_dict or method.state_dict())
+    tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
     with atomic_path(directory / CONFIG_FILE) as tmp:
         tmp.write_text(json.dumps(checkpoint_record(method), indent=2))
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
@@ -92,9 +93,15 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu", method
         raise CdtsdeError(f"{config_path}: expected a JSON object")
     loaded = method_from_record(record, str(config_path))
     try:
-        loaded.load_state_dict(load_file(str(weights_path)))
-    except Exception as exc:  # safetensors header errors, missing or mis-shaped tensors
+        missing, unexpected = loaded.load_state_dict(load_file(str(weights_path)), strict=False)
+    except Exception as exc:  # safetensors header errors, mis-shaped tensors
         raise CdtsdeError(f"{weights_path}: cannot load weights ({exc})") from exc
+    missing = [key for key in missing if not key.startswith(loaded.training_state_prefixes)]
+    if missing or unexpected:
+        problems = [f"missing {', '.join(missing[:5])}" if missing else "", f"unexpected {', '.join(unexpected[:5])}"
+                    if unexpected else ""]
+        raise CdtsdeError(f"{weights_path}: cannot load weights (not this {loaded.name} configuration's tensors: "
+                          f"{'; '.join(p for p in problems if p)})")
     if method is not None and method != loaded.name:
         try:
             loaded = method_class(method).from_method(loaded)

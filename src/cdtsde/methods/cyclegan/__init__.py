@@ -29,10 +29,10 @@ and stores the new one in its place, else it returns the new one. Each discrimin
 in the authors' code (and pix2pix, Section 3.3: it slows D down relative to G).
 
 The pools are module buffers (the images and a fill count), so they are saved in the training state and
-restored on resume: a resumed run repeats the uninterrupted one bit for bit. They are also in the sampling
-checkpoint (`model.safetensors`), which costs 50 images per domain there (about 39 MB per RGB domain at
-256 px; 2.4 MB at 64 px), and they need a fixed training size: the data's `size` (or `tile`), on both
-sides. Under DDP every forward broadcasts rank 0's buffers, so each rank sees rank 0's history.
+restored on resume: a resumed run repeats the uninterrupted one bit for bit. They are not in the published
+weights (`model.safetensors`, `training_state_prefixes`), which would otherwise carry 50 images per domain
+(about 39 MB per RGB domain at 256 px); a loaded model starts with empty pools. They need a fixed training
+size: the data's `size` (or `tile`), on both sides. Under DDP every forward broadcasts rank 0's buffers, so each rank sees rank 0's history.
 
 Training recipe (`train_defaults`): Adam, lr 2e-4 and batch size 1 (Section 4), betas (0.5, 0.999) (the
 authors' code), no EMA (ema_decay 0), no gradient clipping, no warm-up. "We keep the same learning rate for
@@ -145,6 +145,7 @@ class CycleGAN(Method):
     data_kind = "unpaired"
     config_class = CycleGANConfig
     train_defaults = GAN_TRAIN_DEFAULTS
+    training_state_prefixes = ("pool_target.", "pool_source.")
 
     def __init__(self, config: CycleGANConfig, data: DataInfo):
         super().__init__(config, data)
