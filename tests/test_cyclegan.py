@@ -4,6 +4,7 @@ command line, and exact resume with the pool in use."""
 
 import copy
 import csv
+import json
 import re
 import shutil
 
@@ -22,6 +23,7 @@ from cdtsde.methods.cyclegan import CycleGAN, CycleGANConfig, ImagePool
 from cdtsde.networks.resnet_generator import ResidualBlock, ResnetGenerator, default_blocks
 from cdtsde.training import TrainConfig, load_pretrained, train
 from cdtsde.training.batches import UnpairedData
+from cdtsde.training.checkpoint import file_sha256
 from cdtsde.training.loop import learning_rate
 
 SMALL = {"generator_filters": 4, "discriminator_filters": 4, "blocks": 1, "pool_size": 2}
@@ -326,6 +328,9 @@ def test_trains_on_two_unaligned_folders_saves_loads_and_translates(tmp_path, ca
     shutil.copytree(tmp_path / "run" / "model", broken)
     dropped = sorted(published)[0]
     save_file({k: v for k, v in published.items() if k != dropped}, str(broken / "model.safetensors"))
+    record = json.loads((broken / "config.json").read_text())  # a consistent checksum: the tensors are the problem
+    record["weights_sha256"] = file_sha256(broken / "model.safetensors")
+    (broken / "config.json").write_text(json.dumps(record))
     with pytest.raises(CdtsdeError, match=f"model.safetensors: cannot load weights .*missing {re.escape(dropped)}"):
         load_pretrained(broken)
     sources = images(2, 1, seed=3)

@@ -88,17 +88,41 @@ def test_channel_mismatch_is_named(mask_checkpoint, tmp_path, capsys):
     assert "two.npy: has 2 channels, cannot use it as 1" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("breakage", ["missing", "corrupt"])
+@pytest.mark.parametrize("breakage", ["missing", "corrupt", "bit-flip", "nan"])
 def test_bad_checkpoint_is_a_clear_error(checkpoint, tmp_path, capsys, breakage):
+    """A missing, unreadable, bit-flipped (the checksum in config.json) or NaN-holding (checksum updated)
+    weights file: exit 2 with the file named, nothing written."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from cdtsde.training.checkpoint import file_sha256
+
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
     bad = tmp_path / "ckpt"
+    weights = bad / "model" / "model.safetensors"
+    if breakage != "missing":
+        shutil.copytree(checkpoint / "model", bad / "model")
     if breakage == "corrupt":
-        (bad / "model").mkdir(parents=True)
-        (bad / "model" / "config.json").write_text((checkpoint / "model" / "config.json").read_text())
-        (bad / "model" / "model.safetensors").write_bytes(b"not safetensors")
+        weights.write_bytes(b"not safetensors")
+    elif breakage == "bit-flip":
+        data = bytearray(weights.read_bytes())
+        data[-3] ^= 0x10  # inside the last tensor's data: the file still parses
+        weights.write_bytes(bytes(data))
+    elif breakage == "nan":
+        tensors = load_file(str(weights))
+        first = sorted(key for key, value in tensors.items() if value.is_floating_point())[0]
+        tensors[first].view(-1)[0] = float("nan")
+        save_file(tensors, str(weights))
+        record = json.loads((bad / "model" / "config.json").read_text())
+        (bad / "model" / "config.json").write_text(json.dumps({**record, "weights_sha256": file_sha256(weights)}))
     assert run_translate(bad, tmp_path / "a.png", tmp_path / "out") == 2
     err = capsys.readouterr().err
-    assert str(bad) in err and ("not a cdtsde checkpoint" in err or "cannot load weights" in err)
+    expected = {"missing": "not a cdtsde checkpoint", "corrupt": "does not match the SHA-256",
+                "bit-flip": "does not match the SHA-256", "nan": "hold NaN or infinite values"}[breakage]
+    assert str(bad) in err and expected in err, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_arguments(checkpoint, tmp_path, capsys):

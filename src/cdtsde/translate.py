@@ -89,6 +89,59 @@ def output_path(path: Path, output_dir: Path) -> Path:
     return output_dir / (stem(path) + suffixes.get(image_format(path), path.suffix))
 
 
+def std_path(path: Path, output_dir: Path) -> Path:
+    return output_dir / f"{stem(path)}_std.tif"
+
+
+def check_outputs(inputs: list[Path], output_dir: Path, samples: int = 1, overwrite: bool = False,
+                  input_folder: Path | None = None) -> None:
+    """Refuse, before any work, what would lose data or fail midway: an output folder that is the input
+    folder or inside it, or an existing file; outputs that would replace an input; two inputs writing the
+    same file (`a.jpg` and `a.png` both give `a.png`); existing outputs unless `overwrite`; a folder that
+    cannot be written or lacks the free space (estimated as twice the inputs' size, per output kind)."""
+    import shutil
+    import tempfile
+
+    output = output_dir.resolve()
+    if output_dir.exists() and not output_dir.is_dir():
+        raise CdtsdeError(f"--output {output_dir}: exists and is not a folder")
+    if input_folder is not None:
+        folder = input_folder.resolve()
+        if output == folder or folder in output.parents:
+            raise CdtsdeError(f"--output {output_dir}: is the input folder {input_folder} or inside it; choose a "
+                              f"folder outside the inputs")
+    writers: dict[Path, list[Path]] = {}
+    for path in inputs:
+        for target in [output_path(path, output_dir)] + ([std_path(path, output_dir)] if samples > 1 else []):
+            writers.setdefault(target.resolve(), []).append(path)
+    sources = {path.resolve() for path in inputs}
+    replaced = sorted(str(target) for target in writers if target in sources)
+    if replaced:
+        raise CdtsdeError(f"--output {output_dir}: the translation would replace its input ({', '.join(replaced[:3])}); "
+                          f"choose another output folder")
+    collisions = [(target, paths) for target, paths in writers.items() if len(paths) > 1]
+    if collisions:
+        target, paths = collisions[0]
+        raise CdtsdeError(f"{' and '.join(str(p) for p in paths)} would all be written to {target} "
+                          f"({len(collisions)} such name clash(es)); rename the inputs so that their names differ "
+                          f"without the extension")
+    existing = sorted(str(target) for target in writers if target.exists())
+    if existing and not overwrite:
+        raise CdtsdeError(f"--output {output_dir}: {len(existing)} output file(s) exist already ({', '.join(existing[:3])}"
+                          f"{', ...' if len(existing) > 3 else ''}); pass --overwrite to replace them")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as exc:
+        raise CdtsdeError(f"--output {output_dir}: cannot write there ({exc.strerror or exc})") from exc
+    needed = 2 * sum(path.stat().st_size for path in inputs) * (2 if samples > 1 else 1)
+    free = shutil.disk_usage(output_dir).free
+    if free < needed:
+        raise CdtsdeError(f"--output {output_dir}: {free / 2**20:.0f} MiB free, the translations need about "
+                          f"{needed / 2**20:.0f} MiB")
+
+
 def write_translation(translation: Translation, meta: ImageMeta, output_dir: Path, mask: bool) -> list[Path]:
     """Write the translation in the input's format (JPG inputs become lossless PNG) and, if present, the
     uncertainty map as float32 TIFF `<stem>_std.tif`."""
@@ -114,7 +167,7 @@ def write_translation(translation: Translation, meta: ImageMeta, output_dir: Pat
     if translation.std is not None:
         std = translation.std[..., 0]
         std = np.moveaxis(std, 0, -1) if std.shape[0] > 1 else std[0]
-        written.append(write_image(output_dir / f"{stem(meta.path)}_std.tif", std.astype(np.float32)))
+        written.append(write_image(std_path(meta.path, output_dir), std.astype(np.float32)))
     return written
 
 
@@ -126,4 +179,7 @@ def translate_file(method: Method, path: Path, output_dir: Path, **options) -> t
     if method.data.source_channels is not None:
         slices = adapt_channels(slices, method.data.source_channels, path)
     translation = translate_slices(method, slices, **options)
+    if not np.isfinite(translation.mean).all():
+        raise CdtsdeError(f"{path}: the translation holds NaN or infinite values (the model or this input is "
+                          f"numerically broken); nothing written for it")
     return write_translation(translation, meta, output_dir, mask=method.data.target_kind == "mask"), translation.diagnostics

@@ -14,6 +14,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--output", type=Path, default=None, help="run directory (default: runs/<config name>)")
     parser.add_argument("--max-steps", type=int, default=None, help="override train.max_steps")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete the run already in --output and start again (without it, an existing run is refused)")
     parser.set_defaults(func=run)
 
 
@@ -33,7 +35,7 @@ def run(args) -> int:
             print(f"skipped {path}: {reason}")
     print(f"training {method.name} on {len(train_set)} items -> {output}")
     result = train(method, train_set, train_config, output, resume=args.resume, preview_set=preview_set,
-                   run_config=config)
+                   run_config=config, overwrite=args.overwrite)
     losses = result["losses"]
     if losses:
         print(f"step {result['step']}: loss {losses[-1]:.4f} ({result['seconds']:.1f} s); weights in {output / 'model'}")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from .sampling import add_sampling_flags, chosen_sampling
 
-COMMAND_FLAGS = {"checkpoint", "method", "input", "output", "seed", "samples", "batch_size", "native_size", "device"}
+COMMAND_FLAGS = {"checkpoint", "method", "input", "output", "overwrite", "seed", "samples", "batch_size",
+                 "native_size", "device"}
 
 
 def add_parser(subparsers) -> None:
@@ -15,29 +16,38 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--method", help="run the checkpoint as another method sharing its weights "
                                          "(a prior's checkpoint as sdedit); default: the checkpoint's")
     parser.add_argument("--input", required=True, type=Path, help="an image file or a folder of them")
-    parser.add_argument("--output", required=True, type=Path, help="output folder")
+    parser.add_argument("--output", required=True, type=Path, help="output folder (outside the input folder)")
+    parser.add_argument("--overwrite", action="store_true", help="replace translations already in --output")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", type=int, default=1, help="samples per input; > 1 also writes a std map")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--native-size", action="store_true", help="do not resize inputs to the training size")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     add_sampling_flags(parser, reserved=COMMAND_FLAGS)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    import torch
     from tqdm.auto import tqdm
 
     from ..errors import CdtsdeError
     from ..imagefiles import list_images
     from ..training import load_pretrained
-    from ..translate import translate_file
+    from ..translate import check_outputs, translate_file
 
-    if args.samples < 1:
-        raise CdtsdeError(f"--samples must be >= 1, got {args.samples}")
+    for flag in ("samples", "batch_size"):
+        if getattr(args, flag) < 1:
+            raise CdtsdeError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if not args.input.exists():
         raise CdtsdeError(f"{args.input}: no such file or folder")
-    method = load_pretrained(args.checkpoint, device=args.device, method=args.method)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as exc:
+        raise CdtsdeError(f"--device {args.device!r}: not a device name (cpu, cuda, cuda:N)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CdtsdeError(f"--device {args.device}: no CUDA device is available (torch {torch.__version__}); use --device cpu")
+    method = load_pretrained(args.checkpoint, device=device, method=args.method)
     try:
         sampling = method.sampling_options(**chosen_sampling(args, method))
     except CdtsdeError as exc:
@@ -45,7 +55,7 @@ def run(args) -> int:
     files = list_images(args.input) if args.input.is_dir() else [args.input]
     if not files:
         raise CdtsdeError(f"{args.input}: no image files found")
-    args.output.mkdir(parents=True, exist_ok=True)
+    check_outputs(files, args.output, args.samples, args.overwrite, args.input if args.input.is_dir() else None)
     failed, diagnostics = [], {}
     for path in tqdm(files, desc="translate", unit="file"):
         try:

@@ -1,6 +1,7 @@
 """Checkpoints of any method: `config.json` (format version, package version, method name, what the
-method knows about its data, its configuration and its default sampling options) beside the weights in
-`model.safetensors`, as diffusers keeps a config next to its weights.
+method knows about its data, its configuration, its default sampling options and the SHA-256 of the
+weights file) beside the weights in `model.safetensors`, as diffusers keeps a config next to its weights.
+Loading verifies the checksum and refuses non-finite weights, naming the file.
 
 A checkpoint written before methods had names (no "method" key: the CDTSDE model configuration itself)
 loads as CDTSDE.
@@ -31,19 +32,39 @@ def checkpoint_record(method: Method) -> dict:
             "data": to_plain(method.data), "config": to_plain(method.config), "sampling": to_plain(method.sampling)}
 
 
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_finite(tensors: dict, where: Path) -> None:
+    bad = [key for key, value in tensors.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise CdtsdeError(f"{where}: {len(bad)} tensor(s) hold NaN or infinite values ({', '.join(bad[:3])}"
+                          f"{', ...' if len(bad) > 3 else ''}): the model diverged or the file is damaged")
+
+
 def save_pretrained(method: Method, directory: str | Path, state_dict: dict | None = None) -> Path:
-    """Write `config.json` and `model.safetensors` (the given state dict, e.g. EMA weights, or the method's
-    own, without what only training needs: `Method.inference_state_dict`), each atomically."""
+    """Write `model.safetensors` (the given state dict, e.g. EMA weights, or the method's own, without what
+    only training needs: `Method.inference_state_dict`), then `config.json` with the weights' SHA-256,
+    each atomically. Non-finite weights are refused."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = method.inference_state_dict(state_dict or method.state_dict())
     tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
-    with atomic_path(directory / CONFIG_FILE) as tmp:
-        tmp.write_text(json.dumps(checkpoint_record(method), indent=2))
+    check_finite(tensors, directory / WEIGHTS_FILE)
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", "library": "cdtsde", "method": method.name})
+        checksum = file_sha256(tmp)
+    with atomic_path(directory / CONFIG_FILE) as tmp:
+        tmp.write_text(json.dumps({**checkpoint_record(method), "weights_sha256": checksum}, indent=2))
     return directory
 
 
@@ -92,9 +113,18 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu", method
     if not isinstance(record, dict):
         raise CdtsdeError(f"{config_path}: expected a JSON object")
     loaded = method_from_record(record, str(config_path))
+    recorded = record.get("weights_sha256")  # absent in checkpoints written before checksums
+    if recorded is not None and file_sha256(weights_path) != recorded:
+        raise CdtsdeError(f"{weights_path}: does not match the SHA-256 that {config_path.name} records (the file is "
+                          f"damaged, was replaced, or its write was interrupted); re-copy or re-export the model")
     try:
-        missing, unexpected = loaded.load_state_dict(load_file(str(weights_path)), strict=False)
-    except Exception as exc:  # safetensors header errors, mis-shaped tensors
+        weights = load_file(str(weights_path))
+    except Exception as exc:  # safetensors header errors
+        raise CdtsdeError(f"{weights_path}: cannot load weights ({exc})") from exc
+    check_finite(weights, weights_path)
+    try:
+        missing, unexpected = loaded.load_state_dict(weights, strict=False)
+    except Exception as exc:  # mis-shaped tensors
         raise CdtsdeError(f"{weights_path}: cannot load weights ({exc})") from exc
     missing = [key for key in missing if not key.startswith(loaded.training_state_prefixes)]
     if missing or unexpected:

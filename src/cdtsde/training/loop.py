@@ -11,29 +11,43 @@ a dataset's own random crops when num_workers = 0) comes from generators seeded 
 run killed after step k and resumed from its last checkpoint continues with exactly the batches and
 draws the uninterrupted run would have used. (With DataLoader workers, random transforms inside the
 dataset are seeded per worker and repeat within a run but not across a resume; the loop's own flips
-always repeat.) The state file (weights, optimisers, EMA, step), the sampling weights and the log are
-written atomically.
+always repeat.) The state file (weights, optimisers, EMA, step, the log's unfinished interval and the
+seconds spent), the sampling weights and the log are written atomically, the log first: a kill at any
+point loses no log row, and a resumed run's rows and `seconds` continue the uninterrupted run's. The
+previous state is kept as `state-previous.pt`; a resume whose `state.pt` is missing or unreadable falls
+back to it with a warning. A run directory that already holds a run is refused unless the caller resumes
+it or overwrites it; a resume with a changed configuration is refused with the differences listed, except
+for `RESUMABLE_CHANGES` (length, logging, hardware), which are reported.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, remove_stale_temporaries
 from ..errors import CdtsdeError
 from ..methods import Method
-from ..settings import to_plain
+from ..settings import check_count, to_plain
 from .batches import StepBatchSampler, collate, random_flips, step_seed, stream_sizes
 from .checkpoint import save_pretrained
 from .logs import make_loggers
 
 STATE_FILE = "state.pt"
+PREVIOUS_STATE_FILE = "state-previous.pt"
+# what a run directory holds (removed by `overwrite`; anything else in the folder is left alone)
+RUN_FILES = (STATE_FILE, PREVIOUS_STATE_FILE, "metrics.csv", "config.yaml")
+RUN_FOLDERS = ("model", "samples", "tensorboard")
+# settings a resume may change (with a note): how long, how often to log and save, on what hardware;
+# every other setting changes the run's mathematics, and the resume is refused with the differences
+RESUMABLE_CHANGES = ("max_steps", "log_every", "sample_every", "checkpoint_every", "num_workers", "accelerator",
+                     "devices", "num_nodes", "strategy")
 PRECISIONS = ("32-true", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
 
 
@@ -60,6 +74,19 @@ class TrainConfig:
     precision: str = "32-true"
 
     def __post_init__(self):
+        for name in ("max_steps", "batch_size", "log_every", "checkpoint_every", "num_nodes"):
+            check_count(f"train.{name}", getattr(self, name))
+        for name in ("warmup_steps", "decay_steps", "sample_every", "num_workers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"train.{name} must be an integer >= 0, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+        for name in ("weight_decay", "grad_clip"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"train.ema_decay must lie in [0, 1), got {self.ema_decay}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.accelerator == "cpu" and self.precision.startswith("16-"):
@@ -93,13 +120,33 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return config.lr * min(warmup, decay)
 
 
-def load_state(path: Path, method: Method) -> dict:
-    if not path.is_file():
-        raise CdtsdeError(f"{path.parent}: nothing to resume ({STATE_FILE} missing)")
+def read_state(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise CdtsdeError(f"{path}: cannot read the training state ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(state, dict) or not {"model", "step"} <= set(state):
+        raise CdtsdeError(f"{path}: not a cdtsde training state")
+    return state
+
+
+def load_state(path: Path, method: Method) -> dict:
+    """The training state in `path`, or the previous one beside it (with a warning) when `path` is missing
+    or unreadable: a kill while the state was being replaced, a truncated copy."""
+    previous = path.with_name(PREVIOUS_STATE_FILE)
+    if not path.is_file() and not previous.is_file():
+        raise CdtsdeError(f"{path.parent}: nothing to resume ({STATE_FILE} missing)")
+    try:
+        state = read_state(path) if path.is_file() else None
+        problem = f"{path}: missing"
+    except CdtsdeError as exc:
+        state, problem = None, str(exc)
+    if state is None:
+        if not previous.is_file():
+            raise CdtsdeError(problem)
+        state = read_state(previous)
+        warnings.warn(f"{problem}; resuming from the previous checkpoint {previous.name} (step {state['step']})",
+                      stacklevel=3)
     if state.get("method", method.name) != method.name:
         raise CdtsdeError(f"{path}: a {state['method']} run cannot be resumed as {method.name}")
     if "optimizer" in state:  # a state written before methods had several optimisers
@@ -116,18 +163,32 @@ def train(
     preview_set: Dataset | None = None,
     progress: bool = True,
     run_config: dict | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Train `method` for `config.max_steps` steps (in total, counting resumed ones); write checkpoints,
-    the log and preview grids into `run_dir`. Returns {"losses": [summed loss per step run now],
+    the log and preview grids into `run_dir`. A `run_dir` that holds a run needs `resume` (continue it)
+    or `overwrite` (remove its files first). Returns {"losses": [summed loss per step run now],
     "phase_losses": [{phase: loss} per step], "step": n, "seconds": s}."""
     from lightning.fabric import Fabric
     from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    prepare_run_dir(run_dir, resume, overwrite)
+    if config.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise CdtsdeError(f"train.accelerator is {config.accelerator!r} but no CUDA device is available "
+                          f"(torch {torch.__version__}); use accelerator: cpu")
     state_path = run_dir / STATE_FILE
     state = load_state(state_path, method) if resume else None
+    settings = resolved_settings(method, config, run_config)
+    if state:
+        check_unchanged(state, settings, run_dir)
     start_step = state["step"] if state else 0
+    seconds_before = float(state.get("seconds", 0.0)) if state else 0.0
+    started = time.perf_counter()
+
+    def elapsed() -> float:  # the run's training seconds, across resumes
+        return seconds_before + time.perf_counter() - started
+
     loggers = make_loggers(run_dir, start_step)
     fabric = Fabric(accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
                     strategy=config.strategy, precision=config.precision, loggers=loggers)
@@ -152,15 +213,20 @@ def train(
         with atomic_path(run_dir / "config.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(run_config, sort_keys=False))
 
-    def save_checkpoint(step: int) -> None:
+    def save_checkpoint(step: int, interval: dict | None = None) -> None:
         if fabric.is_global_zero:
+            for logger in fabric.loggers:  # the log first: rows past the state's step are dropped on resume
+                logger.save()
             save_pretrained(method, run_dir / "model", state_dict=ema.model.state_dict())
             with atomic_path(state_path) as tmp:
                 torch.save({"method": method.name, "model": method.state_dict(), "ema": ema.model.state_dict(),
                             "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
-                            "step": step, "train": to_plain(config)}, tmp)
-            for logger in fabric.loggers:
-                logger.save()
+                            "step": step, "train": to_plain(config), "settings": settings,
+                            "seconds": elapsed(),
+                            "interval": {key: [float(v) for v in values] for key, values in (interval or {}).items()}},
+                           tmp)
+                if state_path.is_file():
+                    state_path.replace(state_path.with_name(PREVIOUS_STATE_FILE))
         fabric.barrier()
 
     if not optimizers:  # nothing to learn (e.g. the identity method): the checkpoint is the result
@@ -175,10 +241,12 @@ def train(
     paired = getattr(train_set, "paired", True)
 
     phase_losses: list[dict[str, float]] = []
-    interval: dict[str, list[float]] = {}
+    # the values of the log row in progress (a resumed run continues the interrupted row)
+    interval: dict[str, list] = {key: list(values) for key, values in (state or {}).get("interval", {}).items()}
     bar = tqdm(total=config.max_steps, initial=start_step, disable=not (progress and fabric.is_global_zero),
                desc=f"train {method.name}", unit="step", dynamic_ncols=True)
     started = time.perf_counter()
+
     batches = iter(loader)
     for step in range(start_step, config.max_steps):
         rank_stream = 2 + fabric.global_rank
@@ -218,7 +286,7 @@ def train(
         if done % config.log_every == 0 or done == config.max_steps:
             losses_first = sorted(interval, key=lambda key: not key.startswith("loss"))
             row = {key: float(sum(interval[key]) / len(interval[key])) for key in losses_first}
-            row.update(lr=learning_rate(config, step), seconds=round(time.perf_counter() - started, 3))
+            row.update(lr=learning_rate(config, step), seconds=round(elapsed(), 3))
             fabric.log_dict(row, step=done)
             interval = {}
         if fabric.is_global_zero and preview_set is not None and config.sample_every > 0 and (
@@ -228,10 +296,71 @@ def train(
 
             save_preview(ema.model, preview_set, run_dir / "samples" / f"step_{done:07d}.png")
         if done % config.checkpoint_every == 0 or done == config.max_steps:
-            save_checkpoint(done)
+            save_checkpoint(done, interval)
     bar.close()
     for logger in fabric.loggers:
         logger.finalize("success")
     return {"losses": [sum(losses.values()) for losses in phase_losses], "phase_losses": phase_losses,
             "step": start_step + len(phase_losses), "seconds": time.perf_counter() - started}
 
+
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a new run over an existing one unless told to overwrite it; remove the files of the
+    old run then (only the files a run writes), and the temporaries a kill left behind."""
+    import shutil
+    import tempfile
+
+    if resume and overwrite:
+        raise CdtsdeError("resume and overwrite exclude each other: resume continues the run, overwrite restarts it")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CdtsdeError(f"{run_dir}: exists and is not a directory")
+    holds_run = any((run_dir / name).exists() for name in (STATE_FILE, PREVIOUS_STATE_FILE, "model"))
+    if holds_run and not resume:
+        if not overwrite:
+            raise CdtsdeError(f"{run_dir}: already holds a training run; resume it (--resume) or start again "
+                              f"(--overwrite, which deletes it)")
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        for name in RUN_FOLDERS:
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as exc:
+        raise CdtsdeError(f"{run_dir}: cannot write the run there ({exc.strerror or exc})") from exc
+    for folder in (run_dir, run_dir / "model"):
+        remove_stale_temporaries(folder)
+
+
+def resolved_settings(method: Method, config: TrainConfig, run_config: dict | None) -> dict:
+    """What decides a run's mathematics, as resolved (defaults filled in): the method's configuration,
+    the training settings and, from the run configuration, the data specification."""
+    settings = {"model": to_plain(method.config), "train": to_plain(config)}
+    if run_config is not None and "data" in run_config:
+        settings["data"] = run_config["data"]
+    return settings
+
+
+def check_unchanged(state: dict, settings: dict, run_dir: Path) -> None:
+    """A resume continues the same run: every setting as the state recorded it, but `RESUMABLE_CHANGES`."""
+    def flat(value, prefix=""):
+        if isinstance(value, dict):
+            return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: value}
+
+    recorded = state.get("settings") or {"train": state.get("train", {})}  # states before settings were kept
+    before = flat({key: value for key, value in recorded.items() if key in settings})
+    now = flat({key: value for key, value in settings.items() if key in recorded})
+    differ = [key for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
+    allowed = [key for key in differ if key.startswith("train.") and key[6:] in RESUMABLE_CHANGES]
+
+    def listed(keys):
+        return "; ".join(f"{key}: {before.get(key, '(unset)')!r} -> {now.get(key, '(unset)')!r}" for key in keys)
+
+    refused = [key for key in differ if key not in allowed]
+    if refused:
+        raise CdtsdeError(f"{run_dir}: cannot resume with a changed configuration ({listed(refused)}); only "
+                          f"train.{{{', '.join(RESUMABLE_CHANGES)}}} may change")
+    if [key for key in allowed if key != "train.max_steps"]:
+        warnings.warn(f"resuming {run_dir} with {listed(allowed)}", stacklevel=3)

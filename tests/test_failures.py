@@ -1,0 +1,281 @@
+"""Fault injection: what a kill, a damaged file, a changed configuration or a careless output path does,
+each asserting the behaviour README's "Failure behaviour" section documents."""
+
+import csv
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from helpers import TINY_UNET, InversionPairs, tiny_model
+from PIL import Image
+from safetensors.torch import load_file
+
+from cdtsde.cli import main
+from cdtsde.errors import CdtsdeError
+from cdtsde.settings import from_plain
+from cdtsde.training import TrainConfig, save_pretrained, train
+
+
+def config(**overrides):
+    options = dict(max_steps=8, batch_size=4, lr=2e-3, warmup_steps=2, log_every=2, sample_every=0,
+                   checkpoint_every=3, seed=1)
+    return TrainConfig(**{**options, **overrides})
+
+
+def log_rows(run):
+    with open(run / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+class CrashingPairs(InversionPairs):
+    """Raises (as a kill would stop the process) when the item `after` items from now is fetched."""
+
+    def __init__(self, after, **kwargs):
+        super().__init__(**kwargs)
+        self.left = after
+
+    def __getitem__(self, index):
+        if self.left == 0:
+            raise KeyboardInterrupt("killed")
+        self.left -= 1
+        return super().__getitem__(index)
+
+
+def write_run_config(path, **train_options):
+    path.write_text(yaml.safe_dump({
+        "data": {"kind": "procedural", "task": "el-cell", "n": 24, "n_val": 4, "size": 16, "seed": 1},
+        "model": {"field": {"variant": "linear"}, "unet": TINY_UNET},
+        "train": {"max_steps": 6, "batch_size": 4, "log_every": 2, "checkpoint_every": 3, "sample_every": 0,
+                  **train_options}}))
+    return path
+
+
+# --- training ---------------------------------------------------------------------------------------------
+
+def test_kill_minus_9_at_a_random_point_then_resume_equals_the_uninterrupted_run(tmp_path):
+    """Through the CLI, in subprocesses: the run is killed with SIGKILL at a random moment after its first
+    checkpoint, resumed, and ends with the same weights and the same log rows as a run never killed."""
+    run_config = write_run_config(tmp_path / "run.yaml", max_steps=60, checkpoint_every=4, log_every=4)
+    command = [sys.executable, "-m", "cdtsde", "train", "--config", str(run_config)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*command, "--output", str(tmp_path / "straight")], check=True, env=env, capture_output=True)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([*command, "--output", str(killed)], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (killed / "state.pt").is_file() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    time.sleep(random.Random(0).uniform(0.0, 0.3))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    state_step = torch.load(killed / "state.pt", weights_only=False)["step"]
+    assert 0 < state_step < 60
+    subprocess.run([*command, "--output", str(killed), "--resume"], check=True, env=env, capture_output=True)
+
+    straight_weights = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
+    resumed_weights = load_file(str(killed / "model" / "model.safetensors"))
+    assert straight_weights.keys() == resumed_weights.keys()
+    for key, tensor in straight_weights.items():
+        assert torch.equal(resumed_weights[key], tensor), key
+    straight_rows, resumed_rows = log_rows(tmp_path / "straight"), log_rows(killed)
+    assert [{k: v for k, v in row.items() if k != "seconds"} for row in resumed_rows] == [
+        {k: v for k, v in row.items() if k != "seconds"} for row in straight_rows]
+    assert not [p for p in killed.rglob(".*.tmp")]
+
+
+def test_a_crash_between_checkpoints_loses_no_log_row_and_seconds_continue(tmp_path):
+    """Logged every 2 steps, saved every 3: the run dies fetching step 6's batch (state at step 3, half of
+    the step-4 row's interval inside it); resumed, its rows equal the straight run's, `seconds` keeps
+    rising across the resume, and a temporary a kill left behind is removed."""
+    straight = train(tiny_model(), InversionPairs(), config(), tmp_path / "a", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_model(), CrashingPairs(after=5 * 4), config(), tmp_path / "b", progress=False)
+    assert torch.load(tmp_path / "b" / "state.pt", weights_only=False)["step"] == 3
+    leftover = tmp_path / "b" / ".state.pt.k1ll3d.tmp"
+    leftover.write_bytes(b"half a file")
+    resumed = train(tiny_model(seed=5), InversionPairs(), config(), tmp_path / "b", resume=True, progress=False)
+    assert resumed["losses"] == straight["losses"][3:]
+    rows_a, rows_b = log_rows(tmp_path / "a"), log_rows(tmp_path / "b")
+    assert [(r["step"], r["loss"]) for r in rows_b] == [(r["step"], r["loss"]) for r in rows_a]
+    assert [r["step"] for r in rows_b] == ["2", "4", "6", "8"]
+    seconds = [float(r["seconds"]) for r in rows_b]
+    assert seconds == sorted(seconds) and seconds[1] >= seconds[0]
+    assert not leftover.exists()
+
+
+def test_a_truncated_state_falls_back_to_the_previous_checkpoint_with_a_warning(tmp_path):
+    straight = train(tiny_model(), InversionPairs(), config(), tmp_path / "a", progress=False)
+    train(tiny_model(), InversionPairs(), config(max_steps=6), tmp_path / "b", progress=False)
+    state = tmp_path / "b" / "state.pt"
+    assert torch.load(tmp_path / "b" / "state-previous.pt", weights_only=False)["step"] == 3
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    with pytest.warns(UserWarning, match=r"state.pt: cannot read the training state .*previous checkpoint "
+                                         r"state-previous.pt \(step 3\)"):
+        resumed = train(tiny_model(seed=5), InversionPairs(), config(), tmp_path / "b", resume=True, progress=False)
+    assert resumed["losses"] == straight["losses"][3:]
+    with pytest.raises(CdtsdeError, match="nothing to resume"):
+        train(tiny_model(), InversionPairs(), config(), tmp_path / "empty", resume=True, progress=False)
+
+
+def test_an_existing_run_is_neither_wiped_nor_continued_without_being_asked(tmp_path, capsys):
+    run_config = write_run_config(tmp_path / "run.yaml")
+    run = tmp_path / "run"
+    command = ["train", "--config", str(run_config), "--output", str(run)]
+    assert main([*command, "--max-steps", "3"]) == 0
+    before = (run / "metrics.csv").read_text()
+    assert main(command) == 2
+    assert "already holds a training run; resume it (--resume) or start again (--overwrite" in capsys.readouterr().err
+    assert (run / "metrics.csv").read_text() == before
+    assert main([*command, "--resume", "--overwrite"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+    (run / "notes.txt").write_text("mine")
+    assert main([*command, "--overwrite", "--max-steps", "2"]) == 0
+    assert [row["step"] for row in log_rows(run)] == ["2"]
+    assert torch.load(run / "state.pt", weights_only=False)["step"] == 2
+    assert not (run / "state-previous.pt").exists() and (run / "notes.txt").read_text() == "mine"
+    (tmp_path / "file").write_text("")
+    assert main(["train", "--config", str(run_config), "--output", str(tmp_path / "file")]) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err
+
+
+def test_a_resume_with_a_changed_configuration_lists_the_differences(tmp_path):
+    train(tiny_model(), InversionPairs(), config(max_steps=3), tmp_path, progress=False)
+    with pytest.raises(CdtsdeError, match=r"changed configuration \(train.lr: 0.002 -> 0.001; train.seed: 1 -> 2\)"):
+        train(tiny_model(), InversionPairs(), config(lr=1e-3, seed=2), tmp_path, resume=True, progress=False)
+    with pytest.raises(CdtsdeError, match=r"model.field.variant: 'dynamic' -> 'content'"):
+        train(tiny_model(variant="content"), InversionPairs(), config(), tmp_path, resume=True, progress=False)
+    with pytest.warns(UserWarning, match=r"train.log_every: 2 -> 1"):
+        train(tiny_model(), InversionPairs(), config(max_steps=4, log_every=1), tmp_path, resume=True, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a longer run is what resuming is for: no warning
+        train(tiny_model(), InversionPairs(), config(max_steps=5, log_every=1), tmp_path, resume=True, progress=False)
+
+
+@pytest.mark.parametrize(("setting", "value", "message"), [
+    ("batch_size", 0, "train.batch_size must be an integer >= 1, got 0"),
+    ("log_every", 0, "train.log_every must be an integer >= 1, got 0"),
+    ("checkpoint_every", -5, "train.checkpoint_every must be an integer >= 1, got -5"),
+    ("max_steps", "100", "train.max_steps"),
+    ("lr", -1e-3, "train.lr must be > 0, got -0.001"),
+    ("ema_decay", 1.0, r"train.ema_decay must lie in \[0, 1\), got 1.0"),
+    ("warmup_steps", -1, "train.warmup_steps must be an integer >= 0, got -1"),
+])
+def test_training_settings_are_range_checked_by_name(setting, value, message):
+    with pytest.raises(ValueError, match=message):
+        from_plain(TrainConfig, {setting: value}, "train")
+
+
+def test_bad_settings_on_the_command_line_are_errors_not_tracebacks(tmp_path, capsys):
+    run_config = write_run_config(tmp_path / "run.yaml", batch_size=0)
+    assert main(["train", "--config", str(run_config), "--output", str(tmp_path / "run")]) == 2
+    assert "train.batch_size must be an integer >= 1, got 0" in capsys.readouterr().err
+    run_config = write_run_config(tmp_path / "gpu.yaml", accelerator="gpu")
+    if not torch.cuda.is_available():
+        assert main(["train", "--config", str(run_config), "--output", str(tmp_path / "gpu")]) == 2
+        assert "no CUDA device is available" in capsys.readouterr().err
+
+
+# --- translation ------------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def model_dir(tmp_path):
+    model = tiny_model(size=16)
+    for parameter in model.net.parameters():
+        parameter.data.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    return save_pretrained(model, tmp_path / "model")
+
+
+def grey(path, seed=0, size=16):
+    Image.fromarray((np.random.default_rng(seed).random((size, size)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def translate(model_dir, input_path, output, *extra):
+    return main(["translate", "--checkpoint", str(model_dir), "--input", str(input_path), "--output", str(output),
+                 "--steps", "2", *extra])
+
+
+def test_existing_translations_are_kept_unless_overwrite_is_given(model_dir, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    for index in range(2):
+        grey(tmp_path / "in" / f"x{index}.png", seed=index)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "x1.png").write_bytes(b"an earlier result")
+    assert translate(model_dir, tmp_path / "in", out) == 2
+    err = capsys.readouterr().err
+    assert "1 output file(s) exist already" in err and "pass --overwrite to replace them" in err
+    assert (out / "x1.png").read_bytes() == b"an earlier result" and not (out / "x0.png").exists()
+    assert translate(model_dir, tmp_path / "in", out, "--overwrite") == 0
+    assert Image.open(out / "x1.png").size == (16, 16)
+
+
+def test_outputs_never_replace_or_sit_inside_the_inputs(model_dir, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    source = grey(tmp_path / "in" / "a.png")
+    original = source.read_bytes()
+    for output in (tmp_path / "in", tmp_path / "in" / "translated"):
+        assert translate(model_dir, tmp_path / "in", output, "--overwrite") == 2
+        assert "is the input folder" in capsys.readouterr().err
+    assert translate(model_dir, source, tmp_path / "in", "--overwrite") == 2  # one file, its own folder
+    assert "would replace its input" in capsys.readouterr().err
+    assert source.read_bytes() == original and not (tmp_path / "in" / "translated").exists()
+    (tmp_path / "file").write_text("")
+    assert translate(model_dir, source, tmp_path / "file") == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+
+
+def test_two_inputs_that_would_write_one_file_are_refused_before_any_work(model_dir, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    grey(tmp_path / "in" / "x.png")
+    Image.open(tmp_path / "in" / "x.png").convert("L").save(tmp_path / "in" / "x.jpg")
+    grey(tmp_path / "in" / "y.png", seed=1)
+    assert translate(model_dir, tmp_path / "in", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "x.jpg and" in err and "x.png would all be written to" in err and "out/x.png" in err
+    assert not list((tmp_path / "out").glob("*"))
+    (tmp_path / "std").mkdir()  # with --samples 2, a.png's uncertainty map is a_std.tif
+    grey(tmp_path / "std" / "a.png")
+    np.save(tmp_path / "std" / "b.npy", np.zeros((16, 16), np.float32))
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "std" / "a_std.tif", np.zeros((16, 16), np.float32))
+    assert translate(model_dir, tmp_path / "std", tmp_path / "out2", "--samples", "2") == 2
+    assert "a_std.tif would all be written to" in capsys.readouterr().err
+
+
+def test_a_non_finite_translation_is_a_reported_failure_not_a_black_image(model_dir, tmp_path, capsys, monkeypatch):
+    from cdtsde import translate as translate_module
+
+    original = translate_module.translate_slices
+
+    def broken(*args, **kwargs):
+        result = original(*args, **kwargs)
+        result.mean[...] = np.nan
+        return result
+
+    monkeypatch.setattr(translate_module, "translate_slices", broken)
+    grey(tmp_path / "a.png")
+    assert translate(model_dir, tmp_path / "a.png", tmp_path / "out") == 1
+    assert "a.png: the translation holds NaN or infinite values" in capsys.readouterr().out
+    assert not (tmp_path / "out" / "a.png").exists()
+
+
+def test_bad_translate_flags_are_named(model_dir, tmp_path, capsys):
+    grey(tmp_path / "a.png")
+    assert translate(model_dir, tmp_path / "a.png", tmp_path / "out", "--batch-size", "0") == 2
+    assert "--batch-size must be >= 1, got 0" in capsys.readouterr().err
+    assert translate(model_dir, tmp_path / "a.png", tmp_path / "out", "--device", "tpu9") == 2
+    assert "--device 'tpu9': not a device name" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert translate(model_dir, tmp_path / "a.png", tmp_path / "out", "--device", "cuda") == 2
+        assert "--device cuda: no CUDA device is available" in capsys.readouterr().err
