@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from .data.readers import input_reading
 from .errors import CdtsdeError
 from .intensity import NIFTI_PERCENTILE
 from .methods import DataInfo, Method, method_class
@@ -88,7 +89,7 @@ def data_info(train_set, spec: dict) -> DataInfo:
                       NIFTI_PERCENTILE)
     return DataInfo(source_channels=train_set.source_channels, target_channels=train_set.target_channels,
                     target_kind="mask" if getattr(train_set, "target_classes", None) else "image",
-                    image_size=size, nifti_percentile=percentile)
+                    image_size=size, nifti_percentile=percentile, source_reading=input_reading(train_set))
 
 
 def build_run(config: dict, base_dir: str | Path | None = None, method: str | None = None):

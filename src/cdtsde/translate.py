@@ -1,9 +1,10 @@
 """Translate image files with a trained method, keeping each input's format: PNG/TIFF bit depth, NIfTI
 volumes translated slice by slice (last axis) and written back with the input's affine.
 
-Inputs reach the network exactly as training data did: NIfTI volumes through the training datasets'
-normalisation (`cdtsde.intensity.volume_steps`, with the percentile the checkpoint records), integer images
-by their dtype's range, and every slice resized by the training transform's `resize`.
+Inputs reach the network exactly as training data did: each file through the reader the training data
+used, which the checkpoint records (`DataInfo.source_reading`, cdtsde.data.readers: NIfTI normalisation
+with its percentile, dB SAR clipped to its range with its bands, integer images by their dtype's range,
+floats by their value range), and every slice resized by the training transform's `resize`.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import torch.nn.functional as F
 
 from .data.base import adapt_channels
 from .data.masks import decode_classes
+from .data.readers import reading_from_record
 from .data.transforms import resize
 from .errors import CdtsdeError
 from .imagefiles import ImageMeta, image_format, read_image, stem, write_image
 from .intensity import from_unit, model_to_unit, normalise_volume, to_unit_image, unit_to_model
-from .methods import Method
+from .methods import DataInfo, Method
 
 
 @dataclass
@@ -34,17 +36,24 @@ class Translation:
     diagnostics: dict[str, float]
 
 
-def source_slices(array: np.ndarray, meta: ImageMeta, nifti_percentile: float) -> np.ndarray:
-    """(S, H, W, C) float32 in [0, 1]: one slice for a 2-D image (`cdtsde.intensity.to_unit_image`), one per
-    position along the last axis for a NIfTI volume (`normalise_volume`, as the training datasets)."""
+def source_slices(array: np.ndarray, meta: ImageMeta, data: DataInfo) -> np.ndarray:
+    """(S, H, W, C) float32 in [0, 1], read exactly as the training data were (`data.source_reading`, the
+    reader the checkpoint records): one slice for a 2-D image, one per position along the last axis for a
+    NIfTI volume, normalised over the whole volume as the training datasets do. Checkpoints without a
+    record: NIfTI by `data.nifti_percentile`, other files by `cdtsde.intensity.to_unit_image`."""
+    if data.source_reading is not None:
+        unit = reading_from_record(data.source_reading, f"{meta.path}: the checkpoint's data.source_reading").to_unit(
+            array, meta.path)
+    elif meta.format == "nifti":
+        unit = normalise_volume(array, data.nifti_percentile)
+    else:
+        unit = to_unit_image(array, is_nifti=False)
     if meta.format == "nifti":
-        unit = normalise_volume(array, nifti_percentile)
         if unit.ndim == 2:
             return unit[None, :, :, None]
         if unit.ndim == 3:
             return np.moveaxis(unit, -1, 0)[..., None]
         raise CdtsdeError(f"{meta.path}: NIfTI with {unit.ndim} dimensions; expected a 2-D slice or a 3-D volume")
-    unit = to_unit_image(array, is_nifti=False)
     if unit.ndim not in (2, 3):
         raise CdtsdeError(f"{meta.path}: image of shape {array.shape}; expected (H, W) or (H, W, C)")
     return (unit if unit.ndim == 3 else unit[..., None])[None]
@@ -175,7 +184,7 @@ def translate_file(method: Method, path: Path, output_dir: Path, **options) -> t
     """Translate one file into `output_dir` (`options` as `translate_slices`); returns the files written and
     the method's diagnostics."""
     array, meta = read_image(path)
-    slices = source_slices(array, meta, method.data.nifti_percentile)
+    slices = source_slices(array, meta, method.data)
     if method.data.source_channels is not None:
         slices = adapt_channels(slices, method.data.source_channels, path)
     translation = translate_slices(method, slices, **options)

@@ -18,6 +18,7 @@ from .masks import PV_EL_CLASSES, decode_classes
 from .nifti import build_nifti
 from .paired import build_image_folder, build_list_file, build_paired_folder
 from .procedural import make_pairs
+from .readers import UnitReader
 from .sar import build_sar_patches
 from .splits import check_split
 from .tiles import build_scene_tiles
@@ -100,7 +101,10 @@ SPLIT_SEED_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_003}
 
 
 class ProceduralDataset(PairedDataset):
-    """Pairs generated in memory by `make_pairs`; each split uses its own seed so splits never share a pair."""
+    """Pairs generated in memory by `make_pairs`; each split uses its own seed so splits never share a pair.
+    Files of the same images (`cdtsde data make`: 8-bit PNG, class-index masks) are read by `UnitReader`."""
+
+    source_reader = target_reader = UnitReader()
 
     def __init__(self, task, n, size, seed, heterogeneity):
         super().__init__()

@@ -18,6 +18,7 @@ from ..errors import CdtsdeError
 from ..imagefiles import read_image
 from ..intensity import NIFTI_PERCENTILE, VOLUME_STEPS, volume_steps
 from .base import PairedDataset
+from .readers import NiftiReading
 from .splits import split_groups
 
 NAME_PATTERN = re.compile(
@@ -76,6 +77,8 @@ class NiftiSliceDataset(PairedDataset):
     """Entries are (pair index, slice index); decoded, normalised slices are kept per instance."""
 
     def __init__(self, pairs, axis=2, min_foreground=0.1, percentile=NIFTI_PERCENTILE, slice_step=1):
+        # what `translate` replays (cdtsde.data.readers); the volumes are read below, in uint16 steps
+        self.source_reader = self.target_reader = NiftiReading(percentile)
         super().__init__()
         self.paths, self.slices = [], []
         for (subject, tag), (source_path, target_path) in pairs:

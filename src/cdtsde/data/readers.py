@@ -1,24 +1,61 @@
 """File -> float32 array in [0, 1], channels last. Integer images use their dtype's full range (8-bit
 PNG/JPG, 16-bit PNG, uint16 TIFF); float images are taken as already in [0, 1] unless a `value_range`
-[low, high] says otherwise (values are clipped to it)."""
+[low, high] says otherwise (values are clipped to it).
+
+Every reader is a `FileReading`: `to_unit(array, path)` maps a decoded file to [0, 1], and `record()`
+describes it as plain data. The training data's record of its sources (`input_reading`) is kept in the
+checkpoint (`DataInfo.source_reading`) and `translate` rebuilds the reader from it
+(`reading_from_record`), so that a file reaches the network identically in training and translation,
+whatever its kind (NIfTI, dB SAR, 8/16-bit, float with a value range).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
+from ..errors import CdtsdeError
 from ..imagefiles import read_image
-from ..intensity import to_unit
+from ..intensity import NIFTI_PERCENTILE, normalise_volume, to_unit
+from ..settings import from_plain, to_plain
 
 
-@dataclass(frozen=True)
-class UnitReader:
-    value_range: tuple[float, float] | None = None
+class FileReading:
+    """A file's mapping to [0, 1]; subclasses are frozen dataclasses of their settings with a `kind`."""
+
+    kind: ClassVar[str]
 
     def __call__(self, path) -> np.ndarray:
         array, _ = read_image(path)
+        return self.to_unit(array, path)
+
+    def to_unit(self, array: np.ndarray, path) -> np.ndarray:
+        raise NotImplementedError
+
+    def record(self) -> dict:
+        return {"kind": self.kind, **to_plain(self)}
+
+
+@dataclass(frozen=True)
+class UnitReader(FileReading):
+    kind: ClassVar[str] = "unit"
+    value_range: tuple[float, float] | None = None
+
+    def to_unit(self, array: np.ndarray, path) -> np.ndarray:
         return scale_to_unit(array, self.value_range)
+
+
+@dataclass(frozen=True)
+class NiftiReading(FileReading):
+    """The MRI normalisation of `cdtsde.intensity.normalise_volume`, over the whole volume."""
+
+    kind: ClassVar[str] = "nifti"
+    percentile: float = NIFTI_PERCENTILE
+
+    def to_unit(self, array: np.ndarray, path) -> np.ndarray:
+        return normalise_volume(array, self.percentile)
 
 
 def scale_to_unit(array: np.ndarray, value_range=None) -> np.ndarray:
@@ -28,3 +65,35 @@ def scale_to_unit(array: np.ndarray, value_range=None) -> np.ndarray:
     if array.dtype.kind == "f":
         return np.clip(array.astype(np.float32), 0.0, 1.0)
     return to_unit(array)
+
+
+def reading_classes() -> dict[str, type[FileReading]]:
+    from .sar import OpticalReader, SarReader
+
+    return {cls.kind: cls for cls in (UnitReader, NiftiReading, SarReader, OpticalReader)}
+
+
+def reading_from_record(record: dict, where: str = "data.source_reading") -> FileReading:
+    """The reader a `FileReading.record()` describes; an unknown kind or setting is an error naming `where`."""
+    classes = reading_classes()
+    if not isinstance(record, dict) or record.get("kind") not in classes:
+        kind = record.get("kind") if isinstance(record, dict) else record
+        raise CdtsdeError(f"{where}: unknown input reading {kind!r} (known: {', '.join(classes)})")
+    try:
+        return from_plain(classes[record["kind"]], {k: v for k, v in record.items() if k != "kind"}, where)
+    except ValueError as exc:
+        raise CdtsdeError(str(exc)) from exc
+
+
+def input_reading(dataset) -> dict | None:
+    """The record of how the training data read the files `translate` will be given: the sources, or, for
+    a target-only method (its inputs are images of another modality stored alike), the targets."""
+    from ..training.batches import TargetOnlyData, UnpairedData
+
+    side = "source"
+    if isinstance(dataset, UnpairedData):
+        dataset = dataset.sources
+    elif isinstance(dataset, TargetOnlyData):
+        dataset, side = dataset.dataset, "target"
+    reader = getattr(dataset, f"{side}_reader", None)
+    return reader.record() if isinstance(reader, FileReading) else None

@@ -14,13 +14,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from ..errors import CdtsdeError
-from ..imagefiles import list_images, read_image, stem
+from ..imagefiles import list_images, stem
 from ..intensity import to_unit
 from .paired import PairedFilesDataset
+from .readers import FileReading
 from .splits import grouped_split
 
 SAR_BANDS = ("VV", "VH")
@@ -29,12 +31,12 @@ PATCH_NUMBER = re.compile(r"_p\d+$")
 
 
 @dataclass(frozen=True)
-class SarReader:
+class SarReader(FileReading):
+    kind: ClassVar[str] = "sar-db"
     db_range: tuple[float, float] = (-25.0, 0.0)
     bands: tuple[str, ...] = SAR_BANDS
 
-    def __call__(self, path) -> np.ndarray:
-        array, _ = read_image(path)
+    def to_unit(self, array: np.ndarray, path) -> np.ndarray:
         if array.dtype.kind != "f":
             return to_unit(array)
         if array.ndim == 3:
@@ -48,12 +50,12 @@ class SarReader:
 
 
 @dataclass(frozen=True)
-class OpticalReader:
+class OpticalReader(FileReading):
+    kind: ClassVar[str] = "optical"
     reflectance_max: float = 3000.0
     bands: tuple[int, ...] | None = None  # indices of the bands to keep (BigEarthNet [B4, B3, B2, B8] -> RGB: 0, 1, 2)
 
-    def __call__(self, path) -> np.ndarray:
-        array, _ = read_image(path)
+    def to_unit(self, array: np.ndarray, path) -> np.ndarray:
         if self.bands is not None:
             channels = array.shape[-1] if array.ndim == 3 else 1
             if max(self.bands) >= channels or min(self.bands) < 0:

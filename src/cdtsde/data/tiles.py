@@ -14,8 +14,8 @@ from pathlib import Path
 
 from ..errors import CdtsdeError
 from ..imagefiles import read_image
-from ..intensity import to_unit
 from .base import PairedDataset
+from .readers import UnitReader
 from .splits import check_split, split_groups
 
 
@@ -58,6 +58,8 @@ def region_columns(width: int, split: str, val_fraction: float, test_fraction: f
 
 class SceneTileDataset(PairedDataset):
     """Entries are (scene index, y, x). Decoded scenes are kept per instance (uint8 or as stored)."""
+
+    source_reader = target_reader = UnitReader()  # integer scenes by their dtype's range
 
     def __init__(
         self,
@@ -114,7 +116,8 @@ class SceneTileDataset(PairedDataset):
         index, y, x = entry
         name, _, _, source, target = self.scenes[index]
         window = (slice(y, y + self.tile), slice(x, x + self.tile))
-        return to_unit(source[window]), to_unit(target[window]), f"{name}_y{y}_x{x}"
+        return (self.source_reader.to_unit(source[window], name), self.target_reader.to_unit(target[window], name),
+                f"{name}_y{y}_x{x}")
 
     def describe(self, entry) -> str:
         index, y, x = entry

@@ -46,6 +46,9 @@ class DataInfo:
     target_kind: str = "image"  # "mask": one channel per class, decoded by argmax
     image_size: int | None = None  # the training size; `translate` resizes inputs to it
     nifti_percentile: float = NIFTI_PERCENTILE  # the MRI normalisation training used (cdtsde.intensity)
+    # how training read its input files (cdtsde.data.readers `FileReading.record()`), replayed by `translate`;
+    # None in checkpoints written before it was recorded (then: NIfTI by nifti_percentile, else the dtype)
+    source_reading: dict | None = None
 
     def __post_init__(self):
         if self.target_kind not in TARGET_KINDS:
