@@ -131,3 +131,26 @@ def test_bad_arguments(checkpoint, tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
     assert run_translate(checkpoint, tmp_path / "a.png", tmp_path / "out", "--samples", "0") == 2
     assert "--samples" in capsys.readouterr().err
+
+
+def test_a_geotiff_keeps_its_georeference(checkpoint, tmp_path):
+    """CRS (GeoKeyDirectory, EPSG:32633), pixel-to-map transform (pixel scale + tie point) and GDAL nodata
+    of a Sentinel-1-like float GeoTIFF reach the translation and its uncertainty map unchanged. (Checked
+    once with rasterio/GDAL, which reads CRS, transform and nodata of such an output as of the input.)"""
+    tags = [(33550, 12, 3, (10.0, 10.0, 0.0), True),
+            (33922, 12, 6, (0.0, 0.0, 0.0, 500000.0, 5800000.0, 0.0), True),
+            (34735, 3, 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), True),
+            (42113, 2, 6, "-9999", True)]
+    values = np.random.default_rng(3).random((20, 24)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "scene.tif", values, extratags=tags)
+    assert run_translate(checkpoint, tmp_path / "scene.tif", tmp_path / "out", "--samples", "2") == 0
+
+    def georeference(path):
+        with tifffile.TiffFile(path) as tif:
+            return {tag.code: tag.value for tag in tif.pages[0].tags.values() if tag.code in {t[0] for t in tags}}
+
+    expected = georeference(tmp_path / "scene.tif")
+    assert len(expected) == 4
+    for name in ("scene.tif", "scene_std.tif"):
+        assert georeference(tmp_path / "out" / name) == expected
+        assert tifffile.imread(tmp_path / "out" / name).shape == (20, 24)

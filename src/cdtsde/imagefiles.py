@@ -20,9 +20,15 @@ from .errors import ImageReadError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy", ".nii", ".nii.gz")
 
 
+# GeoTIFF's georeference (ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory with its
+# double and ASCII parameters: CRS and pixel-to-map transform) and GDAL's metadata and nodata tags
+GEOTIFF_TAGS = (33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113)
+
+
 @dataclass
 class ImageMeta:
-    """What is needed to write a result back in the input's format."""
+    """What is needed to write a result back in the input's format (NIfTI: affine and header; GeoTIFF:
+    `extra["geotiff_tags"]`, the georeference tags as (code, TIFF datatype, count, value))."""
 
     path: Path
     format: str  # "png", "jpg", "tiff", "npy" or "nifti"
@@ -96,7 +102,12 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
         elif fmt == "tiff":
             import tifffile
 
-            array = tifffile.imread(path)
+            with tifffile.TiffFile(path) as tif:
+                array = tif.asarray()
+                geo = [(tag.code, int(tag.dtype), tag.count, tag.value) for tag in tif.pages[0].tags.values()
+                       if tag.code in GEOTIFF_TAGS]
+            if geo:
+                extra["geotiff_tags"] = geo
             # tifffile gives (bands, H, W) for planar multi-band files: move bands last
             if array.ndim == 3 and array.shape[0] < min(array.shape[1:]) and array.shape[0] <= 16:
                 array = np.moveaxis(array, 0, -1)
@@ -157,7 +168,7 @@ def image_shape(path: str | os.PathLike) -> tuple[int, ...]:
 
 def write_image(path: str | os.PathLike, array: np.ndarray, meta: ImageMeta | None = None) -> Path:
     """Write `array` (native dtype, channels last; NIfTI: volume axes) to `path`, atomically. For NIfTI the
-    affine and header of `meta` are kept."""
+    affine and header of `meta` are kept, for TIFF its georeference tags (an array of the input's size)."""
     path = Path(path)
     fmt = image_format(path)
     array = np.asarray(array)
@@ -175,11 +186,16 @@ def write_image(path: str | os.PathLike, array: np.ndarray, meta: ImageMeta | No
         elif fmt == "tiff":
             import tifffile
 
+            # the input's georeference (CRS, pixel-to-map transform, nodata), valid as written: the output
+            # has the input's height and width
+            geo = [(code, dtype, count, value, True) for code, dtype, count, value in
+                   (meta.extra.get("geotiff_tags", []) if meta is not None else [])]
             if array.ndim == 3 and not (array.shape[-1] == 3 and array.dtype in (np.uint8, np.uint16)):
                 # multi-band data as separate planes (the GeoTIFF convention), which read_image moves back last
-                tifffile.imwrite(tmp, np.moveaxis(array, -1, 0), photometric="minisblack", planarconfig="separate")
+                tifffile.imwrite(tmp, np.moveaxis(array, -1, 0), photometric="minisblack", planarconfig="separate",
+                                 extratags=geo)
             else:
-                tifffile.imwrite(tmp, array)
+                tifffile.imwrite(tmp, array, extratags=geo)
         elif fmt == "npy":
             with open(tmp, "wb") as handle:
                 np.save(handle, array)

@@ -176,7 +176,8 @@ def write_translation(translation: Translation, meta: ImageMeta, output_dir: Pat
     if translation.std is not None:
         std = translation.std[..., 0]
         std = np.moveaxis(std, 0, -1) if std.shape[0] > 1 else std[0]
-        written.append(write_image(std_path(meta.path, output_dir), std.astype(np.float32)))
+        written.append(write_image(std_path(meta.path, output_dir), std.astype(np.float32),
+                                   meta if meta.format == "tiff" else None))
     return written
 
 
