@@ -279,3 +279,39 @@ def test_bad_translate_flags_are_named(model_dir, tmp_path, capsys):
     if not torch.cuda.is_available():
         assert translate(model_dir, tmp_path / "a.png", tmp_path / "out", "--device", "cuda") == 2
         assert "--device cuda: no CUDA device is available" in capsys.readouterr().err
+
+
+# --- masks ------------------------------------------------------------------------------------------------
+
+def test_data_inspect_fails_on_mask_values_outside_the_declared_classes(tmp_path, capsys):
+    for side in ("source", "target"):
+        (tmp_path / side).mkdir()
+    for index in range(3):
+        grey(tmp_path / "source" / f"m{index}.png", seed=index)
+        mask = np.zeros((16, 16), np.uint8)
+        mask[4:8, 4:8] = 7 if index == 1 else 1
+        Image.fromarray(mask).save(tmp_path / "target" / f"m{index}.png")
+    (tmp_path / "dataset.yaml").write_text(yaml.safe_dump(
+        {"kind": "paired-folder", "root": ".", "classes": ["background", "crack"], "val_fraction": 0.0,
+         "test_fraction": 0.0}))
+    assert main(["data", "inspect", str(tmp_path), "--grid", str(tmp_path / "grid.png")]) == 1
+    out = capsys.readouterr().out
+    assert "m1.png" in out and "mask values 0..7 outside the 2 declared classes 0..1" in out
+
+
+def test_evaluate_masks_refuses_grey_images_and_undeclared_values(tmp_path, capsys):
+    for folder in ("pred", "truth"):
+        (tmp_path / folder).mkdir()
+        grey(tmp_path / folder / "a.png", seed=0)  # 8-bit grey: about 200 distinct values
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "truth"), "--kind", "mask",
+                 "--out", str(tmp_path / "scores.json")]) == 2
+    captured = capsys.readouterr()
+    assert "distinct values, not a class-index mask" in captured.out + captured.err
+    mask = np.zeros((16, 16), np.uint8)
+    mask[:4] = 3
+    for folder in ("pred", "truth"):
+        Image.fromarray(mask).save(tmp_path / folder / "a.png")
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "truth"), "--kind", "mask",
+                 "--classes", "0:background,1:crack", "--out", str(tmp_path / "scores.json")]) == 2
+    captured = capsys.readouterr()
+    assert "mask values [3] are not among the declared classes [0, 1]" in captured.out + captured.err

@@ -112,6 +112,9 @@ class PairedDataset(Dataset, ABC):
                 f"{self.describe(entry)}: source is {source.shape[1]}x{source.shape[0]} but target is "
                 f"{target.shape[1]}x{target.shape[0]}"
             )
+        if self.target_classes and target.size and (target.min() < 0 or target.max() >= self.target_classes):
+            raise CdtsdeError(f"{self.describe(entry)}: mask values {int(target.min())}..{int(target.max())} "
+                              f"outside the {self.target_classes} declared classes 0..{self.target_classes - 1}")
         return source, target, name
 
     def __len__(self) -> int:

@@ -23,6 +23,23 @@ def _load(path: Path, kind: str) -> np.ndarray:
     return to_unit_image(array, meta.format == "nifti")
 
 
+# more distinct values than any class-index mask of this field holds: a grey image, not a mask
+MAX_UNDECLARED_CLASSES = 32
+
+
+def check_mask_values(values: np.ndarray, classes: dict[int, str] | None, path) -> None:
+    """A class-index mask holds the declared class values only, or without declared classes few values."""
+    present = np.unique(values)
+    if classes is not None:
+        unknown = sorted(set(present.tolist()) - set(classes))
+        if unknown:
+            raise CdtsdeError(f"{path}: mask values {unknown[:5]}{' ...' if len(unknown) > 5 else ''} are not among "
+                              f"the declared classes {sorted(classes)}")
+    elif present.size > MAX_UNDECLARED_CLASSES:
+        raise CdtsdeError(f"{path}: {present.size} distinct values, not a class-index mask (declare the classes "
+                          f"with --classes VALUE:NAME,..., or score grey images with --kind image)")
+
+
 def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "image",
                      foreground_dir: str | Path | None = None, nonzero_foreground: bool = False,
                      classes: dict[int, str] | None = None, foreground: tuple[int, ...] | None = None,
@@ -47,6 +64,8 @@ def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "
             if pred.shape != target.shape:
                 raise CdtsdeError(f"{preds[name]}: shape {pred.shape} differs from the target's {target.shape}")
             if kind == "mask":
+                for path, values in ((preds[name], pred), (targets[name], target)):
+                    check_mask_values(values, classes, path)
                 row = mask_metrics(pred, target, classes=classes, foreground=foreground,
                                    skeleton_tolerance=skeleton_tolerance)
             else:
