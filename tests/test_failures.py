@@ -315,3 +315,25 @@ def test_evaluate_masks_refuses_grey_images_and_undeclared_values(tmp_path, caps
                  "--classes", "0:background,1:crack", "--out", str(tmp_path / "scores.json")]) == 2
     captured = capsys.readouterr()
     assert "mask values [3] are not among the declared classes [0, 1]" in captured.out + captured.err
+
+
+@pytest.mark.parametrize(("section", "key", "value", "message"), [
+    ("config", "unet.base_channels", "x", "model.unet.base_channels must be an integer, got 'x'"),
+    ("data", "target_channels", "3", "data.target_channels must be an integer, got '3'"),
+    ("sampling", "steps", -2, "steps must be an integer >= 1, got -2"),
+    ("data", "source_reading", {"kind": "zip"}, "unknown input reading 'zip'"),
+])
+def test_a_checkpoint_config_with_wrong_values_is_named(model_dir, section, key, value, message):
+    import json
+
+    from cdtsde.training import load_pretrained
+
+    record = json.loads((model_dir / "config.json").read_text())
+    *parents, last = key.split(".")
+    place = record[section]
+    for parent in parents:
+        place = place[parent]
+    place[last] = value
+    (model_dir / "config.json").write_text(json.dumps(record))
+    with pytest.raises(CdtsdeError, match=f"config.json: invalid cdtsde configuration .*{message}"):
+        load_pretrained(model_dir)

@@ -55,6 +55,10 @@ class DataInfo:
             raise ValueError(f"target_kind must be one of {TARGET_KINDS}, got {self.target_kind!r}")
         if self.target_channels < 1 or (self.source_channels is not None and self.source_channels < 1):
             raise ValueError("source_channels and target_channels must be >= 1")
+        if self.source_reading is not None:
+            from ..data.readers import reading_from_record
+
+            reading_from_record(self.source_reading)  # an unknown kind or setting fails here, named
 
 
 @dataclass

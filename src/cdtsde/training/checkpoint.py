@@ -88,7 +88,7 @@ def method_from_record(record: dict, where: str) -> Method:
         method = cls(from_plain(cls.config_class, record.get("config"), "model"),
                      from_plain(DataInfo, record.get("data"), "data"))
         method.sampling = from_plain(cls.sampling_class, record.get("sampling"), "sampling")
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, CdtsdeError) as exc:
         raise CdtsdeError(f"{where}: invalid {record['method']} configuration ({exc})") from exc
     return method
 
