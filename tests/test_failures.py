@@ -337,3 +337,43 @@ def test_a_checkpoint_config_with_wrong_values_is_named(model_dir, section, key,
     (model_dir / "config.json").write_text(json.dumps(record))
     with pytest.raises(CdtsdeError, match=f"config.json: invalid cdtsde configuration .*{message}"):
         load_pretrained(model_dir)
+
+
+def numeric_settings(cls, prefix=""):
+    """(dotted name, int or float) of every number among a configuration dataclass's settings, nested ones too."""
+    import dataclasses
+    import types
+    import typing
+
+    from cdtsde.settings import _hints
+
+    hints = _hints(cls)
+    for field in dataclasses.fields(cls):
+        if not field.init:
+            continue
+        annotation = hints[field.name]
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+        if dataclasses.is_dataclass(annotation):
+            yield from numeric_settings(annotation, f"{prefix}{field.name}.")
+        elif annotation in (int, float):
+            yield f"{prefix}{field.name}", annotation
+
+
+def test_no_numeric_setting_of_any_method_accepts_minus_one_or_nan():
+    """Every number in every registered method's model and sampling options refuses -1 and (floats) NaN,
+    with the setting named: the generic rule (finite, integers >= 0) and each class's own ranges."""
+    from cdtsde.methods import method_classes
+
+    checked = 0
+    for cls in method_classes():
+        for section, options in (("model", cls.config_class), ("sampling", cls.sampling_class)):
+            for name, kind in numeric_settings(options):
+                for bad in (-1, float("nan")) if kind is float else (-1,):
+                    plain = bad
+                    for part in reversed(name.split(".")):
+                        plain = {part: plain}
+                    with pytest.raises(ValueError, match=name.rpartition(".")[2]):
+                        from_plain(options, plain, section)
+                    checked += 1
+    assert checked > 100

@@ -3,12 +3,14 @@
 `from_plain(cls, data, what)` builds dataclass `cls` from a mapping: nested dataclass fields are built
 from nested mappings, lists become tuples where a field is annotated as a tuple, and values are checked
 against the annotations (int, float, str, bool, tuples, unions, None), so a typo or a wrong type names
-the option instead of failing later. `to_plain(obj)` is the inverse (tuples become lists).
+the option instead of failing later; after the class's own range checks, no number may be NaN or
+infinite and no integer negative. `to_plain(obj)` is the inverse (tuples become lists).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from functools import cache
@@ -79,7 +81,22 @@ def from_plain(cls, data, what: str):
         raise ValueError(f"unknown {what} option(s): {', '.join(sorted(unknown))}")
     hints = _hints(cls)
     values = {key: _check(value, hints[key], f"{what}.{key}") for key, value in data.items()}
-    return cls(**values)
+    built = cls(**values)  # the class's own range checks first: their messages say what is allowed
+    for key, value in values.items():
+        _check_plausible(value, f"{what}.{key}")
+    return built
+
+
+def _check_plausible(value, name: str) -> None:
+    """What no setting may be: a NaN or infinite number, a negative integer (integer settings count
+    things: steps, channels, layers, seeds)."""
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_plausible(item, f"{name}[{index}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    elif isinstance(value, int) and not isinstance(value, bool) and value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value}")
 
 
 def to_plain(obj):
@@ -97,6 +114,12 @@ def check_count(name: str, value) -> None:
     """A setting that counts something (sampler steps, ...): an integer >= 1, never a bool."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def check_positive(name: str, value) -> None:
+    """A scale that must be > 0 (a learning rate, a data scale)."""
+    if not float(value) > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
 
 
 def check_unit_interval(name: str, value) -> None:

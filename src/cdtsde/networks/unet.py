@@ -31,8 +31,10 @@ class UNetConfig:
     def __post_init__(self):
         self.channel_mults = tuple(self.channel_mults)
         self.attention_resolutions = tuple(self.attention_resolutions)
-        if min(self.base_channels, self.num_res_blocks) < 1:
-            raise ValueError("base_channels and num_res_blocks must be >= 1")
+        if min(self.base_channels, self.num_res_blocks, self.groups, self.attention_heads) < 1:
+            raise ValueError("base_channels, num_res_blocks, groups and attention_heads must be >= 1")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"unet.dropout must lie in [0, 1), got {self.dropout}")
         if not self.channel_mults:
             raise ValueError("channel_mults must not be empty")
 

@@ -16,6 +16,7 @@ from ...diffusion.domain_shift import q_sample
 from ...diffusion.sampler import SamplerOptions, sample
 from ...diffusion.schedule import NoiseSchedule, ScheduleConfig
 from ...networks.unet import ConditionalUNet, UNetConfig
+from ...settings import check_positive
 from ..base import DataInfo, Method, TranslationOutput
 from .fields import FieldConfig, make_field, mixer_statistics
 
@@ -26,6 +27,9 @@ class CDTSDEConfig:
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
     mixer_lr_scale: float = 10.0  # the paper trains the mixer with a 10x learning rate
+
+    def __post_init__(self):
+        check_positive("model.mixer_lr_scale", self.mixer_lr_scale)
 
 
 class CDTSDE(Method):

@@ -30,6 +30,15 @@ class FieldConfig:
     degree: int | None = None  # channel: degree of the Bernstein polynomial (default 4)
     squash_eps: float | None = None  # dynamic, content: eps of the calibrated logistic, Eq. 3 (default 0.05)
 
+    def __post_init__(self):
+        if self.squash_eps is not None:
+            check_squash_eps(self.squash_eps)
+
+
+def check_squash_eps(squash_eps: float) -> None:
+    if not 0.0 < squash_eps < 0.5:
+        raise ValueError(f"squash_eps must lie in (0, 0.5), got {squash_eps}")
+
 
 def below_one(like: torch.Tensor) -> float:
     """The largest value below 1 in `like`'s floating dtype."""
@@ -175,8 +184,7 @@ class DynamicField(MixingField):
 
     def __init__(self, schedule: NoiseSchedule, channels: int, squash_eps: float = 0.05):
         super().__init__(schedule, channels)
-        if not 0.0 < squash_eps < 0.5:
-            raise ValueError(f"squash_eps must lie in (0, 0.5), got {squash_eps}")
+        check_squash_eps(squash_eps)
         self.squash_eps = squash_eps
         self.net = mixer_network(1 + 4 + (channels if self.reads_source else 0), channels)
 

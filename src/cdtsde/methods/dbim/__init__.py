@@ -15,6 +15,7 @@ import torch
 
 from ...diffusion.bridges import VPBridge, VPBridgeConfig
 from ...networks.unet import UNetConfig
+from ...settings import check_positive
 from ..bridge import BridgeMethod, bridge_sampling
 
 
@@ -23,6 +24,9 @@ class DBIMConfig:
     sigma_data: float = 0.5  # the data scale of the preconditioning, for source and target alike
     bridge: VPBridgeConfig = dataclasses.field(default_factory=VPBridgeConfig)
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
+
+    def __post_init__(self):
+        check_positive("model.sigma_data", self.sigma_data)
 
 
 class DBIM(BridgeMethod):

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from ...lmi import LMIOptions, local_mutual_information, patch_nmi
 from ...networks.patchgan import NORMS, PatchGANDiscriminator
 from ...networks.style_generator import StyleGenerator, check_size
-from ...settings import check_count
+from ...settings import check_count, check_unit_interval
 from ..base import DataInfo, Method, TranslationOutput
 from ..pix2pix import frozen
 
@@ -67,6 +67,7 @@ class InversionConfig:
     similarity: LMIOptions = dataclasses.field(default_factory=LMIOptions)
 
     def __post_init__(self):
+        check_unit_interval("model.w_avg_beta", self.w_avg_beta)
         if isinstance(self.similarity, dict):
             self.similarity = LMIOptions(**self.similarity)
         if not isinstance(self.similarity, LMIOptions):

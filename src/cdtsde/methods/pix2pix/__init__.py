@@ -37,6 +37,7 @@ from torch import nn
 
 from ...networks.patchgan import NORMS, PatchGANDiscriminator
 from ...networks.unet_generator import UNetGenerator
+from ...settings import check_unit_interval
 from ..base import DataInfo, Method, TranslationOutput
 
 GAN_MODES = ("vanilla", "lsgan")
@@ -63,6 +64,7 @@ class Pix2PixConfig:
             raise ValueError(f"model.gan_mode must be one of {', '.join(GAN_MODES)}, got {self.gan_mode!r}")
         if self.lambda_l1 < 0:
             raise ValueError(f"model.lambda_l1 must be >= 0, got {self.lambda_l1}")
+        check_unit_interval("model.dropout", self.dropout)
         if self.dropout_blocks < 0:
             raise ValueError(f"model.dropout_blocks must be >= 0, got {self.dropout_blocks}")
 
