@@ -377,3 +377,38 @@ def test_no_numeric_setting_of_any_method_accepts_minus_one_or_nan():
                         from_plain(options, plain, section)
                     checked += 1
     assert checked > 100
+
+
+def test_a_translation_killed_midway_leaves_only_whole_files_and_continues_with_skip_existing(model_dir, tmp_path):
+    """SIGKILL while a folder is translated (subprocess): every file already in the output is complete and
+    equals the uninterrupted run's; `--skip-existing` translates the rest, leaving no temporaries."""
+    (tmp_path / "in").mkdir()
+    for index in range(40):
+        grey(tmp_path / "in" / f"x{index:02d}.png", seed=index, size=32)
+    command = [sys.executable, "-m", "cdtsde", "translate", "--checkpoint", str(model_dir), "--input",
+               str(tmp_path / "in"), "--steps", "20"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*command, "--output", str(tmp_path / "straight")], check=True, env=env, capture_output=True)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([*command, "--output", str(killed)], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline and len(list(killed.glob("*.png"))) < 3:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the translation ended before it could be killed"
+    done = sorted(p.name for p in killed.glob("*.png"))
+    assert 3 <= len(done) < 40
+    for name in done:
+        assert (killed / name).read_bytes() == (tmp_path / "straight" / name).read_bytes()
+    result = subprocess.run([*command, "--output", str(killed), "--skip-existing"], env=env, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"{len(done)} of 40 file(s) already translated" in result.stdout
+    assert sorted(p.name for p in killed.iterdir()) == sorted(p.name for p in (tmp_path / "straight").iterdir())
+    for path in (tmp_path / "straight").iterdir():
+        assert (killed / path.name).read_bytes() == path.read_bytes()
+    assert main(["translate", "--checkpoint", str(model_dir), "--input", str(tmp_path / "in"), "--output",
+                 str(killed), "--overwrite", "--skip-existing"]) == 2

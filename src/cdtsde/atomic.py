@@ -25,13 +25,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+def remove_stale_temporaries(folder: str | os.PathLike, names: list[str] | None = None) -> list[Path]:
     """Delete the temporaries `atomic_path` leaves in `folder` when a process is killed mid-write
-    (`.<name>.<random>.tmp`); returns what was removed. Only for folders one process writes at a time."""
+    (`.<name>.<random>.tmp`), all of them or those of the files `names`; returns what was removed. Only
+    for files one process writes at a time."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    stale = [p for p in folder.iterdir() if p.is_file() and p.name.startswith(".") and p.name.endswith(".tmp")]
+    prefixes = tuple(f".{name}." for name in names) if names is not None else (".",)
+    stale = [p for p in folder.iterdir() if p.is_file() and p.name.startswith(prefixes) and p.name.endswith(".tmp")]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

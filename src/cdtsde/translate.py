@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .atomic import remove_stale_temporaries
 from .data.base import adapt_channels
 from .data.masks import decode_classes
 from .data.readers import reading_from_record
@@ -103,14 +104,18 @@ def std_path(path: Path, output_dir: Path) -> Path:
 
 
 def check_outputs(inputs: list[Path], output_dir: Path, samples: int = 1, overwrite: bool = False,
-                  input_folder: Path | None = None) -> None:
+                  input_folder: Path | None = None, skip_existing: bool = False) -> list[Path]:
     """Refuse, before any work, what would lose data or fail midway: an output folder that is the input
     folder or inside it, or an existing file; outputs that would replace an input; two inputs writing the
-    same file (`a.jpg` and `a.png` both give `a.png`); existing outputs unless `overwrite`; a folder that
-    cannot be written or lacks the free space (estimated as twice the inputs' size, per output kind)."""
+    same file (`a.jpg` and `a.png` both give `a.png`); existing outputs unless `overwrite` (replace them)
+    or `skip_existing` (leave those inputs out: an interrupted folder continues); a folder that cannot be
+    written or lacks the free space (estimated as twice the inputs' size). Returns the inputs to translate
+    and removes the temporaries an interrupted run left for their outputs."""
     import shutil
     import tempfile
 
+    if overwrite and skip_existing:
+        raise CdtsdeError("--overwrite and --skip-existing exclude each other")
     output = output_dir.resolve()
     if output_dir.exists() and not output_dir.is_dir():
         raise CdtsdeError(f"--output {output_dir}: exists and is not a folder")
@@ -134,7 +139,10 @@ def check_outputs(inputs: list[Path], output_dir: Path, samples: int = 1, overwr
         raise CdtsdeError(f"{' and '.join(str(p) for p in paths)} would all be written to {target} "
                           f"({len(collisions)} such name clash(es)); rename the inputs so that their names differ "
                           f"without the extension")
-    existing = sorted(str(target) for target in writers if target.exists())
+    if skip_existing:
+        inputs = [path for path in inputs
+                  if not all(target.exists() for target, paths in writers.items() if path in paths)]
+    existing = sorted(str(target) for target, paths in writers.items() if target.exists() and set(paths) & set(inputs))
     if existing and not overwrite:
         raise CdtsdeError(f"--output {output_dir}: {len(existing)} output file(s) exist already ({', '.join(existing[:3])}"
                           f"{', ...' if len(existing) > 3 else ''}); pass --overwrite to replace them")
@@ -149,6 +157,8 @@ def check_outputs(inputs: list[Path], output_dir: Path, samples: int = 1, overwr
     if free < needed:
         raise CdtsdeError(f"--output {output_dir}: {free / 2**20:.0f} MiB free, the translations need about "
                           f"{needed / 2**20:.0f} MiB")
+    remove_stale_temporaries(output_dir, [target.name for target, paths in writers.items() if set(paths) & set(inputs)])
+    return inputs
 
 
 def write_translation(translation: Translation, meta: ImageMeta, output_dir: Path, mask: bool) -> list[Path]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from .sampling import add_sampling_flags, chosen_sampling
 
-COMMAND_FLAGS = {"checkpoint", "method", "input", "output", "overwrite", "seed", "samples", "batch_size",
-                 "native_size", "device"}
+COMMAND_FLAGS = {"checkpoint", "method", "input", "output", "overwrite", "skip_existing", "seed", "samples",
+                 "batch_size", "native_size", "device"}
 
 
 def add_parser(subparsers) -> None:
@@ -18,6 +18,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--input", required=True, type=Path, help="an image file or a folder of them")
     parser.add_argument("--output", required=True, type=Path, help="output folder (outside the input folder)")
     parser.add_argument("--overwrite", action="store_true", help="replace translations already in --output")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="translate only inputs whose translations are not in --output yet (continue a killed run)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", type=int, default=1, help="samples per input; > 1 also writes a std map")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -55,7 +57,11 @@ def run(args) -> int:
     files = list_images(args.input) if args.input.is_dir() else [args.input]
     if not files:
         raise CdtsdeError(f"{args.input}: no image files found")
-    check_outputs(files, args.output, args.samples, args.overwrite, args.input if args.input.is_dir() else None)
+    total = len(files)
+    files = check_outputs(files, args.output, args.samples, args.overwrite,
+                          args.input if args.input.is_dir() else None, args.skip_existing)
+    if len(files) < total:
+        print(f"{total - len(files)} of {total} file(s) already translated in {args.output}: skipped")
     failed, diagnostics = [], {}
     for path in tqdm(files, desc="translate", unit="file"):
         try:
