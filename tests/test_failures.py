@@ -412,3 +412,51 @@ def test_a_translation_killed_midway_leaves_only_whole_files_and_continues_with_
         assert (killed / path.name).read_bytes() == path.read_bytes()
     assert main(["translate", "--checkpoint", str(model_dir), "--input", str(tmp_path / "in"), "--output",
                  str(killed), "--overwrite", "--skip-existing"]) == 2
+
+
+TINY_MODELS = {
+    "pix2pix": {"generator_filters": 4, "discriminator_filters": 4},
+    "cyclegan": {"generator_filters": 4, "discriminator_filters": 4, "blocks": 1, "pool_size": 2,
+                 "discriminator_layers": 2},
+    "inversion": {"z_dim": 8, "w_dim": 8, "mapping_layers": 1, "channels": 8, "discriminator_filters": 4,
+                  "discriminator_layers": 2},
+    "identity": {},
+}
+
+
+@pytest.mark.parametrize("name", ["cdtsde", "bbdm", "dbim", "abridge", "pix2pix", "prior", "sdedit", "lmi",
+                                  "cyclegan", "inversion"])
+def test_one_configuration_trains_to_bit_identical_weights_for_every_method(name, tmp_path):
+    """`train.seed` fixes the initialisation, the batches and every draw: two runs of one run configuration
+    (built from scratch, the global RNG disturbed in between) end with equal weights, for each method."""
+    from cdtsde.run import build_run
+
+    config = {"method": name, "data": {"kind": "procedural", "task": "mri-phantom", "n": 8, "size": 32, "seed": 0},
+              "model": TINY_MODELS.get(name, {"unet": TINY_UNET}),
+              "train": {"max_steps": 2, "batch_size": 2, "sample_every": 0, "checkpoint_every": 2, "seed": 7}}
+    weights = []
+    for run in ("a", "b"):
+        torch.rand(10)  # whatever happened before must not matter
+        method, train_set, _, train_config = build_run(config)
+        train(method, train_set, train_config, tmp_path / run, progress=False)
+        weights.append(load_file(str(tmp_path / run / "model" / "model.safetensors")))
+    assert weights[0].keys() == weights[1].keys()
+    for key, tensor in weights[0].items():
+        assert torch.equal(weights[1][key], tensor), key
+
+
+def test_an_unwritable_output_is_refused_before_any_work(model_dir, tmp_path, capsys, monkeypatch):
+    """(chmod does not stop root, who runs CI: the write probe itself is made to fail.)"""
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    grey(tmp_path / "a.png")
+    run_config = write_run_config(tmp_path / "run.yaml")
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    assert translate(model_dir, tmp_path / "a.png", tmp_path / "out") == 2
+    assert "cannot write there (Permission denied)" in capsys.readouterr().err
+    assert main(["train", "--config", str(run_config), "--output", str(tmp_path / "run")]) == 2
+    assert "cannot write the run there (Permission denied)" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "state.pt").exists()
