@@ -460,3 +460,28 @@ def test_an_unwritable_output_is_refused_before_any_work(model_dir, tmp_path, ca
     assert main(["train", "--config", str(run_config), "--output", str(tmp_path / "run")]) == 2
     assert "cannot write the run there (Permission denied)" in capsys.readouterr().err
     assert not (tmp_path / "run" / "state.pt").exists()
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("n", "8", "n must be an integer >= 1, got '8'"),
+    ("size", 0, "size must be an integer >= 1, got 0"),
+    ("seed", -3, "seed must be an integer >= 0, got -3"),
+    ("heterogeneity", 1.5, r"heterogeneity must be a number in \[0, 1\], got 1.5"),
+    ("hflip", "yes", "hflip must be true or false, got 'yes'"),
+])
+def test_data_spec_values_are_checked_by_name(key, value, message):
+    from cdtsde.data import build_dataset
+
+    spec = {"kind": "procedural", "task": "mri-phantom", "n": 8, "size": 16, key: value}
+    with pytest.raises(CdtsdeError, match=f"procedural spec: {message}"):
+        build_dataset(spec, "train")
+
+
+def test_held_out_counts_and_names_are_both_accepted_and_other_values_named(tmp_path):
+    from cdtsde.data.config import check_spec_values
+
+    check_spec_values({"test_groups": ["T14RNT"], "val_groups": 0, "db_range": [-25, 0]}, "sar-patches")
+    with pytest.raises(CdtsdeError, match=r"test_subjects must be an integer >= 0 or a list of names, got 1.5"):
+        check_spec_values({"test_subjects": 1.5}, "nifti")
+    with pytest.raises(CdtsdeError, match=r"db_range must be \[low, high\] with low < high, got \[0, -25\]"):
+        check_spec_values({"db_range": [0, -25]}, "sar-patches")

@@ -8,6 +8,7 @@ Kind-specific keys are listed in KIND_KEYS; an unknown key is an error, so typos
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,41 @@ EL_MASK_DEFAULTS = {
 SPLIT_SEED_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_003}
 
 
+def _integer(value, low):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count_or_names(value):  # held-out subjects, scenes or groups: how many, or which by name
+    return _integer(value, 0) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
+# the plain-valued keys of the specs: what each must be, as the error message says it
+KEY_RULES = {
+    **{key: (lambda v: _integer(v, 1), "an integer >= 1") for key in ("size", "tile", "stride", "n", "n_val",
+                                                                      "n_test", "slice_step")},
+    **{key: (lambda v: _integer(v, 0), "an integer >= 0") for key in ("seed", "gap", "axis")},
+    **{key: (_count_or_names, "an integer >= 0 or a list of names")
+       for key in ("val_subjects", "test_subjects", "val_scenes", "test_scenes", "val_groups", "test_groups")},
+    **{key: (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]")
+       for key in ("val_fraction", "test_fraction", "min_foreground", "heterogeneity")},
+    "percentile": (lambda v: _number(v) and 0 < v <= 100, "a number in (0, 100]"),
+    "reflectance_max": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "db_range": (lambda v: isinstance(v, list) and len(v) == 2 and all(map(_number, v)) and v[0] < v[1],
+                 "[low, high] with low < high"),
+    **{key: (lambda v: isinstance(v, bool), "true or false") for key in ("hflip", "vflip", "verify")},
+}
+
+
+def check_spec_values(spec: dict, kind: str) -> None:
+    for key, value in spec.items():
+        if key in KEY_RULES and not KEY_RULES[key][0](value):
+            raise CdtsdeError(f"{kind} spec: {key} must be {KEY_RULES[key][1]}, got {value!r}")
+
+
 class ProceduralDataset(PairedDataset):
     """Pairs generated in memory by `make_pairs`; each split uses its own seed so splits never share a pair.
     Files of the same images (`cdtsde data make`: 8-bit PNG, class-index masks) are read by `UnitReader`."""
@@ -135,6 +171,7 @@ def build_dataset(spec: dict, split: str, base_dir=None) -> PairedDataset:
     unknown = set(spec) - COMMON_KEYS - KIND_KEYS[kind]
     if unknown:
         raise CdtsdeError(f"{kind} spec: unknown key(s) {', '.join(sorted(unknown))}")
+    check_spec_values(spec, kind)
     options = {**EL_MASK_DEFAULTS, **spec} if kind == "el-masks" else dict(spec)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     if kind == "procedural":
