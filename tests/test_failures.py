@@ -176,6 +176,10 @@ def test_training_settings_are_range_checked_by_name(setting, value, message):
 
 
 def test_bad_settings_on_the_command_line_are_errors_not_tracebacks(tmp_path, capsys):
+    assert main(["evaluate", "--pred", str(tmp_path), "--target", str(tmp_path), "--skeleton-tolerance", "-1"]) == 2
+    assert "--skeleton-tolerance must be >= 0 pixels, got -1.0" in capsys.readouterr().err
+    assert main(["demo", "--steps", "0", "--output", str(tmp_path / "demo")]) == 2
+    assert "steps must be an integer >= 1, got 0" in capsys.readouterr().err
     run_config = write_run_config(tmp_path / "run.yaml", batch_size=0)
     assert main(["train", "--config", str(run_config), "--output", str(tmp_path / "run")]) == 2
     assert "train.batch_size must be an integer >= 1, got 0" in capsys.readouterr().err

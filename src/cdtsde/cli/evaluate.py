@@ -53,6 +53,8 @@ def run(args) -> int:
     from ..metrics import PV_EL_DEFECT, format_mask_table, format_table
     from ..metrics.folders import evaluate_folders, fit_kmeans
 
+    if not args.skeleton_tolerance >= 0:
+        raise CdtsdeError(f"--skeleton-tolerance must be >= 0 pixels, got {args.skeleton_tolerance}")
     classes = parse_classes(args.classes)
     foreground = None
     if args.foreground:
