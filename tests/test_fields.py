@@ -191,3 +191,77 @@ def test_a_saturated_field_in_float32_samples_without_clamps():
     result = sample(lambda x, src, t: torch.zeros_like(x), x_src, field, steps=100,
                     generator=torch.Generator().manual_seed(0))
     assert result.clamped_pixels == 0 and torch.isfinite(result.x0).all()
+
+
+# --- issue 15: the envelope control, the budget option, content diagnostics --------------------------------
+
+def test_the_envelope_field_is_eq2s_lower_envelope_after_the_squash():
+    from cdtsde.methods.cdtsde.fields import field_envelopes
+
+    field = make_field("envelope", SCHEDULE, 2)
+    assert not list(field.parameters())
+    x_src = torch.rand(3, 2, 5, 4) * 2 - 1
+    for t in (0, 40, 250, SCHEDULE.t1 - 1):
+        eta = SCHEDULE.eta_at(torch.tensor([t]), x_src).view(1, 1, 1, 1)
+        lower, _ = field_envelopes(eta.expand_as(x_src), 0.05)
+        torch.testing.assert_close(field(t, x_src), lower)
+        torch.testing.assert_close(lower, calibrated_logistic(eta**2, 0.05).expand_as(x_src))
+    assert torch.equal(field(SCHEDULE.t1, x_src), torch.ones_like(x_src))
+
+
+@pytest.mark.parametrize("variant", ["dynamic", "content"])
+def test_a_budget_field_cannot_move_its_mean_only_its_allocation(variant):
+    """With budget, adding a constant to the mixer's output bias changes nothing (the logits are centred
+    per image and channel); without, it moves the whole field. Either way the field varies in space."""
+    x_src = torch.rand(2, 2, 6, 6, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    for budget in (True, False):
+        field = randomise(make_field(FieldConfig(variant, budget=budget), SCHEDULE, 2), 3)
+        before = field(100, x_src)
+        with torch.no_grad():
+            field.net[-1].bias += 2.0
+        after = field(100, x_src)
+        assert before.std() > 1e-3
+        assert torch.allclose(before, after, atol=1e-6) == budget
+    with pytest.raises(ValueError, match="the linear field has no option"):
+        make_field(FieldConfig("linear", budget=True), SCHEDULE, 1)
+
+
+def test_rank_correlation_matches_scipy_and_content_correlations_read_a_field():
+    from scipy.stats import spearmanr
+
+    from cdtsde.methods.cdtsde.fields import content_correlations, rank_correlation
+
+    generator = torch.Generator().manual_seed(5)
+    a, b = torch.rand(4, 50, generator=generator), torch.rand(4, 50, generator=generator)
+    b[1] = a[1] ** 3  # monotone: 1
+    b[2] = -a[2]  # reversed: -1
+    ours = rank_correlation(a, b)
+    for row in range(4):
+        assert ours[row].item() == pytest.approx(spearmanr(a[row], b[row]).statistic, abs=1e-6)
+    assert ours[1].item() == pytest.approx(1.0) and ours[2].item() == pytest.approx(-1.0)
+    x_src = torch.rand(3, 1, 8, 8, generator=generator)
+    follows = content_correlations(0.2 + 0.5 * (x_src + 1) / 2, x_src)
+    assert follows["lambda_rank_corr_intensity"].item() == pytest.approx(1.0)
+    flat = content_correlations(torch.full_like(x_src, 0.3), x_src)
+    assert flat["lambda_rank_corr_intensity"].item() == 0 and flat["lambda_rank_corr_gradient"].item() == 0
+
+
+def test_envelope_and_budget_fields_train_through_the_cli_and_log_content_correlations(tmp_path):
+    import csv
+
+    import yaml
+    from helpers import TINY_UNET
+
+    from cdtsde.cli import main
+
+    for name, field in (("envelope", {"variant": "envelope"}), ("budget", {"variant": "content", "budget": True})):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(yaml.safe_dump({
+            "data": {"kind": "procedural", "task": "mri-phantom", "n": 8, "size": 16, "seed": 0},
+            "model": {"field": field, "unet": TINY_UNET},
+            "train": {"max_steps": 2, "batch_size": 4, "log_every": 1, "checkpoint_every": 2, "sample_every": 0}}))
+        assert main(["train", "--config", str(config), "--output", str(tmp_path / name)]) == 0
+        header = next(csv.reader(open(tmp_path / name / "metrics.csv")))
+        logged = {"g_mean", "lambda_rank_corr_intensity", "lambda_rank_corr_gradient"} & set(header)
+        assert logged == (set() if name == "envelope" else {"g_mean", "lambda_rank_corr_intensity",
+                                                             "lambda_rank_corr_gradient"})

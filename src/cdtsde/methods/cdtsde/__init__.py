@@ -70,7 +70,7 @@ class CDTSDE(Method):
         forward = q_sample(self.field, x0, anchor, t, noise=noise, mixing=mixing)
         x0_hat = self.net(forward.x_t, x_src, t)
         return {"loss": torch.mean((x0_hat - x0) ** 2),
-                **mixer_statistics(self.field, mixing, modulation, t)}
+                **mixer_statistics(self.field, mixing, modulation, t, anchor)}
 
     def generate(self, sources: torch.Tensor, sampling: SamplerOptions, generator: torch.Generator | None,
                  x_start: torch.Tensor | None = None, callback=None) -> TranslationOutput:

@@ -18,7 +18,7 @@ from torch import nn
 
 from ...diffusion.schedule import NoiseSchedule
 
-FIELD_VARIANTS = ("linear", "channel", "dynamic", "content")
+FIELD_VARIANTS = ("linear", "envelope", "channel", "dynamic", "content")
 ENVELOPE_TOLERANCE = 0.02  # a mixer output g this close to -1 or +1 counts as sitting on Eq. 2's envelope
 
 
@@ -28,7 +28,10 @@ class FieldConfig:
 
     variant: str = "dynamic"
     degree: int | None = None  # channel: degree of the Bernstein polynomial (default 4)
-    squash_eps: float | None = None  # dynamic, content: eps of the calibrated logistic, Eq. 3 (default 0.05)
+    squash_eps: float | None = None  # dynamic, content, envelope: eps of the calibrated logistic, Eq. 3 (default 0.05)
+    # dynamic, content: centre the mixer's logits over each image and channel before the sigmoid, so the
+    # field cannot move its mean (it follows eta_t) and learns only where to spend the source (docs/cdtsde.md)
+    budget: bool | None = None
 
     def __post_init__(self):
         if self.squash_eps is not None:
@@ -175,17 +178,36 @@ def mixer_network(in_channels: int, out_channels: int) -> nn.Sequential:
     return net
 
 
-class DynamicField(MixingField):
-    """The paper's full method: S_theta reads [eta_t, pi(p)] and gives h in (0, 1); g = 2h - 1,
-    f = eta (1 + g (1 - eta)) (Eq. 2, so eta^2 <= f <= 2 eta - eta^2), then the calibrated logistic (Eq. 3)."""
+class EnvelopeField(MixingField):
+    """The control for the learned fields (issue: what a field adds beyond its collapse point): Eq. 2's
+    lower envelope as a fixed schedule, g = -1 everywhere: f = eta^2, then the calibrated logistic (Eq. 3),
+    where the dynamic and content fields settle under the x0-MSE objective (docs/cdtsde.md, section 9)."""
 
-    variant = "dynamic"
-    reads_source = False
+    variant = "envelope"
 
     def __init__(self, schedule: NoiseSchedule, channels: int, squash_eps: float = 0.05):
         super().__init__(schedule, channels)
         check_squash_eps(squash_eps)
         self.squash_eps = squash_eps
+
+    def below_truncation(self, eta, x_src):
+        return bounded_field(eta, -torch.ones_like(x_src), self.squash_eps), None
+
+
+class DynamicField(MixingField):
+    """The paper's full method: S_theta reads [eta_t, pi(p)] and gives h in (0, 1); g = 2h - 1,
+    f = eta (1 + g (1 - eta)) (Eq. 2, so eta^2 <= f <= 2 eta - eta^2), then the calibrated logistic (Eq. 3).
+    With `budget`, the logits are centred over each image and channel first: the mixer only moves source
+    information around within an image, at a mean the schedule fixes."""
+
+    variant = "dynamic"
+    reads_source = False
+
+    def __init__(self, schedule: NoiseSchedule, channels: int, squash_eps: float = 0.05, budget: bool = False):
+        super().__init__(schedule, channels)
+        check_squash_eps(squash_eps)
+        self.squash_eps = squash_eps
+        self.budget = budget
         self.net = mixer_network(1 + 4 + (channels if self.reads_source else 0), channels)
 
     def below_truncation(self, eta, x_src):
@@ -193,7 +215,10 @@ class DynamicField(MixingField):
         inputs = [eta.expand(batch, 1, height, width), position_encoding(height, width, x_src).expand(batch, -1, -1, -1)]
         if self.reads_source:
             inputs.append(x_src)
-        g = 2 * torch.sigmoid(self.net(torch.cat(inputs, dim=1))) - 1
+        logits = self.net(torch.cat(inputs, dim=1))
+        if self.budget:
+            logits = logits - logits.mean(dim=(2, 3), keepdim=True)
+        g = 2 * torch.sigmoid(logits) - 1
         return bounded_field(eta, g, self.squash_eps), g
 
 
@@ -208,30 +233,71 @@ class ContentField(DynamicField):
 def make_field(config: FieldConfig | str, schedule: NoiseSchedule, channels: int) -> MixingField:
     """Build a mixing field from its configuration (or a variant name, with its default options)."""
     config = FieldConfig(config) if isinstance(config, str) else config
-    classes = {"linear": LinearField, "channel": ChannelField, "dynamic": DynamicField, "content": ContentField}
+    classes = {"linear": LinearField, "envelope": EnvelopeField, "channel": ChannelField, "dynamic": DynamicField,
+               "content": ContentField}
     if config.variant not in classes:
         raise ValueError(f"field variant must be one of {FIELD_VARIANTS}, got {config.variant!r}")
-    own = {"channel": ("degree",), "dynamic": ("squash_eps",), "content": ("squash_eps",)}.get(config.variant, ())
-    options = {name: getattr(config, name) for name in ("degree", "squash_eps") if getattr(config, name) is not None}
+    own = {"channel": ("degree",), "envelope": ("squash_eps",), "dynamic": ("squash_eps", "budget"),
+           "content": ("squash_eps", "budget")}.get(config.variant, ())
+    options = {name: getattr(config, name) for name in ("degree", "squash_eps", "budget")
+               if getattr(config, name) is not None}
     foreign = sorted(set(options) - set(own))
     if foreign:
         raise ValueError(f"the {config.variant} field has no option(s) {', '.join(foreign)}")
     return classes[config.variant](schedule, channels, **options)
 
 
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman's rank correlation of a and b (B, N) along N, per row (ties broken by position); 0 for a
+    constant row."""
+    def centred_ranks(x):
+        ranks = x.argsort(dim=1).argsort(dim=1).float()
+        return ranks - ranks.mean(dim=1, keepdim=True)
+
+    ra, rb = centred_ranks(a), centred_ranks(b)
+    denominator = (ra.norm(dim=1) * rb.norm(dim=1)).clamp_min(1e-12)
+    constant = (a.amax(dim=1) == a.amin(dim=1)) | (b.amax(dim=1) == b.amin(dim=1))
+    return torch.where(constant, torch.zeros_like(denominator), (ra * rb).sum(dim=1) / denominator)
+
+
+def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """|grad x| by central differences (replicated border), mean over channels: (B, H, W)."""
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
+    dy = (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1]) / 2
+    dx = (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2]) / 2
+    return (dx**2 + dy**2).sqrt().mean(dim=1)
+
+
+def content_correlations(mixing: torch.Tensor, x_src: torch.Tensor) -> dict[str, torch.Tensor]:
+    """How far the field follows the source's content, as numbers: the mean over images of the rank
+    correlation between Lambda (mean over channels) and the source intensity, and between Lambda and the
+    source's local gradient magnitude. 0 for a field flat in space; a content-aware field is far from 0."""
+    lam = mixing.float().mean(dim=1).flatten(1)
+    intensity = x_src.float().mean(dim=1).flatten(1)
+    edges = gradient_magnitude(x_src.float()).flatten(1)
+    return {"lambda_rank_corr_intensity": rank_correlation(lam, intensity).mean(),
+            "lambda_rank_corr_gradient": rank_correlation(lam, edges).mean()}
+
+
 def mixer_statistics(field: MixingField, mixing: torch.Tensor, modulation: torch.Tensor | None,
-                     t: torch.Tensor) -> dict[str, torch.Tensor]:
+                     t: torch.Tensor, x_src: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """What the training log records about the field, over the items with t < t1 (where it acts). For a
     mixer (dynamic, content): its output g, mean, mean spatial std, and the share of pixels within
     ENVELOPE_TOLERANCE of -1 (Eq. 2's lower envelope, as little source as allowed) and of +1: Lambda - eta_t
-    would read a field parked on its envelope as learning. For the channel field: mean Lambda - eta_t."""
+    would read a field parked on its envelope as learning; with `x_src`, the rank correlations of Lambda
+    with the source's intensity and edges (`content_correlations`). For the channel field: mean
+    Lambda - eta_t."""
     below = t < field.schedule.t1
-    if not below.any() or field.variant == "linear":
+    if not below.any() or field.variant in ("linear", "envelope"):
         return {}
     if modulation is None:
         eta = field.schedule.eta_at(t[below], mixing)
         return {"lambda_minus_eta": (mixing[below] - eta).mean().detach()}
     g = modulation[below].detach().float()
-    return {"g_mean": g.mean(), "g_spatial_std": g.flatten(2).std(dim=2).mean() if g[0, 0].numel() > 1 else g.new_zeros(()),
-            "g_at_lower": (g <= -1 + ENVELOPE_TOLERANCE).float().mean(),
-            "g_at_upper": (g >= 1 - ENVELOPE_TOLERANCE).float().mean()}
+    statistics = {"g_mean": g.mean(),
+                  "g_spatial_std": g.flatten(2).std(dim=2).mean() if g[0, 0].numel() > 1 else g.new_zeros(()),
+                  "g_at_lower": (g <= -1 + ENVELOPE_TOLERANCE).float().mean(),
+                  "g_at_upper": (g >= 1 - ENVELOPE_TOLERANCE).float().mean()}
+    if x_src is not None:
+        statistics.update(content_correlations(mixing[below].detach(), x_src[below].detach()))
+    return statistics
