@@ -22,6 +22,9 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from ..run import build_run, load_run_config
     from ..training import train
+    from ..training.loop import launched_rank_zero
+
+    speak = launched_rank_zero()  # under DDP every rank runs this command; one reports
 
     config = load_run_config(args.config)
     if args.max_steps is not None:
@@ -31,12 +34,15 @@ def run(args) -> int:
     output = args.output or Path("runs") / args.config.stem
     method, train_set, preview_set, train_config = build_run(config, base_dir=args.config.resolve().parent)
     for dataset in (train_set, preview_set):
-        for path, reason in getattr(dataset, "skipped", []):
+        for path, reason in getattr(dataset, "skipped", []) if speak else []:
             print(f"skipped {path}: {reason}")
-    print(f"training {method.name} on {len(train_set)} items -> {output}")
+    if speak:
+        print(f"training {method.name} on {len(train_set)} items -> {output}")
     result = train(method, train_set, train_config, output, resume=args.resume, preview_set=preview_set,
                    run_config=config, overwrite=args.overwrite)
     losses = result["losses"]
+    if result.get("rank", 0) != 0:
+        return 0
     if losses:
         print(f"step {result['step']}: loss {losses[-1]:.4f} ({result['seconds']:.1f} s); weights in {output / 'model'}")
     else:

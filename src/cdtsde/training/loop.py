@@ -23,6 +23,7 @@ for `RESUMABLE_CHANGES` (length, logging, hardware), which are reported.
 from __future__ import annotations
 
 import copy
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -173,7 +174,8 @@ def train(
     from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
-    prepare_run_dir(run_dir, resume, overwrite)
+    if launched_rank_zero():  # the other ranks start after rank 0 has checked and prepared the folder
+        prepare_run_dir(run_dir, resume, overwrite)
     if config.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise CdtsdeError(f"train.accelerator is {config.accelerator!r} but no CUDA device is available "
                           f"(torch {torch.__version__}); use accelerator: cpu")
@@ -272,7 +274,9 @@ def train(
             if config.grad_clip > 0:
                 fabric.clip_gradients(wrapped, optimizer, max_norm=config.grad_clip)
             optimizer.step()
-            losses[phase] = loss.item()
+            # under DDP the global batch's loss (every rank's mean), as one process would log it
+            losses[phase] = (fabric.all_reduce(loss.detach(), reduce_op="mean") if fabric.world_size > 1
+                             else loss.detach()).item()
             for key, value in out.items():
                 if key != "loss":  # kept as tensors: one host sync per log row, not one per step
                     interval.setdefault(key, []).append(value.detach() if torch.is_tensor(value) else value)
@@ -286,6 +290,9 @@ def train(
         if done % config.log_every == 0 or done == config.max_steps:
             losses_first = sorted(interval, key=lambda key: not key.startswith("loss"))
             row = {key: float(sum(interval[key]) / len(interval[key])) for key in losses_first}
+            if fabric.world_size > 1:  # the method's statistics too, averaged over the ranks' items
+                means = fabric.all_reduce(torch.tensor(list(row.values()), device=fabric.device), reduce_op="mean")
+                row = dict(zip(row, means.tolist()))
             row.update(lr=learning_rate(config, step), seconds=round(elapsed(), 3))
             fabric.log_dict(row, step=done)
             interval = {}
@@ -301,7 +308,14 @@ def train(
     for logger in fabric.loggers:
         logger.finalize("success")
     return {"losses": [sum(losses.values()) for losses in phase_losses], "phase_losses": phase_losses,
-            "step": start_step + len(phase_losses), "seconds": time.perf_counter() - started}
+            "step": start_step + len(phase_losses), "seconds": time.perf_counter() - started,
+            "rank": fabric.global_rank}
+
+
+def launched_rank_zero() -> bool:
+    """Whether this process is rank 0 (or the only one), known before Fabric starts: the processes a
+    launcher (Fabric's, torchrun, SLURM) starts for the other ranks carry a non-zero rank variable."""
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
