@@ -95,3 +95,24 @@ def test_kmeans_dice_fit_on_training_images_scores_cluster_agreement(tmp_path, c
         code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "target"), *bad,
                      "--out", str(out)])
         assert code != 0 and message in capsys.readouterr().err
+
+
+def test_perception_flag_adds_set_level_scores(tmp_path, capsys):
+    """Blurred predictions against sharp targets: sharpness ratio below 1 and a positive spectral distance,
+    in the JSON summary and the printed table; refused for masks."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(0)
+    for index in range(4):
+        image = rng.random((32, 32))
+        write_png(tmp_path / "target" / f"a{index}.png", (image * 255).astype(np.uint8))
+        write_png(tmp_path / "pred" / f"a{index}.png", (gaussian_filter(image, 1.5) * 255).astype(np.uint8))
+    out = tmp_path / "scores.json"
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "target"), "--perception",
+                 "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["perception/sharpness_ratio"]["mean"] < 0.5 and summary["perception/spectral_distance"]["mean"] > 1
+    assert summary["perception/patch_swd"]["n"] == 4 and "perception/sharpness_ratio" in capsys.readouterr().out
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "target"), "--perception",
+                 "--kind", "mask", "--out", str(out)]) == 2
+    assert "--perception compares images" in capsys.readouterr().err

@@ -38,3 +38,24 @@ def test_nonzero_foreground_scores_only_the_target_support():
         expected = ((pred[0] - target[0])[region] ** 2).mean()
         assert row["mse_fg"] == pytest.approx(float(expected), rel=1e-5)
         assert row["mse_fg"] != pytest.approx(row["mse"], rel=1e-3)
+
+
+def test_perception_metrics_are_set_level_entries_of_the_summary():
+    """The identity method on pairs whose target is the source: the sets are identical, so both distances
+    are 0 and the sharpness ratio 1; the table shows the set value without a spread."""
+    from cdtsde.methods import DataInfo
+    from cdtsde.methods.identity import Identity, IdentityConfig
+    from cdtsde.metrics import format_table
+
+    class SelfPairs(InversionPairs):
+        def __getitem__(self, index):
+            item = super().__getitem__(index)
+            return {**item, "target": item["source"]}
+
+    method = Identity(IdentityConfig(), DataInfo(source_channels=1, target_channels=1, image_size=16))
+    _, summary = evaluate_model(method, SelfPairs(n=6), perception=True, batch_size=4)
+    assert summary["perception/patch_swd"]["mean"] == 0 and summary["perception/spectral_distance"]["mean"] == 0
+    assert summary["perception/sharpness_ratio"]["mean"] == 1 and summary["perception/patch_swd"]["n"] == 6
+    assert format_table({"identity": summary}, ["perception/sharpness_ratio"]).splitlines()[-1] == "| identity | 1.0000 |"
+    _, plain = evaluate_model(method, InversionPairs(n=6), perception=True, batch_size=4)
+    assert plain["perception/patch_swd"]["mean"] > 0

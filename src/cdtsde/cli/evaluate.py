@@ -35,6 +35,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--classes", help='--kind mask: "0:background,1:crack,..." or "pv-el"')
     parser.add_argument("--foreground", help='--kind mask: classes grouped as "defect", e.g. "1,2,3"')
     parser.add_argument("--skeleton-tolerance", type=float, default=2.0)
+    parser.add_argument("--perception", action="store_true",
+                        help="--kind image: add set-level perception metrics (patch SWD, spectral distance, "
+                             "sharpness ratio, colour fidelity)")
     parser.add_argument("--kmeans", type=int, nargs="+", metavar="K",
                         help="--kind image: K-Means Dice with K intensity clusters (e.g. 3 5), fit on --kmeans-fit")
     parser.add_argument("--kmeans-fit", type=Path,
@@ -85,7 +88,7 @@ def run(args) -> int:
                                                foreground_dir=args.foreground_dir,
                                                nonzero_foreground=args.nonzero_foreground, classes=classes,
                                                foreground=foreground, skeleton_tolerance=args.skeleton_tolerance,
-                                               kmeans=kmeans)
+                                               kmeans=kmeans, perception=args.perception)
     problems = fit_problems + problems
     if not rows:
         for path, reason in problems:

@@ -12,8 +12,9 @@ from ..imagefiles import list_images, read_image, stem
 from ..intensity import to_unit_image
 from .image import image_metrics
 from .masks import mask_metrics
+from .perception import perception_metrics
 from .segmentation import IntensityKMeans, kmeans_dice
-from .summary import summarise
+from .summary import set_level, summarise
 
 
 def _load(path: Path, kind: str) -> np.ndarray:
@@ -43,9 +44,11 @@ def check_mask_values(values: np.ndarray, classes: dict[int, str] | None, path) 
 def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "image",
                      foreground_dir: str | Path | None = None, nonzero_foreground: bool = False,
                      classes: dict[int, str] | None = None, foreground: tuple[int, ...] | None = None,
-                     skeleton_tolerance: float = 2.0, kmeans: list[IntensityKMeans] | None = None):
+                     skeleton_tolerance: float = 2.0, kmeans: list[IntensityKMeans] | None = None,
+                     perception: bool = False):
     """Returns (rows, summary, problems): one row of metrics per pair (with its "name"), their summary,
     and (path, reason) for every file that was unpaired or unreadable (those are skipped, not fatal).
+    `perception` (images of one size) adds the set-level perception metrics (`perception/...`).
     Kind "image": metrics in [0, 1]; with `foreground_dir` (masks by stem) or `nonzero_foreground` (target
     > 0, the brain in skull-stripped MRI) the same metrics restricted to the foreground are added with a
     "_fg" suffix. NIfTI volumes are scored as one image whose slices are channels. `kmeans` (clusterings
@@ -58,6 +61,9 @@ def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "
     problems = [(preds[k], "no target with this name") for k in sorted(set(preds) - set(targets))]
     problems += [(targets[k], "no prediction with this name") for k in sorted(set(targets) - set(preds))]
     rows = []
+    sets: tuple[list, list] = ([], [])
+    if perception and kind != "image":
+        raise CdtsdeError("--perception compares images: use it with --kind image")
     for name in sorted(set(preds) & set(targets)):
         try:
             pred, target = _load(preds[name], kind), _load(targets[name], kind)
@@ -71,6 +77,9 @@ def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "
             else:
                 row = image_metrics(pred, target)
                 row.update(kmeans_dice(kmeans or [], pred, target))
+                if perception:
+                    sets[0].append(pred)
+                    sets[1].append(target)
                 region = None
                 if foreground_dir:
                     if name not in masks:
@@ -91,6 +100,8 @@ def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "
         except (CdtsdeError, ValueError) as exc:
             problems.append((preds[name], str(exc)))
     summary = summarise([{k: v for k, v in row.items() if k != "name"} for row in rows])
+    if perception and sets[0]:
+        summary.update(set_level({f"perception/{k}": v for k, v in perception_metrics(*sets).items()}, len(sets[0])))
     return rows, summary, problems
 
 

@@ -63,7 +63,16 @@ def _cell(stats: dict | None) -> str:
     if stats is None or not stats["n"]:
         return "-"
     digits = 2 if abs(stats["mean"]) >= 10 else 4
+    if math.isnan(stats["std"]):  # a set-level metric: one value for the whole set
+        return f"{stats['mean']:.{digits}f}"
     return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+
+
+def set_level(values: dict[str, float], n: int) -> dict[str, dict[str, float]]:
+    """Metrics of a whole set (perception metrics) in `summarise`'s form: the value as mean, min and max,
+    std NaN (no spread over items), n the set's size."""
+    return {key: {"mean": float(v), "std": math.nan, "min": float(v), "max": float(v), "n": n, "non_finite": 0}
+            for key, v in values.items()}
 
 
 def format_table(summaries: dict[str, dict], metrics: list[str] | None = None, label: str = "method") -> str:
