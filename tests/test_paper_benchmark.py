@@ -75,3 +75,29 @@ def test_seed_lines_give_one_row_per_training_seed():
     assert rows[0].split("|")[4].strip() == "20.0000" and rows[1].split("|")[4].strip() == "21.0000"
     assert rows[0].rstrip(" |").endswith("- | +0.5000 [+0.4000, +0.6000]* | - | -")
     assert "+0.0500 [-0.0500, +0.1500] |" in rows[1] and "*" not in rows[1]
+
+
+@pytest.mark.parametrize("scale", ["cpu", "cpu-long", "128"])
+@pytest.mark.parametrize("task", ["brats-t2t1", "brats-flairt1"])
+def test_every_zero_shot_preset_builds_each_method(scale, task, monkeypatch):
+    """The zero-shot benchmark's configurations are valid for every method, task and scale (no data read:
+    the subject list is stubbed): same images seen by every model, CycleGAN on two disjoint halves."""
+    from benchmarks import zero_shot
+    from cdtsde.methods import DataInfo, method_class
+    from cdtsde.settings import from_plain
+    from cdtsde.training import TrainConfig
+
+    monkeypatch.setattr(zero_shot, "training_subjects", lambda data: [f"s{i}" for i in range(8)])
+    budgets = set()
+    for name in (zero_shot.UPPER, *zero_shot.METHODS):
+        config = zero_shot.method_config(task, name, scale, seed=0)
+        cls = method_class(config.get("method", "cdtsde"))
+        train = from_plain(TrainConfig, {**cls.train_defaults, **config["train"]}, "train")
+        budgets.add(train.max_steps * train.batch_size)
+        size = config["data"].get("size") or config["data"]["source"]["size"]
+        cls(from_plain(cls.config_class, config.get("model"), "model"),
+            DataInfo(source_channels=None if cls.data_kind == "target-only" else 1, target_channels=1, image_size=size))
+        if name == "cyclegan":
+            halves = config["data"]["source"]["subjects"], config["data"]["target"]["subjects"]
+            assert not set(halves[0]) & set(halves[1]) and config["data"]["source"]["source"] == task.split("-")[1][:-2]
+    assert len(budgets) == 1
