@@ -263,3 +263,33 @@ def test_paired_comparison_edge_cases():
     assert math.isnan(paired_comparison(_rows([1.0]), _rows([0.0]), "psnr")["mean_difference"])
     with pytest.raises(ValueError, match="no baseline row"):
         paired_comparison(_rows([1.0, 2.0], "other"), _rows([1.0, 2.0]), "psnr")
+
+
+def test_the_cluster_bootstrap_widens_the_interval_where_items_share_a_subject():
+    """Six subjects of twenty slices each, the subject's effect much larger than the slices' noise: the
+    item bootstrap's interval is far too narrow, the cluster bootstrap's reflects six units. With one item
+    per cluster both agree; with two clusters there is no interval."""
+    from cdtsde.metrics import paired_comparison
+
+    rng = np.random.default_rng(0)
+    effects = rng.normal(0.2, 1.0, 6)
+    rows, base = [], []
+    for subject, effect in enumerate(effects):
+        for index in range(20):
+            name = f"s{subject}_slice{index:03d}"
+            rows.append({"name": name, "psnr": 20 + effect + rng.normal(0, 0.05)})
+            base.append({"name": name, "psnr": 20.0})
+    items = paired_comparison(rows, base, "psnr")
+    clusters = paired_comparison(rows, base, "psnr", cluster_of=lambda name: name.split("_")[0])
+    assert clusters["mean_difference"] == pytest.approx(items["mean_difference"])
+    assert clusters["n_clusters"] == 6 and clusters["n"] == 120
+    assert (clusters["ci_high"] - clusters["ci_low"]) > 3 * (items["ci_high"] - items["ci_low"])
+    assert clusters["ci_low"] < clusters["mean_difference"] < clusters["ci_high"]
+
+    singles = paired_comparison(rows[::20], base[::20], "psnr", cluster_of=lambda name: name)
+    plain = paired_comparison(rows[::20], base[::20], "psnr")
+    assert singles["ci_low"] == pytest.approx(plain["ci_low"], abs=0.02)
+    assert singles["ci_high"] == pytest.approx(plain["ci_high"], abs=0.02)
+
+    two = paired_comparison(rows[:40], base[:40], "psnr", cluster_of=lambda name: name.split("_")[0])
+    assert two["n_clusters"] == 2 and math.isnan(two["ci_low"]) and math.isnan(two["wilcoxon_p"])

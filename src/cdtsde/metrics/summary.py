@@ -26,13 +26,23 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     return summary
 
 
+MIN_CLUSTERS = 3  # fewer independent units give no usable interval
+
+
 def paired_comparison(rows: list[dict], baseline_rows: list[dict], key: str, higher_is_better: bool = True,
-                      confidence: float = 0.95, resamples: int = 10000, seed: int = 0) -> dict[str, float]:
+                      confidence: float = 0.95, resamples: int = 10000, seed: int = 0,
+                      cluster_of=None) -> dict[str, float]:
     """Method against baseline on the same items, paired by the rows' "name": the mean difference
     (method - baseline) of metric `key` with a BCa bootstrap confidence interval, the Wilcoxon
     signed-rank p-value, and the share of items on which the method is better. Items where either
-    value is not finite (e.g. Dice with both masks empty) are left out and counted. Items within
-    one subject or scene are not independent, so read the interval and p-value as optimistic there."""
+    value is not finite (e.g. Dice with both masks empty) are left out and counted.
+
+    Items within one subject or scene are not independent: without `cluster_of` the interval and p-value
+    treat them as if they were (optimistic). `cluster_of(name) -> str` (e.g. the subject of a slice) makes
+    the clusters the units: the bootstrap resamples whole clusters (BCa over the ratio of the clusters'
+    summed differences to their item counts, so the estimate stays the item mean) and the Wilcoxon test runs
+    over the clusters' mean differences; `n_clusters` is reported, and with fewer than MIN_CLUSTERS clusters
+    the interval and p-value are NaN: so few subjects cannot tell how a verdict would change with others."""
     from scipy import stats
 
     baseline = {row["name"]: row for row in baseline_rows}
@@ -48,6 +58,27 @@ def paired_comparison(rows: list[dict], baseline_rows: list[dict], key: str, hig
         return {**result, "mean_difference": math.nan, "ci_low": math.nan, "ci_high": math.nan,
                 "wilcoxon_p": math.nan, "better_share": math.nan}
     better = differences > 0 if higher_is_better else differences < 0
+    if cluster_of is not None:
+        names = [row["name"] for row, keep in zip(ordered, finite) if keep]
+        labels = np.array([str(cluster_of(name)) for name in names])
+        units = sorted(set(labels))
+        sums = np.array([differences[labels == unit].sum() for unit in units])
+        counts = np.array([(labels == unit).sum() for unit in units], dtype=np.float64)
+        result["n_clusters"] = len(units)
+        low = high = p_value = math.nan
+        if len(units) >= MIN_CLUSTERS:
+            if np.ptp(sums / counts) == 0:
+                low = high = float(differences.mean())
+            else:
+                interval = stats.bootstrap((sums, counts), lambda s, c, axis=-1: s.sum(axis) / c.sum(axis),
+                                           paired=True, vectorized=True, confidence_level=confidence,
+                                           n_resamples=resamples, method="BCa",
+                                           rng=np.random.default_rng(seed)).confidence_interval
+                low, high = float(interval.low), float(interval.high)
+            means = sums / counts
+            p_value = float(stats.wilcoxon(means).pvalue) if np.any(means != 0) else 1.0
+        return {**result, "mean_difference": float(differences.mean()), "ci_low": low, "ci_high": high,
+                "wilcoxon_p": p_value, "better_share": float(better.mean())}
     if np.ptp(differences) == 0:  # no spread: the interval is the point, and the signed-rank test is undefined
         low = high = float(differences[0])
     else:
