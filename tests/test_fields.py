@@ -265,3 +265,90 @@ def test_envelope_and_budget_fields_train_through_the_cli_and_log_content_correl
         logged = {"g_mean", "lambda_rank_corr_intensity", "lambda_rank_corr_gradient"} & set(header)
         assert logged == (set() if name == "envelope" else {"g_mean", "lambda_rank_corr_intensity",
                                                              "lambda_rank_corr_gradient"})
+
+
+def elbo_model(variant="dynamic", restoring_weight=0.0, seed=0):
+    from helpers import TINY_UNET
+
+    from cdtsde.methods import DataInfo
+    from cdtsde.methods.cdtsde import CDTSDE, CDTSDEConfig
+    from cdtsde.networks.unet import UNetConfig
+
+    torch.manual_seed(seed)
+    model = CDTSDE(CDTSDEConfig(field=FieldConfig(variant), unet=UNetConfig(**TINY_UNET), mixer_objective="elbo",
+                                restoring_weight=restoring_weight),
+                   DataInfo(source_channels=1, target_channels=1, image_size=16))
+    randomise(model.field, seed + 1, scale=0.5)
+    return model
+
+
+def test_the_elbo_weight_is_the_snr_drop_between_consecutive_steps():
+    model = elbo_model()
+    anchor = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    t = torch.tensor([0, 1, 120, SCHEDULE.t1])
+    mixing = model.field(t, anchor)
+    weights = model.elbo_weights(mixing, anchor, t)
+    assert torch.equal(weights[0], torch.zeros_like(weights[0]))  # t = 0: the last step predicts x0 itself
+    def snr(lam, step):
+        abar = float(SCHEDULE.sqrt_abar(step, anchor)) ** 2
+        return abar * (1 - lam) ** 2 / (1 - abar)
+
+    for index in (1, 2, 3):
+        step = int(t[index])
+        lam, before = model.field(step, anchor[index:index + 1]), model.field(step - 1, anchor[index:index + 1])
+        expected = (snr(before, step - 1) - snr(lam, step)).clamp(min=0)  # float32 SNRs in the hundreds: rtol
+        torch.testing.assert_close(weights[index:index + 1], expected, rtol=1e-3, atol=1e-4)
+    assert (weights[3] > 0).all()  # at t1 the source is all of x_t (SNR 0): the whole step-t1-1 SNR is the drop
+
+
+def test_the_elbo_objective_trains_the_mixer_and_the_denoiser_in_separate_phases():
+    """Phase "model": the denoiser's x0-MSE, no gradient to the field; phase "mixer": the ELBO-weighted
+    error plus beta E[g^2], no gradient to the denoiser; both on one draw of t and noise."""
+    model = elbo_model(restoring_weight=0.5)
+    optimizers = model.optimizers(TrainConfig_like())
+    assert list(optimizers) == ["model", "mixer"]
+    assert {id(p) for g in optimizers["mixer"].param_groups for p in g["params"]} == {id(p) for p in model.field.parameters()}
+    batch = {"source": torch.rand(4, 1, 16, 16) * 2 - 1, "target": torch.rand(4, 1, 16, 16) * 2 - 1}
+    shared, generator = {}, torch.Generator().manual_seed(0)
+    model_out = model(batch, "model", generator, shared)
+    model_out["loss"].backward()
+    assert all(p.grad is None for p in model.field.parameters())
+    assert all(p.grad is not None for p in model.net.parameters() if p.requires_grad)
+    model.zero_grad(set_to_none=True)
+    drawn = shared["t"].clone()
+    mixer_out = model(batch, "mixer", generator, shared)
+    assert torch.equal(shared["t"], drawn)
+    mixer_out["loss"].backward()
+    assert all(p.grad is None for p in model.net.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.field.parameters())
+    torch.testing.assert_close(mixer_out["loss"], mixer_out["elbo_fit"] + 0.5 * mixer_out["g_squared"])
+
+
+def TrainConfig_like():
+    from cdtsde.training import TrainConfig
+
+    return TrainConfig(lr=1e-3)
+
+
+def test_the_elbo_objective_is_refused_where_there_is_no_mixer_and_trains_through_the_cli(tmp_path):
+    import csv
+
+    import yaml
+    from helpers import TINY_UNET
+
+    from cdtsde.cli import main
+    from cdtsde.methods.cdtsde import CDTSDEConfig
+
+    with pytest.raises(ValueError, match="elbo trains a mixer: the dynamic or content field, not 'linear'"):
+        CDTSDEConfig(field=FieldConfig("linear"), mixer_objective="elbo")
+    with pytest.raises(ValueError, match="restoring_weight belongs to mixer_objective: elbo"):
+        CDTSDEConfig(restoring_weight=0.1)
+    config = tmp_path / "elbo.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"kind": "procedural", "task": "mri-phantom", "n": 8, "size": 16, "seed": 0},
+        "model": {"field": {"variant": "content"}, "unet": TINY_UNET, "mixer_objective": "elbo",
+                  "restoring_weight": 0.01},
+        "train": {"max_steps": 2, "batch_size": 4, "log_every": 1, "checkpoint_every": 2, "sample_every": 0}}))
+    assert main(["train", "--config", str(config), "--output", str(tmp_path / "run")]) == 0
+    header = next(csv.reader(open(tmp_path / "run" / "metrics.csv")))
+    assert {"loss_model", "loss_mixer", "elbo_fit", "g_squared", "lambda_rank_corr_intensity"} <= set(header)

@@ -22,6 +22,7 @@ class and -1 elsewhere, and are decoded by argmax.
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -73,6 +74,19 @@ class TranslationOutput:
 
     images: torch.Tensor
     diagnostics: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+@contextmanager
+def frozen(module: nn.Module):
+    """`module`'s parameters enter the graph built inside as constants: a backward through that graph
+    computes no gradient for them and leaves their `.grad` as it was."""
+    flags = [parameter.requires_grad for parameter in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in zip(module.parameters(), flags):
+            parameter.requires_grad_(flag)
 
 
 class Method(nn.Module):

@@ -7,6 +7,7 @@ source in the target's channel space (the anchor x_src of d_t = Lambda x_src + (
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 
@@ -17,8 +18,10 @@ from ...diffusion.sampler import SamplerOptions, sample
 from ...diffusion.schedule import NoiseSchedule, ScheduleConfig
 from ...networks.unet import ConditionalUNet, UNetConfig
 from ...settings import check_positive
-from ..base import DataInfo, Method, TranslationOutput
+from ..base import DataInfo, Method, TranslationOutput, frozen
 from .fields import FieldConfig, make_field, mixer_statistics
+
+MIXER_OBJECTIVES = ("x0-mse", "elbo")
 
 
 @dataclass
@@ -27,9 +30,23 @@ class CDTSDEConfig:
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
     mixer_lr_scale: float = 10.0  # the paper trains the mixer with a 10x learning rate
+    # what trains the mixer (dynamic, content): "x0-mse", the paper's (the denoiser's loss, through x_t), or
+    # "elbo": the x0 errors weighted per pixel by the diffusion ELBO's SNR drop, plus restoring_weight E[g^2]
+    mixer_objective: str = "x0-mse"
+    restoring_weight: float = 0.0  # beta of the elbo objective's restoring penalty
 
     def __post_init__(self):
         check_positive("model.mixer_lr_scale", self.mixer_lr_scale)
+        if self.mixer_objective not in MIXER_OBJECTIVES:
+            raise ValueError(f"model.mixer_objective must be one of {', '.join(MIXER_OBJECTIVES)}, "
+                             f"got {self.mixer_objective!r}")
+        if not self.restoring_weight >= 0:
+            raise ValueError(f"model.restoring_weight must be >= 0, got {self.restoring_weight}")
+        if self.restoring_weight and self.mixer_objective != "elbo":
+            raise ValueError("model.restoring_weight belongs to mixer_objective: elbo")
+        variant = self.field.variant if isinstance(self.field, FieldConfig) else self.field.get("variant")
+        if self.mixer_objective == "elbo" and variant not in ("dynamic", "content"):
+            raise ValueError(f"mixer_objective elbo trains a mixer: the dynamic or content field, not {variant!r}")
 
 
 class CDTSDE(Method):
@@ -48,14 +65,18 @@ class CDTSDE(Method):
         self.net = ConditionalUNet(data.target_channels, data.source_channels, config.unet)
 
     def optimizers(self, train) -> dict[str, torch.optim.Optimizer]:
-        """AdamW with two groups: the denoiser at `lr`, the mixing field at `mixer_lr_scale * lr` (paper)."""
+        """AdamW with two groups: the denoiser at `lr`, the mixing field at `mixer_lr_scale * lr` (paper).
+        With the elbo objective, two AdamW, one per phase: "model" (the denoiser), then "mixer"."""
         mixer_ids = {id(p) for p in self.field.parameters()}
         groups = [
             {"params": [p for p in self.parameters() if id(p) not in mixer_ids], "lr_scale": 1.0},
             {"params": [p for p in self.parameters() if id(p) in mixer_ids], "lr_scale": self.config.mixer_lr_scale},
         ]
-        return {"model": torch.optim.AdamW([g for g in groups if g["params"]], lr=train.lr,
-                                           weight_decay=train.weight_decay)}
+        groups = [g for g in groups if g["params"]]
+        if self.config.mixer_objective == "elbo":
+            return {phase: torch.optim.AdamW([group], lr=train.lr, weight_decay=train.weight_decay)
+                    for phase, group in zip(("model", "mixer"), groups)}
+        return {"model": torch.optim.AdamW(groups, lr=train.lr, weight_decay=train.weight_decay)}
 
     def forward(self, batch: dict, phase: str = "model", generator: torch.Generator | None = None,
                 shared: dict | None = None) -> dict:
@@ -63,14 +84,48 @@ class CDTSDE(Method):
         sampling step is evaluated there). Gradients reach the mixer through x_t (docs/cdtsde.md, section 4)."""
         x0, x_src = batch["target"], batch["source"]
         self.check_source(x_src)
-        t = torch.randint(0, self.schedule.t1 + 1, (x0.shape[0],), generator=generator, device=x0.device)
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        shared = {} if shared is None else shared
+        if "t" not in shared:  # one draw per step, which both phases of the elbo objective use
+            shared["t"] = torch.randint(0, self.schedule.t1 + 1, (x0.shape[0],), generator=generator, device=x0.device)
+            shared["noise"] = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        t, noise = shared["t"], shared["noise"]
         anchor = self.in_target_space(x_src)
-        mixing, modulation = self.field.with_modulation(t, anchor)
-        forward = q_sample(self.field, x0, anchor, t, noise=noise, mixing=mixing)
-        x0_hat = self.net(forward.x_t, x_src, t)
+        if phase == "mixer":
+            return self.elbo_mixer_loss(x0, x_src, anchor, t, noise)
+        separate = self.config.mixer_objective == "elbo"  # then the mixer learns in its own phase
+        with frozen(self.field) if separate else contextlib.nullcontext():
+            mixing, modulation = self.field.with_modulation(t, anchor)
+            forward = q_sample(self.field, x0, anchor, t, noise=noise, mixing=mixing)
+            x0_hat = self.net(forward.x_t, x_src, t)
         return {"loss": torch.mean((x0_hat - x0) ** 2),
                 **mixer_statistics(self.field, mixing, modulation, t, anchor)}
+
+    def snr(self, mixing: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Per-pixel signal-to-noise ratio of x0 in x_t given the source: (sqrt(abar_t) (1 - Lambda_t))^2 / sigma_t^2."""
+        return (self.schedule.sqrt_abar(t, mixing) * (1 - mixing)) ** 2 / self.schedule.sigma(t, mixing) ** 2
+
+    def elbo_weights(self, mixing: torch.Tensor, anchor: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """w_t = SNR_{t-1} - SNR_t per pixel (the discrete diffusion ELBO's weight of the x0 error, Kingma et
+        al. 2021), 0 at t = 0 (the last step predicts x0 itself) and where a non-monotone field would make
+        it negative."""
+        previous = self.field((t - 1).clamp(min=0), anchor)
+        drop = self.snr(previous, (t - 1).clamp(min=0)) - self.snr(mixing, t)
+        return torch.where((t >= 1).view(-1, 1, 1, 1), drop.clamp(min=0), torch.zeros_like(drop))
+
+    def elbo_mixer_loss(self, x0, x_src, anchor, t, noise) -> dict:
+        """The mixer's phase of the elbo objective (docs/cdtsde.md, section 4): sum(w (x0_hat - x0)^2) /
+        sum(w), the normaliser held constant, plus restoring_weight E[g^2] over the items below t1; the
+        denoiser enters as a constant."""
+        with frozen(self.net):
+            mixing, modulation = self.field.with_modulation(t, anchor)
+            x_t = q_sample(self.field, x0, anchor, t, noise=noise, mixing=mixing).x_t
+            errors = (self.net(x_t, x_src, t) - x0) ** 2
+        weights = self.elbo_weights(mixing, anchor, t)
+        loss = (weights * errors).sum() / weights.sum().detach().clamp_min(torch.finfo(weights.dtype).tiny)
+        below = t < self.schedule.t1
+        restoring = modulation[below].pow(2).mean() if below.any() else loss.new_zeros(())
+        return {"loss": loss + self.config.restoring_weight * restoring, "elbo_fit": loss.detach(),
+                "g_squared": restoring.detach()}
 
     def generate(self, sources: torch.Tensor, sampling: SamplerOptions, generator: torch.Generator | None,
                  x_start: torch.Tensor | None = None, callback=None) -> TranslationOutput:

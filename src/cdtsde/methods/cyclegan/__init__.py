@@ -57,8 +57,8 @@ from torch import nn
 
 from ...networks.patchgan import PatchGANDiscriminator
 from ...networks.resnet_generator import PAPER_FILTERS, ResnetGenerator, default_blocks
-from ..base import DataInfo, Method, TranslationOutput
-from ..pix2pix import ADAM_BETAS, GAN_TRAIN_DEFAULTS, frozen, init_weights
+from ..base import DataInfo, Method, TranslationOutput, frozen
+from ..pix2pix import ADAM_BETAS, GAN_TRAIN_DEFAULTS, init_weights
 
 POOL_SIZE = 50  # Section 4
 SWAP_PROBABILITY = 0.5  # the authors' ImagePool

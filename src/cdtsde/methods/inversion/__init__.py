@@ -45,8 +45,7 @@ from ...lmi import LMIOptions, local_mutual_information, patch_nmi
 from ...networks.patchgan import NORMS, PatchGANDiscriminator
 from ...networks.style_generator import StyleGenerator, check_size
 from ...settings import check_count, check_unit_interval
-from ..base import DataInfo, Method, TranslationOutput
-from ..pix2pix import frozen
+from ..base import DataInfo, Method, TranslationOutput, frozen
 
 SIMILARITIES = ("nmi", "lmi")
 ADAM_BETAS = (0.0, 0.99)  # StyleGAN2's training betas

@@ -27,7 +27,6 @@ noise z, Section 3.1). The paper also normalises test batches by their own stati
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field as option
 
@@ -38,7 +37,7 @@ from torch import nn
 from ...networks.patchgan import NORMS, PatchGANDiscriminator
 from ...networks.unet_generator import UNetGenerator
 from ...settings import check_unit_interval
-from ..base import DataInfo, Method, TranslationOutput
+from ..base import DataInfo, Method, TranslationOutput, frozen
 
 GAN_MODES = ("vanilla", "lsgan")
 ADAM_BETAS = (0.5, 0.999)  # Section 3.3
@@ -100,19 +99,6 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(layer, (nn.BatchNorm2d, nn.InstanceNorm2d)) and layer.weight is not None:
             nn.init.normal_(layer.weight, 1.0, INIT_STD)
             nn.init.zeros_(layer.bias)
-
-
-@contextmanager
-def frozen(module: nn.Module):
-    """`module`'s parameters enter the graph built inside as constants: a backward through that graph
-    computes no gradient for them and leaves their `.grad` as it was."""
-    flags = [parameter.requires_grad for parameter in module.parameters()]
-    module.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for parameter, flag in zip(module.parameters(), flags):
-            parameter.requires_grad_(flag)
 
 
 # the recipe Pix2Pix and CycleGAN share (their papers): Adam 2e-4 on single images, no warm-up, EMA or clipping
