@@ -66,6 +66,8 @@ class InversionConfig:
     similarity: LMIOptions = dataclasses.field(default_factory=LMIOptions)
 
     def __post_init__(self):
+        for name in ("z_dim", "w_dim", "mapping_layers", "channels", "discriminator_filters", "discriminator_layers"):
+            check_count(f"model.{name}", getattr(self, name))
         check_unit_interval("model.w_avg_beta", self.w_avg_beta)
         if isinstance(self.similarity, dict):
             self.similarity = LMIOptions(**self.similarity)
