@@ -293,9 +293,8 @@ def figures(out: Path, models, test_set, sweep, key, fields) -> None:
     targets = torch.stack([item["target"] for item in items])
     for variant, model in models.items():
         t1 = model.schedule.t1
-        anchor = model.in_target_space(sources)
+        maps = model.field_maps(sources, (t1 // 8, t1 // 4, t1 // 2, 3 * t1 // 4))
         with torch.no_grad():
-            maps = {f"Lambda, t={t}": model.field(t, anchor) for t in (t1 // 8, t1 // 4, t1 // 2, 3 * t1 // 4)}
             result = model.translate(sources, steps=5, generator=torch.Generator().manual_seed(0))
         save_translation_grid(out / f"fields_{variant}.png", sources, result.images, targets, maps,
                               target_kind=model.data.target_kind)

@@ -352,3 +352,19 @@ def test_the_elbo_objective_is_refused_where_there_is_no_mixer_and_trains_throug
     assert main(["train", "--config", str(config), "--output", str(tmp_path / "run")]) == 0
     header = next(csv.reader(open(tmp_path / "run" / "metrics.csv")))
     assert {"loss_model", "loss_mixer", "elbo_fit", "g_squared", "lambda_rank_corr_intensity"} <= set(header)
+
+
+def test_field_maps_are_titled_with_t_and_eta_and_drawn_with_a_colour_bar(tmp_path):
+    from helpers import tiny_model
+    from PIL import Image
+
+    from cdtsde.visualize import save_translation_grid
+
+    model = tiny_model(variant="content")
+    sources = torch.rand(2, 1, 16, 16) * 2 - 1
+    maps = model.preview_maps(sources)
+    assert list(maps) == [f"Lambda, t={t}, eta={float(SCHEDULE.eta_at(t, sources)):.2f}"
+                          for t in (SCHEDULE.t1 // 4, SCHEDULE.t1 // 2, 3 * SCHEDULE.t1 // 4)]
+    plain = save_translation_grid(tmp_path / "plain.png", sources, sources, sources, {})
+    with_maps = save_translation_grid(tmp_path / "maps.png", sources, sources, sources, maps)
+    assert Image.open(with_maps).size[0] > Image.open(plain).size[0]

@@ -23,20 +23,22 @@ def to_display(image: torch.Tensor, kind: str = "image") -> np.ndarray:
     return unit.transpose(1, 2, 0) if unit.shape[0] == 3 else unit[0]
 
 
-def _draw(axis, array: np.ndarray, kind: str, title: str) -> None:
+def _draw(axis, array: np.ndarray, kind: str, title: str):
     if kind == "mask":
-        axis.imshow(array, cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
+        shown = axis.imshow(array, cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
     elif kind == "field":
-        axis.imshow(array, cmap="magma", vmin=0, vmax=1)
+        shown = axis.imshow(array, cmap="magma", vmin=0, vmax=1)
     else:
-        axis.imshow(array, cmap="gray", vmin=0, vmax=1)
+        shown = axis.imshow(array, cmap="gray", vmin=0, vmax=1)
     axis.set_title(title, fontsize=8)
     axis.axis("off")
+    return shown
 
 
 def save_image_columns(path: str | Path, columns: list[tuple[str, torch.Tensor, str]]) -> Path:
     """One row per item, one column per (title, batch (B, C, H, W), kind): kind "image" and "mask" are
-    model-space images in [-1, 1], "field" a map in [0, 1] drawn as its channel mean."""
+    model-space images in [-1, 1], "field" a map in [0, 1] drawn as its channel mean, on one colour scale
+    (0..1) shown by a colour bar under its column."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,11 +46,17 @@ def save_image_columns(path: str | Path, columns: list[tuple[str, torch.Tensor, 
 
     rows = len(columns[0][1])
     figure, axes = plt.subplots(rows, len(columns), figsize=(1.9 * len(columns), 1.9 * rows), squeeze=False)
+    drawn = {}
     for i in range(rows):
         for j, (title, batch, kind) in enumerate(columns):
             shown = batch[i].float().mean(0).cpu().numpy() if kind == "field" else to_display(batch[i], kind)
-            _draw(axes[i, j], shown, kind, title)
+            drawn[j] = _draw(axes[i, j], shown, kind, title)
     figure.tight_layout()
+    for j, (_, _, kind) in enumerate(columns):
+        if kind == "field":
+            bar = figure.colorbar(drawn[j], ax=axes[-1, j], orientation="horizontal", fraction=0.08, pad=0.04)
+            bar.set_ticks([0, 0.5, 1])
+            bar.ax.tick_params(labelsize=7)
     path = Path(path)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=100)

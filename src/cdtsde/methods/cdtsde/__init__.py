@@ -146,5 +146,12 @@ class CDTSDE(Method):
         return self.generate(sources, self.sampling_options(sampling, **overrides), generator, x_start, callback)
 
     def preview_maps(self, sources: torch.Tensor) -> dict[str, torch.Tensor]:
-        t1, anchor = self.schedule.t1, self.in_target_space(sources)
-        return {f"Lambda, t={t}": self.field(t, anchor) for t in (t1 // 4, t1 // 2, 3 * t1 // 4)}
+        t1 = self.schedule.t1
+        return self.field_maps(sources, (t1 // 4, t1 // 2, 3 * t1 // 4))
+
+    @torch.no_grad()
+    def field_maps(self, sources: torch.Tensor, steps) -> dict[str, torch.Tensor]:
+        """Lambda_t of each source at each of `steps`, titled with t and eta_t (what Lambda = eta_t would be)."""
+        anchor = self.in_target_space(sources)
+        return {f"Lambda, t={t}, eta={float(self.schedule.eta_at(t, anchor)):.2f}": self.field(t, anchor)
+                for t in steps}
