@@ -92,17 +92,19 @@ def evaluation_steps(model, scale: str) -> list[int | None]:
 
 
 @torch.no_grad()
-def grid(path: Path, models: dict, test_set, is_mask: bool, count: int = 4) -> None:
-    """Four test items (evenly spread) translated by every method at 5 steps (one pass where it has none)."""
+def grid(path: Path, models: dict, test_set, is_mask: bool, count: int = 4, steps: int | None = 5) -> None:
+    """Four test items (evenly spread) translated by every method at `steps` (one pass where it has none;
+    None: each method's default sampling, titled with its network evaluations)."""
     items = [test_set[int(i * len(test_set) / count)] for i in range(count)]
     sources, targets = (torch.stack([item[side] for item in items]) for side in ("source", "target"))
     kind = "mask" if is_mask else "image"
     columns = [("source", sources, "image")]
     for name, model in models.items():
-        steps = {"steps": 5} if hasattr(model.sampling, "steps") else {}
-        images = model.translate(sources, generator=torch.Generator().manual_seed(0), **steps).images
-        columns.append((name if not steps else f"{name} @ {model.network_evaluations(model.sampling_options(**steps))}",
-                        images, kind))
+        chosen = {"steps": steps} if steps is not None and hasattr(model.sampling, "steps") else {}
+        images = model.translate(sources, generator=torch.Generator().manual_seed(0), **chosen).images
+        label = f"{name} @ {model.network_evaluations(model.sampling_options(**chosen))}" if hasattr(
+            model.sampling, "steps") else name
+        columns.append((label, images, kind))
     save_image_columns(path, columns + [("target", targets, kind)])
 
 

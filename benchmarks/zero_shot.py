@@ -114,7 +114,7 @@ def main() -> None:
             rows[name], _ = evaluate_model(model, test_set, seed=0, nonzero_foreground=True, kmeans=kmeans)
             saved.write_text(json.dumps(rows[name]))
         table[name] = summarise([{k: v for k, v in row.items() if k != "name"} for row in rows[name]])
-    grid(out / "translations.png", models, test_set, False)
+    grid(out / "translations.png", models, test_set, False, steps=None)  # what the table scores
     metrics = ["kmeans3/dice/mean", "kmeans5/dice/mean", "psnr_fg", "ssim_fg"]
     paired = {name: {m: paired_comparison(rows[name], rows[REFERENCE], m) for m in metrics}
               for name in names if name != REFERENCE and REFERENCE in rows}

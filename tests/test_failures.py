@@ -489,3 +489,13 @@ def test_held_out_counts_and_names_are_both_accepted_and_other_values_named(tmp_
         check_spec_values({"test_subjects": 1.5}, "nifti")
     with pytest.raises(CdtsdeError, match=r"db_range must be \[low, high\] with low < high, got \[0, -25\]"):
         check_spec_values({"db_range": [0, -25]}, "sar-patches")
+
+
+def test_a_data_root_spelled_through_a_symlink_is_the_same_setting(tmp_path):
+    from cdtsde.training.loop import same_setting
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    assert same_setting(str(tmp_path / "data"), str(tmp_path / "link"))
+    assert not same_setting(str(tmp_path / "data"), str(tmp_path / "elsewhere"))
+    assert not same_setting("linear", "content") and same_setting(3, 3)

@@ -356,6 +356,18 @@ def resolved_settings(method: Method, config: TrainConfig, run_config: dict | No
     return settings
 
 
+def same_setting(a, b) -> bool:
+    """Equal values, or two spellings of one existing file or folder (a data root through a symlink)."""
+    if a == b:
+        return True
+    if isinstance(a, str) and isinstance(b, str):
+        try:
+            return os.path.samefile(a, b)
+        except OSError:
+            return False
+    return False
+
+
 def check_unchanged(state: dict, settings: dict, run_dir: Path) -> None:
     """A resume continues the same run: every setting as the state recorded it, but `RESUMABLE_CHANGES`."""
     def flat(value, prefix=""):
@@ -366,7 +378,7 @@ def check_unchanged(state: dict, settings: dict, run_dir: Path) -> None:
     recorded = state.get("settings") or {"train": state.get("train", {})}  # states before settings were kept
     before = flat({key: value for key, value in recorded.items() if key in settings})
     now = flat({key: value for key, value in settings.items() if key in recorded})
-    differ = [key for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
+    differ = [key for key in sorted(set(before) | set(now)) if not same_setting(before.get(key), now.get(key))]
     allowed = [key for key in differ if key.startswith("train.") and key[6:] in RESUMABLE_CHANGES]
 
     def listed(keys):
