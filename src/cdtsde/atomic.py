@@ -25,6 +25,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def check_writable(folder: str | os.PathLike) -> None:
+    """Create `folder` if needed and write (then delete) a file in it: raises OSError where the work could
+    not save its results (read-only, full, a file in the way), before the work starts."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+        pass
+
+
 def remove_stale_temporaries(folder: str | os.PathLike, names: list[str] | None = None) -> list[Path]:
     """Delete the temporaries `atomic_path` leaves in `folder` when a process is killed mid-write
     (`.<name>.<random>.tmp`), all of them or those of the files `names`; returns what was removed. Only

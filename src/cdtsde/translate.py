@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .atomic import remove_stale_temporaries
+from .atomic import check_writable, remove_stale_temporaries
 from .data.base import adapt_channels
 from .data.masks import decode_classes
 from .data.readers import reading_from_record
@@ -112,7 +112,6 @@ def check_outputs(inputs: list[Path], output_dir: Path, samples: int = 1, overwr
     written or lacks the free space (estimated as twice the inputs' size). Returns the inputs to translate
     and removes the temporaries an interrupted run left for their outputs."""
     import shutil
-    import tempfile
 
     if overwrite and skip_existing:
         raise CdtsdeError("--overwrite and --skip-existing exclude each other")
@@ -147,9 +146,7 @@ def check_outputs(inputs: list[Path], output_dir: Path, samples: int = 1, overwr
         raise CdtsdeError(f"--output {output_dir}: {len(existing)} output file(s) exist already ({', '.join(existing[:3])}"
                           f"{', ...' if len(existing) > 3 else ''}); pass --overwrite to replace them")
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=output_dir):
-            pass
+        check_writable(output_dir)
     except OSError as exc:
         raise CdtsdeError(f"--output {output_dir}: cannot write there ({exc.strerror or exc})") from exc
     needed = 2 * sum(path.stat().st_size for path in inputs) * (2 if samples > 1 else 1)

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..atomic import atomic_path, remove_stale_temporaries
+from ..atomic import atomic_path, check_writable, remove_stale_temporaries
 from ..errors import CdtsdeError
 from ..methods import Method
 from ..settings import check_count, to_plain
@@ -322,7 +322,6 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to start a new run over an existing one unless told to overwrite it; remove the files of the
     old run then (only the files a run writes), and the temporaries a kill left behind."""
     import shutil
-    import tempfile
 
     if resume and overwrite:
         raise CdtsdeError("resume and overwrite exclude each other: resume continues the run, overwrite restarts it")
@@ -338,9 +337,7 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         for name in RUN_FOLDERS:
             shutil.rmtree(run_dir / name, ignore_errors=True)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=run_dir):
-            pass
+        check_writable(run_dir)
     except OSError as exc:
         raise CdtsdeError(f"{run_dir}: cannot write the run there ({exc.strerror or exc})") from exc
     for folder in (run_dir, run_dir / "model"):
