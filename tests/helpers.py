@@ -35,3 +35,22 @@ class InversionPairs(Dataset):
 
     def __getitem__(self, index):
         return {"source": self.sources[index], "target": self.targets[index], "name": f"pair{index:03d}"}
+
+
+def kill_when(command: list[str], ready, env: dict, delay: float = 0.0, timeout: float = 120.0) -> None:
+    """Start `command` in its own process group, wait until `ready()` holds (then `delay` seconds more), and
+    SIGKILL the whole group (every rank of a DDP run); fails if the process ended before it was killed."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not ready() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(delay)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the process ended before it could be killed"

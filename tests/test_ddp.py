@@ -5,15 +5,13 @@ exactly."""
 
 import csv
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 import yaml
-from helpers import TINY_UNET
+from helpers import TINY_UNET, kill_when
 from safetensors.torch import load_file
 
 from cdtsde.training.batches import StepBatchSampler
@@ -84,14 +82,7 @@ def test_only_rank_zero_writes_and_reports(ddp_run):
 
 def test_a_ddp_run_killed_and_resumed_equals_the_uninterrupted_one(ddp_run, tmp_path):
     root, config, _ = ddp_run  # the uninterrupted run
-    process = subprocess.Popen(command(config, tmp_path / "killed"), env=ENV, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "killed" / "state.pt").is_file() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)  # both ranks
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    kill_when(command(config, tmp_path / "killed"), (tmp_path / "killed" / "state.pt").is_file, ENV)  # both ranks
     assert torch.load(tmp_path / "killed" / "state.pt", weights_only=False)["step"] < STEPS
     subprocess.run(command(config, tmp_path / "killed", "--resume"), env=ENV, check=True, capture_output=True,
                    timeout=300)

@@ -4,17 +4,15 @@ each asserting the behaviour README's "Failure behaviour" section documents."""
 import csv
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 import warnings
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import TINY_UNET, InversionPairs, tiny_model
+from helpers import TINY_UNET, InversionPairs, kill_when, tiny_model
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -69,15 +67,8 @@ def test_kill_minus_9_at_a_random_point_then_resume_equals_the_uninterrupted_run
     subprocess.run([*command, "--output", str(tmp_path / "straight")], check=True, env=env, capture_output=True)
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen([*command, "--output", str(killed)], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not (killed / "state.pt").is_file() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.01)
-    time.sleep(random.Random(0).uniform(0.0, 0.3))
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    kill_when([*command, "--output", str(killed)], (killed / "state.pt").is_file, env,
+              delay=random.Random(0).uniform(0.0, 0.3))
     state_step = torch.load(killed / "state.pt", weights_only=False)["step"]
     assert 0 < state_step < 60
     subprocess.run([*command, "--output", str(killed), "--resume"], check=True, env=env, capture_output=True)
@@ -395,14 +386,7 @@ def test_a_translation_killed_midway_leaves_only_whole_files_and_continues_with_
     subprocess.run([*command, "--output", str(tmp_path / "straight")], check=True, env=env, capture_output=True)
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen([*command, "--output", str(killed)], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline and len(list(killed.glob("*.png"))) < 3:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the translation ended before it could be killed"
+    kill_when([*command, "--output", str(killed)], lambda: len(list(killed.glob("*.png"))) >= 3, env)
     done = sorted(p.name for p in killed.glob("*.png"))
     assert 3 <= len(done) < 40
     for name in done:
