@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS, machine
+from benchmarks.common import RESULTS, paired_rows, write_report
 from benchmarks.paper import (
     BRAIN_TASKS,
     LOWER_IS_BETTER,
@@ -180,17 +179,10 @@ def main() -> None:
              format_table(table, [*metrics, "seconds_per_image"], label="method"), "",
              f"Paired against {reference_key} on the same items ({headline} and the other headline metrics; "
              "95% BCa interval over test items, which are correlated within a subject or scene):", "",
-             "| method | metric | difference [95% CI] |", "|---|---|---|"]
-    for key, by_metric in paired.items():
-        for metric, c in by_metric.items():
-            if not math.isnan(c["mean_difference"]):
-                lines.append(f"| {key} | {metric} | {c['mean_difference']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] |")
+             *paired_rows(paired)]
     lines += ["", *paper_table(args.task)] if args.task in PAPER_TABLE1 else []
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps({"machine": machine(), "task": args.task, "scale": args.scale,
-                                                  "seed": args.seed, "configs": configs, "table": table,
-                                                  "paired": paired}, indent=2, default=str))
-    print("\n".join(lines))
+    write_report(out, lines, {"task": args.task, "scale": args.scale, "seed": args.seed, "configs": configs,
+                              "table": table, "paired": paired})
 
 
 if __name__ == "__main__":

@@ -43,6 +43,25 @@ def median_seconds(function, repeats: int, warmup: int = 1, sync: bool = False) 
     return statistics.median(times)
 
 
+def paired_rows(paired: dict) -> list[str]:
+    """Markdown table of `{method: {metric: paired_comparison result}}` (comparisons without a value left out)."""
+    import math
+
+    lines = ["| method | metric | difference [95% CI] |", "|---|---|---|"]
+    for name, by_metric in paired.items():
+        for metric, c in by_metric.items():
+            if not math.isnan(c["mean_difference"]):
+                lines.append(f"| {name} | {metric} | {c['mean_difference']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] |")
+    return lines
+
+
+def write_report(out: Path, lines: list[str], payload: dict) -> None:
+    """`results.md` (the lines) and `results.json` (the machine and `payload`) in `out`; the report printed."""
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps({"machine": machine(), **payload}, indent=2, default=str))
+    print("\n".join(lines))
+
+
 def write_results(name: str, payload: dict, directory: Path = RESULTS) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import torch
 
 from benchmarks.baselines import grid
-from benchmarks.common import RESULTS, machine
+from benchmarks.common import RESULTS, paired_rows, write_report
 from benchmarks.paper import SCALES, run_config
 from cdtsde.data import build_dataset
 from cdtsde.evaluation import evaluate_model
@@ -124,20 +123,12 @@ def main() -> None:
                                               for n, c in configs.items()) + ". Every setting fixed before any "
              "test result was seen.", "",
              format_table(table, [*metrics, "seconds_per_image"], label="method"), "",
-             f"Paired against {REFERENCE} (95% BCa interval over test items):", "",
-             "| method | metric | difference [95% CI] |", "|---|---|---|"]
-    for name, by_metric in paired.items():
-        for metric, c in by_metric.items():
-            if not math.isnan(c["mean_difference"]):
-                lines.append(f"| {name} | {metric} | {c['mean_difference']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] |")
+             f"Paired against {REFERENCE} (95% BCa interval over test items):", "", *paired_rows(paired)]
     lines += ["", "The seed paper's Table 1 (IXI PD -> T1, their data and training; quoted, not comparable in "
               "absolute terms):", "", "| method (seed paper) | Dice | PSNR | SSIM |", "|---|---|---|---|"]
     lines += [f"| {name} | {d:g} | {p:g} | {s:g} |" for name, (d, p, s) in SEED_TABLE1.items()]
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps({"machine": machine(), "task": args.task, "scale": args.scale,
-                                                  "seed": args.seed, "configs": configs, "table": table,
-                                                  "paired": paired}, indent=2, default=str))
-    print("\n".join(lines))
+    write_report(out, lines, {"task": args.task, "scale": args.scale, "seed": args.seed, "configs": configs,
+                              "table": table, "paired": paired})
 
 
 if __name__ == "__main__":
