@@ -123,10 +123,12 @@ def check_outputs(inputs: list[Path], output_dir: Path, samples: int = 1, overwr
         if output == folder or folder in output.parents:
             raise CdtsdeError(f"--output {output_dir}: is the input folder {input_folder} or inside it; choose a "
                               f"folder outside the inputs")
+    outputs = {path: [target.resolve() for target in [output_path(path, output_dir)]
+                      + ([std_path(path, output_dir)] if samples > 1 else [])] for path in inputs}
     writers: dict[Path, list[Path]] = {}
-    for path in inputs:
-        for target in [output_path(path, output_dir)] + ([std_path(path, output_dir)] if samples > 1 else []):
-            writers.setdefault(target.resolve(), []).append(path)
+    for path, targets in outputs.items():
+        for target in targets:
+            writers.setdefault(target, []).append(path)
     sources = {path.resolve() for path in inputs}
     replaced = sorted(str(target) for target in writers if target in sources)
     if replaced:
@@ -139,9 +141,9 @@ def check_outputs(inputs: list[Path], output_dir: Path, samples: int = 1, overwr
                           f"({len(collisions)} such name clash(es)); rename the inputs so that their names differ "
                           f"without the extension")
     if skip_existing:
-        inputs = [path for path in inputs
-                  if not all(target.exists() for target, paths in writers.items() if path in paths)]
-    existing = sorted(str(target) for target, paths in writers.items() if target.exists() and set(paths) & set(inputs))
+        inputs = [path for path in inputs if not all(target.exists() for target in outputs[path])]
+    planned = [target for path in inputs for target in outputs[path]]
+    existing = sorted(str(target) for target in planned if target.exists())
     if existing and not overwrite:
         raise CdtsdeError(f"--output {output_dir}: {len(existing)} output file(s) exist already ({', '.join(existing[:3])}"
                           f"{', ...' if len(existing) > 3 else ''}); pass --overwrite to replace them")
@@ -154,7 +156,7 @@ def check_outputs(inputs: list[Path], output_dir: Path, samples: int = 1, overwr
     if free < needed:
         raise CdtsdeError(f"--output {output_dir}: {free / 2**20:.0f} MiB free, the translations need about "
                           f"{needed / 2**20:.0f} MiB")
-    remove_stale_temporaries(output_dir, [target.name for target, paths in writers.items() if set(paths) & set(inputs)])
+    remove_stale_temporaries(output_dir, [target.name for target in planned])
     return inputs
 
 
