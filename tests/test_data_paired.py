@@ -388,3 +388,50 @@ def test_group_table_holds_out_whole_groups_by_name_or_count(tmp_path):
         build_dataset({**spec, "groups": {"table": "pairs.csv", "column": "country"}}, "train")
     with pytest.raises(CdtsdeError, match="groups must be"):
         build_dataset({**spec, "groups": "pairs.csv"}, "train")
+
+
+def test_a_name_pattern_holds_out_whole_groups_in_every_paired_kind(tmp_path):
+    ramp = gradient(8, 8)
+    names = [f"{scene}_r{row}" for scene in ("003", "004", "005") for row in (1, 2)] + ["stray"]
+    make_folder(tmp_path, {f"{n}.png": (ramp, f"{n}.png", ramp) for n in names})
+    (tmp_path / "pairs.txt").write_text("".join(f"source/{n}.png,target/{n}.png\n" for n in names))
+    grouping = {"groups": {"pattern": r"^(\d+)_"}, "val_groups": 0, "test_groups": ["004"]}
+    for spec in ({"kind": "paired-folder", "root": str(tmp_path), **grouping},
+                 {"kind": "list-file", "list": str(tmp_path / "pairs.txt"), **grouping},
+                 {"kind": "image-folder", "root": str(tmp_path / "source"), **grouping}):
+        splits = {split: build_dataset(spec, split) for split in ("train", "val", "test")}
+        held = {split: sorted(entry[2] for entry in d.entries) for split, d in splits.items()}
+        assert held == {"train": ["003_r1", "003_r2", "005_r1", "005_r2"], "val": [], "test": ["004_r1", "004_r2"]}
+        assert any("stray" in path and "does not match" in why for path, why in splits["train"].skipped)
+    named = {"kind": "paired-folder", "root": str(tmp_path), "groups": {"pattern": r"r(?P<group>\d)$"},
+             "val_groups": 0, "test_groups": ["2"]}
+    assert sorted(e[2] for e in build_dataset(named, "test").entries) == ["003_r2", "004_r2", "005_r2"]
+    with pytest.raises(CdtsdeError, match="not a valid regular expression"):
+        build_dataset({**named, "groups": {"pattern": "(unclosed"}}, "train")
+
+
+def test_bands_are_picked_by_index_on_either_side(tmp_path):
+    rng = np.random.default_rng(0)
+    four = rng.integers(0, 2**16, (4, 8, 8), dtype=np.uint16)  # band-first, as multi-band TIFFs are stored
+    for side in ("source", "target"):
+        (tmp_path / side).mkdir()
+        tifffile.imwrite(tmp_path / side / "a.tif", four, photometric="minisblack", planarconfig="separate")
+    spec = {"kind": "paired-folder", "root": str(tmp_path), "source_bands": [3], "target_bands": [2, 1, 0],
+            "val_fraction": 0.0, "test_fraction": 0.0, "hflip": False}
+    dataset = build_dataset(spec, "train")
+    item = dataset[0]
+    assert item["source"].shape == (1, 8, 8) and item["target"].shape == (3, 8, 8)
+    np.testing.assert_allclose(item["source"][0].numpy(), four[3] / 65535 * 2 - 1, atol=1e-5)
+    np.testing.assert_allclose(item["target"].numpy(), four[[2, 1, 0]] / 65535 * 2 - 1, atol=1e-5)
+    assert dataset.source_reader.record() == {"kind": "unit", "value_range": None, "bands": [3]}
+    with pytest.warns(UserWarning):
+        skipped = build_dataset({**spec, "source_bands": [4], "verify": True}, "train").skipped
+    assert "bands [4] asked of an image with 4 band(s)" in skipped[0][1]
+    with pytest.raises(CdtsdeError, match="band indices"):
+        build_dataset({**spec, "target_bands": ["red"]}, "train")
+    with pytest.raises(CdtsdeError, match="source_bands must be a non-empty list"):
+        build_dataset({**spec, "source_bands": []}, "train")
+    with pytest.raises(CdtsdeError, match="does not apply to a mask target"):
+        build_dataset({**spec, "classes": 2}, "train")
+    with pytest.raises(CdtsdeError, match="optical_bands is now target_bands"):
+        build_dataset({"kind": "sar-patches", "root": str(tmp_path), "optical_bands": [0]}, "train")

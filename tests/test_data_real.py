@@ -177,7 +177,7 @@ def test_scene_split_keeps_each_scene_on_one_side():
 def test_sen12ms_db_scaling_band_choice_and_reflectance():
     spec = {"kind": "sar-patches", "root": "sar-optical/sen12ms-cr", "val_scenes": 0, "test_scenes": 1}
     both = build_dataset(spec, "test", base_dir=DATA)
-    vh_only = build_dataset({**spec, "bands": ["VH"]}, "test", base_dir=DATA)
+    vh_only = build_dataset({**spec, "source_bands": ["VH"]}, "test", base_dir=DATA)
     assert (both.source_channels, both.target_channels, vh_only.source_channels) == (2, 3, 1)
     item = both[0]
     check_item(item, 2, 3, (256, 256))
@@ -215,8 +215,21 @@ def test_volkov_pairs_split_by_region():
     assert not fragments["train"] & fragments["test"]
 
 
+def test_volkov_fragments_stay_whole_with_a_name_pattern():
+    """A hash of the stem puts the two crops of one fragment on both sides of a split; a pattern on the
+    stem (the fragment number) keeps each fragment in one split."""
+    spec = {"kind": "paired-folder", "root": "sar-optical/volkov-s1s2", "source_dir": "sar", "target_dir": "opt",
+            "val_fraction": 0.2, "test_fraction": 0.2}
+    def fragments(spec, split):
+        return {entry[2].split("_")[0] for entry in build_dataset(spec, split, base_dir=DATA).entries}
+    assert fragments(spec, "train") & fragments(spec, "test")  # the leak the grouped split removes
+    grouped = {**spec, "groups": {"pattern": r"^(\d+)_"}, "val_groups": 20, "test_groups": 20}
+    train, val, test = (fragments(grouped, split) for split in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (60, 20, 20) and not (train & test or train & val or val & test)
+
+
 def test_bigearthnet_split_by_country_keeps_the_rgb_bands():
-    spec = {"kind": "sar-patches", "root": "sar-optical/bigearthnet-mm", "optical_bands": [0, 1, 2],
+    spec = {"kind": "sar-patches", "root": "sar-optical/bigearthnet-mm", "target_bands": [0, 1, 2],
             "groups": {"table": "pairs.csv", "column": "country"}, "val_scenes": 0, "test_scenes": ["Finland"]}
     train, test = (build_dataset(spec, split, base_dir=DATA) for split in ("train", "test"))
     assert (len(train), len(test), test.scenes) == (35, 25, ["Finland"])

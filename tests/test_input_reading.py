@@ -77,7 +77,7 @@ def test_a_sentinel1_db_geotiff_reaches_the_network_as_in_training(tmp_path):
     tifffile.imwrite(tmp_path / "s1" / "scene_s1_p1.tif", np.moveaxis(db, -1, 0), photometric="minisblack",
                      planarconfig="separate")
     tifffile.imwrite(tmp_path / "s2" / "scene_s2_p1.tif", (RNG.random((20, 20, 3)) * 3000).astype(np.uint16))
-    spec = {"kind": "sar-patches", "root": str(tmp_path), "size": 16, "hflip": False, "bands": ["VH"],
+    spec = {"kind": "sar-patches", "root": str(tmp_path), "size": 16, "hflip": False, "source_bands": ["VH"],
             "val_scenes": 0, "test_scenes": 0}
     dataset = build_dataset(spec, "train")
     method = through_a_checkpoint(dataset, spec, tmp_path)

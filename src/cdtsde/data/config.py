@@ -38,8 +38,11 @@ FOLDER_KEYS = {
     "groups",
     "val_groups",
     "test_groups",
+    "source_bands",
+    "target_bands",
     "seed",
 }
+GROUP_KEYS = {"groups", "val_groups", "test_groups"}
 NIFTI_KEYS = {
     "root",
     "source",
@@ -56,7 +59,8 @@ NIFTI_KEYS = {
 KIND_KEYS = {
     "paired-folder": FOLDER_KEYS,
     "el-masks": FOLDER_KEYS,
-    "list-file": {"list", "lists", "classes", "value_range", "val_fraction", "test_fraction", "seed"},
+    "list-file": {"list", "lists", "classes", "value_range", "val_fraction", "test_fraction", "seed",
+                  "source_bands", "target_bands", *GROUP_KEYS},
     "nifti": NIFTI_KEYS,
     "brats": NIFTI_KEYS,
     "ixi": NIFTI_KEYS,
@@ -64,10 +68,10 @@ KIND_KEYS = {
         "root",
         "source_dir",
         "target_dir",
-        "bands",
+        "source_bands",
         "db_range",
         "reflectance_max",
-        "optical_bands",
+        "target_bands",
         "groups",
         "val_scenes",
         "test_scenes",
@@ -89,7 +93,7 @@ KIND_KEYS = {
     },
     "procedural": {"task", "n", "n_val", "n_test", "seed", "heterogeneity"},
     # one modality alone (unpaired and target-only methods): items {"image", "name"}
-    "image-folder": {"root", "split_dirs", "value_range", "val_fraction", "test_fraction", "seed"},
+    "image-folder": {"root", "split_dirs", "value_range", "bands", "val_fraction", "test_fraction", "seed", *GROUP_KEYS},
 }
 # pv-el-cracks ships train/ and val/ only, so its test split reads val/ unless `split_dirs` says otherwise
 EL_MASK_DEFAULTS = {
@@ -107,6 +111,11 @@ def _integer(value, low):
 
 def _number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _band_list(value):
+    return isinstance(value, list) and bool(value) and (
+        all(_integer(v, 0) for v in value) or all(isinstance(v, str) for v in value))
 
 
 def _count_or_names(value):  # held-out subjects, scenes or groups: how many, or which by name
@@ -127,7 +136,10 @@ KEY_RULES = {
     "db_range": (lambda v: isinstance(v, list) and len(v) == 2 and all(map(_number, v)) and v[0] < v[1],
                  "[low, high] with low < high"),
     **{key: (lambda v: isinstance(v, bool), "true or false") for key in ("hflip", "vflip", "verify")},
+    **{key: (_band_list, "a non-empty list of band indices (0 = the first band; SAR: names VV, VH)")
+       for key in ("bands", "source_bands", "target_bands")},
 }
+RENAMED_KEYS = {"optical_bands": "target_bands", "bands": "source_bands"}  # sar-patches, before issue 16
 
 
 def check_spec_values(spec: dict, kind: str) -> None:
@@ -170,7 +182,9 @@ def build_dataset(spec: dict, split: str, base_dir=None) -> PairedDataset:
         raise CdtsdeError(f"unknown dataset kind {kind!r}; choose from {', '.join(KIND_KEYS)}")
     unknown = set(spec) - COMMON_KEYS - KIND_KEYS[kind]
     if unknown:
-        raise CdtsdeError(f"{kind} spec: unknown key(s) {', '.join(sorted(unknown))}")
+        renamed = [f"{key} is now {RENAMED_KEYS[key]}" for key in sorted(unknown) if key in RENAMED_KEYS and kind == "sar-patches"]
+        raise CdtsdeError(f"{kind} spec: unknown key(s) {', '.join(sorted(unknown))}"
+                          + (f" ({'; '.join(renamed)})" if renamed else ""))
     check_spec_values(spec, kind)
     options = {**EL_MASK_DEFAULTS, **spec} if kind == "el-masks" else dict(spec)
     base = Path(base_dir) if base_dir is not None else Path.cwd()

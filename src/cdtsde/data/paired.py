@@ -88,20 +88,27 @@ def split_folder(root: Path, split: str, options: dict) -> Path | None:
 
 def paired_folder_pairs(root: Path, split: str, options: dict):
     """Pairs of one split. With `train/`, `val/`, `test/` sub-folders (names overridable by `split_dirs`)
-    each split reads its own folder; with a `groups` table whole groups (regions, subjects) are held out
-    (`val_groups`, `test_groups`: counts or names); otherwise every pair is assigned by a hash of its stem."""
+    each split reads its own folder; otherwise `split_pairs` assigns them (whole groups or a hash)."""
     folder = split_folder(root, split, options)
     if folder is not None:
         return match_by_stem(*find_pair_folders(folder, options.get("source_dir"), options.get("target_dir")))
     matched, unmatched = match_by_stem(
         *find_pair_folders(root, options.get("source_dir"), options.get("target_dir"))
     )
+    chosen, unassigned = split_pairs(matched, split, options, root)
+    return chosen, unmatched + unassigned
+
+
+def split_pairs(pairs, split: str, options: dict, base: Path):
+    """(the (source, target, name) pairs of `split`, [(path, reason)] of pairs no group holds). With
+    `groups` (a table column or a regex on the name, `splits.grouped_split`) whole groups (regions,
+    subjects, scenes) are held out by `val_groups` / `test_groups`; otherwise each pair by a hash of its name."""
     if "groups" in options:
-        chosen, unlisted = grouped_split([pair[2] for pair in matched], split, options, root, None)
-        paths = {pair[2]: str(pair[0]) for pair in matched}
-        return [pair for pair in matched if pair[2] in chosen], unmatched + [(paths[k], why) for k, why in unlisted]
+        chosen, unlisted = grouped_split([pair[2] for pair in pairs], split, options, base, None)
+        paths = {pair[2]: str(pair[0]) for pair in pairs}
+        return [pair for pair in pairs if pair[2] in chosen], [(paths[k], why) for k, why in unlisted]
     fractions = (options.get("val_fraction", 0.1), options.get("test_fraction", 0.1), options.get("seed", 0))
-    return [pair for pair in matched if split_by_hash(pair[2], *fractions) == split], unmatched
+    return [pair for pair in pairs if split_by_hash(pair[2], *fractions) == split], []
 
 
 def read_list_file(list_path: Path):
@@ -128,17 +135,15 @@ def read_list_file(list_path: Path):
 
 def list_file_pairs(base: Path, split: str, options: dict):
     """`lists: {train: ..., val: ..., test: ...}` gives one list per split; `list: FILE` one list split by
-    a hash of the names."""
+    `split_pairs` (groups, or a hash of the names). Returns (pairs, [(path, reason)] left out)."""
     if "lists" in options:
         if split not in options["lists"]:
             raise CdtsdeError(f"list-file spec has no list for split {split!r}")
-        return read_list_file(base / options["lists"][split])
+        return read_list_file(base / options["lists"][split]), []
     if "list" not in options:
         raise CdtsdeError("list-file spec needs 'list' or 'lists'")
-    fractions = (options.get("val_fraction", 0.1), options.get("test_fraction", 0.1), options.get("seed", 0))
-    return [
-        pair for pair in read_list_file(base / options["list"]) if split_by_hash(pair[2], *fractions) == split
-    ]
+    list_path = base / options["list"]
+    return split_pairs(read_list_file(list_path), split, options, list_path.parent)
 
 
 class ImageFolderDataset(PairedFilesDataset):
@@ -161,15 +166,16 @@ class ImageFolderDataset(PairedFilesDataset):
 
 
 def build_image_folder(root: Path, split: str, options: dict) -> ImageFolderDataset:
-    """Every image in `root` (or in its split sub-folders), split by a hash of the file stem otherwise."""
+    """Every image in `root` (or in its split sub-folders), split by groups or a hash of the file stem otherwise."""
     folder = split_folder(root, split, options)
     if folder is None:
-        fractions = (options.get("val_fraction", 0.1), options.get("test_fraction", 0.1), options.get("seed", 0))
-        paths = [path for path in list_images(root) if split_by_hash(stem(path), *fractions) == split]
+        images = [(path, path, stem(path)) for path in list_images(root)]
+        images, unassigned = split_pairs(images, split, options, root)
     else:
-        paths = list_images(folder)
-    reader = UnitReader(_range(options.get("value_range")))
-    dataset = ImageFolderDataset([(path, path, stem(path)) for path in paths], reader, reader)
+        images, unassigned = [(path, path, stem(path)) for path in list_images(folder)], []
+    reader = UnitReader(_range(options.get("value_range")), _bands(options, "bands"))
+    dataset = ImageFolderDataset(images, reader, reader)
+    dataset.skipped[:0] = unassigned
     if not dataset.entries and not dataset.skipped and split == "train":
         raise CdtsdeError(f"{root} ({split}): no images found")
     return dataset
@@ -190,14 +196,18 @@ def build_paired_folder(root: Path, split: str, options: dict) -> PairedFilesDat
 
 
 def build_list_file(base: Path, split: str, options: dict) -> PairedFilesDataset:
-    return _files_dataset(list_file_pairs(base, split, options), options, [], f"list file ({split})")
+    pairs, unassigned = list_file_pairs(base, split, options)
+    return _files_dataset(pairs, options, unassigned, f"list file ({split})", "groups" in options and split != "train")
 
 
 def _files_dataset(pairs, options, unmatched, where, may_be_empty=False) -> PairedFilesDataset:
     num_classes = mask_class_count(options)
     ranges = options.get("value_range", {})
-    source_reader = UnitReader(_range(ranges.get("source")))
-    target_reader = read_mask if num_classes else UnitReader(_range(ranges.get("target")))
+    if num_classes and "target_bands" in options:
+        raise CdtsdeError(f"{where}: target_bands does not apply to a mask target (classes is set)")
+    source_reader = UnitReader(_range(ranges.get("source")), _bands(options, "source_bands"))
+    target_reader = read_mask if num_classes else UnitReader(_range(ranges.get("target")),
+                                                             _bands(options, "target_bands"))
     dataset = PairedFilesDataset(pairs, source_reader, target_reader, num_classes)
     dataset.skipped[:0] = unmatched
     if not dataset.entries and not dataset.skipped and not may_be_empty:
@@ -207,3 +217,15 @@ def _files_dataset(pairs, options, unmatched, where, may_be_empty=False) -> Pair
 
 def _range(value):
     return tuple(value) if value is not None else None
+
+
+def _bands(options: dict, key: str) -> tuple[int, ...] | None:
+    if key not in options:
+        return None
+    return band_indices(options[key], f"{options['kind']} spec: {key}")
+
+
+def band_indices(value, where: str) -> tuple[int, ...]:
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise CdtsdeError(f"{where} must list band indices (0 = the first band), got {value!r}")
+    return tuple(value)

@@ -42,9 +42,21 @@ class FileReading:
 class UnitReader(FileReading):
     kind: ClassVar[str] = "unit"
     value_range: tuple[float, float] | None = None
+    bands: tuple[int, ...] | None = None  # indices of the channels to keep (e.g. RGB of a 4-band TIFF: 0, 1, 2)
 
     def to_unit(self, array: np.ndarray, path) -> np.ndarray:
-        return scale_to_unit(array, self.value_range)
+        return scale_to_unit(select_bands(array, self.bands, path), self.value_range)
+
+
+def select_bands(array: np.ndarray, bands: tuple[int, ...] | None, path) -> np.ndarray:
+    """The channels `bands` (indices, in that order) of a channels-last image; None keeps all."""
+    if bands is None:
+        return array
+    channels = array.shape[-1] if array.ndim == 3 else 1
+    if max(bands) >= channels or min(bands) < 0:
+        raise CdtsdeError(f"{path}: bands {list(bands)} asked of an image with {channels} band(s) "
+                          f"(indices start at 0)")
+    return array[..., list(bands)] if array.ndim == 3 else array[..., None]
 
 
 @dataclass(frozen=True)

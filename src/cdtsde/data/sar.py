@@ -1,9 +1,10 @@
 """Sentinel-1 SAR / Sentinel-2 optical patch pairs (SEN12MS-CR GeoTIFFs, SEN1-2 PNGs).
 
 SAR backscatter stored as float dB is clipped to `db_range` and scaled to [0, 1]; bands are picked by
-name (`VV`, `VH`, the SEN12MS order). Optical uint16 reflectance is divided by `reflectance_max`
+name (`source_bands`: `VV`, `VH`, the SEN12MS order). Optical uint16 reflectance is divided by `reflectance_max`
 (Sentinel-2 stores reflectance x 10000; 3000 keeps natural scenes visible) and clipped. 8-bit PNGs
-(SEN1-2) use the full 8-bit range. Patches are paired by name with the modality token (`s1`, `s2`, `gt`)
+(SEN1-2) use the full 8-bit range; `target_bands` keeps some bands by index (BigEarthNet's
+[B4, B3, B2, B8] -> RGB: [0, 1, 2]). Patches are paired by name with the modality token (`s1`, `s2`, `gt`)
 removed and split by scene (the name without its `_p<N>` patch number), so neighbouring patches of one
 scene never straddle splits; a `groups` table (e.g. BigEarthNet's pairs.csv with its tile or country
 column) assigns the scenes instead.
@@ -21,8 +22,8 @@ import numpy as np
 from ..errors import CdtsdeError
 from ..imagefiles import list_images, stem
 from ..intensity import to_unit
-from .paired import PairedFilesDataset
-from .readers import FileReading
+from .paired import PairedFilesDataset, band_indices
+from .readers import FileReading, select_bands
 from .splits import grouped_split
 
 SAR_BANDS = ("VV", "VH")
@@ -56,11 +57,7 @@ class OpticalReader(FileReading):
     bands: tuple[int, ...] | None = None  # indices of the bands to keep (BigEarthNet [B4, B3, B2, B8] -> RGB: 0, 1, 2)
 
     def to_unit(self, array: np.ndarray, path) -> np.ndarray:
-        if self.bands is not None:
-            channels = array.shape[-1] if array.ndim == 3 else 1
-            if max(self.bands) >= channels or min(self.bands) < 0:
-                raise CdtsdeError(f"{path}: optical_bands {list(self.bands)} asked of an image with {channels} band(s)")
-            array = array[..., list(self.bands)] if array.ndim == 3 else array[..., None]
+        array = select_bands(array, self.bands, path)
         if array.dtype == np.uint16:
             return np.clip(array.astype(np.float32) / self.reflectance_max, 0.0, 1.0)
         return to_unit(array) if array.dtype.kind in "ui" else np.clip(array.astype(np.float32), 0.0, 1.0)
@@ -93,14 +90,18 @@ def build_sar_patches(root: Path, split: str, options: dict) -> PairedFilesDatas
     chosen, unlisted = grouped_split(keys, split, options, root, scene_of, ("val_scenes", "test_scenes"))
     unmatched += [(str(sources[k]), reason) for k, reason in unlisted]
     pairs = [(sources[k], targets[k], k) for k in chosen]
-    bands = tuple(band.upper() for band in options.get("bands", SAR_BANDS))
+    names = options.get("source_bands", SAR_BANDS)
+    if not all(isinstance(band, str) for band in names):
+        raise CdtsdeError(f"sar-patches spec: source_bands names SAR bands ({', '.join(SAR_BANDS)}), got {names!r}")
+    bands = tuple(band.upper() for band in names)
     unknown = set(bands) - set(SAR_BANDS)
     if unknown:
-        raise CdtsdeError(f"unknown SAR band(s) {sorted(unknown)}; choose from {SAR_BANDS}")
+        raise CdtsdeError(f"sar-patches spec: unknown SAR band(s) {sorted(unknown)} in source_bands; "
+                          f"choose from {SAR_BANDS}")
     source_reader = SarReader(tuple(options.get("db_range", (-25.0, 0.0))), bands)
-    optical_bands = options.get("optical_bands")
+    target_bands = options.get("target_bands")
     target_reader = OpticalReader(float(options.get("reflectance_max", 3000.0)),
-                                  None if optical_bands is None else tuple(int(b) for b in optical_bands))
+                                  None if target_bands is None else band_indices(target_bands, "sar-patches spec: target_bands"))
     dataset = PairedFilesDataset(pairs, source_reader, target_reader)
     dataset.skipped[:0] = unmatched
     dataset.scenes = sorted(set(chosen.values()))

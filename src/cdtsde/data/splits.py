@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import random
+import re
 import zlib
 from pathlib import Path
 
@@ -79,21 +80,45 @@ def read_group_table(path: Path, key_column: str, group_column: str) -> dict[str
     return table
 
 
+def pattern_groups(keys, pattern: str) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Item name -> group from a regular expression searched in the name: its group named `group`, else
+    its first group, else the whole match (`^(\\d+)_` groups `003_r1c1` and `003_r2c2` as `003`). Returns
+    ({key: group}, [(key, reason)] for names the pattern does not match)."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise CdtsdeError(f"groups pattern {pattern!r} is not a valid regular expression: {exc}") from exc
+    grouped, unmatched = {}, []
+    for key in keys:
+        found = regex.search(key)
+        if found is None:
+            unmatched.append((key, f"name does not match the groups pattern {pattern!r}"))
+            continue
+        if "group" in regex.groupindex:
+            grouped[key] = found.group("group")
+        else:
+            grouped[key] = found.group(1) if regex.groups else found.group(0)
+    return grouped, unmatched
+
+
 def grouped_split(keys, split: str, options: dict, base: Path, default_groups, counts=("val_groups", "test_groups"),
                   ) -> tuple[dict[str, str], list[tuple[str, str]]]:
-    """The keys of `split`, each key's group read from the `groups` table when the spec has one
-    (`groups: {table: pairs.csv, key: pair_id, column: region}`, the table relative to the data root),
-    else `default_groups(key)`. The options named by `counts` give val and test: counts of groups or lists
-    of group names (default 1 each). Returns ({key: group} of the split, [(key, reason)] for keys the table
-    does not list)."""
+    """The keys of `split`, each key's group read from the spec's `groups`, else `default_groups(key)`:
+    `groups: {table: pairs.csv, column: region[, key: pair_id]}` (a CSV table relative to the data root) or
+    `groups: {pattern: REGEX}` (`pattern_groups`, on the item name). The options named by `counts` give val
+    and test: counts of groups or lists of group names (default 1 each). Returns ({key: group} of the
+    split, [(key, reason)] for keys no group holds)."""
     spec = options.get("groups")
     unlisted = []
     if spec is None:
         group_of = {key: default_groups(key) for key in keys}
+    elif isinstance(spec, dict) and set(spec) == {"pattern"} and isinstance(spec["pattern"], str):
+        group_of, unlisted = pattern_groups(keys, spec["pattern"])
     else:
         if not isinstance(spec, dict) or set(spec) - {"table", "key", "column"} or "table" not in spec \
                 or "column" not in spec:
-            raise CdtsdeError(f"groups must be {{table: FILE, column: NAME[, key: NAME]}}, got {spec!r}")
+            raise CdtsdeError(f"groups must be {{table: FILE, column: NAME[, key: NAME]}} or {{pattern: REGEX}}, "
+                              f"got {spec!r}")
         table_path = base / spec["table"]
         table = read_group_table(table_path, spec.get("key", "pair_id"), spec["column"])
         group_of = {key: table[key] for key in keys if key in table}
