@@ -82,6 +82,22 @@ def test_two_optimisers_alternate_and_resume_exactly(tmp_path):
     assert {"loss_critic", "loss_generator", "critic_real", "lr", "seconds"} <= set(rows[0])
 
 
+def test_snapshots_keep_the_weights_a_shorter_run_ends_with(tmp_path):
+    from safetensors.torch import load_file
+
+    train(toy(), InversionPairs(n=12), config(snapshot_steps=(2, 6)), tmp_path / "long", progress=False)
+    train(toy(), InversionPairs(n=12), config(max_steps=2), tmp_path / "short", progress=False)
+    snapshot = load_file(tmp_path / "long" / "snapshots" / "step-0000002" / "model.safetensors")
+    for name, tensor in load_file(tmp_path / "short" / "model" / "model.safetensors").items():
+        torch.testing.assert_close(snapshot[name], tensor, rtol=0, atol=0)
+    final = load_file(tmp_path / "long" / "model" / "model.safetensors")
+    last = load_file(tmp_path / "long" / "snapshots" / "step-0000006" / "model.safetensors")
+    assert all(torch.equal(final[name], last[name]) for name in final)
+    assert sorted(p.name for p in (tmp_path / "long" / "snapshots").iterdir()) == ["step-0000002", "step-0000006"]
+    with pytest.raises(ValueError, match="snapshot_steps must list steps >= 1"):
+        config(snapshot_steps=(0,))
+
+
 def test_a_run_of_another_method_is_not_resumed(tmp_path):
     from cdtsde.errors import CdtsdeError
 

@@ -47,7 +47,8 @@ RUN_FILES = (STATE_FILE, PREVIOUS_STATE_FILE, "metrics.csv", "config.yaml")
 RUN_FOLDERS = ("model", "samples", "tensorboard")
 # settings a resume may change (with a note): how long, how often to log and save, on what hardware;
 # every other setting changes the run's mathematics, and the resume is refused with the differences
-RESUMABLE_CHANGES = ("max_steps", "log_every", "sample_every", "checkpoint_every", "num_workers", "accelerator",
+RESUMABLE_CHANGES = ("max_steps", "log_every", "sample_every", "checkpoint_every", "snapshot_steps", "num_workers",
+                     "accelerator",
                      "devices", "num_nodes", "strategy")
 PRECISIONS = ("32-true", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
 
@@ -67,6 +68,8 @@ class TrainConfig:
     log_every: int = 25
     sample_every: int = 500
     checkpoint_every: int = 250
+    # steps after which the EMA weights are also kept in snapshots/step-<N>/ (quality against training compute)
+    snapshot_steps: tuple[int, ...] = ()
     num_workers: int = 0
     accelerator: str = "cpu"
     devices: int | str = 1
@@ -81,6 +84,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"train.{name} must be an integer >= 0, got {value!r}")
+        if any(not isinstance(step, int) or isinstance(step, bool) or step < 1 for step in self.snapshot_steps):
+            raise ValueError(f"train.snapshot_steps must list steps >= 1, got {list(self.snapshot_steps)}")
         if not self.lr > 0:
             raise ValueError(f"train.lr must be > 0, got {self.lr}")
         for name in ("weight_decay", "grad_clip"):
@@ -302,6 +307,8 @@ def train(
             from ..visualize import save_preview
 
             save_preview(ema.model, preview_set, run_dir / "samples" / f"step_{done:07d}.png")
+        if done in config.snapshot_steps and fabric.is_global_zero:
+            save_pretrained(method, run_dir / "snapshots" / f"step-{done:07d}", state_dict=ema.model.state_dict())
         if done % config.checkpoint_every == 0 or done == config.max_steps:
             save_checkpoint(done, interval)
     bar.close()
