@@ -293,3 +293,22 @@ def test_the_cluster_bootstrap_widens_the_interval_where_items_share_a_subject()
 
     two = paired_comparison(rows[:40], base[:40], "psnr", cluster_of=lambda name: name.split("_")[0])
     assert two["n_clusters"] == 2 and math.isnan(two["ci_low"]) and math.isnan(two["wilcoxon_p"])
+
+
+def test_a_mean_interval_is_the_paired_interval_against_zero():
+    """One method's mean with its (cluster) bootstrap interval: the same numbers as its difference with a
+    baseline of zeros, and the interval covers the population mean of a known distribution."""
+    from cdtsde.metrics import mean_interval, paired_comparison
+
+    rng = np.random.default_rng(1)
+    rows = [{"name": f"s{i // 10}_slice{i % 10:03d}", "psnr": float(v)} for i, v in enumerate(rng.normal(20, 2, 80))]
+    zeros = [{"name": row["name"], "psnr": 0.0} for row in rows]
+    subject = lambda name: name.split("_")[0]  # noqa: E731
+    for cluster_of in (None, subject):
+        single = mean_interval(rows, "psnr", cluster_of=cluster_of)
+        paired = paired_comparison(rows, zeros, "psnr", cluster_of=cluster_of)
+        assert (single["mean"], single["ci_low"], single["ci_high"]) == pytest.approx(
+            (paired["mean_difference"], paired["ci_low"], paired["ci_high"]))
+        assert single["ci_low"] < 20 < single["ci_high"] and single["n"] == 80
+    assert mean_interval(rows, "psnr", cluster_of=subject)["n_clusters"] == 8
+    assert math.isnan(mean_interval(rows[:20], "psnr", cluster_of=subject)["ci_low"])  # two subjects

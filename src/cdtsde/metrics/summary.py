@@ -29,6 +29,52 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
 MIN_CLUSTERS = 3  # fewer independent units give no usable interval
 
 
+def bootstrap_mean(values: np.ndarray, labels=None, confidence: float = 0.95, resamples: int = 10000,
+                   seed: int = 0) -> tuple[float, float, int]:
+    """BCa bootstrap interval of the mean of `values`: (low, high, units). Without `labels` every value is
+    a unit; with them (one cluster label per value) whole clusters are resampled (BCa over the ratio of the
+    clusters' sums to their counts, so the estimate stays the item mean) and fewer than MIN_CLUSTERS
+    clusters give NaN. No spread: the interval is the point."""
+    from scipy import stats
+
+    if labels is None:
+        if np.ptp(values) == 0:
+            return float(values[0]), float(values[0]), int(values.size)
+        interval = stats.bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=resamples,
+                                   method="BCa", rng=np.random.default_rng(seed)).confidence_interval
+        return float(interval.low), float(interval.high), int(values.size)
+    labels = np.asarray(labels)
+    units = sorted(set(labels))
+    sums = np.array([values[labels == unit].sum() for unit in units])
+    counts = np.array([(labels == unit).sum() for unit in units], dtype=np.float64)
+    if len(units) < MIN_CLUSTERS:
+        return math.nan, math.nan, len(units)
+    if np.ptp(sums / counts) == 0:
+        return float(values.mean()), float(values.mean()), len(units)
+    interval = stats.bootstrap((sums, counts), lambda s, c, axis=-1: s.sum(axis) / c.sum(axis), paired=True,
+                               vectorized=True, confidence_level=confidence, n_resamples=resamples, method="BCa",
+                               rng=np.random.default_rng(seed)).confidence_interval
+    return float(interval.low), float(interval.high), len(units)
+
+
+def mean_interval(rows: list[dict], key: str, cluster_of=None, confidence: float = 0.95, resamples: int = 10000,
+                  seed: int = 0) -> dict[str, float]:
+    """The mean of metric `key` over the rows' finite values with a bootstrap interval (over clusters with
+    `cluster_of(name) -> str`, as in `paired_comparison`)."""
+    ordered = sorted(rows, key=lambda row: row["name"])
+    values = np.array([row[key] for row in ordered], dtype=np.float64)
+    finite = np.isfinite(values)
+    result = {"n": int(finite.sum()), "non_finite": int((~finite).sum())}
+    if finite.sum() < 2:
+        return {**result, "mean": float(values[finite].mean()) if finite.any() else math.nan,
+                "ci_low": math.nan, "ci_high": math.nan}
+    labels = None if cluster_of is None else [str(cluster_of(row["name"])) for row, keep in zip(ordered, finite) if keep]
+    low, high, units = bootstrap_mean(values[finite], labels, confidence, resamples, seed)
+    if cluster_of is not None:
+        result["n_clusters"] = units
+    return {**result, "mean": float(values[finite].mean()), "ci_low": low, "ci_high": high}
+
+
 def paired_comparison(rows: list[dict], baseline_rows: list[dict], key: str, higher_is_better: bool = True,
                       confidence: float = 0.95, resamples: int = 10000, seed: int = 0,
                       cluster_of=None) -> dict[str, float]:
@@ -39,10 +85,9 @@ def paired_comparison(rows: list[dict], baseline_rows: list[dict], key: str, hig
 
     Items within one subject or scene are not independent: without `cluster_of` the interval and p-value
     treat them as if they were (optimistic). `cluster_of(name) -> str` (e.g. the subject of a slice) makes
-    the clusters the units: the bootstrap resamples whole clusters (BCa over the ratio of the clusters'
-    summed differences to their item counts, so the estimate stays the item mean) and the Wilcoxon test runs
-    over the clusters' mean differences; `n_clusters` is reported, and with fewer than MIN_CLUSTERS clusters
-    the interval and p-value are NaN: so few subjects cannot tell how a verdict would change with others."""
+    the clusters the units: the bootstrap resamples whole clusters (`bootstrap_mean`) and the Wilcoxon test
+    runs over the clusters' mean differences; `n_clusters` is reported, and with fewer than MIN_CLUSTERS
+    clusters the interval and p-value are NaN: so few subjects cannot tell how a verdict would change with others."""
     from scipy import stats
 
     baseline = {row["name"]: row for row in baseline_rows}
@@ -58,34 +103,21 @@ def paired_comparison(rows: list[dict], baseline_rows: list[dict], key: str, hig
         return {**result, "mean_difference": math.nan, "ci_low": math.nan, "ci_high": math.nan,
                 "wilcoxon_p": math.nan, "better_share": math.nan}
     better = differences > 0 if higher_is_better else differences < 0
+    labels = None
     if cluster_of is not None:
-        names = [row["name"] for row, keep in zip(ordered, finite) if keep]
-        labels = np.array([str(cluster_of(name)) for name in names])
-        units = sorted(set(labels))
-        sums = np.array([differences[labels == unit].sum() for unit in units])
-        counts = np.array([(labels == unit).sum() for unit in units], dtype=np.float64)
-        result["n_clusters"] = len(units)
-        low = high = p_value = math.nan
-        if len(units) >= MIN_CLUSTERS:
-            if np.ptp(sums / counts) == 0:
-                low = high = float(differences.mean())
-            else:
-                interval = stats.bootstrap((sums, counts), lambda s, c, axis=-1: s.sum(axis) / c.sum(axis),
-                                           paired=True, vectorized=True, confidence_level=confidence,
-                                           n_resamples=resamples, method="BCa",
-                                           rng=np.random.default_rng(seed)).confidence_interval
-                low, high = float(interval.low), float(interval.high)
-            means = sums / counts
-            p_value = float(stats.wilcoxon(means).pvalue) if np.any(means != 0) else 1.0
-        return {**result, "mean_difference": float(differences.mean()), "ci_low": low, "ci_high": high,
-                "wilcoxon_p": p_value, "better_share": float(better.mean())}
-    if np.ptp(differences) == 0:  # no spread: the interval is the point, and the signed-rank test is undefined
-        low = high = float(differences[0])
+        labels = np.array([str(cluster_of(row["name"])) for row, keep in zip(ordered, finite) if keep])
+    low, high, units = bootstrap_mean(differences, labels, confidence, resamples, seed)
+    if labels is None:
+        units_differences = differences
     else:
-        interval = stats.bootstrap((differences,), np.mean, confidence_level=confidence, n_resamples=resamples,
-                                   method="BCa", rng=np.random.default_rng(seed)).confidence_interval
-        low, high = float(interval.low), float(interval.high)
-    p_value = float(stats.wilcoxon(differences).pvalue) if np.any(differences != 0) else 1.0
+        result["n_clusters"] = units
+        units_differences = np.array([differences[labels == unit].mean() for unit in sorted(set(labels))])
+    if labels is not None and units < MIN_CLUSTERS:
+        p_value = math.nan
+    elif np.any(units_differences != 0):
+        p_value = float(stats.wilcoxon(units_differences).pvalue)
+    else:  # no difference anywhere: the signed-rank test is undefined
+        p_value = 1.0
     return {**result, "mean_difference": float(differences.mean()), "ci_low": low, "ci_high": high,
             "wilcoxon_p": p_value, "better_share": float(better.mean())}
 
