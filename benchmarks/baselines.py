@@ -66,10 +66,10 @@ PAPER_NAMES = {"pix2pix": "Pix2Pix", "abridge": "ABridge", "cdtsde-linear": "DOS
                "dbim": "DBIM", "cdtsde-dynamic": "CDTSDE (dynamic field)"}
 
 
-def method_config(task: str, scale: str, name: str, seed: int) -> dict:
+def method_config(task: str, scale: str, name: str, seed: int, data: dict | None = None) -> dict:
     if name.startswith("cdtsde-"):
-        return run_config(task, scale, name.removeprefix("cdtsde-"), seed)
-    config = run_config(task, scale, "linear", seed)
+        return run_config(task, scale, name.removeprefix("cdtsde-"), seed, data)
+    config = run_config(task, scale, "linear", seed, data)
     method, options = VARIANTS.get(name, (name, {}))
     config["method"] = method
     unet = config["model"]["unet"]
@@ -84,7 +84,7 @@ def evaluation_steps(model, scale: str) -> list[int | None]:
     scale's NFE cap (ABridge's 1000 dual steps are 1998 network evaluations), and 5; [None] for one pass."""
     if not hasattr(model.sampling, "steps"):
         return [None]
-    steps, cap = model.sampling.steps, NFE_CAP[scale]
+    steps, cap = model.sampling.steps, NFE_CAP.get(scale)
     while cap is not None and steps > 5 and model.network_evaluations(model.sampling_options(steps=steps)) > cap:
         steps -= 1
     return sorted({steps, 5}, reverse=True)

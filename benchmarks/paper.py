@@ -95,9 +95,10 @@ NFES = (1, 2, 3, 5, 10, 20)
 GAMMAS = (1.0, 0.0)
 
 
-def run_config(task: str, scale: str, variant: str, seed: int = 0) -> dict:
+def run_config(task: str, scale: str, variant: str, seed: int = 0, data: dict | None = None) -> dict:
+    """The run of one field variant on `task` at `scale` (`data`: another spec for the task's data)."""
     preset = SCALES[scale]
-    data = dict(TASKS[task])
+    data = dict(TASKS[task] if data is None else data)
     data["tile" if data["kind"] == "scene-tiles" else "size"] = preset["size"]
     if data["kind"] == "scene-tiles":
         data["stride"] = preset["size"]

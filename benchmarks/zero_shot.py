@@ -47,9 +47,9 @@ def training_subjects(data: dict) -> list[str]:
     return build_dataset(data, "train").subjects
 
 
-def method_config(task: str, name: str, scale: str, seed: int) -> dict:
+def method_config(task: str, name: str, scale: str, seed: int, data: dict | None = None) -> dict:
     """Each method's run configuration at the scale's budget of images seen."""
-    base = run_config(task, scale, "linear", seed)
+    base = run_config(task, scale, "linear", seed, data)
     if name == UPPER:
         return base
     budget = base["train"]["max_steps"] * base["train"]["batch_size"]

@@ -1,0 +1,461 @@
+"""One benchmark suite: every method on every real task, one table (issue 16).
+
+    python -m benchmarks.suite --scale cpu [--methods ...] [--tasks ...] [--seeds 0 1 2]
+        [--data-root DIR] [--output DIR] [--jobs N]
+    python -m benchmarks.suite --summary-only [--output DIR] [--readme]
+
+A cell is one (task, method, training seed). Each cell runs in its own process: it trains with the
+method's preset at the scale (the budget, network and optimiser of `benchmarks.paper`, `.baselines` and
+`.zero_shot`), keeping the EMA weights at 25% and 50% of the budget (`train.snapshot_steps`); then scores
+the test split on the machine's accelerator: the final model at the method's reference NFE (within the
+scale's cap) and at a common 5 NFE (one pass for one-pass methods) with distortion metrics (brain-restricted
+for MRI), perception metrics (`cdtsde.metrics.perception`; images only), K-Means Dice for MRI, mask metrics
+for EL; the snapshots at the common NFE. It writes `cells/<task>/<method>/seed<N>/cell.json` last, with
+its seconds per image, peak memory, training time and images seen. A finished cell is skipped; an
+unfinished one resumes its training; the summary (`summary.md`, `summary.json`, `compute-<task>.png`) is
+rebuilt from whatever cells exist, so a suite can be spread over several runs or machines.
+
+Statistics: every interval is a 95% cluster bootstrap over the units that are independent (subjects for
+MRI, fragments or tiles for SAR, modules for EL; `TASKS[...]["cluster"]`) of the item scores averaged over
+the training seeds; the spread over seeds is the standard deviation of the seeds' means. Every method is
+paired against CDTSDE-linear (DoSSR) on the same items. `--data-root` points every task at another folder
+with the layout of ../shared/data (held-out data as a drop-in).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import math
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import RESULTS, machine
+from benchmarks.paper import DATA, SCALES, add_defect_present, defect_presence
+
+PAIRED = ("cdtsde-linear", "cdtsde-envelope", "cdtsde-channel", "cdtsde-dynamic", "cdtsde-content", "pix2pix",
+          "bbdm", "dbim", "abridge", "identity")
+ZERO_SHOT = ("sdedit", "lmi", "cyclegan", "inversion")
+REFERENCE = "cdtsde-linear"
+COMMON_STEPS = 5
+SNAPSHOT_FRACTIONS = (0.25, 0.5)
+BRATS = {"kind": "brats", "root": "brats-mri", "min_foreground": 0.1, "val_subjects": 0, "test_subjects": 4, "seed": 0}
+IMAGE_PERCEPTION = ["perception/patch_swd", "perception/spectral_distance", "perception/sharpness_ratio"]
+COLOUR_PERCEPTION = IMAGE_PERCEPTION + ["perception/mean_offset", "perception/histogram_w1"]
+MRI_METRICS = ["psnr_fg", "ssim_fg", "kmeans3/dice/mean"]
+MASK_METRICS = ["dice/defect", "dice/defect-present", "hd95/defect-present", "skeleton_f1/defect"]
+LOWER_IS_BETTER = {"hd95/defect-present"}  # of the paired metrics (perception metrics are set-level, not paired)
+
+
+def subject(name: str) -> str:
+    return name.rsplit("_slice", 1)[0]
+
+
+def prefix(name: str) -> str:
+    return name.split("_")[0]
+
+
+# Every setting below was fixed before any suite result was seen. Held-out units: 4 of the 12 BraTS subjects
+# (val 0: nothing selects on it), the Texas region of volkov-s1s2 (62 crops of 31 fragments), Finland's 25
+# BigEarthNet patches (12 tiles), pv-el-cracks' own val/ folder (its cells share modules with train/: noted)
+TASKS = {
+    "brats-t1t2": {"spec": {**BRATS, "source": "t1", "target": "t2"}, "cluster": subject, "methods": PAIRED,
+                   "metrics": MRI_METRICS + IMAGE_PERCEPTION},
+    "brats-t2t1": {"spec": {**BRATS, "source": "t2", "target": "t1"}, "cluster": subject,
+                   "methods": PAIRED + ZERO_SHOT, "metrics": MRI_METRICS + IMAGE_PERCEPTION},
+    "brats-flairt1": {"spec": {**BRATS, "source": "flair", "target": "t1"}, "cluster": subject,
+                      "methods": (REFERENCE, *ZERO_SHOT), "metrics": MRI_METRICS + IMAGE_PERCEPTION},
+    "sar-optical": {"spec": {"kind": "paired-folder", "root": "sar-optical/volkov-s1s2", "source_dir": "sar",
+                             "target_dir": "opt", "groups": {"table": "pairs.csv", "column": "s2_tile"},
+                             "val_groups": 0, "test_groups": ["T14RNT"], "seed": 0},
+                    "cluster": prefix, "methods": PAIRED, "metrics": ["psnr", "ssim"] + COLOUR_PERCEPTION},
+    "sar-bigearthnet": {"spec": {"kind": "sar-patches", "root": "sar-optical/bigearthnet-mm", "target_bands": [0, 1, 2],
+                                 "groups": {"table": "pairs.csv", "column": "country"}, "val_scenes": 0,
+                                 "test_scenes": ["Finland"], "seed": 0},
+                        "cluster": prefix, "methods": PAIRED, "metrics": ["psnr", "ssim"] + COLOUR_PERCEPTION},
+    "el-mask": {"spec": {"kind": "el-masks", "root": "pv-el-cracks"}, "cluster": prefix, "methods": PAIRED,
+                "metrics": MASK_METRICS},
+}
+SUITE_SCALES = ("quick", "cpu", "gpu")
+BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
+
+
+def task_data(task: str, data_root: Path) -> dict:
+    spec = dict(TASKS[task]["spec"])
+    spec["root"] = str(Path(data_root) / spec["root"])
+    return spec
+
+
+def cell_config(task: str, method: str, seed: int, scale: str, data_root: Path, max_steps: int | None) -> dict:
+    from benchmarks import baselines, zero_shot
+
+    data = task_data(task, data_root)
+    if method in ZERO_SHOT:
+        config = zero_shot.method_config(task, method, scale, seed, data)
+    else:
+        config = baselines.method_config(task, scale, method, seed, data)
+    if max_steps:
+        config["train"]["max_steps"] = max_steps
+    if scale == "gpu":  # evaluation and training on the GPU; the identity has nothing to train
+        config["train"]["accelerator"] = "gpu"
+    steps = config["train"]["max_steps"]
+    config["train"]["snapshot_steps"] = sorted({max(1, round(f * steps)) for f in SNAPSHOT_FRACTIONS} - {steps})
+    config["train"]["checkpoint_every"] = min(config["train"].get("checkpoint_every", 100), steps)
+    return config
+
+
+def cell_dir(out: Path, task: str, method: str, seed: int) -> Path:
+    return out / "cells" / task / method / f"seed{seed}"
+
+
+def test_items(dataset, limit: int | None):
+    """At most `limit` items, evenly spread over the split (not its first slices)."""
+    if limit is None or len(dataset) <= limit:
+        return dataset
+    return torch.utils.data.Subset(dataset, [int(i * len(dataset) / limit) for i in range(limit)])
+
+
+def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out: Path,
+             limit: int | None, max_steps: int | None) -> dict:
+    """Train (or resume) and score one cell; its cell.json is written last."""
+    from benchmarks.baselines import evaluation_steps
+    from cdtsde.atomic import atomic_path
+    from cdtsde.data import build_dataset
+    from cdtsde.data.masks import PV_EL_CLASSES, PV_EL_DEFECT
+    from cdtsde.evaluation import evaluate_model
+    from cdtsde.intensity import model_to_unit
+    from cdtsde.metrics.segmentation import IntensityKMeans
+    from cdtsde.run import build_run
+    from cdtsde.training import load_pretrained, train
+
+    config = cell_config(task, method, seed, scale, data_root, max_steps)
+    folder = cell_dir(out, task, method, seed)
+    run_dir = folder / "run"
+    model, train_set, _, train_config = build_run(config)
+    train(model, train_set, train_config, run_dir, resume=(run_dir / "state.pt").is_file(), run_config=config,
+          progress=False)
+    device = "cuda" if scale == "gpu" and torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    data = task_data(task, data_root)
+    test_set = test_items(build_dataset(data, "test"), limit if limit is not None else SCALES[scale]["test_items"])
+    final = load_pretrained(run_dir, device=device)
+    is_mask = final.data.target_kind == "mask"
+    options = {"classes": PV_EL_CLASSES, "foreground": PV_EL_DEFECT} if is_mask else {"perception": True}
+    if data["kind"] == "brats":
+        targets = build_dataset(data, "train")
+        fit_on = [model_to_unit(targets[i]["target"]).permute(1, 2, 0).numpy()
+                  for i in range(0, len(targets), max(1, len(targets) // 256))]
+        options.update(nonzero_foreground=True, kmeans=[IntensityKMeans(3).fit(fit_on)])
+    has_defect = defect_presence(test_set) if is_mask else {}
+    one_pass = not hasattr(final.sampling, "steps")
+    common = None if one_pass else COMMON_STEPS
+    plan = [(1.0, steps) for steps in evaluation_steps(final, scale)]
+    if model.optimizers(train_config):  # a method with nothing to learn (the identity) has no snapshots
+        plan += [(step / config["train"]["max_steps"], common) for step in config["train"]["snapshot_steps"]]
+    evaluations = {}
+    for fraction, steps in plan:
+        chosen = {} if steps is None else {"steps": steps}
+        model = final if fraction == 1.0 else load_pretrained(
+            run_dir / "snapshots" / f"step-{round(fraction * config['train']['max_steps']):07d}", device=device)
+        rows, summary = evaluate_model(model, test_set, seed=0, **options, **chosen)
+        summary = {**summary, **add_defect_present(rows, has_defect)} if is_mask else summary
+        key = f"{round(100 * fraction)}%@{steps or 1}"
+        (folder / f"rows-{key.replace('%@', 'pct-')}.json").write_text(json.dumps(rows))
+        evaluations[key] = {"fraction": fraction, "steps": steps,
+                            "nfe": model.network_evaluations(model.sampling_options(**chosen)),
+                            "rows": f"rows-{key.replace('%@', 'pct-')}.json",
+                            "summary": {k: v for k, v in summary.items() if k != "name"}}
+    reference = f"100%@{plan[0][1] or 1}"
+    log = (run_dir / "metrics.csv").read_text().splitlines()
+    seconds = float(log[-1].split(",")[log[0].split(",").index("seconds")]) if len(log) > 1 else 0.0
+    batch = config["train"].get("batch_size", 1)
+    record = {"task": task, "method": method, "seed": seed, "scale": scale, "config": config,
+              "machine": machine(), "device": device, "test_items": len(test_set),
+              "train_pairs": len(train_set), "train_seconds": seconds,
+              "images_seen": config["train"]["max_steps"] * batch,  # per process: the suite runs one per cell
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
+              "reference": reference, "common": f"100%@{common or 1}", "evaluations": evaluations}
+    with atomic_path(folder / "cell.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=1, default=str))
+    return record
+
+
+def finished(out: Path, task: str, method: str, seed: int, config: dict) -> bool:
+    path = cell_dir(out, task, method, seed) / "cell.json"
+    if not path.is_file():
+        return False
+    recorded = json.loads(path.read_text())["config"]
+    if recorded != json.loads(json.dumps(config)):
+        raise SystemExit(f"{path} was made with another configuration; use another --output or delete the cell")
+    return True
+
+
+def cells_of(args) -> list[tuple[str, str, int]]:
+    return [(task, method, seed) for task in args.tasks for method in TASKS[task]["methods"]
+            if method in args.methods for seed in args.seeds]
+
+
+def run_suite(args) -> None:
+    from tqdm import tqdm
+
+    pending = [cell for cell in cells_of(args) if not finished(
+        args.output, *cell, cell_config(cell[0], cell[1], cell[2], args.scale, args.data_root, args.max_steps))]
+    print(f"{len(cells_of(args)) - len(pending)} cells done, {len(pending)} to run", flush=True)
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+
+    def launch(cell):
+        task, method, seed = cell
+        folder = cell_dir(args.output, task, method, seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "benchmarks.suite", "--cell", task, method, str(seed), "--scale", args.scale,
+                   "--data-root", str(args.data_root), "--output", str(args.output)]
+        command += ["--test-items", str(args.test_items)] if args.test_items is not None else []
+        command += ["--max-steps", str(args.max_steps)] if args.max_steps else []
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+        began = time.perf_counter()
+        with open(folder / "log.txt", "a") as log:
+            code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        return cell, code, time.perf_counter() - began
+
+    failed = []
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool, tqdm(total=len(pending), desc="suite",
+                                                                          unit="cell") as bar:
+        for cell, code, seconds in pool.map(launch, pending):
+            bar.update(1)
+            bar.write(f"{'/'.join(map(str, cell))}: {'done' if code == 0 else f'FAILED (exit {code})'} "
+                      f"in {seconds / 60:.1f} min")
+            if code:
+                failed.append(cell)
+    write_summary(args.output, args.readme)
+    if failed:
+        raise SystemExit(f"{len(failed)} cell(s) failed; see their log.txt: " +
+                         ", ".join("/".join(map(str, c)) for c in failed))
+
+
+def load_cells(out: Path) -> dict[str, dict[str, list[dict]]]:
+    """{task: {method: [cell records, by seed]}} of the finished cells under `out`."""
+    cells: dict[str, dict[str, list[dict]]] = {}
+    for path in sorted(out.glob("cells/*/*/seed*/cell.json")):
+        record = json.loads(path.read_text())
+        record["folder"] = str(path.parent)
+        cells.setdefault(record["task"], {}).setdefault(record["method"], []).append(record)
+    return cells
+
+
+def seed_averaged_rows(records: list[dict], key: str) -> list[dict]:
+    """Each test item's scores averaged over the seeds (the items every seed scored)."""
+    per_seed = [json.loads((Path(r["folder"]) / r["evaluations"][key]["rows"]).read_text()) for r in records
+                if key in r["evaluations"]]
+    names = set.intersection(*({row["name"] for row in rows} for rows in per_seed))
+    by_name = [{row["name"]: row for row in rows} for rows in per_seed]
+    averaged = []
+    for name in sorted(names):
+        metrics = set.intersection(*(set(rows[name]) for rows in by_name)) - {"name"}
+        averaged.append({"name": name, **{m: float(np.mean([rows[name][m] for rows in by_name])) for m in metrics}})
+    return averaged
+
+
+def cell_value(records: list[dict], key: str, metric: str, cluster_of) -> dict:
+    """Mean over seeds, spread over seeds, and the cluster interval of the seed-averaged items."""
+    from cdtsde.metrics import mean_interval
+
+    seeds = [r["evaluations"][key]["summary"][metric]["mean"] for r in records
+             if key in r["evaluations"] and metric in r["evaluations"][key]["summary"]]
+    if not seeds:
+        return {"mean": math.nan}
+    value = {"mean": float(np.mean(seeds)), "seed_std": float(np.std(seeds)) if len(seeds) > 1 else math.nan,
+             "seeds": len(seeds)}
+    if metric.startswith("perception/"):  # a set-level metric: no item interval
+        return value
+    interval = mean_interval(seed_averaged_rows(records, key), metric, cluster_of=cluster_of)
+    return {**value, "ci_low": interval["ci_low"], "ci_high": interval["ci_high"],
+            "clusters": interval.get("n_clusters")}
+
+
+def format_value(value: dict) -> str:
+    if not math.isfinite(value.get("mean", math.nan)):
+        return "-"
+    digits = 2 if abs(value["mean"]) >= 10 else 3
+    text = f"{value['mean']:.{digits}f}"
+    if math.isfinite(value.get("ci_low", math.nan)):
+        text += f" [{value['ci_low']:.{digits}f}, {value['ci_high']:.{digits}f}]"
+    if math.isfinite(value.get("seed_std", math.nan)):
+        text += f" ±{value['seed_std']:.{digits}f}s"
+    return text
+
+
+def task_summary(task: str, methods: dict[str, list[dict]]) -> dict:
+    from cdtsde.metrics import paired_comparison
+
+    cluster_of, metrics = TASKS[task]["cluster"], TASKS[task]["metrics"]
+    rows, paired, compute = {}, {}, {}
+    for method, records in methods.items():
+        first = records[0]
+        for role in ("reference", "common"):
+            key = first[role]
+            label = f"{method} @ {first['evaluations'][key]['nfe']} NFE"
+            if label in rows:
+                continue
+            rows[label] = {"method": method, "key": key, **{m: cell_value(records, key, m, cluster_of) for m in metrics},
+                           "seconds_per_image": cell_value(records, key, "seconds_per_image", None)["mean"],
+                           "peak_rss_mb": max(r["peak_rss_mb"] for r in records),
+                           "peak_cuda_mb": first.get("peak_cuda_mb"),
+                           "train_minutes": float(np.mean([r["train_seconds"] for r in records])) / 60,
+                           "images_seen": first["images_seen"], "seeds": [r["seed"] for r in records]}
+        common = first["common"]
+        compute[method] = {f"{ev['fraction']:.2f}": cell_value(records, key, metrics[0], cluster_of)["mean"]
+                           for key, ev in sorted(first["evaluations"].items(), key=lambda kv: kv[1]["fraction"])
+                           if ev["steps"] == first["evaluations"][common]["steps"]}
+    if REFERENCE in methods:
+        reference = seed_averaged_rows(methods[REFERENCE], methods[REFERENCE][0]["common"])
+        for method, records in methods.items():
+            if method == REFERENCE:
+                continue
+            mine = seed_averaged_rows(records, records[0]["common"])
+            shared = {row["name"] for row in mine} & {row["name"] for row in reference}
+            paired[method] = {m: paired_comparison([r for r in mine if r["name"] in shared],
+                                                   [r for r in reference if r["name"] in shared], m,
+                                                   higher_is_better=m not in LOWER_IS_BETTER, cluster_of=cluster_of)
+                              for m in metrics if not m.startswith("perception/") and all(m in r for r in mine)}
+    return {"rows": rows, "paired": paired, "compute": compute}
+
+
+def compute_figure(path: Path, task: str, compute: dict, metric: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for method, curve in compute.items():
+        if len(curve) > 1:
+            axis.plot([100 * float(f) for f in curve], list(curve.values()), marker="o", label=method)
+    axis.set(xlabel="% of the training budget", ylabel=metric, title=f"{task}: {metric} at {COMMON_STEPS} NFE")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def paper_lines(task: str) -> list[str]:
+    from benchmarks.baselines import PAPER_TABLE1, paper_table
+    from benchmarks.zero_shot import SEED_TABLE1
+
+    lines = ["", *paper_table(task)] if task in PAPER_TABLE1 else []
+    if task == "brats-t2t1" or task == "brats-flairt1":
+        lines += ["", "The LMI paper's Table 1 (IXI PD -> T1, their data and training; quoted, not comparable in "
+                  "absolute terms):", "", "| method (LMI paper) | Dice | PSNR | SSIM |", "|---|---|---|---|"]
+        lines += [f"| {name} | {d:g} | {p:g} | {s:g} |" for name, (d, p, s) in SEED_TABLE1.items()]
+    return lines
+
+
+def write_summary(out: Path, readme: bool = False) -> dict:
+    """summary.md / summary.json / compute-<task>.png from every finished cell under `out`."""
+    from benchmarks.common import write_report
+
+    cells = load_cells(out)
+    summaries = {task: task_summary(task, methods) for task, methods in cells.items()}
+    lines = [f"# Benchmark suite ({out.name})", "",
+             "Values: mean over training seeds [95% cluster-bootstrap interval of the seed-averaged items] ±seed std "
+             "(s). Perception metrics are set-level (no item interval). Paired: method - cdtsde-linear at "
+             f"{COMMON_STEPS} NFE on the same items (interval over clusters).", ""]
+    brief = []
+    for task, summary in summaries.items():
+        metrics = TASKS[task]["metrics"]
+        some = next(iter(cells[task].values()))[0]
+        lines += [f"## {task}", "", f"Test items: {some['test_items']} ({TASKS[task]['cluster'].__name__} clusters); "
+                  f"training pairs: {some['train_pairs']}; scale {some['scale']}; device {some['device']}.", "",
+                  "| method | " + " | ".join(metrics) + " | s/image | peak MB | train min | images seen |",
+                  "|---" * (len(metrics) + 5) + "|"]
+        for label, row in summary["rows"].items():
+            lines.append(f"| {label} | " + " | ".join(format_value(row[m]) for m in metrics) +
+                         f" | {row['seconds_per_image']:.3f} | {row['peak_cuda_mb'] or row['peak_rss_mb']:.0f} | "
+                         f"{row['train_minutes']:.1f} | {row['images_seen']} |")
+        if summary["paired"]:
+            lines += ["", f"Paired against {REFERENCE}:", "", "| method | metric | difference [95% CI] | clusters |",
+                      "|---|---|---|---|"]
+            for method, by_metric in summary["paired"].items():
+                for metric, c in by_metric.items():
+                    if math.isfinite(c["mean_difference"]):
+                        interval = (f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" if math.isfinite(c["ci_low"])
+                                    else "(too few clusters)")
+                        lines.append(f"| {method} | {metric} | {c['mean_difference']:+.3f} {interval} | "
+                                     f"{c.get('n_clusters')} |")
+        fractions = sorted({f for curve in summary["compute"].values() for f in curve})
+        lines += ["", f"{metrics[0]} against training compute (at {COMMON_STEPS} NFE; compute-{task}.png):", "",
+                  "| method | " + " | ".join(f"{100 * float(f):.0f}%" for f in fractions) + " |",
+                  "|---" * (len(fractions) + 1) + "|"]
+        lines += [f"| {method} | " + " | ".join(f"{curve.get(f, math.nan):.3f}" for f in fractions) + " |"
+                  for method, curve in summary["compute"].items()]
+        compute_figure(out / f"compute-{task}.png", task, summary["compute"], metrics[0])
+        lines += paper_lines(task) + [""]
+        brief += [f"**{task}** ({some['test_items']} test items, {metrics[0]} and {metrics[1]}):", "",
+                  f"| method | {metrics[0]} | {metrics[1]} | s/image |", "|---|---|---|---|"]
+        brief += [f"| {label} | {format_value(row[metrics[0]])} | {format_value(row[metrics[1]])} | "
+                  f"{row['seconds_per_image']:.3f} |" for label, row in summary["rows"].items()] + [""]
+    write_report(out, lines, {"tasks": summaries})
+    (out / "results.md").rename(out / "summary.md")
+    (out / "results.json").rename(out / "summary.json")
+    if readme:
+        update_readme(Path(__file__).resolve().parents[1] / "README.md", out, brief)
+    return summaries
+
+
+def update_readme(path: Path, out: Path, brief: list[str]) -> None:
+    """Replace the README's suite block (between BEGIN and END) with the summary's headline tables."""
+    text = path.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{path}: no {BEGIN} ... {END} block to regenerate")
+    where = out.resolve().relative_to(path.parent) if out.resolve().is_relative_to(path.parent) else out
+    block = [BEGIN, f"Generated by `python -m benchmarks.suite --summary-only --output {where} --readme` from "
+             f"{where}/summary.md (intervals, perception metrics, paired comparisons and compute curves there).", "",
+             *brief, END]
+    path.write_text(re.sub(f"{re.escape(BEGIN)}.*?{re.escape(END)}", lambda _: "\n".join(block), text, flags=re.S))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", choices=SUITE_SCALES, default="cpu")
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--methods", nargs="+", choices=PAIRED + ZERO_SHOT, default=list(PAIRED + ZERO_SHOT))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--data-root", type=Path, default=DATA, help="a folder with the layout of ../shared/data")
+    parser.add_argument("--output", type=Path, help="default: benchmarks/results/suite/<scale>")
+    parser.add_argument("--jobs", type=int, default=1, help="cells run at once (threads split between them)")
+    parser.add_argument("--test-items", type=int, help="override the scale's number of test items")
+    parser.add_argument("--max-steps", type=int, help="override every training budget (smoke runs)")
+    parser.add_argument("--summary-only", action="store_true", help="rebuild the summary from the finished cells")
+    parser.add_argument("--readme", action="store_true", help="also regenerate the README's results block")
+    parser.add_argument("--cell", nargs=3, metavar=("TASK", "METHOD", "SEED"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.output = (args.output or RESULTS / "suite" / args.scale).resolve()
+    if args.cell:
+        task, method, seed = args.cell
+        run_cell(task, method, int(seed), args.scale, args.data_root, args.output, args.test_items, args.max_steps)
+        return
+    if args.summary_only:
+        write_summary(args.output, args.readme)
+        return
+    if not args.data_root.is_dir():
+        raise SystemExit(f"--data-root {args.data_root}: no such folder (expected the layout of ../shared/data)")
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
+    args.output.mkdir(parents=True, exist_ok=True)
+    run_suite(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""The benchmark suite end to end on a tiny scale: a drop-in data root with the layout of ../shared/data,
+two methods on one task, a few steps; finished cells are skipped; the README block is regenerated."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import suite  # noqa: E402
+
+
+def volkov_like(root: Path) -> None:
+    """Eight SAR/optical pairs of 32 px in volkov-s1s2's layout: four fragments of two crops, two tiles."""
+    folder = root / "sar-optical" / "volkov-s1s2"
+    rng = np.random.default_rng(0)
+    rows = ["pair_id,fragment,s2_tile"]
+    for fragment in range(4):
+        for crop in ("r1c1", "r2c2"):
+            name = f"{fragment:03d}_{crop}"
+            base = rng.random((32, 32))
+            for side, image in (("sar", base), ("opt", np.stack([base, 1 - base, base ** 2], -1))):
+                (folder / side).mkdir(parents=True, exist_ok=True)
+                Image.fromarray((image * 255).astype(np.uint8)).save(folder / side / f"{name}.png")
+            rows.append(f"{name},{fragment:03d}.png,{'T14RNT' if fragment == 3 else 'T11SLT'}")
+    (folder / "pairs.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_the_suite_runs_skips_finished_cells_and_summarises(tmp_path, capsys):
+    volkov_like(tmp_path / "data")
+    out = tmp_path / "suite"
+    argv = ["--scale", "quick", "--tasks", "sar-optical", "--methods", "cdtsde-linear", "identity",
+            "--data-root", str(tmp_path / "data"), "--output", str(out), "--max-steps", "4", "--test-items", "2"]
+    suite.main(argv)
+    cell = json.loads((out / "cells/sar-optical/cdtsde-linear/seed0/cell.json").read_text())
+    assert cell["config"]["train"]["snapshot_steps"] == [1, 2] and cell["test_items"] == 2
+    assert cell["config"]["data"]["root"] == str(tmp_path / "data" / "sar-optical" / "volkov-s1s2")
+    assert sorted(ev["fraction"] for ev in cell["evaluations"].values()) == [0.25, 0.5, 1.0]
+    final = cell["evaluations"][cell["reference"]]["summary"]
+    assert {"psnr", "ssim", "perception/patch_swd", "perception/mean_offset"} <= set(final)
+    assert cell["train_pairs"] == 6 and cell["images_seen"] == 4 * 16 and cell["peak_rss_mb"] > 0
+    summary = json.loads((out / "summary.json").read_text())["tasks"]["sar-optical"]
+    assert set(summary["paired"]) == {"identity"} and (out / "compute-sar-optical.png").is_file()
+    identity = summary["rows"]["identity @ 1 NFE"]
+    assert identity["psnr"]["mean"] == pytest.approx(
+        json.loads((out / "cells/sar-optical/identity/seed0/cell.json").read_text())
+        ["evaluations"]["100%@1"]["summary"]["psnr"]["mean"])
+    assert "cdtsde-linear @ 5 NFE" in (out / "summary.md").read_text()
+
+    stamp = (out / "cells/sar-optical/identity/seed0/cell.json").stat().st_mtime_ns
+    capsys.readouterr()
+    suite.main(argv)
+    assert "2 cells done, 0 to run" in capsys.readouterr().out
+    assert (out / "cells/sar-optical/identity/seed0/cell.json").stat().st_mtime_ns == stamp
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{suite.BEGIN}\nold\n{suite.END}\nrest\n")
+    suite.update_readme(readme, out, ["| new table |"])
+    text = readme.read_text()
+    assert "old" not in text and "| new table |" in text and text.startswith("intro") and text.endswith("rest\n")
+    with pytest.raises(SystemExit, match="another configuration"):
+        suite.main([*argv[:-4], "--max-steps", "5", "--test-items", "2"])
