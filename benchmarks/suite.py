@@ -180,6 +180,7 @@ def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out
     seconds = float(log[-1].split(",")[log[0].split(",").index("seconds")]) if len(log) > 1 else 0.0
     batch = config["train"].get("batch_size", 1)
     record = {"task": task, "method": method, "seed": seed, "scale": scale, "config": config,
+              "data_root": str(data_root), "limit": limit,
               "machine": machine(), "device": device, "test_items": len(test_set),
               "train_pairs": len(train_set), "train_seconds": seconds,
               "images_seen": config["train"]["max_steps"] * batch,  # per process: the suite runs one per cell
@@ -191,12 +192,15 @@ def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out
     return record
 
 
-def finished(out: Path, task: str, method: str, seed: int, config: dict) -> bool:
+def finished(out: Path, task: str, method: str, seed: int, args) -> bool:
+    """Whether the cell is done. A cell made under another data root (another machine's copy of the data)
+    counts when its configuration is otherwise the one this run would use; a different one is an error."""
     path = cell_dir(out, task, method, seed) / "cell.json"
     if not path.is_file():
         return False
-    recorded = json.loads(path.read_text())["config"]
-    if recorded != json.loads(json.dumps(config)):
+    record = json.loads(path.read_text())
+    expected = cell_config(task, method, seed, args.scale, Path(record["data_root"]), args.max_steps)
+    if record["config"] != json.loads(json.dumps(expected)) or record.get("limit") != args.test_items:
         raise SystemExit(f"{path} was made with another configuration; use another --output or delete the cell")
     return True
 
@@ -209,8 +213,7 @@ def cells_of(args) -> list[tuple[str, str, int]]:
 def run_suite(args) -> None:
     from tqdm import tqdm
 
-    pending = [cell for cell in cells_of(args) if not finished(
-        args.output, *cell, cell_config(cell[0], cell[1], cell[2], args.scale, args.data_root, args.max_steps))]
+    pending = [cell for cell in cells_of(args) if not finished(args.output, *cell, args)]
     print(f"{len(cells_of(args)) - len(pending)} cells done, {len(pending)} to run", flush=True)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
 
@@ -442,6 +445,7 @@ def main(argv=None) -> None:
     parser.add_argument("--cell", nargs=3, metavar=("TASK", "METHOD", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.output = (args.output or RESULTS / "suite" / args.scale).resolve()
+    args.data_root = args.data_root.resolve()
     if args.cell:
         task, method, seed = args.cell
         run_cell(task, method, int(seed), args.scale, args.data_root, args.output, args.test_items, args.max_steps)

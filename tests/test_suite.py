@@ -2,6 +2,7 @@
 two methods on one task, a few steps; finished cells are skipped; the README block is regenerated."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -55,6 +56,9 @@ def test_the_suite_runs_skips_finished_cells_and_summarises(tmp_path, capsys):
     suite.main(argv)
     assert "2 cells done, 0 to run" in capsys.readouterr().out
     assert (out / "cells/sar-optical/identity/seed0/cell.json").stat().st_mtime_ns == stamp
+    shutil.copytree(tmp_path / "data", tmp_path / "copy")  # the cells count as done under another data root
+    suite.main([*argv[:6], "--data-root", str(tmp_path / "copy"), *argv[8:]])
+    assert "2 cells done, 0 to run" in capsys.readouterr().out
 
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{suite.BEGIN}\nold\n{suite.END}\nrest\n")
