@@ -57,7 +57,7 @@ def test_the_suite_runs_skips_finished_cells_and_summarises(tmp_path, capsys):
     assert "2 cells done, 0 to run" in capsys.readouterr().out
     assert (out / "cells/sar-optical/identity/seed0/cell.json").stat().st_mtime_ns == stamp
     shutil.copytree(tmp_path / "data", tmp_path / "copy")  # the cells count as done under another data root
-    suite.main([*argv[:6], "--data-root", str(tmp_path / "copy"), *argv[8:]])
+    suite.main([*argv[:7], "--data-root", str(tmp_path / "copy"), *argv[9:]])
     assert "2 cells done, 0 to run" in capsys.readouterr().out
 
     readme = tmp_path / "README.md"
