@@ -232,7 +232,7 @@ def field_statistics_over_t(models, test_set, points: int = 9, items: int = 16) 
     statistics = {}
     for variant, model in models.items():
         t1 = model.schedule.t1
-        anchor = model.in_target_space(sources)
+        anchor = model.in_target_space(sources.to(next(model.parameters()).device))  # the model's device (GPU runs)
         rows = []
         for t in torch.linspace(0, t1 - 1, points).round().long().tolist():
             mixing = model.field(t, anchor)

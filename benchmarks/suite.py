@@ -137,6 +137,7 @@ def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out
     from cdtsde.run import build_run
     from cdtsde.training import load_pretrained, train
 
+    began = time.perf_counter()
     config = cell_config(task, method, seed, scale, data_root, max_steps)
     folder = cell_dir(out, task, method, seed)
     run_dir = folder / "run"
@@ -186,6 +187,7 @@ def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out
               "images_seen": config["train"]["max_steps"] * batch,  # per process: the suite runs one per cell
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
               "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
+              "cell_seconds": time.perf_counter() - began,  # this process: training (this time) and scoring
               "reference": reference, "common": f"100%@{common or 1}", "evaluations": evaluations}
     with atomic_path(folder / "cell.json") as tmp:
         tmp.write_text(json.dumps(record, indent=1, default=str))

@@ -67,3 +67,33 @@ def test_the_suite_runs_skips_finished_cells_and_summarises(tmp_path, capsys):
     assert "old" not in text and "| new table |" in text and text.startswith("intro") and text.endswith("rest\n")
     with pytest.raises(SystemExit, match="another configuration"):
         suite.main([*argv[:-4], "--max-steps", "5", "--test-items", "2"])
+
+
+CHANNELS = {"brats-t1t2": (1, 1, "image"), "brats-t2t1": (1, 1, "image"), "brats-flairt1": (1, 1, "image"),
+            "sar-optical": (1, 3, "image"), "sar-bigearthnet": (2, 3, "image"), "el-mask": (1, 5, "mask")}
+
+
+@pytest.mark.parametrize("scale,tasks", [("cpu", list(suite.TASKS)), ("gpu", ["brats-t2t1", "sar-bigearthnet"])])
+def test_every_cell_of_a_scale_builds_its_method(scale, tasks, monkeypatch):
+    """Every (task, method) cell's configuration is valid at the scale (no data read: CycleGAN's subject
+    list is stubbed); snapshots at 25% and 50% of the budget; the GPU scale trains at 256 px in bf16 on the GPU."""
+    from benchmarks import zero_shot
+    from cdtsde.methods import DataInfo, method_class
+    from cdtsde.settings import from_plain
+    from cdtsde.training import TrainConfig
+
+    monkeypatch.setattr(zero_shot, "training_subjects", lambda data: [f"s{i}" for i in range(8)])
+    for task in tasks:
+        source, target, kind = CHANNELS[task]
+        for method in suite.TASKS[task]["methods"]:
+            config = suite.cell_config(task, method, 0, scale, Path("/data"), None)
+            cls = method_class(config.get("method", "cdtsde"))
+            train = from_plain(TrainConfig, {**cls.train_defaults, **config["train"]}, "train")
+            assert list(train.snapshot_steps) == [round(train.max_steps / 4), round(train.max_steps / 2)]
+            data = config["data"] if "root" in config["data"] else config["data"]["target"]
+            assert data["root"].startswith("/data/")
+            if scale == "gpu":
+                assert (train.accelerator, train.precision, data["size"]) == ("gpu", "bf16-mixed", 256)
+            cls(from_plain(cls.config_class, config.get("model"), "model"),
+                DataInfo(source_channels=None if cls.data_kind == "target-only" else source, target_channels=target,
+                         target_kind=kind, image_size=data["size"]))
