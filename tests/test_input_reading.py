@@ -54,6 +54,9 @@ FILES = {
     "16-bit TIFF": ((RNG.random((20, 20)) * 65535).astype(np.uint16), ".tif", tifffile.imwrite, {}),
     "float TIFF with a value range": ((RNG.random((20, 20)) * 40 - 30).astype(np.float32), ".tif", tifffile.imwrite,
                                       {"value_range": {"source": [-25.0, 0.0]}}),
+    "4-band TIFF, one band picked": ((RNG.random((20, 20, 4)) * 65535).astype(np.uint16), ".tif",
+                                     lambda path, a: tifffile.imwrite(path, a, photometric="minisblack"),
+                                     {"source_bands": [2]}),
 }
 
 
