@@ -355,6 +355,26 @@ def compute_figure(path: Path, task: str, compute: dict, metric: str) -> None:
     plt.close(figure)
 
 
+def translations_figure(path: Path, task: str, methods: dict[str, list[dict]]) -> bool:
+    """Four test items translated by every method of the task (its first seed, at the common NFE), when
+    the cells' weights and the data are on this machine; False (nothing drawn) otherwise."""
+    from benchmarks.baselines import grid
+    from cdtsde.data import build_dataset
+    from cdtsde.training import load_pretrained
+
+    firsts = {method: records[0] for method, records in methods.items()}
+    if not all((Path(r["folder"]) / "run" / "model").is_dir() for r in firsts.values()):
+        return False
+    some = next(iter(firsts.values()))
+    data = task_data(task, Path(some["data_root"]))  # the test split every cell of the task scored
+    if not Path(data["root"]).exists():
+        return False
+    test_set = test_items(build_dataset(data, "test"), some["test_items"])
+    models = {method: load_pretrained(Path(r["folder"]) / "run") for method, r in firsts.items()}
+    grid(path, models, test_set, next(iter(models.values())).data.target_kind == "mask", steps=COMMON_STEPS)
+    return True
+
+
 def paper_lines(task: str) -> list[str]:
     from benchmarks.baselines import PAPER_TABLE1, paper_table
     from benchmarks.zero_shot import SEED_TABLE1
@@ -406,6 +426,8 @@ def write_summary(out: Path, readme: bool = False) -> dict:
         lines += [f"| {method} | " + " | ".join(f"{curve.get(f, math.nan):.3f}" for f in fractions) + " |"
                   for method, curve in summary["compute"].items()]
         compute_figure(out / f"compute-{task}.png", task, summary["compute"], metrics[0])
+        if translations_figure(out / f"translations-{task}.png", task, cells[task]):
+            lines += ["", f"Four test items by every method: translations-{task}.png."]
         lines += paper_lines(task) + [""]
         brief += [f"**{task}** ({some['test_items']} test items, {metrics[0]} and {metrics[1]}):", "",
                   f"| method | {metrics[0]} | {metrics[1]} | s/image |", "|---|---|---|---|"]

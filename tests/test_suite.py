@@ -45,6 +45,7 @@ def test_the_suite_runs_skips_finished_cells_and_summarises(tmp_path, capsys):
     assert cell["train_pairs"] == 6 and cell["images_seen"] == 4 * 16 and cell["peak_rss_mb"] > 0
     summary = json.loads((out / "summary.json").read_text())["tasks"]["sar-optical"]
     assert set(summary["paired"]) == {"identity"} and (out / "compute-sar-optical.png").is_file()
+    assert (out / "translations-sar-optical.png").is_file()
     identity = summary["rows"]["identity @ 1 NFE"]
     assert identity["psnr"]["mean"] == pytest.approx(
         json.loads((out / "cells/sar-optical/identity/seed0/cell.json").read_text())
