@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import csv
 import json
 import math
 import os
@@ -46,6 +47,17 @@ PAIRED = ("cdtsde-linear", "cdtsde-envelope", "cdtsde-channel", "cdtsde-dynamic"
           "bbdm", "dbim", "abridge", "identity")
 ZERO_SHOT = ("sdedit", "lmi", "cyclegan", "inversion")
 REFERENCE = "cdtsde-linear"
+# the field objectives of the ablation (issue 15): (field variant, model settings over the paper's). beta = 0.01,
+# fixed before any result: the order of the x0 error at the end of the CPU budget, so neither term dominates
+OBJECTIVES = {"cdtsde-dynamic-budget": ("dynamic", {"field": {"variant": "dynamic", "budget": True}}),
+              "cdtsde-content-budget": ("content", {"field": {"variant": "content", "budget": True}}),
+              "cdtsde-dynamic-elbo": ("dynamic", {"mixer_objective": "elbo", "restoring_weight": 0.01}),
+              "cdtsde-content-elbo": ("content", {"mixer_objective": "elbo", "restoring_weight": 0.01})}
+FIELDS = ("cdtsde-linear", "cdtsde-envelope", "cdtsde-channel", "cdtsde-dynamic", "cdtsde-content", *OBJECTIVES)
+SWEEP_NFES = (1, 2, 3, 5, 10, 20)
+SWEEP_GAMMAS = (1.0, 0.0)  # the paper's stochastic solver and the deterministic update
+DIAGNOSTICS = ("g_mean", "g_spatial_std", "g_at_lower", "g_at_upper", "lambda_rank_corr_intensity",
+               "lambda_rank_corr_gradient", "lambda_minus_eta")
 COMMON_STEPS = 5
 SNAPSHOT_FRACTIONS = (0.25, 0.5)
 BRATS = {"kind": "brats", "root": "brats-mri", "min_foreground": 0.1, "val_subjects": 0, "test_subjects": 4, "seed": 0}
@@ -86,6 +98,7 @@ TASKS = {
                 "metrics": MASK_METRICS},
 }
 SUITE_SCALES = ("quick", "cpu", "gpu")
+ZERO_SHOT_ONLY = ("brats-flairt1",)  # tasks whose paired side is the reference alone
 BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
 
 
@@ -101,6 +114,10 @@ def cell_config(task: str, method: str, seed: int, scale: str, data_root: Path, 
     data = task_data(task, data_root)
     if method in ZERO_SHOT:
         config = zero_shot.method_config(task, method, scale, seed, data)
+    elif method in OBJECTIVES:
+        variant, model = OBJECTIVES[method]
+        config = baselines.method_config(task, scale, f"cdtsde-{variant}", seed, data)
+        config["model"].update(model)
     else:
         config = baselines.method_config(task, scale, method, seed, data)
     if max_steps:
@@ -125,8 +142,9 @@ def test_items(dataset, limit: int | None):
 
 
 def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out: Path,
-             limit: int | None, max_steps: int | None) -> dict:
-    """Train (or resume) and score one cell; its cell.json is written last."""
+             limit: int | None, max_steps: int | None, sweep: bool = False) -> dict:
+    """Train (or resume) and score one cell; its cell.json is written last. With `sweep` a CDTSDE field is
+    also scored at every NFE of SWEEP_NFES with gamma 1 and 0."""
     from benchmarks.baselines import evaluation_steps
     from cdtsde.atomic import atomic_path
     from cdtsde.data import build_dataset
@@ -158,37 +176,49 @@ def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out
                   for i in range(0, len(targets), max(1, len(targets) // 256))]
         options.update(nonzero_foreground=True, kmeans=[IntensityKMeans(3).fit(fit_on)])
     has_defect = defect_presence(test_set) if is_mask else {}
-    one_pass = not hasattr(final.sampling, "steps")
-    common = None if one_pass else COMMON_STEPS
-    plan = [(1.0, steps) for steps in evaluation_steps(final, scale)]
+    common = None if not hasattr(final.sampling, "steps") else COMMON_STEPS
+    plan = [(1.0, steps, None) for steps in evaluation_steps(final, scale)]
     if model.optimizers(train_config):  # a method with nothing to learn (the identity) has no snapshots
-        plan += [(step / config["train"]["max_steps"], common) for step in config["train"]["snapshot_steps"]]
-    evaluations = {}
-    for fraction, steps in plan:
+        plan += [(step / config["train"]["max_steps"], common, None) for step in config["train"]["snapshot_steps"]]
+    swept = sweep and method in FIELDS
+    if swept:
+        plan += [(1.0, n, gamma) for gamma in SWEEP_GAMMAS for n in SWEEP_NFES]
+    previous = json.loads((folder / "cell.json").read_text()) if (folder / "cell.json").is_file() else {}
+    evaluations = dict(previous.get("evaluations", {}))  # a finished cell asked for more scores only adds them
+    for fraction, steps, gamma in plan:
         chosen = {} if steps is None else {"steps": steps}
+        if gamma is not None and gamma != final.sampling.gamma:
+            chosen["gamma"] = gamma
+        key = f"{round(100 * fraction)}%@{steps or 1}" + (f"/gamma{gamma:g}" if "gamma" in chosen else "")
+        if key in evaluations:
+            continue
         model = final if fraction == 1.0 else load_pretrained(
             run_dir / "snapshots" / f"step-{round(fraction * config['train']['max_steps']):07d}", device=device)
         rows, summary = evaluate_model(model, test_set, seed=0, **options, **chosen)
         summary = {**summary, **add_defect_present(rows, has_defect)} if is_mask else summary
-        key = f"{round(100 * fraction)}%@{steps or 1}"
-        (folder / f"rows-{key.replace('%@', 'pct-')}.json").write_text(json.dumps(rows))
-        evaluations[key] = {"fraction": fraction, "steps": steps,
-                            "nfe": model.network_evaluations(model.sampling_options(**chosen)),
-                            "rows": f"rows-{key.replace('%@', 'pct-')}.json",
+        rows_file = f"rows-{key.replace('%@', 'pct-').replace('/', '-')}.json"
+        (folder / rows_file).write_text(json.dumps(rows))
+        evaluations[key] = {"fraction": fraction, "steps": steps, "gamma": chosen.get("gamma"),
+                            "nfe": model.network_evaluations(model.sampling_options(**chosen)), "rows": rows_file,
                             "summary": {k: v for k, v in summary.items() if k != "name"}}
     reference = f"100%@{plan[0][1] or 1}"
-    log = (run_dir / "metrics.csv").read_text().splitlines()
-    seconds = float(log[-1].split(",")[log[0].split(",").index("seconds")]) if len(log) > 1 else 0.0
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        log = list(csv.DictReader(handle))
+    seconds = float(log[-1]["seconds"]) if log else 0.0
+    # the field's state at the end of training, as the log's last row has it (docs/cdtsde.md, section 4)
+    diagnostics = {key: float(log[-1][key]) for key in DIAGNOSTICS if log and log[-1].get(key) not in (None, "")}
     batch = config["train"].get("batch_size", 1)
     record = {"task": task, "method": method, "seed": seed, "scale": scale, "config": config,
-              "data_root": str(data_root), "limit": limit,
+              "data_root": str(data_root), "limit": limit, "sweep": swept or previous.get("sweep", False),
               "machine": machine(), "device": device, "test_items": len(test_set),
               "train_pairs": len(train_set), "train_seconds": seconds,
               "images_seen": config["train"]["max_steps"] * batch,  # per process: the suite runs one per cell
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
               "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
-              "cell_seconds": time.perf_counter() - began,  # this process: training (this time) and scoring
-              "reference": reference, "common": f"100%@{common or 1}", "evaluations": evaluations}
+              # this cell's processes: training and scoring, and any later scoring added to it
+              "cell_seconds": previous.get("cell_seconds", 0.0) + time.perf_counter() - began,
+              "reference": reference, "common": f"100%@{common or 1}", "evaluations": evaluations,
+              "diagnostics": diagnostics}
     with atomic_path(folder / "cell.json") as tmp:
         tmp.write_text(json.dumps(record, indent=1, default=str))
     return record
@@ -204,12 +234,13 @@ def finished(out: Path, task: str, method: str, seed: int, args) -> bool:
     expected = cell_config(task, method, seed, args.scale, Path(record["data_root"]), args.max_steps)
     if record["config"] != json.loads(json.dumps(expected)) or record.get("limit") != args.test_items:
         raise SystemExit(f"{path} was made with another configuration; use another --output or delete the cell")
-    return True
+    return record.get("sweep", False) or not (args.sweep and method in FIELDS)
 
 
 def cells_of(args) -> list[tuple[str, str, int]]:
-    return [(task, method, seed) for task in args.tasks for method in TASKS[task]["methods"]
-            if method in args.methods for seed in args.seeds]
+    return [(task, method, seed) for task in args.tasks for method in (*TASKS[task]["methods"], *OBJECTIVES)
+            if method in args.methods and (method not in OBJECTIVES or task not in ZERO_SHOT_ONLY)
+            for seed in args.seeds]
 
 
 def run_suite(args) -> None:
@@ -227,6 +258,7 @@ def run_suite(args) -> None:
                    "--data-root", str(args.data_root), "--output", str(args.output)]
         command += ["--test-items", str(args.test_items)] if args.test_items is not None else []
         command += ["--max-steps", str(args.max_steps)] if args.max_steps else []
+        command += ["--sweep"] if args.sweep else []
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": os.pathsep.join(
             [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
         began = time.perf_counter()
@@ -375,6 +407,128 @@ def translations_figure(path: Path, task: str, methods: dict[str, list[dict]]) -
     return True
 
 
+HIGHER_IS_BETTER = ("psnr", "ssim", "dice", "kmeans", "skeleton_f1")
+
+
+def quality(metric: str, value: float) -> float:
+    """A metric oriented so that larger is better (a sharpness ratio is best at 1, on either side)."""
+    if metric.endswith("sharpness_ratio"):
+        return -abs(math.log(value)) if value > 0 else -math.inf
+    return value if metric.split("/")[0].startswith(HIGHER_IS_BETTER) else -value
+
+
+def sweep_key(nfe: int, gamma: float) -> str:
+    return f"100%@{nfe}" + ("" if gamma == 1.0 else f"/gamma{gamma:g}")
+
+
+def sweep_summary(task: str, methods: dict[str, list[dict]]) -> dict:
+    """The field ablation of one task: each metric against NFE per field and gamma (mean over seeds), the
+    fewest NFE at which each field reaches linear's 10-step value, the per-seed differences from linear at
+    the common NFE, and the fields' end-of-training diagnostics."""
+    swept = {m: [r for r in records if r.get("sweep")] for m, records in methods.items() if m in FIELDS}
+    swept = {m: records for m, records in swept.items() if records}
+    curves, matched, per_seed, diagnostics = {}, {}, {}, {}
+    for metric in TASKS[task]["metrics"]:
+        for gamma in SWEEP_GAMMAS:
+            by_field = {m: {n: float(np.mean([r["evaluations"][sweep_key(n, gamma)]["summary"][metric]["mean"]
+                                              for r in records])) for n in SWEEP_NFES}
+                        for m, records in swept.items()}
+            curves[f"{metric}|{gamma:g}"] = by_field
+            if REFERENCE in by_field:
+                goal = by_field[REFERENCE][10]
+                matched[f"{metric}|{gamma:g}"] = {
+                    m: next((n for n in SWEEP_NFES if quality(metric, by_nfe[n]) >= quality(metric, goal)), None)
+                    for m, by_nfe in by_field.items()}
+    headline = TASKS[task]["metrics"][0]
+    if REFERENCE in swept:
+        linear = {r["seed"]: r["evaluations"][r["common"]]["summary"][headline]["mean"] for r in swept[REFERENCE]}
+        per_seed = {m: {r["seed"]: r["evaluations"][r["common"]]["summary"][headline]["mean"] - linear[r["seed"]]
+                        for r in records if r["seed"] in linear} for m, records in swept.items() if m != REFERENCE}
+    for m, records in swept.items():
+        keys = sorted({k for r in records for k in r.get("diagnostics", {})})
+        diagnostics[m] = {k: float(np.mean([r["diagnostics"][k] for r in records if k in r["diagnostics"]]))
+                          for k in keys}
+    return {"curves": curves, "matched": matched, "per_seed_difference": per_seed, "diagnostics": diagnostics}
+
+
+def sweep_lines(task: str, summary: dict) -> list[str]:
+    headline = TASKS[task]["metrics"][0]
+    lines = ["", f"### Field ablation on {task}", "", f"{headline} against NFE (mean over seeds):", "",
+             "| gamma | field | " + " | ".join(map(str, SWEEP_NFES)) + " |", "|---" * (len(SWEEP_NFES) + 2) + "|"]
+    for gamma in SWEEP_GAMMAS:
+        for field, by_nfe in summary["curves"][f"{headline}|{gamma:g}"].items():
+            lines.append(f"| {gamma:g} | {field} | " + " | ".join(f"{by_nfe[n]:.3f}" for n in SWEEP_NFES) + " |")
+    if summary["matched"]:
+        fields = list(next(iter(summary["matched"].values())))
+        lines += ["", "Fewest NFE reaching linear's 10-NFE value (- : not within 20), per metric and gamma:", "",
+                  "| metric | gamma | " + " | ".join(fields) + " |", "|---" * (len(fields) + 2) + "|"]
+        for key, by_field in summary["matched"].items():
+            metric, gamma = key.split("|")
+            lines.append(f"| {metric} | {gamma} | " + " | ".join(str(by_field[f] or "-") for f in fields) + " |")
+    if summary["per_seed_difference"]:
+        lines += ["", f"{headline} minus linear at {COMMON_STEPS} NFE, per training seed (a t interval over seeds "
+                  "where there are 3 or more):", ""]
+        for field, by_seed in summary["per_seed_difference"].items():
+            values = list(by_seed.values())
+            text = ", ".join(f"seed {seed}: {d:+.3f}" for seed, d in by_seed.items())
+            if len(values) >= 3:
+                from scipy import stats
+
+                half = stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values))
+                text += f"; mean {np.mean(values):+.3f} [{np.mean(values) - half:+.3f}, {np.mean(values) + half:+.3f}]"
+            lines.append(f"- {field}: {text}")
+    keys = sorted({k for d in summary["diagnostics"].values() for k in d})
+    if keys:
+        lines += ["", "The fields at the end of training (last log row; docs/cdtsde.md section 4):", "",
+                  "| field | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        lines += [f"| {field} | " + " | ".join(f"{d[k]:.3f}" if k in d else "-" for k in keys) + " |"
+                  for field, d in summary["diagnostics"].items() if d]
+    return lines
+
+
+def sweep_figures(out: Path, task: str, summary: dict, methods: dict[str, list[dict]]) -> None:
+    """quality-vs-NFE per gamma for the headline metric, and Lambda maps of each learned field (seed 0
+    weights when on this machine) with the eta_t value in each title and a colour bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cdtsde.data import build_dataset
+    from cdtsde.training import load_pretrained
+    from cdtsde.visualize import save_translation_grid
+
+    headline = TASKS[task]["metrics"][0]
+    figure, axes = plt.subplots(1, len(SWEEP_GAMMAS), figsize=(4.5 * len(SWEEP_GAMMAS), 3.5), sharey=True, squeeze=False)
+    for axis, gamma in zip(axes[0], SWEEP_GAMMAS):
+        for field, by_nfe in summary["curves"][f"{headline}|{gamma:g}"].items():
+            axis.plot(SWEEP_NFES, [by_nfe[n] for n in SWEEP_NFES], marker="o", label=field)
+        axis.set(xscale="log", xlabel="NFE", title=f"gamma {gamma:g}")
+    axes[0][0].set_ylabel(headline)
+    axes[0][0].legend(fontsize=6)
+    figure.tight_layout()
+    figure.savefig(out / f"quality_vs_nfe-{task}.png", dpi=120)
+    plt.close(figure)
+    records = {m: rs[0] for m, rs in methods.items() if m in FIELDS and rs[0].get("sweep")}
+    runs = {m: Path(r["folder"]) / "run" for m, r in records.items() if (Path(r["folder"]) / "run" / "model").is_dir()}
+    if not runs:
+        return
+    data = task_data(task, Path(next(iter(records.values()))["data_root"]))
+    if not Path(data["root"]).exists():
+        return
+    test_set = build_dataset(data, "test")
+    items = [test_set[int(i * len(test_set) / 4)] for i in range(4)]
+    sources, targets = (torch.stack([item[side] for item in items]) for side in ("source", "target"))
+    for field, run in runs.items():
+        model = load_pretrained(run)
+        t1 = model.schedule.t1
+        with torch.no_grad():
+            maps = model.field_maps(sources, (t1 // 8, t1 // 4, t1 // 2, 3 * t1 // 4))
+            images = model.translate(sources, steps=COMMON_STEPS, generator=torch.Generator().manual_seed(0)).images
+        save_translation_grid(out / f"fields-{task}-{field}.png", sources, images, targets, maps,
+                              target_kind=model.data.target_kind)
+
+
 def paper_lines(task: str) -> list[str]:
     from benchmarks.baselines import PAPER_TABLE1, paper_table
     from benchmarks.zero_shot import SEED_TABLE1
@@ -428,6 +582,10 @@ def write_summary(out: Path, readme: bool = False) -> dict:
         compute_figure(out / f"compute-{task}.png", task, summary["compute"], metrics[0])
         if translations_figure(out / f"translations-{task}.png", task, cells[task]):
             lines += ["", f"Four test items by every method: translations-{task}.png."]
+        if any(r.get("sweep") for records in cells[task].values() for r in records):
+            summary["sweep"] = sweep_summary(task, cells[task])
+            lines += sweep_lines(task, summary["sweep"])
+            sweep_figures(out, task, summary["sweep"], cells[task])
         lines += paper_lines(task) + [""]
         brief += [f"**{task}** ({some['test_items']} test items, {metrics[0]} and {metrics[1]}):", "",
                   f"| method | {metrics[0]} | {metrics[1]} | s/image |", "|---|---|---|---|"]
@@ -457,7 +615,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=SUITE_SCALES, default="cpu")
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
-    parser.add_argument("--methods", nargs="+", choices=PAIRED + ZERO_SHOT, default=list(PAIRED + ZERO_SHOT))
+    parser.add_argument("--methods", nargs="+", choices=PAIRED + ZERO_SHOT + tuple(OBJECTIVES),
+                        default=list(PAIRED + ZERO_SHOT), help="the field objectives (issue 15's ablation) on request")
+    parser.add_argument("--sweep", action="store_true",
+                        help=f"also score CDTSDE cells at NFE {SWEEP_NFES} with gamma 1 and 0 (the field ablation)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--data-root", type=Path, default=DATA, help="a folder with the layout of ../shared/data")
     parser.add_argument("--output", type=Path, help="default: benchmarks/results/suite/<scale>")
@@ -472,7 +633,8 @@ def main(argv=None) -> None:
     args.data_root = args.data_root.resolve()
     if args.cell:
         task, method, seed = args.cell
-        run_cell(task, method, int(seed), args.scale, args.data_root, args.output, args.test_items, args.max_steps)
+        run_cell(task, method, int(seed), args.scale, args.data_root, args.output, args.test_items, args.max_steps,
+                 args.sweep)
         return
     if args.summary_only:
         write_summary(args.output, args.readme)

@@ -61,6 +61,20 @@ def test_the_suite_runs_skips_finished_cells_and_summarises(tmp_path, capsys):
     suite.main([*argv[:7], "--data-root", str(tmp_path / "copy"), *argv[9:]])
     assert "2 cells done, 0 to run" in capsys.readouterr().out
 
+    # the field ablation on the same cells: linear only gains its NFE sweep (not retrained); the ELBO field is new
+    log = (out / "cells/sar-optical/cdtsde-linear/seed0/run/metrics.csv").read_text()
+    suite.main([*argv[:4], "--methods", "cdtsde-linear", "cdtsde-dynamic-elbo", *argv[7:], "--sweep"])
+    assert (out / "cells/sar-optical/cdtsde-linear/seed0/run/metrics.csv").read_text() == log
+    linear = json.loads((out / "cells/sar-optical/cdtsde-linear/seed0/cell.json").read_text())
+    assert linear["sweep"] and {"100%@1", "100%@20", "100%@1/gamma0", "100%@20/gamma0", "25%@5"} <= set(linear["evaluations"])
+    elbo = json.loads((out / "cells/sar-optical/cdtsde-dynamic-elbo/seed0/cell.json").read_text())
+    assert elbo["config"]["model"]["mixer_objective"] == "elbo" and "g_mean" in elbo["diagnostics"]
+    ablation = json.loads((out / "summary.json").read_text())["tasks"]["sar-optical"]["sweep"]
+    assert set(ablation["curves"]["psnr|0"]) == {"cdtsde-linear", "cdtsde-dynamic-elbo"}
+    assert ablation["matched"]["psnr|1"]["cdtsde-linear"] <= 10
+    assert (out / "quality_vs_nfe-sar-optical.png").is_file() and (out / "fields-sar-optical-cdtsde-dynamic-elbo.png").is_file()
+    assert "Field ablation on sar-optical" in (out / "summary.md").read_text()
+
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{suite.BEGIN}\nold\n{suite.END}\nrest\n")
     suite.update_readme(readme, out, ["| new table |"])
