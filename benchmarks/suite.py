@@ -102,10 +102,13 @@ ZERO_SHOT_ONLY = ("brats-flairt1",)  # tasks whose paired side is the reference 
 BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
 
 
-def task_data(task: str, data_root: Path) -> dict:
+def task_data(task: str, data_root: Path, scale: str | None = None) -> dict:
+    """The task's data spec under `data_root`; with `scale`, at the scale's image size (the test split)."""
+    from benchmarks.paper import run_config
+
     spec = dict(TASKS[task]["spec"])
     spec["root"] = str(Path(data_root) / spec["root"])
-    return spec
+    return spec if scale is None else run_config(task, scale, "linear", data=spec)["data"]
 
 
 def cell_config(task: str, method: str, seed: int, scale: str, data_root: Path, max_steps: int | None) -> dict:
@@ -165,7 +168,7 @@ def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out
     device = "cuda" if scale == "gpu" and torch.cuda.is_available() else "cpu"
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    data = task_data(task, data_root)
+    data = task_data(task, data_root, scale)
     test_set = test_items(build_dataset(data, "test"), limit if limit is not None else SCALES[scale]["test_items"])
     final = load_pretrained(run_dir, device=device)
     is_mask = final.data.target_kind == "mask"
@@ -211,6 +214,7 @@ def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out
     record = {"task": task, "method": method, "seed": seed, "scale": scale, "config": config,
               "data_root": str(data_root), "limit": limit, "sweep": swept or previous.get("sweep", False),
               "machine": machine(), "device": device, "test_items": len(test_set),
+              "test_image_size": list(test_set[0]["target"].shape[-2:]),
               "train_pairs": len(train_set), "train_seconds": seconds,
               "images_seen": config["train"]["max_steps"] * batch,  # per process: the suite runs one per cell
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -398,7 +402,7 @@ def translations_figure(path: Path, task: str, methods: dict[str, list[dict]]) -
     if not all((Path(r["folder"]) / "run" / "model").is_dir() for r in firsts.values()):
         return False
     some = next(iter(firsts.values()))
-    data = task_data(task, Path(some["data_root"]))  # the test split every cell of the task scored
+    data = task_data(task, Path(some["data_root"]), some["scale"])  # the test split every cell of the task scored
     if not Path(data["root"]).exists():
         return False
     test_set = test_items(build_dataset(data, "test"), some["test_items"])
@@ -513,7 +517,8 @@ def sweep_figures(out: Path, task: str, summary: dict, methods: dict[str, list[d
     runs = {m: Path(r["folder"]) / "run" for m, r in records.items() if (Path(r["folder"]) / "run" / "model").is_dir()}
     if not runs:
         return
-    data = task_data(task, Path(next(iter(records.values()))["data_root"]))
+    some = next(iter(records.values()))
+    data = task_data(task, Path(some["data_root"]), some["scale"])
     if not Path(data["root"]).exists():
         return
     test_set = build_dataset(data, "test")

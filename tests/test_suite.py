@@ -15,14 +15,14 @@ from benchmarks import suite  # noqa: E402
 
 
 def volkov_like(root: Path) -> None:
-    """Eight SAR/optical pairs of 32 px in volkov-s1s2's layout: four fragments of two crops, two tiles."""
+    """Eight SAR/optical pairs of 40 px in volkov-s1s2's layout: four fragments of two crops, two tiles."""
     folder = root / "sar-optical" / "volkov-s1s2"
     rng = np.random.default_rng(0)
     rows = ["pair_id,fragment,s2_tile"]
     for fragment in range(4):
         for crop in ("r1c1", "r2c2"):
             name = f"{fragment:03d}_{crop}"
-            base = rng.random((32, 32))
+            base = rng.random((40, 40))
             for side, image in (("sar", base), ("opt", np.stack([base, 1 - base, base ** 2], -1))):
                 (folder / side).mkdir(parents=True, exist_ok=True)
                 Image.fromarray((image * 255).astype(np.uint8)).save(folder / side / f"{name}.png")
@@ -38,6 +38,7 @@ def test_the_suite_runs_skips_finished_cells_and_summarises(tmp_path, capsys):
     suite.main(argv)
     cell = json.loads((out / "cells/sar-optical/cdtsde-linear/seed0/cell.json").read_text())
     assert cell["config"]["train"]["snapshot_steps"] == [1, 2] and cell["test_items"] == 2
+    assert cell["test_image_size"] == [32, 32]  # tested at the size it trained at (the quick scale's)
     assert cell["config"]["data"]["root"] == str(tmp_path / "data" / "sar-optical" / "volkov-s1s2")
     assert sorted(ev["fraction"] for ev in cell["evaluations"].values()) == [0.25, 0.5, 1.0]
     final = cell["evaluations"][cell["reference"]]["summary"]
