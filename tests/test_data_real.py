@@ -240,3 +240,18 @@ def test_bigearthnet_split_by_country_keeps_the_rgb_bands():
     s2 = tifffile.imread(target_path)  # band-first [B4, B3, B2, B8] reflectance x 10000
     np.testing.assert_allclose(item["target"].numpy(), np.clip(s2[:3] / 3000, 0, 1) * 2 - 1, atol=1e-5)
 
+
+
+def test_data_inspect_names_the_groups_of_each_split(tmp_path, capsys):
+    import yaml
+
+    from cdtsde.cli import main
+
+    spec = {"kind": "paired-folder", "root": str(DATA / "sar-optical/volkov-s1s2"), "source_dir": "sar",
+            "target_dir": "opt", "size": 32, "groups": {"table": "pairs.csv", "column": "s2_tile"}, "val_groups": 0,
+            "test_groups": ["T14RNT"]}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["data", "inspect", str(tmp_path / "spec.yaml"), "--grid", str(tmp_path / "grid.png")]) == 0
+    out = capsys.readouterr().out
+    assert "train: 138 pairs" in out and "groups: T11SLT, T11SMT" in out
+    assert "test : 62 pairs" in out and "groups: T14RNT" in out

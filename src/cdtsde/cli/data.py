@@ -14,6 +14,16 @@ from ..imagefiles import list_images
 INSPECT_SAMPLE = 32
 
 
+def held_out_units(dataset) -> str:
+    """The split's groups (subjects, scenes or `groups`), so that a grouped split can be checked by eye."""
+    for kind in ("groups", "subjects", "scenes"):
+        names = getattr(dataset, kind, None)
+        if names and all(isinstance(name, str) for name in names):
+            shown = ", ".join(names[:8]) + (f", ... ({len(names)})" if len(names) > 8 else "")
+            return f"; {kind}: {shown}"
+    return ""
+
+
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("data", help="make or inspect paired datasets")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -109,6 +119,7 @@ def run_inspect(args) -> int:
             f"{split:5s}: {counts}, sizes {', '.join(f'{h}x{w}' for h, w in sizes)}, "
             + ", ".join(f"{side} range [{low:.3f}, {high:.3f}]" for side, (low, high) in ranges.items())
             + f" (of {len(sample)} sampled)"
+            + held_out_units(dataset)
         )
         examples += [
             (item, getattr(dataset, "target_classes", None))

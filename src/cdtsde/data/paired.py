@@ -91,24 +91,26 @@ def paired_folder_pairs(root: Path, split: str, options: dict):
     each split reads its own folder; otherwise `split_pairs` assigns them (whole groups or a hash)."""
     folder = split_folder(root, split, options)
     if folder is not None:
-        return match_by_stem(*find_pair_folders(folder, options.get("source_dir"), options.get("target_dir")))
+        return *match_by_stem(*find_pair_folders(folder, options.get("source_dir"), options.get("target_dir"))), None
     matched, unmatched = match_by_stem(
         *find_pair_folders(root, options.get("source_dir"), options.get("target_dir"))
     )
-    chosen, unassigned = split_pairs(matched, split, options, root)
-    return chosen, unmatched + unassigned
+    chosen, unassigned, groups = split_pairs(matched, split, options, root)
+    return chosen, unmatched + unassigned, groups
 
 
 def split_pairs(pairs, split: str, options: dict, base: Path):
-    """(the (source, target, name) pairs of `split`, [(path, reason)] of pairs no group holds). With
+    """(the (source, target, name) pairs of `split`, [(path, reason)] of pairs no group holds, the sorted
+    names of the split's groups or None without groups). With
     `groups` (a table column or a regex on the name, `splits.grouped_split`) whole groups (regions,
     subjects, scenes) are held out by `val_groups` / `test_groups`; otherwise each pair by a hash of its name."""
     if "groups" in options:
         chosen, unlisted = grouped_split([pair[2] for pair in pairs], split, options, base, None)
         paths = {pair[2]: str(pair[0]) for pair in pairs}
-        return [pair for pair in pairs if pair[2] in chosen], [(paths[k], why) for k, why in unlisted]
+        return ([pair for pair in pairs if pair[2] in chosen], [(paths[k], why) for k, why in unlisted],
+                sorted(set(chosen.values())))
     fractions = (options.get("val_fraction", 0.1), options.get("test_fraction", 0.1), options.get("seed", 0))
-    return [pair for pair in pairs if split_by_hash(pair[2], *fractions) == split], []
+    return [pair for pair in pairs if split_by_hash(pair[2], *fractions) == split], [], None
 
 
 def read_list_file(list_path: Path):
@@ -135,11 +137,11 @@ def read_list_file(list_path: Path):
 
 def list_file_pairs(base: Path, split: str, options: dict):
     """`lists: {train: ..., val: ..., test: ...}` gives one list per split; `list: FILE` one list split by
-    `split_pairs` (groups, or a hash of the names). Returns (pairs, [(path, reason)] left out)."""
+    `split_pairs` (groups, or a hash of the names). Returns (pairs, [(path, reason)] left out, groups)."""
     if "lists" in options:
         if split not in options["lists"]:
             raise CdtsdeError(f"list-file spec has no list for split {split!r}")
-        return read_list_file(base / options["lists"][split]), []
+        return read_list_file(base / options["lists"][split]), [], None
     if "list" not in options:
         raise CdtsdeError("list-file spec needs 'list' or 'lists'")
     list_path = base / options["list"]
@@ -170,12 +172,13 @@ def build_image_folder(root: Path, split: str, options: dict) -> ImageFolderData
     folder = split_folder(root, split, options)
     if folder is None:
         images = [(path, path, stem(path)) for path in list_images(root)]
-        images, unassigned = split_pairs(images, split, options, root)
+        images, unassigned, groups = split_pairs(images, split, options, root)
     else:
-        images, unassigned = [(path, path, stem(path)) for path in list_images(folder)], []
+        images, unassigned, groups = [(path, path, stem(path)) for path in list_images(folder)], [], None
     reader = UnitReader(_range(options.get("value_range")), _bands(options, "bands"))
     dataset = ImageFolderDataset(images, reader, reader)
     dataset.skipped[:0] = unassigned
+    dataset.groups = groups
     if not dataset.entries and not dataset.skipped and split == "train":
         raise CdtsdeError(f"{root} ({split}): no images found")
     return dataset
@@ -189,15 +192,19 @@ def mask_class_count(options: dict) -> int | None:
 
 
 def build_paired_folder(root: Path, split: str, options: dict) -> PairedFilesDataset:
-    pairs, unmatched = paired_folder_pairs(root, split, options)
+    pairs, unmatched, groups = paired_folder_pairs(root, split, options)
     # a held-out split may be empty by design (`val_groups: 0`); training on nothing may not
     may_be_empty = "groups" in options and split != "train"
-    return _files_dataset(pairs, options, unmatched, f"{root} ({split})", may_be_empty)
+    dataset = _files_dataset(pairs, options, unmatched, f"{root} ({split})", may_be_empty)
+    dataset.groups = groups
+    return dataset
 
 
 def build_list_file(base: Path, split: str, options: dict) -> PairedFilesDataset:
-    pairs, unassigned = list_file_pairs(base, split, options)
-    return _files_dataset(pairs, options, unassigned, f"list file ({split})", "groups" in options and split != "train")
+    pairs, unassigned, groups = list_file_pairs(base, split, options)
+    dataset = _files_dataset(pairs, options, unassigned, f"list file ({split})", "groups" in options and split != "train")
+    dataset.groups = groups
+    return dataset
 
 
 def _files_dataset(pairs, options, unmatched, where, may_be_empty=False) -> PairedFilesDataset:
