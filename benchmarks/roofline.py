@@ -9,6 +9,12 @@ the 1.63M-parameter `UNetConfig.small` at 64 px (batch 1 and 16, 5 steps) and on
 16, forward + backward). On a GPU (when present) also bf16: the peak is an 8192^3 bf16 product, the
 configurations the paper-sized 256 px UNet (translation at batch 1 and 64, 5 steps, bf16 autocast; a
 training step at batch 16). Times are medians of `--repeats` after a warm-up.
+
+`--levers` also measures translation (batch 16 on the CPU, 64 on a GPU) with each speed lever alone,
+side by side with eager in the same run: torch.inference_mode, channels_last, torch.compile (default and,
+on the CPU, max-autotune without CUDA graphs; on a GPU reduce-overhead, i.e. CUDA graphs), bf16 autocast;
+each row gives the speed-up over eager and the largest difference from eager's translation (the same
+seed and weights), so a lever is kept only if it is faster and equal within tolerance.
 """
 
 from __future__ import annotations
@@ -106,6 +112,54 @@ def configurations(device: torch.device, repeats: int, peak: float, unet: dict, 
     return rows
 
 
+def levers(device: torch.device, repeats: int, peak: float, unet: dict, size: int, batch: int) -> list[dict]:
+    """Translation with each lever alone against eager, same weights, inputs and seed."""
+    sources = torch.rand(batch, 1, size, size, device=device, generator=torch.Generator(device).manual_seed(1)) * 2 - 1
+    cuda = device.type == "cuda"
+    options = {
+        "eager (no_grad)": {},
+        "inference_mode": {"inference_mode": True},
+        "channels_last": {"channels_last": True},
+        "compile (default)": {"compile": "default"},
+        ("compile (reduce-overhead: CUDA graphs)" if cuda else "compile (max-autotune-no-cudagraphs)"):
+            {"compile": "reduce-overhead" if cuda else "max-autotune-no-cudagraphs"},
+        "bf16 autocast": {"autocast": torch.bfloat16},
+    }
+    rows, reference, flops = [], None, None
+    for name, lever in options.items():
+        model = build(unet, size, device).eval()
+        with torch.no_grad():  # away from the zero-initialised output layer, so that translations differ when numerics do
+            for parameter in model.parameters():
+                parameter.add_(0.02 * torch.randn_like(parameter))
+        inputs = sources
+        if lever.get("channels_last"):
+            model = model.to(memory_format=torch.channels_last)
+            inputs = sources.contiguous(memory_format=torch.channels_last)
+        if "compile" in lever:
+            model.net = torch.compile(model.net, mode=lever["compile"])
+
+        def run(model=model, inputs=inputs, lever=lever):
+            grad = torch.inference_mode() if lever.get("inference_mode") else torch.no_grad()
+            precision = (torch.autocast(device.type, dtype=lever["autocast"]) if "autocast" in lever
+                         else contextlib.nullcontext())
+            with grad, precision:
+                return model.translate(inputs, steps=5, generator=torch.Generator(device).manual_seed(0)).images.float()
+
+        try:
+            images = run()  # also the compilation, outside the timing
+        except Exception as exc:  # a lever this machine's torch cannot run is reported, not fatal
+            rows.append({"configuration": f"translate {size} px, batch {batch}: {name}", "error": repr(exc)[:300]})
+            continue
+        if reference is None:
+            reference, flops = images, counted_flops(run)
+        seconds = timed(run, repeats, device)
+        result = row(f"translate {size} px, batch {batch}: {name}", flops / batch, flops / seconds, peak, seconds, batch)
+        result.update(speedup_over_eager=(rows[0]["seconds"] / seconds) if rows else 1.0,
+                      max_abs_difference=float((images - reference).abs().max()))
+        rows.append(result)
+    return rows
+
+
 def row(name, flops_per_image, achieved, peak, seconds, batch) -> dict:
     return {"configuration": name, "gflop_per_image": flops_per_image / 1e9, "achieved_gflops": achieved / 1e9,
             "peak_gflops": peak / 1e9, "ratio_to_peak": achieved / peak, "seconds": seconds,
@@ -116,6 +170,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--levers", action="store_true", help="also each speed lever against eager")
     args = parser.parse_args()
 
     from cdtsde.networks.unet import UNetConfig
@@ -125,11 +180,15 @@ def main() -> None:
     peak = matmul_peak(cpu, torch.float32, 2048, args.repeats)
     results = {"cpu": {"peak_fp32_gflops": peak / 1e9,
                        "rows": configurations(cpu, args.repeats, peak, small, 64, [1, 16], 16, None)}}
+    if args.levers:
+        results["cpu"]["levers"] = levers(cpu, args.repeats, peak, small, 64, 16)
     if torch.cuda.is_available():
         gpu = torch.device("cuda")
         peak = matmul_peak(gpu, torch.bfloat16, 8192, args.repeats)
         results["gpu"] = {"peak_bf16_gflops": peak / 1e9,
                           "rows": configurations(gpu, args.repeats, peak, PAPER_UNET, 256, [1, 64], 16, torch.bfloat16)}
+        if args.levers:
+            results["gpu"]["levers"] = levers(gpu, args.repeats, peak, PAPER_UNET, 256, 64)
     lines = []
     for device, result in results.items():
         lines += [f"## {device} (measured peak {next(v for k, v in result.items() if k.startswith('peak')):.1f} "
@@ -138,6 +197,13 @@ def main() -> None:
         lines += [f"| {r['configuration']} | {r['gflop_per_image']:.2f} | {r['achieved_gflops']:.1f} | "
                   f"{r['ratio_to_peak']:.2f} | {r['images_per_second']:.2f} |" for r in result["rows"]]
         lines.append("")
+        if "levers" in result:
+            lines += ["| lever | ratio to peak | images/s | speed-up over eager | max abs difference from eager |",
+                      "|---|---|---|---|---|"]
+            lines += [f"| {r['configuration']} | " + (f"failed: {r['error']} | | | |" if "error" in r else
+                      f"{r['ratio_to_peak']:.2f} | {r['images_per_second']:.2f} | {r['speedup_over_eager']:.2f}x | "
+                      f"{r['max_abs_difference']:.2e} |") for r in result["levers"]]
+            lines.append("")
     output = args.output or RESULTS / f"roofline-{'gpu' if torch.cuda.is_available() else 'cpu'}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"machine": machine(), "repeats": args.repeats, **results}, indent=2))
