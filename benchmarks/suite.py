@@ -350,7 +350,8 @@ def task_summary(task: str, methods: dict[str, list[dict]]) -> dict:
             if label in rows:
                 continue
             rows[label] = {"method": method, "key": key, **{m: cell_value(records, key, m, cluster_of) for m in metrics},
-                           "seconds_per_image": cell_value(records, key, "seconds_per_image", None)["mean"],
+                           "seconds_per_image": float(np.mean([r["evaluations"][key]["summary"]["seconds_per_image"]["mean"]
+                                                               for r in records])),
                            "peak_rss_mb": max(r["peak_rss_mb"] for r in records),
                            "peak_cuda_mb": first.get("peak_cuda_mb"),
                            "train_minutes": float(np.mean([r["train_seconds"] for r in records])) / 60,
