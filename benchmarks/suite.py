@@ -65,6 +65,13 @@ IMAGE_PERCEPTION = ["perception/patch_swd", "perception/spectral_distance", "per
 COLOUR_PERCEPTION = IMAGE_PERCEPTION + ["perception/mean_offset", "perception/histogram_w1"]
 MRI_METRICS = ["psnr_fg", "ssim_fg", "kmeans3/dice/mean"]
 MASK_METRICS = ["dice/defect", "dice/defect-present", "hd95/defect-present", "skeleton_f1/defect"]
+# column titles: what each metric is, and which way is better
+TITLES = {"psnr_fg": "brain PSNR", "ssim_fg": "brain SSIM", "kmeans3/dice/mean": "K-Means-3 Dice",
+          "perception/patch_swd": "patch SWD (lower)", "perception/spectral_distance": "spectral dist. (lower)",
+          "perception/sharpness_ratio": "sharpness ratio (1)", "perception/mean_offset": "colour offset (lower)",
+          "perception/histogram_w1": "histogram W1 (lower)", "dice/defect": "defect Dice",
+          "dice/defect-present": "defect Dice, defect items", "hd95/defect-present": "HD95, defect items (lower)",
+          "skeleton_f1/defect": "skeleton F1"}
 LOWER_IS_BETTER = {"hd95/defect-present"}  # of the paired metrics (perception metrics are set-level, not paired)
 
 
@@ -80,21 +87,25 @@ def prefix(name: str) -> str:
 # (val 0: nothing selects on it), the Texas region of volkov-s1s2 (62 crops of 31 fragments), Finland's 25
 # BigEarthNet patches (12 tiles), pv-el-cracks' own val/ folder (its cells share modules with train/: noted)
 TASKS = {
-    "brats-t1t2": {"spec": {**BRATS, "source": "t1", "target": "t2"}, "cluster": subject, "methods": PAIRED,
+    "brats-t1t2": {"spec": {**BRATS, "source": "t1", "target": "t2"}, "cluster": subject, "unit": "subjects",
+                   "methods": PAIRED,
                    "metrics": MRI_METRICS + IMAGE_PERCEPTION},
-    "brats-t2t1": {"spec": {**BRATS, "source": "t2", "target": "t1"}, "cluster": subject,
+    "brats-t2t1": {"spec": {**BRATS, "source": "t2", "target": "t1"}, "cluster": subject, "unit": "subjects",
                    "methods": PAIRED + ZERO_SHOT, "metrics": MRI_METRICS + IMAGE_PERCEPTION},
-    "brats-flairt1": {"spec": {**BRATS, "source": "flair", "target": "t1"}, "cluster": subject,
+    "brats-flairt1": {"spec": {**BRATS, "source": "flair", "target": "t1"}, "cluster": subject, "unit": "subjects",
                       "methods": (REFERENCE, *ZERO_SHOT), "metrics": MRI_METRICS + IMAGE_PERCEPTION},
     "sar-optical": {"spec": {"kind": "paired-folder", "root": "sar-optical/volkov-s1s2", "source_dir": "sar",
                              "target_dir": "opt", "groups": {"table": "pairs.csv", "column": "s2_tile"},
                              "val_groups": 0, "test_groups": ["T14RNT"], "seed": 0},
-                    "cluster": prefix, "methods": PAIRED, "metrics": ["psnr", "ssim"] + COLOUR_PERCEPTION},
+                    "cluster": prefix, "unit": "fragments", "methods": PAIRED,
+                    "metrics": ["psnr", "ssim"] + COLOUR_PERCEPTION},
     "sar-bigearthnet": {"spec": {"kind": "sar-patches", "root": "sar-optical/bigearthnet-mm", "target_bands": [0, 1, 2],
                                  "groups": {"table": "pairs.csv", "column": "country"}, "val_scenes": 0,
                                  "test_scenes": ["Finland"], "seed": 0},
-                        "cluster": prefix, "methods": PAIRED, "metrics": ["psnr", "ssim"] + COLOUR_PERCEPTION},
-    "el-mask": {"spec": {"kind": "el-masks", "root": "pv-el-cracks"}, "cluster": prefix, "methods": PAIRED,
+                        "cluster": prefix, "unit": "tiles", "methods": PAIRED,
+                        "metrics": ["psnr", "ssim"] + COLOUR_PERCEPTION},
+    "el-mask": {"spec": {"kind": "el-masks", "root": "pv-el-cracks"}, "cluster": prefix, "unit": "modules",
+                "methods": PAIRED,
                 "metrics": MASK_METRICS},
 }
 SUITE_SCALES = ("quick", "cpu", "gpu")
@@ -292,7 +303,8 @@ def load_cells(out: Path) -> dict[str, dict[str, list[dict]]]:
         record = json.loads(path.read_text())
         record["folder"] = str(path.parent)
         cells.setdefault(record["task"], {}).setdefault(record["method"], []).append(record)
-    return cells
+    order = [*PAIRED, *OBJECTIVES, *ZERO_SHOT]
+    return {task: dict(sorted(methods.items(), key=lambda kv: order.index(kv[0]))) for task, methods in cells.items()}
 
 
 def seed_averaged_rows(records: list[dict], key: str) -> list[dict]:
@@ -371,7 +383,9 @@ def task_summary(task: str, methods: dict[str, list[dict]]) -> dict:
                                                    [r for r in reference if r["name"] in shared], m,
                                                    higher_is_better=m not in LOWER_IS_BETTER, cluster_of=cluster_of)
                               for m in metrics if not m.startswith("perception/") and all(m in r for r in mine)}
-    return {"rows": rows, "paired": paired, "compute": compute}
+    some = next(iter(methods.values()))[0]
+    names = [row["name"] for row in json.loads((Path(some["folder"]) / some["evaluations"][some["common"]]["rows"]).read_text())]
+    return {"rows": rows, "paired": paired, "compute": compute, "units": len({cluster_of(name) for name in names})}
 
 
 def compute_figure(path: Path, task: str, compute: dict, metric: str) -> None:
@@ -552,18 +566,22 @@ def write_summary(out: Path, readme: bool = False) -> dict:
     from benchmarks.common import write_report
 
     cells = load_cells(out)
+    if not cells:
+        raise SystemExit(f"{out}: no finished cells (cells/<task>/<method>/seed<N>/cell.json) to summarise")
     summaries = {task: task_summary(task, methods) for task, methods in cells.items()}
     lines = [f"# Benchmark suite ({out.name})", "",
              "Values: mean over training seeds [95% cluster-bootstrap interval of the seed-averaged items] ±seed std "
              "(s). Perception metrics are set-level (no item interval). Paired: method - cdtsde-linear at "
-             f"{COMMON_STEPS} NFE on the same items (interval over clusters).", ""]
+             f"{COMMON_STEPS} NFE on the same items (interval over clusters). peak MB: the cell process's peak "
+             "resident memory (GPU: allocated), training and scoring, or scoring alone where training finished in "
+             "an earlier process.", ""]
     brief = []
     for task, summary in summaries.items():
         metrics = TASKS[task]["metrics"]
         some = next(iter(cells[task].values()))[0]
-        lines += [f"## {task}", "", f"Test items: {some['test_items']} ({TASKS[task]['cluster'].__name__} clusters); "
+        lines += [f"## {task}", "", f"Test items: {some['test_items']} ({summary['units']} {TASKS[task]['unit']}); "
                   f"training pairs: {some['train_pairs']}; scale {some['scale']}; device {some['device']}.", "",
-                  "| method | " + " | ".join(metrics) + " | s/image | peak MB | train min | images seen |",
+                  "| method | " + " | ".join(TITLES.get(m, m) for m in metrics) + " | s/image | peak MB | train min | images seen |",
                   "|---" * (len(metrics) + 5) + "|"]
         for label, row in summary["rows"].items():
             lines.append(f"| {label} | " + " | ".join(format_value(row[m]) for m in metrics) +
@@ -594,7 +612,8 @@ def write_summary(out: Path, readme: bool = False) -> dict:
             sweep_figures(out, task, summary["sweep"], cells[task])
         lines += paper_lines(task) + [""]
         brief += [f"**{task}** ({some['test_items']} test items, {metrics[0]} and {metrics[1]}):", "",
-                  f"| method | {metrics[0]} | {metrics[1]} | s/image |", "|---|---|---|---|"]
+                  f"| method | {TITLES.get(metrics[0], metrics[0])} | {TITLES.get(metrics[1], metrics[1])} | s/image |",
+                  "|---|---|---|---|"]
         brief += [f"| {label} | {format_value(row[metrics[0]])} | {format_value(row[metrics[1]])} | "
                   f"{row['seconds_per_image']:.3f} |" for label, row in summary["rows"].items()] + [""]
     write_report(out, lines, {"tasks": summaries})
