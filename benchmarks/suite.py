@@ -83,6 +83,10 @@ def prefix(name: str) -> str:
     return name.split("_")[0]
 
 
+def module(name: str) -> str:  # pv-el-cracks: <module>_<cell>, e.g. EL103_14, FSEC_2AXI10_16
+    return name.rsplit("_", 1)[0]
+
+
 # Every setting below was fixed before any suite result was seen. Held-out units: 4 of the 12 BraTS subjects
 # (val 0: nothing selects on it), the Texas region of volkov-s1s2 (62 crops of 31 fragments), Finland's 25
 # BigEarthNet patches (12 tiles), pv-el-cracks' own val/ folder (its cells share modules with train/: noted)
@@ -104,7 +108,7 @@ TASKS = {
                                  "test_scenes": ["Finland"], "seed": 0},
                         "cluster": prefix, "unit": "tiles", "methods": PAIRED,
                         "metrics": ["psnr", "ssim"] + COLOUR_PERCEPTION},
-    "el-mask": {"spec": {"kind": "el-masks", "root": "pv-el-cracks"}, "cluster": prefix, "unit": "modules",
+    "el-mask": {"spec": {"kind": "el-masks", "root": "pv-el-cracks"}, "cluster": module, "unit": "modules",
                 "methods": PAIRED,
                 "metrics": MASK_METRICS},
 }
