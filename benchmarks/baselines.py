@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS, paired_rows, write_report
+from benchmarks.common import RESULTS, paired_rows, test_items, write_report
 from benchmarks.paper import (
     BRAIN_TASKS,
     LOWER_IS_BETTER,
@@ -139,10 +139,7 @@ def main() -> None:
         run_dir = out / "runs" / name  # a finished run resumes at its last step: nothing is trained again
         train(method, train_set, train_config, run_dir, resume=(run_dir / "state.pt").is_file(), run_config=config)
     test_set = build_dataset(configs[REFERENCE]["data"], "test")
-    limit = args.test_items or SCALES[args.scale]["test_items"]
-    if limit is not None and len(test_set) > limit:
-        step = len(test_set) / limit
-        test_set = torch.utils.data.Subset(test_set, [int(i * step) for i in range(limit)])
+    test_set = test_items(test_set, args.test_items or SCALES[args.scale]["test_items"])
     models = {name: load_pretrained(out / "runs" / name) for name in names}
     is_mask = models[REFERENCE].data.target_kind == "mask"
     options = ({"classes": PV_EL_CLASSES, "foreground": PV_EL_DEFECT} if is_mask

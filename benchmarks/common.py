@@ -43,6 +43,13 @@ def median_seconds(function, repeats: int, warmup: int = 1, sync: bool = False) 
     return statistics.median(times)
 
 
+def test_items(dataset, limit: int | None):
+    """At most `limit` items, evenly spread over the split (not its first slices)."""
+    if limit is None or len(dataset) <= limit:
+        return dataset
+    return torch.utils.data.Subset(dataset, [i * len(dataset) // limit for i in range(limit)])
+
+
 def paired_rows(paired: dict) -> list[str]:
     """Markdown table of `{method: {metric: paired_comparison result}}` (comparisons without a value left out)."""
     import math

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, machine
+from benchmarks.common import RESULTS, machine, test_items
 from cdtsde.data.masks import decode_classes
 from cdtsde.evaluation import evaluate_model
 from cdtsde.methods.cdtsde.fields import field_envelopes
@@ -147,10 +147,7 @@ def main() -> None:
             test_set = build_dataset(config["data"], "test")
     if args.train_only:
         return
-    limit = args.test_items or SCALES[args.scale]["test_items"]
-    if limit is not None and len(test_set) > limit:
-        step = len(test_set) / limit  # evenly spread over the split, not its first slices
-        test_set = torch.utils.data.Subset(test_set, [int(i * step) for i in range(limit)])
+    test_set = test_items(test_set, args.test_items or SCALES[args.scale]["test_items"])
     models = {v: load_pretrained(out / "runs" / v) for v in args.variants}
     training = {v: {"pairs": train_pairs, **training_record(out / "runs" / v)} for v in args.variants}
     is_mask = next(iter(models.values())).data.target_kind == "mask"

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, machine
+from benchmarks.common import RESULTS, machine, test_items
 from benchmarks.paper import DATA, SCALES, add_defect_present, defect_presence
 
 PAIRED = ("cdtsde-linear", "cdtsde-envelope", "cdtsde-channel", "cdtsde-dynamic", "cdtsde-content", "pix2pix",
@@ -150,13 +150,6 @@ def cell_config(task: str, method: str, seed: int, scale: str, data_root: Path, 
 
 def cell_dir(out: Path, task: str, method: str, seed: int) -> Path:
     return out / "cells" / task / method / f"seed{seed}"
-
-
-def test_items(dataset, limit: int | None):
-    """At most `limit` items, evenly spread over the split (not its first slices)."""
-    if limit is None or len(dataset) <= limit:
-        return dataset
-    return torch.utils.data.Subset(dataset, [int(i * len(dataset) / limit) for i in range(limit)])
 
 
 def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out: Path,

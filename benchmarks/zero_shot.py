@@ -19,10 +19,8 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from benchmarks.baselines import grid
-from benchmarks.common import RESULTS, paired_rows, write_report
+from benchmarks.common import RESULTS, paired_rows, test_items, write_report
 from benchmarks.paper import SCALES, run_config
 from cdtsde.data import build_dataset
 from cdtsde.evaluation import evaluate_model
@@ -96,9 +94,7 @@ def main() -> None:
         train(method, train_set, train_config, run_dir, resume=(run_dir / "state.pt").is_file(), run_config=config)
     data = configs[UPPER]["data"]
     test_set = build_dataset(data, "test")
-    limit = args.test_items or SCALES[args.scale]["test_items"]
-    if limit is not None and len(test_set) > limit:
-        test_set = torch.utils.data.Subset(test_set, [int(i * len(test_set) / limit) for i in range(limit)])
+    test_set = test_items(test_set, args.test_items or SCALES[args.scale]["test_items"])
     train_targets = build_dataset(data, "train")
     fit_on = [model_to_unit(train_targets[i]["target"]).permute(1, 2, 0).numpy()
               for i in range(0, len(train_targets), max(1, len(train_targets) // 256))]
