@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import csv
+import functools
 import json
 import math
 import os
@@ -305,9 +306,15 @@ def load_cells(out: Path) -> dict[str, dict[str, list[dict]]]:
 
 
 def seed_averaged_rows(records: list[dict], key: str) -> list[dict]:
-    """Each test item's scores averaged over the seeds (the items every seed scored)."""
-    per_seed = [json.loads((Path(r["folder"]) / r["evaluations"][key]["rows"]).read_text()) for r in records
-                if key in r["evaluations"]]
+    """Each test item's scores averaged over the seeds (the items every seed scored); read once per
+    evaluation however many metrics and comparisons ask for it."""
+    return _averaged_rows(tuple(str(Path(r["folder"]) / r["evaluations"][key]["rows"]) for r in records
+                                if key in r["evaluations"]))
+
+
+@functools.cache
+def _averaged_rows(paths: tuple[str, ...]) -> list[dict]:
+    per_seed = [json.loads(Path(path).read_text()) for path in paths]
     names = set.intersection(*({row["name"] for row in rows} for rows in per_seed))
     by_name = [{row["name"]: row for row in rows} for rows in per_seed]
     averaged = []
@@ -562,6 +569,7 @@ def write_summary(out: Path, readme: bool = False) -> dict:
     """summary.md / summary.json / compute-<task>.png from every finished cell under `out`."""
     from benchmarks.common import write_report
 
+    _averaged_rows.cache_clear()  # the rows files as they are now
     cells = load_cells(out)
     if not cells:
         raise SystemExit(f"{out}: no finished cells (cells/<task>/<method>/seed<N>/cell.json) to summarise")
