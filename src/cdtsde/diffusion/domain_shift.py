@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import draws
 from .gaussian_path import PathPoint
 from .schedule import NoiseSchedule
 
@@ -33,7 +34,7 @@ def q_sample(
     if x0.shape != x_src.shape:
         raise ValueError(f"x0 {tuple(x0.shape)} and x_src {tuple(x_src.shape)} must have the same shape")
     if noise is None:
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        noise = draws.normal(x0.shape, generator, device=x0.device, dtype=x0.dtype)
     elif noise.shape != x0.shape:
         raise ValueError(f"noise {tuple(noise.shape)} must have x0's shape {tuple(x0.shape)}")
     if mixing is None:

@@ -11,7 +11,9 @@ options with their defaults: the `sampling:` section and the `cdtsde translate` 
   "discriminator" then "generator"); each parameter group carries an "lr_scale";
 * `forward(batch, phase, generator, shared)`: the training loss of one phase on one batch,
   {"loss": scalar, ...scalars to log}; `shared` is a dict that lives for one step, so that later
-  phases can reuse what earlier ones computed;
+  phases can reuse what earlier ones computed; `generator` gives every item its own random stream
+  (the training loop passes `cdtsde.draws.ItemGenerators`): draw through `cdtsde.draws`, so that a run
+  does not depend on how many processes share its batch;
 * `generate(sources, sampling, generator)`: translated images in [-1, 1].
 
 The training loop (`cdtsde.training`), checkpoints, evaluation and the CLI know nothing else about a
@@ -29,6 +31,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from ..draws import Draws
 from ..errors import CdtsdeError
 from ..intensity import NIFTI_PERCENTILE
 from ..settings import from_plain
@@ -137,7 +140,7 @@ class Method(nn.Module):
         return {"model": torch.optim.AdamW([{"params": parameters, "lr_scale": 1.0}], lr=train.lr,
                                            weight_decay=train.weight_decay)}
 
-    def forward(self, batch: dict, phase: str, generator: torch.Generator | None, shared: dict) -> dict:
+    def forward(self, batch: dict, phase: str, generator: Draws, shared: dict) -> dict:
         raise NotImplementedError(f"the {self.name} method has nothing to train")
 
     # --- translation ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from dataclasses import field as option
 
 import torch
 
+from .. import draws
 from ..diffusion.gaussian_path import sample_path
 from ..networks.unet import ConditionalUNet
 from ..settings import check_count, check_unit_interval
@@ -68,7 +69,7 @@ class BridgeMethod(Method):
         self.net = ConditionalUNet(data.target_channels, data.source_channels, config.unet)
 
     # --- what each bridge defines: `path_class` (built from the config's `bridge` section) and ---------
-    def draw_times(self, size: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    def draw_times(self, size: int, generator: draws.Draws, device: torch.device) -> torch.Tensor:
         raise NotImplementedError
 
     def estimate(self, x_t: torch.Tensor, sources: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -79,12 +80,12 @@ class BridgeMethod(Method):
         raise NotImplementedError
 
     # --- shared ---------------------------------------------------------------------------------------
-    def forward(self, batch: dict, phase: str = "model", generator: torch.Generator | None = None,
+    def forward(self, batch: dict, phase: str = "model", generator: draws.Draws = None,
                 shared: dict | None = None) -> dict:
         x0, sources = batch["target"], batch["source"]
         self.check_source(sources)
         t = self.draw_times(x0.shape[0], generator, x0.device)
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        noise = draws.normal(x0.shape, generator, device=x0.device, dtype=x0.dtype)
         x_t = self.path.point(t, x0).draw(self.in_target_space(sources), x0, noise)
         return {"loss": self.loss(x_t, x0, sources, t)}
 

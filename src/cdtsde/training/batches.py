@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ..draws import Draws, uniform
 from ..errors import CdtsdeError
 
 
@@ -123,15 +124,15 @@ def collate(items: list[dict]) -> dict:
             else [item[key] for item in items] for key in items[0]}
 
 
-def random_flips(batch: dict, generator: torch.Generator, paired: bool) -> dict:
+def random_flips(batch: dict, generator: Draws, paired: bool) -> dict:
     """Flip each item horizontally and/or vertically: identically on every image of a paired item,
-    independently per image for unpaired data."""
+    independently per image for unpaired data (`generator`: one for the batch, or one per item)."""
     keys = [key for key, value in batch.items() if torch.is_tensor(value) and value.ndim == 4]
     groups = [keys] if paired else [[key] for key in keys]
     batch = dict(batch)
     for group in groups:
         size = batch[group[0]].shape[0]
-        flips = torch.rand(size, 2, generator=generator) < 0.5
+        flips = uniform((size, 2), generator) < 0.5
         for dim, column in ((3, 0), (2, 1)):
             chosen = flips[:, column].to(batch[group[0]].device)
             if chosen.any():

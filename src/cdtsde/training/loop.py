@@ -9,7 +9,14 @@ no code change; the default is one CPU process.
 Exact resume: every random draw of step k (batch composition, flips, the method's t and noise, dropout,
 a dataset's own random crops when num_workers = 0) comes from generators seeded by (seed, k, rank), so a
 run killed after step k and resumed from its last checkpoint continues with exactly the batches and
-draws the uninterrupted run would have used. (With DataLoader workers, random transforms inside the
+draws the uninterrupted run would have used.
+
+Any number of processes: the ranks split each global batch (`StepBatchSampler`), and the flips and the
+method's draws are made per item, seeded by the item's position in the global batch (cdtsde.draws), so a
+DDP run of N ranks x B items follows one process with batch N x B to floating-point tolerance (for the
+methods whose loss is a mean over items without batch statistics: the diffusion methods; the GANs' batch
+normalisation, dropout and CycleGAN's image pool stay per rank, and so does the normaliser of CDTSDE's
+elbo mixer loss, a ratio over the batch). (With DataLoader workers, random transforms inside the
 dataset are seeded per worker and repeat within a run but not across a resume; the loop's own flips
 always repeat.) The state file (weights, optimisers, EMA, step, the log's unfinished interval and the
 seconds spent), the sampling weights and the log are written atomically, the log first: a kill at any
@@ -33,6 +40,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..atomic import atomic_path, check_writable, remove_stale_temporaries
+from ..draws import ItemGenerators
 from ..errors import CdtsdeError
 from ..methods import Method
 from ..settings import check_count, to_plain
@@ -50,6 +58,8 @@ RUN_FOLDERS = ("model", "samples", "tensorboard")
 RESUMABLE_CHANGES = ("max_steps", "log_every", "sample_every", "checkpoint_every", "snapshot_steps", "num_workers",
                      "accelerator",
                      "devices", "num_nodes", "strategy")
+# the purposes of the per-item random streams (cdtsde.draws)
+METHOD_DRAWS, FLIP_DRAWS = 1, 2
 PRECISIONS = ("32-true", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
 
 
@@ -256,15 +266,17 @@ def train(
 
     batches = iter(loader)
     for step in range(start_step, config.max_steps):
-        rank_stream = 2 + fabric.global_rank
         # seeded before the batch is fetched, so that a dataset's own random crops (num_workers = 0),
-        # dropout and any other global draw repeat exactly after a resume
-        torch.manual_seed(step_seed(config.seed, step, rank_stream))
+        # dropout and any other global draw repeat exactly after a resume (per rank: these are the draws
+        # a DDP run does not share with a single process)
+        torch.manual_seed(step_seed(config.seed, step, 2 + fabric.global_rank))
         batch = next(batches)
-        generator = torch.Generator(device=fabric.device).manual_seed(step_seed(config.seed, step, rank_stream + 1000))
+        # the method's draws and the flips per item, by the item's place in the global batch: the same
+        # with any number of ranks (cdtsde.draws)
+        positions = range(fabric.global_rank * config.batch_size, (fabric.global_rank + 1) * config.batch_size)
+        generator = ItemGenerators(config.seed, step, METHOD_DRAWS, positions, fabric.device)
         if config.flips:
-            batch = random_flips(batch, torch.Generator().manual_seed(step_seed(config.seed, step, rank_stream + 2000)),
-                                 paired)
+            batch = random_flips(batch, ItemGenerators(config.seed, step, FLIP_DRAWS, positions), paired)
         shared: dict = {}
         losses = {}
         for phase, optimizer in optimizers.items():

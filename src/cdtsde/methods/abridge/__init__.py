@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ... import draws
 from ...diffusion.bridges import BrownianBridge, BrownianBridgeConfig
 from ...diffusion.gaussian_path import sample_path
 from ...networks.unet import ConditionalUNet, UNetConfig
@@ -130,7 +131,7 @@ class ABridge(BridgeMethod):
 
     # --- parameterisation ------------------------------------------------------------------------------
     def draw_times(self, size, generator, device):
-        return torch.randint(0, self.path.num_steps, (size,), generator=generator, device=device)
+        return draws.integers(0, self.path.num_steps, (size,), generator, device=device)
 
     def estimate(self, x_t, sources, t):
         """The forward approximator's x0_hat = x_t - F(x_t, y, t)."""
@@ -153,7 +154,7 @@ class ABridge(BridgeMethod):
         return regression_loss(self.noise_net(x_t, sources, t), noise, self.config.loss)
 
     # --- training and translation ----------------------------------------------------------------------
-    def forward(self, batch: dict, phase: str = "forward", generator: torch.Generator | None = None,
+    def forward(self, batch: dict, phase: str = "forward", generator: draws.Draws = None,
                 shared: dict | None = None) -> dict:
         """The loss of one approximator. The first phase of a step draws (t, eps) and leaves x_t in
         `shared`, so that both approximators learn from the same draw (as in the reference)."""
@@ -164,7 +165,7 @@ class ABridge(BridgeMethod):
         if "abridge_draw" not in shared:
             self.check_source(sources)
             t = self.draw_times(x0.shape[0], generator, x0.device)
-            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            noise = draws.normal(x0.shape, generator, device=x0.device, dtype=x0.dtype)
             x_t = self.path.point(t, x0).draw(self.in_target_space(sources), x0, noise)
             shared["abridge_draw"] = (x_t, t, noise)
         x_t, t, noise = shared["abridge_draw"]

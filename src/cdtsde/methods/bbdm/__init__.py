@@ -9,8 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import torch
-
+from ... import draws
 from ...diffusion.bridges import BrownianBridge, BrownianBridgeConfig
 from ...networks.unet import UNetConfig
 from ..bridge import BridgeMethod, bridge_sampling, check_loss, regression_loss
@@ -37,7 +36,7 @@ class BBDM(BridgeMethod):
     path_class = BrownianBridge
 
     def draw_times(self, size, generator, device):
-        return torch.randint(0, self.path.num_steps, (size,), generator=generator, device=device)
+        return draws.integers(0, self.path.num_steps, (size,), generator, device=device)
 
     def estimate(self, x_t, sources, t):
         return x_t - self.net(x_t, sources, t)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ... import draws
 from ...diffusion.domain_shift import q_sample
 from ...diffusion.sampler import SamplerOptions, sample
 from ...diffusion.schedule import NoiseSchedule, ScheduleConfig
@@ -78,7 +79,7 @@ class CDTSDE(Method):
                     for phase, group in zip(("model", "mixer"), groups)}
         return {"model": torch.optim.AdamW(groups, lr=train.lr, weight_decay=train.weight_decay)}
 
-    def forward(self, batch: dict, phase: str = "model", generator: torch.Generator | None = None,
+    def forward(self, batch: dict, phase: str = "model", generator: draws.Draws = None,
                 shared: dict | None = None) -> dict:
         """The training loss: x0-prediction MSE with t uniform in {0, ..., t1} (t1 included: the first
         sampling step is evaluated there). Gradients reach the mixer through x_t (docs/cdtsde.md, section 4)."""
@@ -86,8 +87,8 @@ class CDTSDE(Method):
         self.check_source(x_src)
         shared = {} if shared is None else shared
         if "t" not in shared:  # one draw per step, which both phases of the elbo objective use
-            shared["t"] = torch.randint(0, self.schedule.t1 + 1, (x0.shape[0],), generator=generator, device=x0.device)
-            shared["noise"] = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            shared["t"] = draws.integers(0, self.schedule.t1 + 1, (x0.shape[0],), generator, device=x0.device)
+            shared["noise"] = draws.normal(x0.shape, generator, device=x0.device, dtype=x0.dtype)
         t, noise = shared["t"], shared["noise"]
         anchor = self.in_target_space(x_src)
         if phase == "mixer":

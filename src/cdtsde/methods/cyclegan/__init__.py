@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...draws import Draws, item_generator
 from ...networks.patchgan import PatchGANDiscriminator
 from ...networks.resnet_generator import PAPER_FILTERS, ResnetGenerator, default_blocks
 from ..base import DataInfo, Method, TranslationOutput, frozen
@@ -96,8 +97,8 @@ class ImagePool(nn.Module):
     `query(images, generator)` goes through the batch in order: while fewer than `capacity` images are
     stored, an image is stored and returned as it is; once the pool is full, with probability 0.5 a stored
     image (uniformly chosen) is returned and the new one takes its place, else the new one is returned and
-    the pool is unchanged. Every image draws one uniform number and one slot from `generator`, full pool or
-    not, so the draws of a step do not depend on the pool's state; the decisions stay on the device (no
+    the pool is unchanged. Every image draws one uniform number and one slot (from its own generator in
+    training, cdtsde.draws), full pool or not, so the draws of a step do not depend on the pool's state; the decisions stay on the device (no
     host synchronisation). The stored images and the fill count are buffers: saved with the method's state
     and restored on resume."""
 
@@ -114,7 +115,7 @@ class ImagePool(nn.Module):
         self.register_buffer("count", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
-    def query(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def query(self, images: torch.Tensor, generator: Draws = None) -> torch.Tensor:
         """The images (B, C, H, W) a discriminator sees in place of `images`, the latest fakes (detached)."""
         if self.capacity == 0:
             return images.detach()
@@ -122,11 +123,12 @@ class ImagePool(nn.Module):
             raise ValueError(f"the history pool holds images of shape {tuple(self.images.shape[1:])} (the data's "
                              f"channels and size), got {tuple(images.shape[1:])}: both sides of the data must "
                              f"have the training size")
-        draw_on = generator.device if generator is not None else images.device
         out = []
-        for image in images.detach():
-            u = torch.rand((), generator=generator, device=draw_on).to(images.device)
-            chosen = torch.randint(self.capacity, (), generator=generator, device=draw_on).to(images.device)
+        for index, image in enumerate(images.detach()):
+            own = item_generator(generator, index)
+            draw_on = own.device if own is not None else images.device
+            u = torch.rand((), generator=own, device=draw_on).to(images.device)
+            chosen = torch.randint(self.capacity, (), generator=own, device=draw_on).to(images.device)
             full = self.count >= self.capacity
             swap = full & (u < SWAP_PROBABILITY)
             slot = torch.where(full, chosen, self.count.clamp(max=self.capacity - 1)).view(1)
@@ -197,7 +199,7 @@ class CycleGAN(Method):
         """Least squares to the label 1 (real) or 0 (fake), averaged over the patches."""
         return F.mse_loss(outputs, torch.full_like(outputs, 1.0 if real else 0.0))
 
-    def forward(self, batch: dict, phase: str, generator: torch.Generator | None, shared: dict) -> dict:
+    def forward(self, batch: dict, phase: str, generator: Draws, shared: dict) -> dict:
         """The loss of one phase. "generators" makes the fakes G(x) and F(y) and leaves them in `shared` for
         "discriminators", which must come after it in the same step."""
         source, target = batch["source"], batch["target"]

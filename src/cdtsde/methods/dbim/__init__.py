@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ... import draws
 from ...diffusion.bridges import VPBridge, VPBridgeConfig
 from ...networks.unet import UNetConfig
 from ...settings import check_positive
@@ -38,7 +39,7 @@ class DBIM(BridgeMethod):
 
     def draw_times(self, size, generator, device):
         low, high = self.config.bridge.t_min, self.config.bridge.t_max
-        return low + (high - low) * torch.rand(size, generator=generator, device=device, dtype=torch.float64)
+        return low + (high - low) * draws.uniform((size,), generator, device=device, dtype=torch.float64)
 
     def preconditioning(self, t: torch.Tensor, like: torch.Tensor):
         """(c_skip, c_in, c_out) per item and c_noise = 250 log t (DDBM's preconditioning with equal source

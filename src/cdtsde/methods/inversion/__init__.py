@@ -41,6 +41,7 @@ from dataclasses import field as option
 import torch
 import torch.nn.functional as F
 
+from ... import draws
 from ...lmi import LMIOptions, local_mutual_information, patch_nmi
 from ...networks.patchgan import NORMS, PatchGANDiscriminator
 from ...networks.style_generator import StyleGenerator, check_size
@@ -150,10 +151,10 @@ class GANInversion(Method):
         """D's verdict per image: the mean of its patch logits, (B,)."""
         return self.discriminator(images).flatten(1).mean(1)
 
-    def forward(self, batch: dict, phase: str, generator: torch.Generator | None, shared: dict) -> dict:
+    def forward(self, batch: dict, phase: str, generator: draws.Draws, shared: dict) -> dict:
         real = batch["target"]
         if phase == "discriminator":
-            z = torch.randn(real.shape[0], self.config.z_dim, generator=generator, device=real.device,
+            z = draws.normal((real.shape[0], self.config.z_dim), generator, device=real.device,
                             dtype=real.dtype)
             ws = shared["ws"] = self.generator.map(z)
             fake = shared["fake"] = self.generator(ws)

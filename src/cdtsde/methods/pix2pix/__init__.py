@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...draws import Draws
 from ...networks.patchgan import NORMS, PatchGANDiscriminator
 from ...networks.unet_generator import UNetGenerator
 from ...settings import check_unit_interval
@@ -152,7 +153,7 @@ class Pix2Pix(Method):
         LSGAN."""
         return (torch.sigmoid(logits) if self.config.gan_mode == "vanilla" else logits).mean().detach()
 
-    def forward(self, batch: dict, phase: str, generator: torch.Generator | None, shared: dict) -> dict:
+    def forward(self, batch: dict, phase: str, generator: Draws, shared: dict) -> dict:
         """The loss of one phase. "discriminator" also makes the fake G(source) and leaves it in `shared`
         for "generator", which must come after it in the same step."""
         source, target = batch["source"], batch["target"]

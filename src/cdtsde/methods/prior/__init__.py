@@ -30,6 +30,7 @@ from dataclasses import field as option
 
 import torch
 
+from ... import draws
 from ...diffusion.ddpm import DDPMPath, DDPMScheduleConfig
 from ...diffusion.gaussian_path import sample_path
 from ...networks.unet import ConditionalUNet, UNetConfig
@@ -94,12 +95,12 @@ class Prior(Method):
         point = self.path.point(t, x_t)
         return (x_t - point.c * output) / point.b
 
-    def forward(self, batch: dict, phase: str = "model", generator: torch.Generator | None = None,
+    def forward(self, batch: dict, phase: str = "model", generator: draws.Draws = None,
                 shared: dict | None = None) -> dict:
         """DDPM's simple loss: the mean squared error of the predicted eps (or x0), t uniform in {0, ..., T-1}."""
         x0 = batch["target"]
-        t = torch.randint(0, self.path.num_steps, (x0.shape[0],), generator=generator, device=x0.device)
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        t = draws.integers(0, self.path.num_steps, (x0.shape[0],), generator, device=x0.device)
+        noise = draws.normal(x0.shape, generator, device=x0.device, dtype=x0.dtype)
         x_t = self.path.point(t, x0).draw(torch.zeros_like(x0), x0, noise)
         output = self.net(x_t, self.condition(x_t, x0, t), t)
         return {"loss": torch.mean((output - (noise if self.config.prediction == "eps" else x0)) ** 2)}
