@@ -12,7 +12,8 @@ training step at batch 16). Times are medians of `--repeats` after a warm-up.
 
 `--levers` also measures translation (batch 16 on the CPU, 64 on a GPU) with each speed lever alone,
 side by side with eager in the same run: torch.inference_mode, channels_last, torch.compile (default and,
-on the CPU, max-autotune without CUDA graphs; on a GPU reduce-overhead, i.e. CUDA graphs), bf16 autocast;
+on the CPU, max-autotune without CUDA graphs; on a GPU reduce-overhead, i.e. CUDA graphs), bf16 autocast,
+and on the CPU the network exported to ONNX and run by ONNX Runtime (when onnxruntime is installed);
 each row gives the speed-up over eager and the largest difference from eager's translation (the same
 seed and weights), so a lever is kept only if it is faster and equal within tolerance.
 """
@@ -112,6 +113,42 @@ def configurations(device: torch.device, repeats: int, peak: float, unet: dict, 
     return rows
 
 
+def run(model, inputs: torch.Tensor, lever: dict) -> torch.Tensor:
+    """One 5-step translation with a lever's grad mode and precision."""
+    device = inputs.device
+    grad = torch.inference_mode() if lever.get("inference_mode") else torch.no_grad()
+    precision = (torch.autocast(device.type, dtype=lever["autocast"]) if "autocast" in lever
+                 else contextlib.nullcontext())
+    with grad, precision:
+        return model.translate(inputs, steps=5, generator=torch.Generator(device).manual_seed(0)).images.float()
+
+
+class OnnxRuntimeNetwork(torch.nn.Module):
+    """The conditional UNet exported to ONNX (batch dimension dynamic) and run by ONNX Runtime's CPU
+    provider with torch's thread count: the CPU lever of issue 17 (needs onnxruntime, onnx, onnxscript)."""
+
+    def __init__(self, net: torch.nn.Module, example: torch.Tensor):
+        import tempfile
+
+        import onnxruntime
+
+        super().__init__()
+        t = torch.zeros(example.shape[0], dtype=torch.long)
+        batch = torch.export.Dim("batch")
+        path = Path(tempfile.mkdtemp()) / "unet.onnx"
+        # two distinct tensors: the exporter would fold one passed twice into a single input
+        torch.onnx.export(net, (example, example.clone(), t), path, input_names=["x_t", "x_src", "t"], output_names=["x0"],
+                          dynamic_shapes=({0: batch}, {0: batch}, {0: batch}), dynamo=True, verbose=False)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def forward(self, x_t: torch.Tensor, x_src: torch.Tensor, t) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=torch.long).expand(x_t.shape[0]).contiguous()
+        feeds = {"x_t": x_t.contiguous().numpy(), "x_src": x_src.contiguous().numpy(), "t": t.numpy()}
+        return torch.from_numpy(self.session.run(None, feeds)[0])
+
+
 def levers(device: torch.device, repeats: int, peak: float, unet: dict, size: int, batch: int) -> list[dict]:
     """Translation with each lever alone against eager, same weights, inputs and seed."""
     sources = torch.rand(batch, 1, size, size, device=device, generator=torch.Generator(device).manual_seed(1)) * 2 - 1
@@ -125,6 +162,8 @@ def levers(device: torch.device, repeats: int, peak: float, unet: dict, size: in
             {"compile": "reduce-overhead" if cuda else "max-autotune-no-cudagraphs"},
         "bf16 autocast": {"autocast": torch.bfloat16},
     }
+    if not cuda:
+        options["onnxruntime (the network exported)"] = {"onnxruntime": True}
     rows, reference, flops = [], None, None
     for name, lever in options.items():
         model = build(unet, size, device).eval()
@@ -137,22 +176,20 @@ def levers(device: torch.device, repeats: int, peak: float, unet: dict, size: in
             inputs = sources.contiguous(memory_format=torch.channels_last)
         if "compile" in lever:
             model.net = torch.compile(model.net, mode=lever["compile"])
-
-        def run(model=model, inputs=inputs, lever=lever):
-            grad = torch.inference_mode() if lever.get("inference_mode") else torch.no_grad()
-            precision = (torch.autocast(device.type, dtype=lever["autocast"]) if "autocast" in lever
-                         else contextlib.nullcontext())
-            with grad, precision:
-                return model.translate(inputs, steps=5, generator=torch.Generator(device).manual_seed(0)).images.float()
-
         try:
-            images = run()  # also the compilation, outside the timing
-        except Exception as exc:  # a lever this machine's torch cannot run is reported, not fatal
+            if lever.get("onnxruntime"):
+                model.net = OnnxRuntimeNetwork(model.net, inputs)
+            images = run(model, inputs, lever)  # also the compilation, outside the timing
+        except Exception as exc:  # a lever this machine cannot run is reported, not fatal
             rows.append({"configuration": f"translate {size} px, batch {batch}: {name}", "error": repr(exc)[:300]})
             continue
+
+        def timed_run(model=model, inputs=inputs, lever=lever):
+            return run(model, inputs, lever)
+
         if reference is None:
-            reference, flops = images, counted_flops(run)
-        seconds = timed(run, repeats, device)
+            reference, flops = images, counted_flops(timed_run)
+        seconds = timed(timed_run, repeats, device)
         result = row(f"translate {size} px, batch {batch}: {name}", flops / batch, flops / seconds, peak, seconds, batch)
         result.update(speedup_over_eager=(rows[0]["seconds"] / seconds) if rows else 1.0,
                       max_abs_difference=float((images - reference).abs().max()))
