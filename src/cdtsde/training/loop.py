@@ -7,9 +7,9 @@ methods whose phases use different networks) and `precision` (e.g. "bf16-mixed")
 no code change; the default is one CPU process.
 
 Exact resume: every random draw of step k (batch composition, flips, the method's t and noise, dropout,
-a dataset's own random crops when num_workers = 0) comes from generators seeded by (seed, k, rank), so a
-run killed after step k and resumed from its last checkpoint continues with exactly the batches and
-draws the uninterrupted run would have used.
+a dataset's own random crops when num_workers = 0) comes from generators seeded by (seed, k) and the rank
+or the item's position, so a run killed after step k and resumed from its last checkpoint continues with
+exactly the batches and draws the uninterrupted run would have used.
 
 Any number of processes: the ranks split each global batch (`StepBatchSampler`), and the flips and the
 method's draws are made per item, seeded by the item's position in the global batch (cdtsde.draws), so a
