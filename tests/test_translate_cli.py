@@ -154,3 +154,17 @@ def test_a_geotiff_keeps_its_georeference(checkpoint, tmp_path):
     for name in ("scene.tif", "scene_std.tif"):
         assert georeference(tmp_path / "out" / name) == expected
         assert tifffile.imread(tmp_path / "out" / name).shape == (20, 24)
+
+
+def test_bf16_precision_is_close_to_float32_but_not_equal(checkpoint, tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "c.tif", (np.random.default_rng(2).random((16, 16)) * 65535).astype(np.uint16))
+    outputs = {}
+    for precision in ("32", "bf16"):
+        assert run_translate(checkpoint, tmp_path / "c.tif", tmp_path / precision, "--precision", precision) == 0
+        outputs[precision] = tifffile.imread(tmp_path / precision / "c.tif").astype(np.float64) / 65535
+    difference = np.abs(outputs["bf16"] - outputs["32"])
+    assert 0 < difference.max() < 0.02  # in [0, 1]; bf16 keeps 8 bits of mantissa
+    with pytest.raises(SystemExit) as refused:
+        run_translate(checkpoint, tmp_path / "c.tif", tmp_path / "x", "--precision", "16")
+    assert refused.value.code == 2
+    assert "--precision: invalid choice: '16'" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from pathlib import Path
 from .sampling import add_sampling_flags, chosen_sampling
 
 COMMAND_FLAGS = {"checkpoint", "method", "input", "output", "overwrite", "skip_existing", "seed", "samples",
-                 "batch_size", "native_size", "device"}
+                 "batch_size", "native_size", "device", "precision"}
 
 
 def add_parser(subparsers) -> None:
@@ -25,6 +25,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--native-size", action="store_true", help="do not resize inputs to the training size")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--precision", choices=("32", "bf16"), default="32",
+                        help="bf16: the network under bf16 autocast, faster on hardware with bf16 arithmetic "
+                             "(1.58x on an AVX512-BF16 CPU) but not equal to float32 (up to 0.015 here)")
     add_sampling_flags(parser, reserved=COMMAND_FLAGS)
     parser.set_defaults(func=run)
 
@@ -67,7 +70,7 @@ def run(args) -> int:
         try:
             _, found = translate_file(method, path, args.output, sampling=sampling, seed=args.seed,
                                       samples=args.samples, batch_size=args.batch_size,
-                                      resize_to_training=not args.native_size)
+                                      resize_to_training=not args.native_size, precision=args.precision)
             for key, value in found.items():
                 diagnostics[key] = diagnostics.get(key, 0) + value
         except (CdtsdeError, ValueError) as exc:
