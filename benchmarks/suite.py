@@ -332,7 +332,7 @@ def cell_value(records: list[dict], key: str, metric: str, cluster_of) -> dict:
              if key in r["evaluations"] and metric in r["evaluations"][key]["summary"]]
     if not seeds:
         return {"mean": math.nan}
-    value = {"mean": float(np.mean(seeds)), "seed_std": float(np.std(seeds)) if len(seeds) > 1 else math.nan,
+    value = {"mean": float(np.mean(seeds)), "seed_std": float(np.std(seeds, ddof=1)) if len(seeds) > 1 else math.nan,
              "seeds": len(seeds)}
     if metric.startswith("perception/"):  # a set-level metric: no item interval
         return value

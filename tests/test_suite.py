@@ -2,6 +2,7 @@
 two methods on one task, a few steps; finished cells are skipped; the README block is regenerated."""
 
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -113,3 +114,24 @@ def test_every_cell_of_a_scale_builds_its_method(scale, tasks, monkeypatch):
             cls(from_plain(cls.config_class, config.get("model"), "model"),
                 DataInfo(source_channels=None if cls.data_kind == "target-only" else source, target_channels=target,
                          target_kind=kind, image_size=data["size"]))
+
+
+def test_a_cell_value_averages_the_seeds_and_reports_their_spread(tmp_path):
+    """Two seeds of one cell: the mean over seeds, their sample std, and a cluster interval over the
+    seed-averaged items (three items in each of four clusters)."""
+    from benchmarks.suite import cell_value
+
+    records = []
+    for seed, shift in ((0, 0.0), (1, 1.0)):
+        folder = tmp_path / f"seed{seed}"
+        folder.mkdir()
+        rows = [{"name": f"s{k}_{i}", "psnr": 10.0 + k + shift + 0.1 * i} for k in range(4) for i in range(3)]
+        (folder / "rows.json").write_text(json.dumps(rows))
+        summary = {"psnr": {"mean": sum(r["psnr"] for r in rows) / len(rows)}}
+        records.append({"folder": str(folder), "evaluations": {"100%@5": {"rows": "rows.json", "summary": summary}}})
+    value = cell_value(records, "100%@5", "psnr", cluster_of=lambda name: name.split("_")[0])
+    assert value["mean"] == pytest.approx(12.1) and value["seeds"] == 2 and value["clusters"] == 4
+    assert value["seed_std"] == pytest.approx(2 ** -0.5)  # the sample std of 11.6 and 12.6
+    assert 10.6 < value["ci_low"] < 12.1 < value["ci_high"] < 13.6
+    one = cell_value(records[:1], "100%@5", "psnr", cluster_of=lambda name: name.split("_")[0])
+    assert one["mean"] == pytest.approx(11.6) and math.isnan(one["seed_std"])
