@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import statistics
 import time
@@ -135,13 +136,15 @@ class OnnxRuntimeNetwork(torch.nn.Module):
         super().__init__()
         t = torch.zeros(example.shape[0], dtype=torch.long)
         batch = torch.export.Dim("batch")
-        path = Path(tempfile.mkdtemp()) / "unet.onnx"
-        # two distinct tensors: the exporter would fold one passed twice into a single input
-        torch.onnx.export(net, (example, example.clone(), t), path, input_names=["x_t", "x_src", "t"], output_names=["x0"],
-                          dynamic_shapes=({0: batch}, {0: batch}, {0: batch}), dynamo=True, verbose=False)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        with tempfile.TemporaryDirectory() as folder:  # the session holds the graph once loaded
+            path = Path(folder) / "unet.onnx"
+            # two distinct tensors: the exporter would fold one passed twice into a single input
+            torch.onnx.export(net, (example, example.clone(), t), path, input_names=["x_t", "x_src", "t"],
+                              output_names=["x0"], dynamic_shapes=({0: batch}, {0: batch}, {0: batch}),
+                              dynamo=True, verbose=False)
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def forward(self, x_t: torch.Tensor, x_src: torch.Tensor, t) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=torch.long).expand(x_t.shape[0]).contiguous()
@@ -183,10 +186,7 @@ def levers(device: torch.device, repeats: int, peak: float, unet: dict, size: in
         except Exception as exc:  # a lever this machine cannot run is reported, not fatal
             rows.append({"configuration": f"translate {size} px, batch {batch}: {name}", "error": repr(exc)[:300]})
             continue
-
-        def timed_run(model=model, inputs=inputs, lever=lever):
-            return run(model, inputs, lever)
-
+        timed_run = functools.partial(run, model, inputs, lever)
         if reference is None:
             reference, flops = images, counted_flops(timed_run)
         seconds = timed(timed_run, repeats, device)
