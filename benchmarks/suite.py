@@ -444,13 +444,61 @@ def sweep_key(nfe: int, gamma: float) -> str:
     return f"100%@{nfe}" + ("" if gamma == 1.0 else f"/gamma{gamma:g}")
 
 
-def sweep_summary(task: str, methods: dict[str, list[dict]]) -> dict:
+def seed_interval(values: list[float], confidence: float = 0.95) -> dict:
+    """Mean over training seeds and its Student-t interval (none from one seed): the spread that retraining
+    gives, which the item intervals (one test set for every seed) do not contain."""
+    from scipy import stats
+
+    mean = float(np.mean(values)) if values else math.nan
+    if len(values) < 2:
+        return {"mean": mean, "ci_low": math.nan, "ci_high": math.nan, "seeds": len(values)}
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
+    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "seeds": len(values)}
+
+
+def seed_values(records: list[dict], key: str, metric: str) -> dict[int, float]:
+    """{seed: the metric oriented so that larger is better} at one evaluation of a cell's seeds."""
+    return {r["seed"]: quality(metric, r["evaluations"][key]["summary"][metric]["mean"]) for r in records
+            if key in r["evaluations"] and metric in r["evaluations"][key]["summary"]}
+
+
+def differences(mine: dict[int, float], theirs: dict[int, float]) -> list[float]:
+    """Seed-matched differences (seed s of both trained on the same data order and draws)."""
+    return [mine[seed] - theirs[seed] for seed in sorted(mine.keys() & theirs.keys())]
+
+
+def beats_verdict(seeds: dict, items: dict | None) -> str:
+    """'better' / 'worse' when the interval over seeds and, for item metrics, the cluster interval over the
+    test items both exclude zero on the same side; 'one seed' without a seed interval; else 'not resolved'."""
+    if not math.isfinite(seeds["ci_low"]):
+        return "one seed"
+    lows = [seeds["ci_low"]] + ([items["ci_low"]] if items and math.isfinite(items.get("ci_low", math.nan)) else [])
+    highs = [seeds["ci_high"]] + ([items["ci_high"]] if items and math.isfinite(items.get("ci_high", math.nan)) else [])
+    return "better" if min(lows) > 0 else "worse" if max(highs) < 0 else "not resolved"
+
+
+def fewer_steps_verdict(field_at_common: dict, linear_at_common: dict) -> str:
+    """The paper's claim that a field at COMMON_STEPS NFE reaches linear's 10-NFE quality, from the seed
+    intervals of (field@common - linear@10) and of the control (linear@common - linear@10): 'vacuous' when
+    linear itself loses nothing by stopping early, 'supported' when the field is above linear@10 or level
+    with it while linear@common is below it, 'not supported' when the field is below linear@10."""
+    if not math.isfinite(field_at_common["ci_low"]):
+        return "one seed"
+    if linear_at_common["mean"] >= 0:
+        return "vacuous"
+    if field_at_common["ci_low"] > 0 or (field_at_common["ci_high"] >= 0 and linear_at_common["ci_high"] < 0):
+        return "supported"
+    return "not supported" if field_at_common["ci_high"] < 0 else "not resolved"
+
+
+def sweep_summary(task: str, methods: dict[str, list[dict]], paired: dict) -> dict:
     """The field ablation of one task: each metric against NFE per field and gamma (mean over seeds), the
-    fewest NFE at which each field reaches linear's 10-step value, the per-seed differences from linear at
-    the common NFE, and the fields' end-of-training diagnostics."""
+    fewest NFE at which each field reaches linear's 10-step value, the fields' end-of-training diagnostics,
+    and the verdicts on the paper's two claims per field (a learned field beats linear at the common NFE on
+    the headline metric; it reaches linear's 10-NFE value at the common NFE, per metric and gamma)."""
     swept = {m: [r for r in records if r.get("sweep")] for m, records in methods.items() if m in FIELDS}
     swept = {m: records for m, records in swept.items() if records}
-    curves, matched, per_seed, diagnostics = {}, {}, {}, {}
+    curves, matched, verdicts, diagnostics = {}, {}, {}, {}
     for metric in TASKS[task]["metrics"]:
         for gamma in SWEEP_GAMMAS:
             by_field = {m: {n: float(np.mean([r["evaluations"][sweep_key(n, gamma)]["summary"][metric]["mean"]
@@ -464,14 +512,36 @@ def sweep_summary(task: str, methods: dict[str, list[dict]]) -> dict:
                     for m, by_nfe in by_field.items()}
     headline = TASKS[task]["metrics"][0]
     if REFERENCE in swept:
-        linear = {r["seed"]: r["evaluations"][r["common"]]["summary"][headline]["mean"] for r in swept[REFERENCE]}
-        per_seed = {m: {r["seed"]: r["evaluations"][r["common"]]["summary"][headline]["mean"] - linear[r["seed"]]
-                        for r in records if r["seed"] in linear} for m, records in swept.items() if m != REFERENCE}
+        linear = swept[REFERENCE]
+        for field, records in swept.items():
+            if field == REFERENCE:
+                continue
+            common = sweep_key(COMMON_STEPS, 1.0)
+            beats = seed_interval(differences(seed_values(records, common, headline),
+                                              seed_values(linear, common, headline)))
+            items = paired.get(field, {}).get(headline)
+            fewer = {}
+            for metric in TASKS[task]["metrics"]:
+                for gamma in SWEEP_GAMMAS:
+                    at_common, at_ten = sweep_key(COMMON_STEPS, gamma), sweep_key(10, gamma)
+                    goal = seed_values(linear, at_ten, metric)
+                    mine = seed_interval(differences(seed_values(records, at_common, metric), goal))
+                    control = seed_interval(differences(seed_values(linear, at_common, metric), goal))
+                    fewer[f"{metric}|{gamma:g}"] = {"field_minus_linear10": mine, "linear_minus_linear10": control,
+                                                     "verdict": fewer_steps_verdict(mine, control)}
+            verdicts[field] = {"beats_linear": {"metric": headline, "seeds": beats, "items": items,
+                                                "verdict": beats_verdict(beats, items)},
+                               "fewer_steps": fewer}
     for m, records in swept.items():
         keys = sorted({k for r in records for k in r.get("diagnostics", {})})
         diagnostics[m] = {k: float(np.mean([r["diagnostics"][k] for r in records if k in r["diagnostics"]]))
                           for k in keys}
-    return {"curves": curves, "matched": matched, "per_seed_difference": per_seed, "diagnostics": diagnostics}
+    return {"curves": curves, "matched": matched, "verdicts": verdicts, "diagnostics": diagnostics}
+
+
+def format_interval(value: dict) -> str:
+    text = f"{value['mean']:+.3g}"
+    return text + (f" [{value['ci_low']:+.3g}, {value['ci_high']:+.3g}]" if math.isfinite(value["ci_low"]) else "")
 
 
 def sweep_lines(task: str, summary: dict) -> list[str]:
@@ -488,18 +558,28 @@ def sweep_lines(task: str, summary: dict) -> list[str]:
         for key, by_field in summary["matched"].items():
             metric, gamma = key.split("|")
             lines.append(f"| {metric} | {gamma} | " + " | ".join(str(by_field[f] or "-") for f in fields) + " |")
-    if summary["per_seed_difference"]:
-        lines += ["", f"{headline} minus linear at {COMMON_STEPS} NFE, per training seed (a t interval over seeds "
-                  "where there are 3 or more):", ""]
-        for field, by_seed in summary["per_seed_difference"].items():
-            values = list(by_seed.values())
-            text = ", ".join(f"seed {seed}: {d:+.3f}" for seed, d in by_seed.items())
-            if len(values) >= 3:
-                from scipy import stats
-
-                half = stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values))
-                text += f"; mean {np.mean(values):+.3f} [{np.mean(values) - half:+.3f}, {np.mean(values) + half:+.3f}]"
-            lines.append(f"- {field}: {text}")
+    if summary["verdicts"]:
+        lines += ["", f"Claim 1, a field beats linear: {headline} minus linear at {COMMON_STEPS} NFE (gamma 1), mean "
+                  "over seed-matched pairs [95% t interval over seeds] and [cluster interval of the seed-averaged "
+                  "items]; a verdict needs both intervals on one side of 0:", "",
+                  "| field | seeds | over seeds | over items | verdict |", "|---|---|---|---|---|"]
+        for field, verdict in summary["verdicts"].items():
+            beats, items = verdict["beats_linear"], verdict["beats_linear"]["items"] or {}
+            item_text = (f"[{items['ci_low']:+.3f}, {items['ci_high']:+.3f}]"
+                         if math.isfinite(items.get("ci_low", math.nan)) else "-")
+            lines.append(f"| {field} | {beats['seeds']['seeds']} | {format_interval(beats['seeds'])} | {item_text} | "
+                         f"{beats['verdict']} |")
+        fields = list(summary["verdicts"])
+        lines += ["", f"Claim 2, {COMMON_STEPS} NFE of a field reach linear's 10: field@{COMMON_STEPS} minus "
+                  f"linear@10 with its verdict, beside the control linear@{COMMON_STEPS} minus linear@10; larger is "
+                  "better (distances negated, a sharpness ratio r as -|log r|); [95% t interval over seeds]:", "",
+                  f"| metric | gamma | linear@{COMMON_STEPS} - linear@10 | " + " | ".join(fields) + " |",
+                  "|---" * (len(fields) + 3) + "|"]
+        for key, claim in summary["verdicts"][fields[0]]["fewer_steps"].items():
+            metric, gamma = key.split("|")
+            cells = [summary["verdicts"][f]["fewer_steps"][key] for f in fields]
+            lines.append(f"| {metric} | {gamma} | {format_interval(claim['linear_minus_linear10'])} | " +
+                         " | ".join(f"{format_interval(c['field_minus_linear10'])}: {c['verdict']}" for c in cells) + " |")
     keys = sorted({k for d in summary["diagnostics"].values() for k in d})
     if keys:
         lines += ["", "The fields at the end of training (last log row; docs/cdtsde.md section 4):", "",
@@ -612,7 +692,7 @@ def write_summary(out: Path, readme: bool = False) -> dict:
         if translations_figure(out / f"translations-{task}.png", task, cells[task]):
             lines += ["", f"Four test items by every method: translations-{task}.png."]
         if any(r.get("sweep") for records in cells[task].values() for r in records):
-            summary["sweep"] = sweep_summary(task, cells[task])
+            summary["sweep"] = sweep_summary(task, cells[task], summary["paired"])
             lines += sweep_lines(task, summary["sweep"])
             sweep_figures(out, task, summary["sweep"], cells[task])
         lines += paper_lines(task) + [""]

@@ -135,3 +135,40 @@ def test_a_cell_value_averages_the_seeds_and_reports_their_spread(tmp_path):
     assert 10.6 < value["ci_low"] < 12.1 < value["ci_high"] < 13.6
     one = cell_value(records[:1], "100%@5", "psnr", cluster_of=lambda name: name.split("_")[0])
     assert one["mean"] == pytest.approx(11.6) and math.isnan(one["seed_std"])
+
+
+def test_the_field_verdicts_read_intervals_over_seeds():
+    """The t interval over seeds (3 seeds: t(0.975, 2) = 4.303), and the verdict rules: both intervals on
+    one side of 0 for claim 1; claim 2 vacuous when linear loses nothing by stopping at 5 NFE."""
+    from benchmarks.suite import beats_verdict, fewer_steps_verdict, seed_interval, sweep_summary
+
+    interval = seed_interval([1.0, 2.0, 3.0])
+    assert interval["mean"] == 2.0 and interval["ci_high"] - 2.0 == pytest.approx(4.302653 / math.sqrt(3))
+    assert math.isnan(seed_interval([1.0])["ci_low"])
+    above, around, below = ({"mean": m, "ci_low": m - 1, "ci_high": m + 1} for m in (2.0, 0.0, -2.0))
+    assert beats_verdict(above, {"ci_low": 0.5, "ci_high": 3}) == "better"
+    assert beats_verdict(above, {"ci_low": -0.5, "ci_high": 3}) == "not resolved"  # the items disagree
+    assert beats_verdict(below, None) == "worse" and beats_verdict(around, None) == "not resolved"
+    assert fewer_steps_verdict(around, {"mean": 0.1, "ci_low": -1, "ci_high": 1.2}) == "vacuous"
+    assert fewer_steps_verdict(around, below) == "supported"  # level with linear@10 where linear@5 falls short
+    assert fewer_steps_verdict(above, around | {"mean": -0.1}) == "supported"
+    assert fewer_steps_verdict(around, around | {"mean": -0.1}) == "not resolved"
+    assert fewer_steps_verdict(below, below) == "not supported"
+
+    def records(method, psnr):  # psnr[seed][(nfe, gamma)]
+        return [{"method": method, "seed": seed, "sweep": True, "diagnostics": {},
+                 "evaluations": {suite.sweep_key(n, g): {"summary": {m: {"mean": value + (m == "ssim")}
+                                                                     for m in suite.TASKS["sar-optical"]["metrics"]}}
+                                 for (n, g), value in by_key.items()}} for seed, by_key in enumerate(psnr)]
+
+    def grid(at5, at10, other=0.0):
+        return {(n, g): at5 if n == 5 else at10 if n == 10 else other for n in suite.SWEEP_NFES for g in suite.SWEEP_GAMMAS}
+
+    linear = records("cdtsde-linear", [grid(10.0, 11.0), grid(10.5, 11.5), grid(9.5, 10.5)])
+    field = records("cdtsde-dynamic", [grid(12.0, 12.0), grid(12.5, 12.5), grid(11.0, 11.0)])
+    summary = sweep_summary("sar-optical", {"cdtsde-linear": linear, "cdtsde-dynamic": field}, paired={})
+    claim = summary["verdicts"]["cdtsde-dynamic"]
+    assert claim["beats_linear"]["seeds"]["mean"] == pytest.approx(11 / 6) and claim["beats_linear"]["verdict"] == "better"
+    psnr = claim["fewer_steps"]["psnr|1"]
+    assert psnr["linear_minus_linear10"]["mean"] == pytest.approx(-1.0) and psnr["verdict"] == "supported"
+    assert summary["matched"]["psnr|1"] == {"cdtsde-linear": 10, "cdtsde-dynamic": 5}
