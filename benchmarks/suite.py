@@ -589,6 +589,42 @@ def sweep_lines(task: str, summary: dict) -> list[str]:
     return lines
 
 
+def verdict_lines(summaries: dict) -> list[str]:
+    """The two claims across the tasks with a field ablation: claim 1 per field and task (the seed-matched
+    difference from linear at the common NFE and its verdict); claim 2 as counts of verdicts over each
+    task's metrics and both gammas (summary.md's per-task tables give the intervals)."""
+    ablated = {task: s["sweep"]["verdicts"] for task, s in summaries.items() if s.get("sweep", {}).get("verdicts")}
+    if not ablated:
+        return []
+    fields = [f for f in FIELDS if any(f in verdicts for verdicts in ablated.values())]
+    tasks = list(ablated)
+    headlines = ", ".join(f"{task}: {TASKS[task]['metrics'][0]}" for task in tasks)
+    lines = [f"**Claim 1, a field beats linear at {COMMON_STEPS} NFE** (headline metric minus linear's, mean over "
+             f"seed-matched pairs, seeds in brackets; {headlines}):", "",
+             "| field | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    for field in fields:
+        cells = []
+        for task in tasks:
+            claim = ablated[task].get(field, {}).get("beats_linear")
+            cells.append(f"{claim['seeds']['mean']:+.3f} ({claim['seeds']['seeds']}): {claim['verdict']}" if claim else "-")
+        lines.append(f"| {field} | " + " | ".join(cells) + " |")
+    lines += ["", f"**Claim 2, {COMMON_STEPS} NFE of a field reach linear's 10** (verdicts over each task's metrics "
+              "x gamma 1 and 0: supported / not supported / not resolved / vacuous, the last where linear itself "
+              f"loses nothing by stopping at {COMMON_STEPS}):", "",
+              "| field | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    for field in fields:
+        cells = []
+        for task in tasks:
+            claims = ablated[task].get(field, {}).get("fewer_steps", {}).values()
+            counts = [sum(c["verdict"] == v for c in claims)
+                      for v in ("supported", "not supported", "not resolved", "vacuous")]
+            one_seed = sum(c["verdict"] == "one seed" for c in claims)
+            cells.append("-" if not claims else f"one seed ({one_seed})" if one_seed == len(claims)
+                         else " / ".join(map(str, counts)))
+        lines.append(f"| {field} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def sweep_figures(out: Path, task: str, summary: dict, methods: dict[str, list[dict]]) -> None:
     """quality-vs-NFE per gamma for the headline metric, and Lambda maps of each learned field (seed 0
     weights when on this machine) with the eta_t value in each title and a colour bar."""
@@ -654,13 +690,13 @@ def write_summary(out: Path, readme: bool = False) -> dict:
     if not cells:
         raise SystemExit(f"{out}: no finished cells (cells/<task>/<method>/seed<N>/cell.json) to summarise")
     summaries = {task: task_summary(task, methods) for task, methods in cells.items()}
-    lines = [f"# Benchmark suite ({out.name})", "",
+    header = [f"# Benchmark suite ({out.name})", "",
              "Values: mean over training seeds [95% cluster-bootstrap interval of the seed-averaged items] ±seed std "
              "(s). Perception metrics are set-level (no item interval). Paired: method - cdtsde-linear at "
              f"{COMMON_STEPS} NFE on the same items (interval over clusters). peak MB: the cell process's peak "
              "resident memory (GPU: allocated), training and scoring, or scoring alone where training finished in "
              "an earlier process.", ""]
-    brief = []
+    lines, brief = [], []
     for task, summary in summaries.items():
         metrics = TASKS[task]["metrics"]
         some = next(iter(cells[task].values()))[0]
@@ -701,11 +737,14 @@ def write_summary(out: Path, readme: bool = False) -> dict:
                   "|---|---|---|---|"]
         brief += [f"| {label} | {format_value(row[metrics[0]])} | {format_value(row[metrics[1]])} | "
                   f"{row['seconds_per_image']:.3f} |" for label, row in summary["rows"].items()] + [""]
-    write_report(out, lines, {"tasks": summaries})
+    verdicts = verdict_lines(summaries)
+    if verdicts:
+        header += ["## The field ablation's verdicts (docs/cdtsde.md section 4 gives the rules)", "", *verdicts]
+    write_report(out, header + lines, {"tasks": summaries})
     (out / "results.md").rename(out / "summary.md")
     (out / "results.json").rename(out / "summary.json")
     if readme:
-        update_readme(Path(__file__).resolve().parents[1] / "README.md", out, brief)
+        update_readme(Path(__file__).resolve().parents[1] / "README.md", out, brief + verdicts)
     return summaries
 
 
