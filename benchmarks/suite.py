@@ -491,7 +491,20 @@ def fewer_steps_verdict(field_at_common: dict, linear_at_common: dict) -> str:
     return "not supported" if field_at_common["ci_high"] < 0 else "not resolved"
 
 
-def sweep_summary(task: str, methods: dict[str, list[dict]], paired: dict) -> dict:
+def matched_items_comparison(task: str, records: list[dict], linear: list[dict], metric: str) -> dict:
+    """method - linear on the test items at the common NFE, each side averaged over the seeds both have (so
+    the item interval is centred where the seed-matched differences are); cluster-bootstrap interval."""
+    from cdtsde.metrics import paired_comparison
+
+    seeds = {r["seed"] for r in records} & {r["seed"] for r in linear}
+    mine, theirs = ([r for r in side if r["seed"] in seeds] for side in (records, linear))
+    mine, theirs = seed_averaged_rows(mine, mine[0]["common"]), seed_averaged_rows(theirs, theirs[0]["common"])
+    shared = {row["name"] for row in mine} & {row["name"] for row in theirs}
+    return paired_comparison([r for r in mine if r["name"] in shared], [r for r in theirs if r["name"] in shared],
+                             metric, higher_is_better=metric not in LOWER_IS_BETTER, cluster_of=TASKS[task]["cluster"])
+
+
+def sweep_summary(task: str, methods: dict[str, list[dict]]) -> dict:
     """The field ablation of one task: each metric against NFE per field and gamma (mean over seeds), the
     fewest NFE at which each field reaches linear's 10-step value, the fields' end-of-training diagnostics,
     and the verdicts on the paper's two claims per field (a learned field beats linear at the common NFE on
@@ -519,7 +532,7 @@ def sweep_summary(task: str, methods: dict[str, list[dict]], paired: dict) -> di
             common = sweep_key(COMMON_STEPS, 1.0)
             beats = seed_interval(differences(seed_values(records, common, headline),
                                               seed_values(linear, common, headline)))
-            items = paired.get(field, {}).get(headline)
+            items = matched_items_comparison(task, records, linear, headline)
             fewer = {}
             for metric in TASKS[task]["metrics"]:
                 for gamma in SWEEP_GAMMAS:
@@ -728,7 +741,7 @@ def write_summary(out: Path, readme: bool = False) -> dict:
         if translations_figure(out / f"translations-{task}.png", task, cells[task]):
             lines += ["", f"Four test items by every method: translations-{task}.png."]
         if any(r.get("sweep") for records in cells[task].values() for r in records):
-            summary["sweep"] = sweep_summary(task, cells[task], summary["paired"])
+            summary["sweep"] = sweep_summary(task, cells[task])
             lines += sweep_lines(task, summary["sweep"])
             sweep_figures(out, task, summary["sweep"], cells[task])
         lines += paper_lines(task) + [""]

@@ -138,7 +138,7 @@ def test_a_cell_value_averages_the_seeds_and_reports_their_spread(tmp_path):
     assert one["mean"] == pytest.approx(11.6) and math.isnan(one["seed_std"])
 
 
-def test_the_field_verdicts_read_intervals_over_seeds():
+def test_the_field_verdicts_read_intervals_over_seeds(tmp_path):
     """The t interval over seeds (3 seeds: t(0.975, 2) = 4.303), and the verdict rules: both intervals on
     one side of 0 for claim 1; claim 2 vacuous when linear loses nothing by stopping at 5 NFE."""
     from benchmarks.suite import beats_verdict, fewer_steps_verdict, seed_interval, sweep_summary
@@ -156,20 +156,32 @@ def test_the_field_verdicts_read_intervals_over_seeds():
     assert fewer_steps_verdict(around, around | {"mean": -0.1}) == "not resolved"
     assert fewer_steps_verdict(below, below) == "not supported"
 
-    def records(method, psnr):  # psnr[seed][(nfe, gamma)]
-        return [{"method": method, "seed": seed, "sweep": True, "diagnostics": {},
-                 "evaluations": {suite.sweep_key(n, g): {"summary": {m: {"mean": value + (m == "ssim")}
-                                                                     for m in suite.TASKS["sar-optical"]["metrics"]}}
-                                 for (n, g), value in by_key.items()}} for seed, by_key in enumerate(psnr)]
+    def records(method, psnr):  # psnr[seed][(nfe, gamma)]; the 5-NFE items: four fragments of two crops
+        made = []
+        for seed, by_key in enumerate(psnr):
+            folder = tmp_path / method / str(seed)
+            folder.mkdir(parents=True)
+            items = [{"name": f"{k:03d}_r{i}", "psnr": by_key[(5, 1.0)] + 0.1 * k} for k in range(4) for i in range(2)]
+            (folder / "rows.json").write_text(json.dumps(items))
+            evaluations = {suite.sweep_key(n, g): {"rows": "rows.json", "summary": {
+                m: {"mean": value + (m == "ssim")} for m in suite.TASKS["sar-optical"]["metrics"]}}
+                for (n, g), value in by_key.items()}
+            made.append({"method": method, "seed": seed, "sweep": True, "diagnostics": {}, "folder": str(folder),
+                         "common": suite.sweep_key(5, 1.0), "evaluations": evaluations})
+        return made
 
     def grid(at5, at10, other=0.0):
         return {(n, g): at5 if n == 5 else at10 if n == 10 else other for n in suite.SWEEP_NFES for g in suite.SWEEP_GAMMAS}
 
     linear = records("cdtsde-linear", [grid(10.0, 11.0), grid(10.5, 11.5), grid(9.5, 10.5)])
     field = records("cdtsde-dynamic", [grid(12.0, 12.0), grid(12.5, 12.5), grid(11.0, 11.0)])
-    summary = sweep_summary("sar-optical", {"cdtsde-linear": linear, "cdtsde-dynamic": field}, paired={})
+    summary = sweep_summary("sar-optical", {"cdtsde-linear": linear, "cdtsde-dynamic": field})
     claim = summary["verdicts"]["cdtsde-dynamic"]
     assert claim["beats_linear"]["seeds"]["mean"] == pytest.approx(11 / 6) and claim["beats_linear"]["verdict"] == "better"
+    assert claim["beats_linear"]["items"]["mean_difference"] == pytest.approx(11 / 6)  # the same seeds' items
+    one = sweep_summary("sar-optical", {"cdtsde-linear": linear, "cdtsde-dynamic": field[:1]})["verdicts"]
+    assert one["cdtsde-dynamic"]["beats_linear"]["items"]["mean_difference"] == pytest.approx(2.0)  # seed 0 only
+    assert one["cdtsde-dynamic"]["beats_linear"]["verdict"] == "one seed"
     psnr = claim["fewer_steps"]["psnr|1"]
     assert psnr["linear_minus_linear10"]["mean"] == pytest.approx(-1.0) and psnr["verdict"] == "supported"
     assert summary["matched"]["psnr|1"] == {"cdtsde-linear": 10, "cdtsde-dynamic": 5}
