@@ -99,8 +99,8 @@ class ImagePool(nn.Module):
     image (uniformly chosen) is returned and the new one takes its place, else the new one is returned and
     the pool is unchanged. Every image draws one uniform number and one slot (from its own generator in
     training, cdtsde.draws), full pool or not, so the draws of a step do not depend on the pool's state;
-    the decisions stay on the device (no host synchronisation). The stored images and the fill count are buffers: saved with the method's state
-    and restored on resume."""
+    the decisions stay on the device (no host synchronisation). The stored images and the fill count are
+    buffers: saved with the method's state and restored on resume."""
 
     def __init__(self, capacity: int, channels: int, size: int | None):
         super().__init__()
