@@ -128,11 +128,20 @@ def test_the_bbdm_reference_step_with_eta_below_one_loses_variance():
     eta = 0.5
     reference_variance = (delta_n - sigma2) + eta**2 * sigma2
     assert reference_variance < 0.95 * delta_n
-    # the core: x_n - mean = sqrt(C_n^2 - rho^2) eps + rho z with eps, z independent standard normal
-    ratio = float(at_n.c * at_t.b / (at_n.b * at_t.c))
-    rho2 = (eta * float(at_n.c)) ** 2 * (1 - ratio**2)
-    assert (delta_n - rho2) + rho2 == pytest.approx(delta_n)
-    assert rho2 == pytest.approx(eta**2 * sigma2)  # the same noise as the reference, more eps
+    # both steps from exact marginal draws x_t = (1 - m_t) x0 + m_t y + sqrt(delta_t) eps with x0_hat = x0
+    generator = torch.Generator().manual_seed(6)
+    n_draws = 200_000
+    x0, y = torch.full((n_draws,), 0.3, dtype=torch.float64), torch.full((n_draws,), -0.4, dtype=torch.float64)
+    m_t, m_n = float(at_t.a), float(at_n.a)
+    eps = torch.randn(n_draws, dtype=torch.float64, generator=generator)
+    z = torch.randn(n_draws, dtype=torch.float64, generator=generator)
+    x_t = (1 - m_t) * x0 + m_t * y + math.sqrt(delta_t) * eps
+    mean_n = (1 - m_n) * 0.3 + m_n * -0.4
+    core = posterior_step(x_t, y, x0, at_t, at_n, eta, lambda: z)
+    reference = ((1 - m_n) * x0 + m_n * y + math.sqrt((delta_n - sigma2) / delta_t)
+                 * (x_t - (1 - m_t) * x0 - m_t * y) + eta * math.sqrt(sigma2) * z)
+    assert float(((core - mean_n) ** 2).mean()) == pytest.approx(delta_n, rel=0.01)
+    assert float(((reference - mean_n) ** 2).mean()) == pytest.approx(reference_variance, rel=0.01)
 
 
 def test_dbim_step_matches_its_formula():
@@ -213,10 +222,22 @@ def test_the_abridge_reference_step_overshoots_the_marginal():
     """The reference scales eps_hat by (sigma_s - k sigma_t) / k, 1 / k = t / (t - 1) times ours: on an exact
     pair (eps_hat the true noise, x0_hat = x0) its iterate has noise (k sigma_t + (sigma_s - k sigma_t) / k)
     eps instead of sigma_s eps: 29% too much on its last step (t = 2 -> 1), 9% at t = 3, 0.6% at t = 10,
-    4e-6 at t = 500; ours is exact at every step size."""
+    4e-6 at t = 500; our step, run through the method and the core, lands on the marginal sample exactly."""
+    path = BrownianBridge(ABridgePathConfig())
+    method = bridge("abridge")
+    like = torch.zeros((), dtype=torch.float64)
+    generator = torch.Generator().manual_seed(5)
+    x0, y, eps = (torch.randn(5, dtype=torch.float64, generator=generator) for _ in range(3))
     for t, excess in ((2, 0.293), (3, 0.092), (10, 0.0058), (500, 4.0e-6)):
-        _, _, sigma_t, sigma_s, k, ours, reference = abridge_step_terms(t, t - 1)
-        assert k * sigma_t + ours == pytest.approx(sigma_s, rel=1e-12)
+        m_t, m_s, sigma_t, sigma_s, k, _, reference = abridge_step_terms(t, t - 1)
+        now, then = path.point(t - 1, like), path.point(t - 2, like)
+        x_t = (1 - m_t) * x0 + m_t * y + sigma_t * eps
+        combined = method.combine(x_t, y, torch.tensor([t - 1]), x0, eps, lambda_ratio(now, then)[0])
+        ours = posterior_step(x_t, y, combined, now, then, 0.0, lambda: None)
+        torch.testing.assert_close(ours, (1 - m_s) * x0 + m_s * y + sigma_s * eps, rtol=1e-12, atol=1e-12)
+        reference_iterate = k * x_t + (1 - k) * x0 + reference * eps
+        noise = (reference_iterate - (1 - m_s) * x0 - m_s * y) / eps
+        torch.testing.assert_close(noise, torch.full_like(noise, k * sigma_t + reference))
         assert (k * sigma_t + reference) / sigma_s - 1 == pytest.approx(excess, rel=0.05)
 
 

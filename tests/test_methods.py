@@ -134,14 +134,3 @@ def test_train_with_an_unknown_method_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     assert main(["train", "--config", str(tmp_path / "run.yaml"), "--method", "nope", "--output", str(tmp_path / "r")]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
-
-
-def test_package_data_globs_match_files():
-    """pyproject must not ship package data that does not exist."""
-    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
-
-    root = Path(__file__).resolve().parents[1]
-    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
-    for package, patterns in setuptools.get("package-data", {}).items():
-        for pattern in patterns:
-            assert list((root / "src" / package).glob(pattern)), f"{package}: {pattern} matches nothing"
