@@ -7,7 +7,9 @@ from PIL import Image
 
 from cdtsde.cli import main
 from cdtsde.imagefiles import read_image
-from cdtsde.training import save_pretrained
+from cdtsde.methods import DataInfo, method_class
+from cdtsde.training import load_pretrained, save_pretrained
+from cdtsde.translate import source_slices, translate_slices
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,20 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mask_checkpoint(tmp_path_factory):
     directory = tmp_path_factory.mktemp("mask")
-    save_pretrained(tiny_model(target_channels=5, target_kind="mask"), directory)
+    model = tiny_model(target_channels=5, target_kind="mask")
+    for parameter in model.net.parameters():  # as above: class maps that depend on the input
+        parameter.data.normal_(0, 0.05)
+    save_pretrained(model, directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def identity_checkpoint(tmp_path_factory):
+    """The identity method: what comes out is what the reader made of the input, written back."""
+    directory = tmp_path_factory.mktemp("identity")
+    cls = method_class("identity")
+    save_pretrained(cls(cls.config_class(), DataInfo(source_channels=1, target_channels=1, target_kind="image",
+                                                     image_size=16)), directory)
     return directory
 
 
@@ -48,6 +63,28 @@ def test_16_bit_tiff_stays_16_bit(checkpoint, tmp_path):
     assert out.dtype == np.uint16 and out.shape == (16, 16)
 
 
+def test_16_bit_values_survive_the_identity_round_trip(identity_checkpoint, tmp_path):
+    """Read to [0, 1] by the dtype's range, written back by it: every 16-bit level comes back."""
+    levels = (np.random.default_rng(1).random((16, 16)) * 65535).astype(np.uint16)
+    levels[0, :3] = (0, 1, 65535)
+    tifffile.imwrite(tmp_path / "b.tif", levels)
+    assert main(["translate", "--checkpoint", str(identity_checkpoint), "--input", str(tmp_path / "b.tif"),
+                 "--output", str(tmp_path / "out"), "--native-size"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "b.tif"), levels)
+
+
+def test_nifti_values_are_the_normalised_volume_in_place(identity_checkpoint, tmp_path):
+    """Slice by slice along the last axis, each slice back in its place: the identity's output is the
+    volume over the 99.5th percentile of its non-zero voxels, clipped to 1 (to the reader's 1 / 65535 steps)."""
+    volume = (np.random.default_rng(2).random((18, 17, 3)) * 800).astype(np.int16)
+    volume[:, :, 1] //= 4  # slices that differ, so a slice out of place shows
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "vol.nii.gz")
+    assert main(["translate", "--checkpoint", str(identity_checkpoint), "--input", str(tmp_path / "vol.nii.gz"),
+                 "--output", str(tmp_path / "out"), "--native-size"]) == 0
+    expected = np.clip(volume / np.percentile(volume[volume != 0], 99.5), 0, 1)
+    np.testing.assert_allclose(nib.load(tmp_path / "out" / "vol.nii.gz").get_fdata(), expected, atol=1e-4)
+
+
 def test_nifti_volume_is_translated_slice_by_slice_with_its_affine(checkpoint, tmp_path):
     affine = np.diag([0.9, 1.1, 2.0, 1.0])
     volume = (np.random.default_rng(2).random((18, 17, 3)) * 800).astype(np.int16)
@@ -63,10 +100,15 @@ def test_nifti_volume_is_translated_slice_by_slice_with_its_affine(checkpoint, t
 
 
 def test_mask_model_writes_class_indices(mask_checkpoint, tmp_path):
-    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "cell.jpg")
+    Image.fromarray((np.random.default_rng(3).random((16, 16)) * 255).astype(np.uint8)).save(tmp_path / "cell.jpg")
     assert run_translate(mask_checkpoint, tmp_path / "cell.jpg", tmp_path / "out") == 0
     out = np.asarray(Image.open(tmp_path / "out" / "cell.png"))
-    assert out.dtype == np.uint8 and out.max() <= 4
+    assert out.dtype == np.uint8 and out.shape == (16, 16)
+    method = load_pretrained(mask_checkpoint)
+    expected = translate_slices(method, source_slices(*read_image(tmp_path / "cell.jpg"), method.data),
+                                sampling=method.sampling_options(steps=2), seed=0).mean[0, ..., 0]
+    assert len(np.unique(expected)) >= 2  # the file holds the model's class indices, not a constant
+    np.testing.assert_array_equal(out, expected)
 
 
 def test_folder_with_a_bad_file_translates_the_rest_and_fails(checkpoint, tmp_path, capsys):
