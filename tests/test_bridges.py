@@ -399,10 +399,27 @@ def test_reference_sampling_defaults():
     assert (bridge("abridge").sampling.steps, bridge("abridge").sampling.eta) == (1000, 0.0)
 
 
-def test_masks_are_bridged_in_one_hot_space():
-    method = bridge("dbim", target_channels=5, target_kind="mask")
-    out = method.translate(torch.rand(2, 1, 16, 16) * 2 - 1, steps=2).images
-    assert out.shape == (2, 5, 16, 16)
+@pytest.mark.parametrize("name", ["bbdm", "dbim"])
+def test_masks_are_bridged_in_one_hot_space(name):
+    """A grey source is bridged to five class channels (its mean on every channel, the pinned end); with an
+    oracle estimate of the one-hot target every path ends on that target, whose argmax is the class map."""
+    from cdtsde.data.masks import decode_classes, encode_classes
+
+    method = bridge(name, target_channels=5, target_kind="mask")
+    classes = torch.randint(0, 5, (2, 16, 16), generator=torch.Generator().manual_seed(0))
+    target = torch.from_numpy(encode_classes(classes.numpy(), 5))
+    seen = []
+
+    def oracle(x_t, sources, t):
+        seen.append((x_t.shape[1], sources.shape[1]))
+        return target
+
+    method.estimate = oracle
+    sources = torch.rand(2, 1, 16, 16) * 2 - 1
+    out = method.translate(sources, steps=3, eta=1.0, generator=torch.Generator().manual_seed(1)).images
+    assert set(seen) == {(5, 1)}
+    torch.testing.assert_close(out, target, rtol=0, atol=1e-5)
+    assert (decode_classes(out) == classes.numpy()).all()
 
 
 def test_dbim_preconditioning_at_the_ends():

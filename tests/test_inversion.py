@@ -125,6 +125,15 @@ def test_the_gan_losses_and_phases():
     assert method.generator.const.grad is not None and not torch.equal(method.generator.w_avg, w_avg)
     with pytest.raises(ValueError, match="phases discriminator and generator"):
         method(batch, "model", generator, shared)
+    # a discriminator that says 0 everywhere: StyleGAN's non-saturating losses at their constants, no R1
+    last = [m for m in method.discriminator.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+    d = method(batch, "discriminator", generator, shared)
+    assert float(d["loss"].detach()) == pytest.approx(2 * math.log(2)) and float(d["r1"]) == 0.0
+    assert float(d["d_real"]) == float(d["d_fake"]) == 0.5
+    assert float(method(batch, "generator", generator, shared)["loss"].detach()) == pytest.approx(math.log(2))
 
 
 def test_train_save_load_and_translate(tmp_path):

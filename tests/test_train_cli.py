@@ -35,10 +35,17 @@ def test_train_resume_and_translate_from_the_command_line(tmp_path, capsys):
     assert record["method"] == "cdtsde" and record["format_version"] == 2 and record["cdtsde_version"] == __version__
     assert record["data"]["target_kind"] == "mask" and record["data"]["target_channels"] == 5
     assert record["config"]["field"]["variant"] == "content" and record["sampling"]["steps"] == 5
-    Image.fromarray(np.full((16, 16), 90, np.uint8)).save(tmp_path / "cell.png")
+    from cdtsde.imagefiles import read_image
+    from cdtsde.training import load_pretrained
+    from cdtsde.translate import source_slices, translate_slices
+
+    Image.fromarray((np.random.default_rng(0).random((16, 16)) * 255).astype(np.uint8)).save(tmp_path / "cell.png")
     assert main(["translate", "--checkpoint", str(run), "--input", str(tmp_path / "cell.png"), "--output",
                  str(tmp_path / "out"), "--steps", "2", "--gamma", "0"]) == 0
-    assert np.asarray(Image.open(tmp_path / "out" / "cell.png")).max() <= 4
+    method = load_pretrained(run)
+    expected = translate_slices(method, source_slices(*read_image(tmp_path / "cell.png"), method.data),
+                                sampling=method.sampling_options(steps=2, gamma=0.0), seed=0).mean[0, ..., 0]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "cell.png")), expected)
 
 
 def test_configuration_errors_are_named(tmp_path, capsys):

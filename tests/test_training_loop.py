@@ -147,9 +147,20 @@ def test_unpaired_batches_draw_the_two_sides_independently():
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true", "64-true"])
 def test_every_accepted_precision_trains_on_the_cpu(tmp_path, precision):
+    """Each precision runs the same training (same initialisation and draws) in its own arithmetic: the
+    weights in its dtype, the first loss float32's to within that arithmetic's rounding (bf16: a bf16 value)."""
+    reference = train(tiny_model(), InversionPairs(n=8), config(max_steps=2), tmp_path / "fp32", progress=False)
     model = tiny_model()
     result = train(model, InversionPairs(n=8), config(max_steps=2, precision=precision), tmp_path, progress=False)
     assert len(result["losses"]) == 2 and all(torch.isfinite(torch.tensor(result["losses"])))
+    dtypes = {"bf16-mixed": torch.float32, "bf16-true": torch.bfloat16, "64-true": torch.float64}
+    assert {p.dtype for p in model.parameters()} == {dtypes[precision]}
+    first, expected = result["losses"][0], reference["losses"][0]
+    if precision == "64-true":
+        assert first == pytest.approx(expected, rel=1e-6)
+    else:
+        assert first != expected and float(torch.tensor(first).bfloat16()) == first
+        assert first == pytest.approx(expected, rel=1e-2)
     from cdtsde.training import load_pretrained
 
     loaded = load_pretrained(tmp_path)
