@@ -156,7 +156,11 @@ def test_resize_mode_scales_to_the_training_size(tmp_path):
     make_folder(tmp_path, {"r.png": (image, "r.png", image)})
     item = build_dataset(all_train({"kind": "paired-folder", "root": str(tmp_path), "size": 20}), "train")[0]
     assert item["source"].shape == (1, 20, 20)
-    assert float(item["source"][0, 0, 0]) < -0.9 and float(item["source"][0, -1, -1]) > 0.9
+    # the whole 40 x 50 image scaled to 20 x 20 (no crop) by an anti-aliased bilinear filter, PIL's reference
+    from PIL import Image as PILImage
+
+    expected = np.asarray(PILImage.fromarray(image.astype(np.float32), mode="F").resize((20, 20), PILImage.BILINEAR))
+    np.testing.assert_allclose((item["source"][0].numpy() + 1) / 2 * 255, expected, atol=0.01)
 
 
 def test_mask_encoding_round_trips_and_decodes_batches():
@@ -272,6 +276,8 @@ def test_tiff_multiband_planar_is_channels_last(tmp_path):
 
     array, _ = read_image(tmp_path / "planar.tif")
     assert array.shape == image_shape(tmp_path / "planar.tif") == (24, 32, 2)
+    np.testing.assert_array_equal(array[..., 0], gradient())
+    np.testing.assert_array_equal(array[..., 1], 1 - gradient())
 
 
 def test_hidden_files_are_not_images(tmp_path):

@@ -95,7 +95,10 @@ def test_identical_and_constant_images():
     same = image_metrics(image, image)
     assert same["psnr"] == math.inf and same["ssim"] == pytest.approx(1) and same["mse"] == 0
     constant = image_metrics(np.full((16, 16), 0.3), np.full((16, 16), 0.7))
-    assert np.isfinite(constant["ssim"]) and constant["psnr"] == pytest.approx(10 * math.log10(1 / 0.16))
+    # no variance on either side: SSIM is its luminance term alone, (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1)
+    c1 = (0.01 * 1) ** 2
+    assert constant["ssim"] == pytest.approx((2 * 0.3 * 0.7 + c1) / (0.3**2 + 0.7**2 + c1), rel=1e-9)
+    assert constant["psnr"] == pytest.approx(10 * math.log10(1 / 0.16))
     with pytest.raises(ValueError, match="differ in shape"):
         image_metrics(np.zeros((8, 8)), np.zeros((8, 9)))
     with pytest.raises(ValueError, match="smaller than the 7x7"):
