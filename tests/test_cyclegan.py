@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from cdtsde.cli import main
 from cdtsde.errors import CdtsdeError
-from cdtsde.methods import DataInfo, method_class
+from cdtsde.methods import DataInfo
 from cdtsde.methods.cyclegan import CycleGAN, CycleGANConfig, ImagePool
 from cdtsde.networks.resnet_generator import ResidualBlock, ResnetGenerator, default_blocks
 from cdtsde.training import TrainConfig, load_pretrained, train
@@ -347,11 +347,6 @@ def test_trains_on_two_unaligned_folders_saves_loads_and_translates(tmp_path, ca
     capsys.readouterr()
     assert main([*translate, "--output", str(tmp_path / "out2"), "--steps", "3"]) == 2
     assert "the cyclegan method has no sampling option --steps (its options: none)" in capsys.readouterr().err
-
-
-def test_registered_as_an_unpaired_method():
-    cls = method_class("cyclegan")
-    assert cls is CycleGAN and cls.data_kind == "unpaired" and cls.description
 
 
 # --- exact resume ---------------------------------------------------------------------------------------

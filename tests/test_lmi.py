@@ -453,22 +453,22 @@ def test_lmi_condition_stacks_the_cross_and_the_self_maps():
 
 
 @pytest.mark.parametrize(
-    "overrides",
+    "overrides, match",
     [
-        {"mode": "fast"},
-        {"patch": 4},
-        {"patch": 1, "mode": "reference"},
-        {"mode": "reference", "search": 5},
-        {"quantize": True},
-        {"mode": "reference", "sigma": 0.0},
-        {"sigma": -1.0},
-        {"bins": 1},
-        {"value_range": (1.0, 1.0)},
-        {"tie_tol": -1.0},
+        ({"mode": "fast"}, "mode must be one of"),
+        ({"patch": 4}, "patch must be an odd positive integer"),
+        ({"patch": 1, "mode": "reference"}, "reference LMI needs patch >= 3"),
+        ({"mode": "reference", "search": 5}, "searches a patch x patch window"),
+        ({"quantize": True}, "quantize=True is a reference-mode option"),
+        ({"mode": "reference", "sigma": 0.0}, "sigma must be > 0"),
+        ({"sigma": -1.0}, "sigma must be > 0"),
+        ({"bins": 1}, "bins must be an integer >= 2"),
+        ({"value_range": (1.0, 1.0)}, "value_range must be"),
+        ({"tie_tol": -1.0}, "tie_tol must be >= 0"),
     ],
 )
-def test_bad_options_are_refused(overrides):
-    with pytest.raises(ValueError):
+def test_bad_options_are_refused(overrides, match):
+    with pytest.raises(ValueError, match=match):
         LMIOptions(**overrides).resolved()
 
 

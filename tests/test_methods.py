@@ -20,10 +20,13 @@ LEGACY = Path(__file__).parent / "fixtures" / "legacy-checkpoint"
 
 
 def test_registry_names_every_method_and_refuses_unknown_ones(capsys):
-    assert {"cdtsde", "identity"} <= set(REGISTRY)
+    kinds = {"cdtsde": "paired", "bbdm": "paired", "dbim": "paired", "abridge": "paired", "pix2pix": "paired",
+             "identity": "paired", "cyclegan": "unpaired", "prior": "target-only", "sdedit": "target-only",
+             "lmi": "target-only", "inversion": "target-only"}
+    assert set(REGISTRY) == set(kinds)
     for name in REGISTRY:
         cls = method_class(name)
-        assert cls.name == name and cls.description and cls.data_kind in ("paired", "unpaired", "target-only")
+        assert cls.name == name and cls.description and cls.data_kind == kinds[name]
     with pytest.raises(CdtsdeError, match="unknown method .pix3pix.; registered: cdtsde, .*identity"):
         method_class("pix3pix")
     assert main(["methods"]) == 0

@@ -185,10 +185,12 @@ def test_timestep_grid():
     quadratic = timestep_grid(500, 10, "quadratic")
     gaps = [a - b for a, b in zip(quadratic[:-2], quadratic[1:-1])]
     assert quadratic[0] == 500 and gaps == sorted(gaps, reverse=True)
-    for steps in range(1, 40):
-        grid = timestep_grid(30, steps) if steps <= 31 else None
-        if grid:
-            assert len(grid) == steps + 1 and all(a > b for a, b in zip(grid, grid[1:]))
+    for steps in range(1, 32):  # every count up to t1 + 1: distinct steps from t1, one per evaluation
+        grid = timestep_grid(30, steps)
+        assert grid[0] == 30 and len(grid) == steps + 1 and all(a > b for a, b in zip(grid, grid[1:]))
+    assert timestep_grid(30, 31)[:-1] == list(range(30, -1, -1))
+    with pytest.raises(ValueError, match="at most t1 \\+ 1 = 31"):
+        timestep_grid(30, 32)
 
 
 @pytest.mark.parametrize(
