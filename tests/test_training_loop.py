@@ -167,6 +167,20 @@ def test_every_accepted_precision_trains_on_the_cpu(tmp_path, precision):
     assert torch.isfinite(loaded.translate(InversionPairs(n=2).sources, steps=2).images).all()
 
 
+@pytest.mark.parametrize("precision", ["bf16-true", "64-true"])
+def test_a_run_in_its_own_dtype_resumes_exactly(tmp_path, precision):
+    """The optimiser state is restored after the weights are cast to the run's dtype, so a resumed
+    bf16-true or 64-true run continues as if it had never stopped."""
+    straight = train(tiny_model(), InversionPairs(n=8), config(precision=precision), tmp_path / "a", progress=False)
+    train(tiny_model(), InversionPairs(n=8), config(precision=precision, max_steps=3), tmp_path / "b", progress=False)
+    resumed = train(tiny_model(seed=9), InversionPairs(n=8), config(precision=precision), tmp_path / "b",
+                    resume=True, progress=False)
+    assert resumed["losses"] == straight["losses"][3:]
+    a, b = (torch.load(tmp_path / run / "state.pt", weights_only=False) for run in ("a", "b"))
+    for name, tensor in a["model"].items():
+        assert torch.equal(b["model"][name], tensor), name
+
+
 @pytest.mark.parametrize("precision, match", [("16-true", "float16.*not supported on the CPU"),
                                               ("16-mixed", "float16.*not supported on the CPU"),
                                               ("half", "precision must be one of")])

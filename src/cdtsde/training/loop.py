@@ -214,9 +214,6 @@ def train(
     optimizers = method.optimizers(config)
     ema = EMA(method, config.ema_decay)
     if state:
-        method.load_state_dict(state["model"])
-        for name, optimizer in optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
         ema.model.load_state_dict(state["ema"])
     ema.model.to(fabric.device)
     if optimizers:
@@ -224,6 +221,15 @@ def train(
         optimizers = dict(zip(optimizers, set_up))
     else:
         wrapped = fabric.setup_module(method)
+    if state:
+        # after setup, which casts the weights to the run's precision (bf16-true, 64-true): loading earlier
+        # would round float64 weights to float32 and cast the saved moments to float32, so that the first
+        # step mixed dtypes
+        method.load_state_dict(state["model"])
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        if state.get("precision"):  # the loss scaler of 16-mixed (empty for every other precision)
+            fabric.strategy.precision.load_state_dict(state["precision"])
     if fabric.is_global_zero and run_config is not None:
         import yaml
 
@@ -238,6 +244,7 @@ def train(
             with atomic_path(state_path) as tmp:
                 torch.save({"method": method.name, "model": method.state_dict(), "ema": ema.model.state_dict(),
                             "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+                            "precision": fabric.strategy.precision.state_dict(),
                             "step": step, "train": to_plain(config), "settings": settings,
                             "seconds": elapsed(),
                             "interval": {key: [float(v) for v in values] for key, values in (interval or {}).items()}},
