@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import TINY_UNET, InversionPairs, kill_when, tiny_model
+from helpers import TINY_UNET, InversionPairs, kill_when, tiny_model, tiny_model_options
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -402,16 +402,6 @@ def test_a_translation_killed_midway_leaves_only_whole_files_and_continues_with_
                  str(killed), "--overwrite", "--skip-existing"]) == 2
 
 
-TINY_MODELS = {
-    "pix2pix": {"generator_filters": 4, "discriminator_filters": 4},
-    "cyclegan": {"generator_filters": 4, "discriminator_filters": 4, "blocks": 1, "pool_size": 2,
-                 "discriminator_layers": 2},
-    "inversion": {"z_dim": 8, "w_dim": 8, "mapping_layers": 1, "channels": 8, "discriminator_filters": 4,
-                  "discriminator_layers": 2},
-    "identity": {},
-}
-
-
 @pytest.mark.parametrize("name", ["cdtsde", "bbdm", "dbim", "abridge", "pix2pix", "prior", "sdedit", "lmi",
                                   "cyclegan", "inversion"])
 def test_one_configuration_trains_to_bit_identical_weights_for_every_method(name, tmp_path):
@@ -420,7 +410,7 @@ def test_one_configuration_trains_to_bit_identical_weights_for_every_method(name
     from cdtsde.run import build_run
 
     config = {"method": name, "data": {"kind": "procedural", "task": "mri-phantom", "n": 8, "size": 32, "seed": 0},
-              "model": TINY_MODELS.get(name, {"unet": TINY_UNET}),
+              "model": tiny_model_options(name),
               "train": {"max_steps": 2, "batch_size": 2, "sample_every": 0, "checkpoint_every": 2, "seed": 7}}
     weights = []
     for run in ("a", "b"):

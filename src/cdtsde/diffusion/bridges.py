@@ -57,7 +57,9 @@ class BrownianBridge:
         self.delta = 2 * self.config.variance_scale * (self.m - self.m**2)
 
     def point(self, t, like: torch.Tensor) -> PathPoint:
-        steps = torch.as_tensor(t, dtype=torch.long)
+        # looked up on the CPU, where the tables live (t may sit on the model's device); _per_item moves the
+        # values to `like`'s device
+        steps = torch.as_tensor(t, dtype=torch.long).cpu()
         if steps.numel() and (steps.min() < CLEAN_END or steps.max() >= self.num_steps):
             raise ValueError(f"t must lie in [-1, {self.num_steps - 1}] (-1 = clean end), got {steps.tolist()}")
         clean = steps < 0
