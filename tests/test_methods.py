@@ -14,6 +14,7 @@ from cdtsde.cli import main
 from cdtsde.errors import CdtsdeError
 from cdtsde.methods import REGISTRY, DataInfo, method_class
 from cdtsde.methods.identity import Identity, IdentityConfig
+from cdtsde.networks.unet import UNetConfig
 from cdtsde.training import load_pretrained, save_pretrained
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy-checkpoint"
@@ -84,6 +85,30 @@ def test_sampling_options_are_checked_by_name_and_value():
         model.sampling_options(gamma=1.5)
     with pytest.raises(CdtsdeError, match="sampling.steps must be an integer"):
         model.sampling_options(steps="five")
+    # more steps than the model's schedule holds: refused when the options are set, not inside sampling
+    assert model.sampling_options(steps=501).steps == 501  # t1 = 500: one evaluation per step at most
+    with pytest.raises(CdtsdeError, match="steps must be at most t1 \\+ 1 = 501"):
+        model.sampling_options(steps=502)
+    bbdm = method_class("bbdm")(method_class("bbdm").config_class(unet=UNetConfig(**TINY_UNET)),
+                                DataInfo(source_channels=1, target_channels=1, image_size=16))
+    with pytest.raises(CdtsdeError, match=r"steps must lie in \[1, 1000\], got 1001"):
+        bbdm.sampling_options(steps=1001)
+
+
+def test_too_many_steps_are_refused_before_any_work(tmp_path, capsys):
+    """In a run configuration (before training starts) and as a translate flag (exit 2, nothing written)."""
+    config = {"data": {"kind": "procedural", "n": 4, "size": 16}, "model": {"unet": TINY_UNET},
+              "sampling": {"steps": 600}, "train": {"max_steps": 1, "batch_size": 2}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "--config", str(tmp_path / "run.yaml"), "--output", str(tmp_path / "run")]) == 2
+    assert "sampling.steps must be at most t1 + 1 = 501 (one evaluation per step), got 600" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    save_pretrained(tiny_model(), tmp_path / "model")
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "a.png")
+    assert main(["translate", "--checkpoint", str(tmp_path / "model"), "--input", str(tmp_path / "a.png"),
+                 "--output", str(tmp_path / "out"), "--steps", "600"]) == 2
+    assert "--steps must be at most t1 + 1 = 501 (one evaluation per step), got 600" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_several_samples_per_source_through_x_start():

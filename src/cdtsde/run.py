@@ -102,7 +102,8 @@ def build_run(config: dict, base_dir: str | Path | None = None, method: str | No
         model_config = from_plain(cls.config_class, config.get("model"), "model")
         torch.manual_seed(train_config.seed)  # train.seed fixes the initial weights too, not only the draws
         built: Method = cls(model_config, data_info(train_set, config["data"]))
-        built.sampling = from_plain(cls.sampling_class, config.get("sampling"), "sampling")
+        sampling = from_plain(cls.sampling_class, config.get("sampling"), "sampling")
     except (ValueError, TypeError) as exc:
         raise CdtsdeError(f"configuration of the {cls.name} method: {exc}") from exc
+    built.sampling = built.sampling_options(sampling)  # checked against the model (e.g. its schedule's steps)
     return built, train_set, preview_set, train_config

@@ -154,9 +154,18 @@ class Method(nn.Module):
             have = ", ".join(sorted(known)) or "none"
             raise CdtsdeError(f"the {self.name} method has no sampling option(s) {', '.join(unknown)} (it has: {have})")
         try:
-            return from_plain(self.sampling_class, {**dataclasses.asdict(base), **overrides}, "sampling")
+            options = from_plain(self.sampling_class, {**dataclasses.asdict(base), **overrides}, "sampling")
         except ValueError as exc:
             raise CdtsdeError(str(exc)) from exc
+        try:
+            self.check_sampling(options)
+        except ValueError as exc:
+            raise CdtsdeError(f"sampling.{exc}") from exc
+        return options
+
+    def check_sampling(self, sampling) -> None:
+        """Raise ValueError if these sampling options cannot run with this model's configuration (e.g. more
+        steps than its schedule has); called wherever options are set, so that they fail before any work."""
 
     @torch.no_grad()
     def translate(self, sources: torch.Tensor, sampling=None, generator: torch.Generator | None = None,

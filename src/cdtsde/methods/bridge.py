@@ -89,6 +89,9 @@ class BridgeMethod(Method):
         x_t = self.path.point(t, x0).draw(self.in_target_space(sources), x0, noise)
         return {"loss": self.loss(x_t, x0, sources, t)}
 
+    def check_sampling(self, sampling: BridgeSampling) -> None:
+        self.path.times(sampling.steps)  # BBDM's and ABridge's grids hold at most T steps
+
     def start(self, y: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """The first iterate: the source itself (DBIM's bridge is pinned there; BBDM's reference starts
         there too, though its marginal at T - 1 keeps 0.1% of x0 and a noise std of 0.045)."""

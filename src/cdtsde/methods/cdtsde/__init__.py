@@ -15,7 +15,7 @@ import torch
 
 from ... import draws
 from ...diffusion.domain_shift import q_sample
-from ...diffusion.sampler import SamplerOptions, sample
+from ...diffusion.sampler import SamplerOptions, sample, timestep_grid
 from ...diffusion.schedule import NoiseSchedule, ScheduleConfig
 from ...networks.unet import ConditionalUNet, UNetConfig
 from ...settings import check_positive
@@ -127,6 +127,9 @@ class CDTSDE(Method):
         restoring = modulation[below].pow(2).mean() if below.any() else loss.new_zeros(())
         return {"loss": loss + self.config.restoring_weight * restoring, "elbo_fit": loss.detach(),
                 "g_squared": restoring.detach()}
+
+    def check_sampling(self, sampling: SamplerOptions) -> None:
+        timestep_grid(self.schedule.t1, sampling.steps, sampling.spacing)  # at most t1 + 1 steps
 
     def generate(self, sources: torch.Tensor, sampling: SamplerOptions, generator: torch.Generator | None,
                  x_start: torch.Tensor | None = None, callback=None) -> TranslationOutput:
