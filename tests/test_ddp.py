@@ -94,3 +94,23 @@ def test_a_ddp_run_killed_and_resumed_equals_the_uninterrupted_one(ddp_run, tmp_
     for key, tensor in a.items():
         assert torch.equal(b[key], tensor), key
     assert losses(tmp_path / "killed") == losses(root / "run")
+
+
+def test_a_ddp_run_resumed_on_one_process_keeps_its_global_batch(ddp_run, tmp_path):
+    """batch_size is per process: a 2 x 4 run resumes on one process only with batch_size 8 (told so
+    otherwise), and then follows the uninterrupted 2-process run to float tolerance."""
+    root, config, _ = ddp_run
+    subprocess.run(command(config, tmp_path / "run", "--max-steps", "10"), env=ENV, check=True, capture_output=True,
+                   timeout=300)
+    refused = subprocess.run(command(write_config(tmp_path / "four.yaml", batch_size=4, devices=1), tmp_path / "run",
+                                     "--resume"), env=ENV, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2
+    assert "global batch of 4 (train.batch_size 4 x 1 process(es)); the run's is 8" in refused.stderr
+    assert "set train.batch_size: 8" in refused.stderr
+    single = write_config(tmp_path / "eight.yaml", batch_size=8, devices=1)
+    subprocess.run(command(single, tmp_path / "run", "--resume"), env=ENV, check=True, capture_output=True, timeout=300)
+    assert losses(tmp_path / "run") == pytest.approx(losses(root / "run"), rel=2e-5)
+    a = load_file(str(root / "run" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
+    for key, tensor in a.items():
+        torch.testing.assert_close(b[key], tensor, rtol=1e-3, atol=1e-5, msg=key)

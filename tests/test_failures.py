@@ -150,6 +150,17 @@ def test_a_resume_with_a_changed_configuration_lists_the_differences(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a longer run is what resuming is for: no warning
         train(tiny_model(), InversionPairs(), config(max_steps=5, log_every=1), tmp_path, resume=True, progress=False)
+    # the per-process batch on as many processes: a different global batch, another run
+    with pytest.raises(CdtsdeError, match=r"global batch of 8 \(train.batch_size 8 x 1 process\(es\)\); the run's is 4"):
+        train(tiny_model(), InversionPairs(), config(max_steps=6, log_every=1, batch_size=8), tmp_path, resume=True,
+              progress=False)
+
+
+def test_a_longer_resume_with_a_decaying_rate_says_where_the_decay_now_ends(tmp_path):
+    train(tiny_model(), InversionPairs(), config(max_steps=3, decay_steps=2), tmp_path, progress=False)
+    with pytest.warns(UserWarning, match=r"train.max_steps: 3 -> 5 \(the learning rate's linear decay now ends"):
+        train(tiny_model(), InversionPairs(), config(max_steps=5, decay_steps=2), tmp_path, resume=True,
+              progress=False)
 
 
 @pytest.mark.parametrize(("setting", "value", "message"), [

@@ -55,9 +55,10 @@ RUN_FILES = (STATE_FILE, PREVIOUS_STATE_FILE, "metrics.csv", "config.yaml")
 RUN_FOLDERS = ("model", "samples", "tensorboard")
 # settings a resume may change (with a note): how long, how often to log and save, on what hardware;
 # every other setting changes the run's mathematics, and the resume is refused with the differences
+# (batch_size is per process: it and the process count may change together as long as the global batch,
+# their product, stays the run's; `check_global_batch`)
 RESUMABLE_CHANGES = ("max_steps", "log_every", "sample_every", "checkpoint_every", "snapshot_steps", "num_workers",
-                     "accelerator",
-                     "devices", "num_nodes", "strategy")
+                     "accelerator", "devices", "num_nodes", "strategy", "batch_size")
 # the purposes of the per-item random streams (cdtsde.draws)
 METHOD_DRAWS, FLIP_DRAWS = 1, 2
 PRECISIONS = ("32-true", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
@@ -210,6 +211,9 @@ def train(
     fabric = Fabric(accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
                     strategy=config.strategy, precision=config.precision, loggers=loggers)
     fabric.launch()
+    global_batch = config.batch_size * fabric.world_size
+    if state:
+        check_global_batch(state, global_batch, config, fabric.world_size, run_dir)
 
     optimizers = method.optimizers(config)
     ema = EMA(method, config.ema_decay)
@@ -246,6 +250,7 @@ def train(
                             "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
                             "precision": fabric.strategy.precision.state_dict(),
                             "step": step, "train": to_plain(config), "settings": settings,
+                            "global_batch": global_batch,
                             "seconds": elapsed(),
                             "interval": {key: [float(v) for v in values] for key, values in (interval or {}).items()}},
                            tmp)
@@ -411,5 +416,25 @@ def check_unchanged(state: dict, settings: dict, run_dir: Path) -> None:
     if refused:
         raise CdtsdeError(f"{run_dir}: cannot resume with a changed configuration ({listed(refused)}); only "
                           f"train.{{{', '.join(RESUMABLE_CHANGES)}}} may change")
-    if [key for key in allowed if key != "train.max_steps"]:
-        warnings.warn(f"resuming {run_dir} with {listed(allowed)}", stacklevel=3)
+    noted = [key for key in allowed if key != "train.max_steps" or now.get("train.decay_steps")]
+    if noted:
+        ramp = (" (the learning rate's linear decay now ends at the new max_steps)"
+                if "train.max_steps" in noted else "")
+        warnings.warn(f"resuming {run_dir} with {listed(noted)}{ramp}", stacklevel=3)
+
+
+def check_global_batch(state: dict, global_batch: int, config: TrainConfig, world_size: int, run_dir: Path) -> None:
+    """The global batch (per-process batch_size x processes) decides which items each step sees; a resume
+    on another number of processes must keep it, with batch_size scaled to match."""
+    recorded = state.get("global_batch")
+    if recorded is None:  # a state written before the global batch was kept: the batch size it recorded
+        before = (state.get("settings") or {"train": state.get("train", {})})["train"]
+        devices, nodes = before.get("devices", 1), before.get("num_nodes", 1)
+        if not isinstance(devices, int):
+            return
+        recorded = before.get("batch_size", config.batch_size) * devices * nodes
+    if recorded != global_batch:
+        hint = (f"; with {world_size} process(es) set train.batch_size: {recorded // world_size}"
+                if recorded % world_size == 0 else "")
+        raise CdtsdeError(f"{run_dir}: cannot resume with a global batch of {global_batch} (train.batch_size "
+                          f"{config.batch_size} x {world_size} process(es)); the run's is {recorded}{hint}")
