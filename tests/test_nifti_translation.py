@@ -39,3 +39,34 @@ def test_a_training_slice_and_the_translated_volume_reach_the_network_identicall
         item = dataset[index]
         assert item["name"] == f"subj_slice{index:03d}"
         assert torch.equal(network_inputs[index], item["source"])
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_volumes_cut_along_another_axis_are_translated_along_it(tmp_path, axis):
+    """A model trained on slices along `axis` (the data spec's `axis`, recorded in its checkpoint) sees
+    the translated volume's slices along that axis too, and the output volume is reassembled along it."""
+    from cdtsde.run import data_info
+
+    rng = np.random.default_rng(1)
+    for modality in ("t1", "t2"):
+        volume = (900.0 * rng.random((6, 7, 8))).astype(np.float32)
+        (tmp_path / "subj").mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "subj" / f"subj_{modality}.nii.gz")
+    spec = {"kind": "nifti", "root": str(tmp_path), "axis": axis, "min_foreground": 0.0, "val_subjects": 0,
+            "test_subjects": 0, "hflip": False, "vflip": False}
+    dataset = build_dataset(spec, "train")
+    info = data_info(dataset, spec)
+    assert info.slice_axis == axis and info.training_scale == "resized"
+    method = Identity(IdentityConfig(), info)
+    seen = []
+    translate = method.translate
+    method.translate = lambda sources, *args, **kwargs: seen.append(sources) or translate(sources, *args, **kwargs)
+    translate_file(method, tmp_path / "subj" / "subj_t1.nii.gz", tmp_path / "out")
+    network_inputs = torch.cat(seen)
+    assert len(network_inputs) == len(dataset) == (6, 7)[axis]
+    for index in range(len(dataset)):
+        assert torch.equal(network_inputs[index], dataset[index]["source"])
+    written = nib.load(tmp_path / "out" / "subj_t1.nii.gz").get_fdata()
+    volume = nib.load(tmp_path / "subj" / "subj_t1.nii.gz").get_fdata()
+    expected = np.clip(volume / np.percentile(volume[volume != 0], 99.5), 0, 1)
+    np.testing.assert_allclose(written, expected, atol=1e-4)

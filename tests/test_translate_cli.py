@@ -210,3 +210,23 @@ def test_bf16_precision_is_close_to_float32_but_not_equal(checkpoint, tmp_path, 
         run_translate(checkpoint, tmp_path / "c.tif", tmp_path / "x", "--precision", "16")
     assert refused.value.code == 2
     assert "--precision: invalid choice: '16'" in capsys.readouterr().err
+
+
+def test_a_model_trained_on_native_scale_windows_translates_at_the_input_size(tmp_path):
+    """`resize: crop` or scene tiles: training saw windows at the files' scale, so translate must not
+    shrink a large input to the window size (the checkpoint records this as `training_scale`)."""
+    from cdtsde.data import build_dataset
+    from cdtsde.run import data_info
+
+    procedural = build_dataset({"kind": "procedural", "task": "mri-phantom", "n": 2, "size": 16}, "train")
+    assert data_info(procedural, {"kind": "paired-folder", "size": 16}).training_scale == "resized"
+    assert data_info(procedural, {"kind": "paired-folder", "size": 16, "resize": "crop"}).training_scale == "native"
+    assert data_info(procedural, {"kind": "scene-tiles", "root": "scenes"}).training_scale == "native"
+    cls = method_class("identity")
+    save_pretrained(cls(cls.config_class(), DataInfo(source_channels=1, target_channels=1, image_size=16,
+                                                     training_scale="native")), tmp_path / "native")
+    levels = (np.random.default_rng(4).random((20, 23)) * 65535).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "big.tif", levels)
+    assert main(["translate", "--checkpoint", str(tmp_path / "native"), "--input", str(tmp_path / "big.tif"),
+                 "--output", str(tmp_path / "out")]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "big.tif"), levels)

@@ -52,8 +52,8 @@ def source_slices(array: np.ndarray, meta: ImageMeta, data: DataInfo) -> np.ndar
     if meta.format == "nifti":
         if unit.ndim == 2:
             return unit[None, :, :, None]
-        if unit.ndim == 3:
-            return np.moveaxis(unit, -1, 0)[..., None]
+        if unit.ndim == 3:  # cut along the axis training cut its volumes along
+            return np.moveaxis(unit, data.slice_axis, 0)[..., None]
         raise CdtsdeError(f"{meta.path}: NIfTI with {unit.ndim} dimensions; expected a 2-D slice or a 3-D volume")
     if unit.ndim not in (2, 3):
         raise CdtsdeError(f"{meta.path}: image of shape {array.shape}; expected (H, W) or (H, W, C)")
@@ -69,14 +69,15 @@ PRECISIONS = ("32", "bf16")
 def translate_slices(method: Method, slices: np.ndarray, sampling=None, seed: int = 0, samples: int = 1,
                      batch_size: int = 16, resize_to_training: bool = True, precision: str = "32") -> Translation:
     """Translate (S, H, W, C_src) slices in [0, 1] with the method's sampling options (`sampling`, default:
-    the checkpoint's). With `resize_to_training`, slices are resized to the training size (by the training
-    transform) and the result back to the input's size. `precision` "bf16" runs the method under bf16
+    the checkpoint's). With `resize_to_training`, slices of a model trained on resized images
+    (`DataInfo.training_scale`) are resized to the training size (by the training transform) and the result
+    back to the input's size; a model trained on native-scale crops or tiles sees every input at its size. `precision` "bf16" runs the method under bf16
     autocast (faster where the hardware has bf16 arithmetic; not equal to float32)."""
     if precision not in PRECISIONS:
         raise CdtsdeError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device = next(method.parameters(), torch.empty(0)).device
     generator = torch.Generator(device).manual_seed(seed)
-    size = method.data.image_size if resize_to_training else None
+    size = method.data.image_size if resize_to_training and method.data.training_scale == "resized" else None
     height, width = slices.shape[1:3]
     means, stds, diagnostics = [], [], {}
     for start in range(0, len(slices), batch_size):
@@ -170,14 +171,15 @@ def check_outputs(inputs: list[Path], output_dir: Path, samples: int = 1, overwr
     return inputs
 
 
-def write_translation(translation: Translation, meta: ImageMeta, output_dir: Path, mask: bool) -> list[Path]:
-    """Write the translation in the input's format (JPG inputs become lossless PNG) and, if present, the
-    uncertainty map as float32 TIFF `<stem>_std.tif`."""
+def write_translation(translation: Translation, meta: ImageMeta, output_dir: Path, mask: bool,
+                      slice_axis: int = 2) -> list[Path]:
+    """Write the translation in the input's format (JPG inputs become lossless PNG; NIfTI slices back along
+    `slice_axis`) and, if present, the uncertainty map as float32 TIFF `<stem>_std.tif`."""
     target = output_path(meta.path, output_dir)
     array = translation.mean
+    is_volume = meta.format == "nifti" and len(meta.extra["header"].get_data_shape()) == 3
     if meta.format == "nifti":
-        is_volume = len(meta.extra["header"].get_data_shape()) == 3
-        volume = np.moveaxis(array[..., 0], 0, -1) if is_volume else array[0, ..., 0]
+        volume = np.moveaxis(array[..., 0], 0, slice_axis) if is_volume else array[0, ..., 0]
         volume = volume.astype(np.uint8 if mask else np.float32)
         written = [write_image(target, volume, meta)]
     else:
@@ -194,7 +196,7 @@ def write_translation(translation: Translation, meta: ImageMeta, output_dir: Pat
         written = [write_image(target, out, meta)]
     if translation.std is not None:
         std = translation.std[..., 0]
-        std = np.moveaxis(std, 0, -1) if std.shape[0] > 1 else std[0]
+        std = np.moveaxis(std, 0, slice_axis) if is_volume else std[0]
         written.append(write_image(std_path(meta.path, output_dir), std.astype(np.float32),
                                    meta if meta.format == "tiff" else None))
     return written
@@ -211,4 +213,6 @@ def translate_file(method: Method, path: Path, output_dir: Path, **options) -> t
     if not np.isfinite(translation.mean).all():
         raise CdtsdeError(f"{path}: the translation holds NaN or infinite values (the model or this input is "
                           f"numerically broken); nothing written for it")
-    return write_translation(translation, meta, output_dir, mask=method.data.target_kind == "mask"), translation.diagnostics
+    written = write_translation(translation, meta, output_dir, mask=method.data.target_kind == "mask",
+                                slice_axis=method.data.slice_axis)
+    return written, translation.diagnostics

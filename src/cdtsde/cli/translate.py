@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", type=int, default=1, help="samples per input; > 1 also writes a std map")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--native-size", action="store_true", help="do not resize inputs to the training size")
+    parser.add_argument("--native-size", action="store_true", help="do not resize inputs to the training size (models trained on native-scale crops or tiles never resize)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--precision", choices=("32", "bf16"), default="32",
                         help="bf16: the network under bf16 autocast, faster on hardware with bf16 arithmetic "

@@ -53,10 +53,20 @@ class DataInfo:
     # how training read its input files (cdtsde.data.readers `FileReading.record()`), replayed by `translate`;
     # None in checkpoints written before it was recorded (then: NIfTI by nifti_percentile, else the dtype)
     source_reading: dict | None = None
+    # the axis along which training cut NIfTI volumes into slices; `translate` cuts and reassembles along it
+    slice_axis: int = 2
+    # "resized": training images were scaled to image_size, and `translate` scales inputs to it and back;
+    # "native": training saw windows at the files' own scale (`resize: crop`, scene tiles), and `translate`
+    # keeps each input's size (the networks are fully convolutional)
+    training_scale: str = "resized"
 
     def __post_init__(self):
         if self.target_kind not in TARGET_KINDS:
             raise ValueError(f"target_kind must be one of {TARGET_KINDS}, got {self.target_kind!r}")
+        if self.slice_axis not in (0, 1, 2):
+            raise ValueError(f"slice_axis must be 0, 1 or 2, got {self.slice_axis!r}")
+        if self.training_scale not in ("resized", "native"):
+            raise ValueError(f"training_scale must be 'resized' or 'native', got {self.training_scale!r}")
         if self.target_channels < 1 or (self.source_channels is not None and self.source_channels < 1):
             raise ValueError("source_channels and target_channels must be >= 1")
         if self.source_reading is not None:
