@@ -130,7 +130,9 @@ def test_an_existing_run_is_neither_wiped_nor_continued_without_being_asked(tmp_
     assert main([*command, "--resume", "--overwrite"]) == 2
     assert "exclude each other" in capsys.readouterr().err
     (run / "notes.txt").write_text("mine")
+    (run / "snapshots" / "step-0000001").mkdir(parents=True)  # the old run's snapshots go with it
     assert main([*command, "--overwrite", "--max-steps", "2"]) == 0
+    assert not (run / "snapshots").exists()
     assert [row["step"] for row in log_rows(run)] == ["2"]
     assert torch.load(run / "state.pt", weights_only=False)["step"] == 2
     assert not (run / "state-previous.pt").exists() and (run / "notes.txt").read_text() == "mine"
@@ -464,6 +466,22 @@ def test_data_spec_values_are_checked_by_name(key, value, message):
     spec = {"kind": "procedural", "task": "mri-phantom", "n": 8, "size": 16, key: value}
     with pytest.raises(CdtsdeError, match=f"procedural spec: {message}"):
         build_dataset(spec, "train")
+
+
+@pytest.mark.parametrize(("kind", "value", "message"), [
+    ("paired-folder", [0, 1], r"value_range must be \{source: \[low, high\], target: \[low, high\]\}"),
+    ("paired-folder", {"source": [1, 1]}, r"value_range must be \{source"),
+    ("list-file", {"sources": [0, 1]}, r"value_range must be \{source"),
+    ("image-folder", {"source": [0, 1]}, r"value_range must be \[low, high\] with low < high"),
+    ("image-folder", [0, float("nan")], r"value_range must be \[low, high\]"),
+])
+def test_value_ranges_are_checked_by_form_and_order(kind, value, message):
+    from cdtsde.data.config import check_spec_values
+
+    with pytest.raises(CdtsdeError, match=f"{kind} spec: {message}"):
+        check_spec_values({"kind": kind, "value_range": value}, kind)
+    check_spec_values({"kind": kind, "value_range": [0, 4000] if kind == "image-folder" else {"target": [0, 4000]}},
+                      kind)
 
 
 def test_held_out_counts_and_names_are_both_accepted_and_other_values_named(tmp_path):

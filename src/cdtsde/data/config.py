@@ -126,7 +126,8 @@ def _count_or_names(value):  # held-out subjects, scenes or groups: how many, or
 KEY_RULES = {
     **{key: (lambda v: _integer(v, 1), "an integer >= 1") for key in ("size", "tile", "stride", "n", "n_val",
                                                                       "n_test", "slice_step")},
-    **{key: (lambda v: _integer(v, 0), "an integer >= 0") for key in ("seed", "gap", "axis")},
+    **{key: (lambda v: _integer(v, 0), "an integer >= 0") for key in ("seed", "gap")},
+    "axis": (lambda v: _integer(v, 0) and v <= 2, "0, 1 or 2 (a volume's axis)"),
     **{key: (_count_or_names, "an integer >= 0 or a list of names")
        for key in ("val_subjects", "test_subjects", "val_scenes", "test_scenes", "val_groups", "test_groups")},
     **{key: (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]")
@@ -142,10 +143,24 @@ KEY_RULES = {
 RENAMED_KEYS = {"optical_bands": "target_bands", "bands": "source_bands"}  # sar-patches, before issue 16
 
 
+def _value_pair(value):
+    return isinstance(value, (list, tuple)) and len(value) == 2 and all(map(_number, value)) and value[0] < value[1]
+
+
 def check_spec_values(spec: dict, kind: str) -> None:
     for key, value in spec.items():
         if key in KEY_RULES and not KEY_RULES[key][0](value):
             raise CdtsdeError(f"{kind} spec: {key} must be {KEY_RULES[key][1]}, got {value!r}")
+    if "value_range" in spec:  # one modality: [lo, hi]; a pair: per side
+        value = spec["value_range"]
+        if kind == "image-folder":
+            ok, expected = _value_pair(value), "[low, high] with low < high"
+        else:
+            ok = (isinstance(value, dict) and bool(value) and set(value) <= {"source", "target"}
+                  and all(map(_value_pair, value.values())))
+            expected = "{source: [low, high], target: [low, high]} with low < high (either side may be omitted)"
+        if not ok:
+            raise CdtsdeError(f"{kind} spec: value_range must be {expected}, got {value!r}")
 
 
 class ProceduralDataset(PairedDataset):

@@ -52,7 +52,7 @@ STATE_FILE = "state.pt"
 PREVIOUS_STATE_FILE = "state-previous.pt"
 # what a run directory holds (removed by `overwrite`; anything else in the folder is left alone)
 RUN_FILES = (STATE_FILE, PREVIOUS_STATE_FILE, "metrics.csv", "config.yaml")
-RUN_FOLDERS = ("model", "samples", "tensorboard")
+RUN_FOLDERS = ("model", "samples", "snapshots", "tensorboard")
 # settings a resume may change (with a note): how long, how often to log and save, on what hardware;
 # every other setting changes the run's mathematics, and the resume is refused with the differences
 # (batch_size is per process: it and the process count may change together as long as the global batch,
