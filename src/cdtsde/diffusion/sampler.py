@@ -42,7 +42,8 @@ def check_sampler_arguments(steps: int, gamma: float, spacing: str, solver: str)
 @dataclass
 class SamplerOptions:
     """The domain-shift sampler's options and the library's defaults for them (declared here only): the
-    sampling options of the CDTSDE method and the defaults of `sample`."""
+    sampling options of the CDTSDE method, whose steps, gamma, spacing and solver are also `sample`'s
+    defaults (`sample` itself clips x0_hat only when asked; the method clips by default)."""
 
     steps: int = option(default=5, metadata={"help": "network evaluations (NFE)"})
     gamma: float = option(default=1.0, metadata={"help": "0 deterministic .. 1 stochastic (the paper's solver)"})

@@ -46,7 +46,7 @@ class UNetConfig:
 
     @classmethod
     def tiny(cls, **overrides) -> UNetConfig:
-        """About 0.1M parameters: tests and the 2-core demo."""
+        """About 0.1M parameters: for tests."""
         options = dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1)
         return cls(**{**options, **overrides})
 
