@@ -3,26 +3,15 @@
 import torch
 from torch.utils.data import Dataset
 
-from cdtsde.methods import DataInfo
+from cdtsde.methods import DataInfo, method_class
 from cdtsde.methods.cdtsde import CDTSDE, CDTSDEConfig
 from cdtsde.methods.cdtsde.fields import FieldConfig
-from cdtsde.networks.unet import UNetConfig
-
-TINY_UNET = {"base_channels": 16, "channel_mults": [1, 2], "num_res_blocks": 1}
-# the smallest networks of the methods that do not use the conditional UNet
-TINY_MODELS = {
-    "pix2pix": {"generator_filters": 4, "discriminator_filters": 4},
-    "cyclegan": {"generator_filters": 4, "discriminator_filters": 4, "blocks": 1, "pool_size": 2,
-                 "discriminator_layers": 2},
-    "inversion": {"z_dim": 8, "w_dim": 8, "mapping_layers": 1, "channels": 8, "discriminator_filters": 4,
-                  "discriminator_layers": 2},
-    "identity": {},
-}
+from cdtsde.networks.unet import TINY_UNET, UNetConfig
 
 
 def tiny_model_options(name):
     """A run configuration's `model:` section with the smallest networks of method `name`."""
-    return TINY_MODELS.get(name, {"unet": TINY_UNET})
+    return dict(method_class(name).tiny_config)
 
 
 def tiny_model(source_channels=1, target_channels=1, variant="dynamic", target_kind="image", size=16, seed=0):

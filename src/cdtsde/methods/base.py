@@ -109,6 +109,9 @@ class Method(nn.Module):
     config_class: ClassVar[type]
     sampling_class: ClassVar[type] = NoSamplingOptions
     diagnostics_help: ClassVar[dict[str, str]] = {}
+    # the `model:` options of the smallest network the method builds: what the conformance tests and the
+    # suite's quick scale train (a method with a conditional UNet: {"unet": cdtsde.networks.unet.TINY_UNET})
+    tiny_config: ClassVar[dict] = {}
     # the method's reference training settings (cdtsde.training.TrainConfig options), under the run's own
     train_defaults: ClassVar[dict] = {}
     # methods whose checkpoints this one runs unchanged (same configuration class, same weights by name):

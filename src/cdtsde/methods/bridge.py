@@ -19,7 +19,7 @@ import torch
 
 from .. import draws
 from ..diffusion.gaussian_path import sample_path
-from ..networks.unet import ConditionalUNet
+from ..networks.unet import TINY_UNET, ConditionalUNet
 from ..settings import check_count, check_unit_interval
 from .base import DataInfo, Method, TranslationOutput
 
@@ -60,6 +60,7 @@ def bridge_sampling(name: str, **defaults) -> type[BridgeSampling]:
 class BridgeMethod(Method):
     data_kind = "paired"
     sampling_class = BridgeSampling
+    tiny_config = {"unet": TINY_UNET}
 
     def __init__(self, config, data: DataInfo):
         super().__init__(config, data)

@@ -47,8 +47,11 @@ class UNetConfig:
     @classmethod
     def tiny(cls, **overrides) -> UNetConfig:
         """About 0.1M parameters: for tests."""
-        options = dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1)
-        return cls(**{**options, **overrides})
+        return cls(**{**TINY_UNET, **overrides})
+
+
+# the smallest UNet (about 0.1M parameters) as `model.unet` options: what tests and the suite's quick scale train
+TINY_UNET = {"base_channels": 16, "channel_mults": [1, 2], "num_res_blocks": 1}
 
 
 def count_parameters(module: nn.Module) -> int:

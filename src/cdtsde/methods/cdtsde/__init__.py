@@ -17,7 +17,7 @@ from ... import draws
 from ...diffusion.domain_shift import q_sample
 from ...diffusion.sampler import SamplerOptions, sample, timestep_grid
 from ...diffusion.schedule import NoiseSchedule, ScheduleConfig
-from ...networks.unet import ConditionalUNet, UNetConfig
+from ...networks.unet import TINY_UNET, ConditionalUNet, UNetConfig
 from ...settings import check_positive
 from ..base import DataInfo, Method, TranslationOutput, frozen
 from .fields import FieldConfig, make_field, mixer_statistics
@@ -55,6 +55,7 @@ class CDTSDE(Method):
     description = "adaptive domain-shift diffusion with a learned mixing field (linear field = DoSSR)"
     data_kind = "paired"
     config_class = CDTSDEConfig
+    tiny_config = {"unet": TINY_UNET}
     sampling_class = SamplerOptions
     diagnostics_help = {"clamped_pixels": "field pixel-steps where the sampler clamped rho (the learned field "
                                           "is not monotone in t there)"}

@@ -146,6 +146,8 @@ class CycleGAN(Method):
     description = "unpaired GAN: ResNet generators both ways, 70x70 PatchGANs, LSGAN + 10 x cycle L1 (Zhu et al. 2017)"
     data_kind = "unpaired"
     config_class = CycleGANConfig
+    tiny_config = {"generator_filters": 4, "discriminator_filters": 4, "blocks": 1, "pool_size": 2,
+                   "discriminator_layers": 2}
     train_defaults = GAN_TRAIN_DEFAULTS
     training_state_prefixes = ("pool_target.", "pool_source.")
 

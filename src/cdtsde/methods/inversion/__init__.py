@@ -120,6 +120,8 @@ class GANInversion(Method):
                    "W+ optimised for NMI/LMI with the source")
     data_kind = "target-only"
     config_class = InversionConfig
+    tiny_config = {"z_dim": 8, "w_dim": 8, "mapping_layers": 1, "channels": 8, "discriminator_filters": 4,
+                   "discriminator_layers": 2}
     sampling_class = InversionSampling
     diagnostics_help = {"initial_similarity": "similarity of G(w_avg) with the source, summed over images",
                         "similarity": "similarity of the returned image with the source, summed over images"}

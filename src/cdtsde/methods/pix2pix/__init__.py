@@ -111,6 +111,7 @@ class Pix2Pix(Method):
     description = "conditional GAN: U-Net generator, 70x70 PatchGAN, L1 + GAN loss (Isola et al. 2017)"
     data_kind = "paired"
     config_class = Pix2PixConfig
+    tiny_config = {"generator_filters": 4, "discriminator_filters": 4}
     sampling_class = Pix2PixSampling
     train_defaults = GAN_TRAIN_DEFAULTS
 

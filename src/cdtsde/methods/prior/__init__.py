@@ -33,7 +33,7 @@ import torch
 from ... import draws
 from ...diffusion.ddpm import DDPMPath, DDPMScheduleConfig
 from ...diffusion.gaussian_path import sample_path
-from ...networks.unet import ConditionalUNet, UNetConfig
+from ...networks.unet import TINY_UNET, ConditionalUNet, UNetConfig
 from ...settings import check_count, check_unit_interval
 from ..base import DataInfo, Method, TranslationOutput
 
@@ -68,6 +68,7 @@ class Prior(Method):
                    "(use sdedit to translate)")
     data_kind = "target-only"
     config_class = PriorConfig
+    tiny_config = {"unet": TINY_UNET}
     runs_checkpoints_of = ("sdedit",)
     sampling_class = PriorSampling
 
