@@ -17,12 +17,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from cdtsde.cli import main
+from cdtsde.data import UnpairedData
 from cdtsde.errors import CdtsdeError
 from cdtsde.methods import DataInfo
 from cdtsde.methods.cyclegan import CycleGAN, CycleGANConfig, ImagePool
 from cdtsde.networks.resnet_generator import ResidualBlock, ResnetGenerator, default_blocks
 from cdtsde.training import TrainConfig, load_pretrained, train
-from cdtsde.training.batches import UnpairedData
 from cdtsde.training.checkpoint import file_sha256
 from cdtsde.training.loop import learning_rate
 

@@ -10,13 +10,13 @@ import tifffile
 import torch
 from PIL import Image
 
-from cdtsde.data import build_dataset
-from cdtsde.data.readers import input_reading, reading_from_record
+from cdtsde.data import TargetOnlyData, UnpairedData, build_dataset
+from cdtsde.data.readers import reading_from_record
+from cdtsde.data.views import input_reading
 from cdtsde.errors import CdtsdeError
 from cdtsde.methods.identity import Identity, IdentityConfig
 from cdtsde.run import data_info
 from cdtsde.training import load_pretrained, save_pretrained
-from cdtsde.training.batches import TargetOnlyData, UnpairedData
 from cdtsde.translate import translate_file
 
 

@@ -137,8 +137,8 @@ def test_the_gan_losses_and_phases():
 
 
 def test_train_save_load_and_translate(tmp_path):
+    from cdtsde.data import TargetOnlyData
     from cdtsde.training import TrainConfig, load_pretrained, train
-    from cdtsde.training.batches import TargetOnlyData
 
     assert method_class("inversion") is GANInversion and GANInversion.data_kind == "target-only"
     method = make()

@@ -142,8 +142,8 @@ def test_a_remapped_target_is_translated_exactly_as_the_target_itself():
 
 
 def test_train_save_load_and_translate(tmp_path):
+    from cdtsde.data import TargetOnlyData
     from cdtsde.training import TrainConfig, load_pretrained, train
-    from cdtsde.training.batches import TargetOnlyData
 
     method = make(randomise=False, mode="reference", sigma=6.0)
     result = train(method, TargetOnlyData(InversionPairs(n=8)),

@@ -332,8 +332,8 @@ def test_repeats_run_sdedit_again_on_its_own_output():
 # --- training, checkpoints, the command line ---------------------------------------------------------------
 @pytest.mark.parametrize("name, prediction", [("prior", "eps"), ("sdedit", "x0")])
 def test_train_save_load_and_translate(name, prediction, tmp_path):
+    from cdtsde.data import TargetOnlyData
     from cdtsde.training import TrainConfig, load_pretrained, train
-    from cdtsde.training.batches import TargetOnlyData
 
     method = make(name, prediction=prediction)
     result = train(method, TargetOnlyData(InversionPairs(n=16)),
@@ -369,8 +369,8 @@ def test_train_save_load_and_translate(name, prediction, tmp_path):
 
 def test_sdedit_trains_exactly_as_the_prior(tmp_path):
     """Same configuration, same seed: the same losses and the same weights (training is the prior's)."""
+    from cdtsde.data import TargetOnlyData
     from cdtsde.training import TrainConfig, train
-    from cdtsde.training.batches import TargetOnlyData
 
     states, losses = [], []
     for name in ("prior", "sdedit"):

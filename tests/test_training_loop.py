@@ -8,9 +8,10 @@ import pytest
 import torch
 from helpers import InversionPairs, tiny_model
 
+from cdtsde.data import TargetOnlyData, UnpairedData
 from cdtsde.methods import DataInfo, Method
 from cdtsde.training import TrainConfig, train
-from cdtsde.training.batches import StepBatchSampler, TargetOnlyData, UnpairedData
+from cdtsde.training.batches import StepBatchSampler
 
 
 def config(**overrides):

@@ -15,13 +15,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from .data.readers import input_reading
+from .data import TargetOnlyData, UnpairedData, build_dataset
+from .data.views import input_reading
 from .errors import CdtsdeError
 from .intensity import NIFTI_PERCENTILE
 from .methods import DataInfo, Method, method_class
 from .settings import from_plain
 from .training import TrainConfig
-from .training.batches import TargetOnlyData, UnpairedData
 
 SECTIONS = ("method", "data", "model", "sampling", "train")
 DEFAULT_METHOD = "cdtsde"
@@ -50,8 +50,6 @@ def build_training_data(spec: dict, data_kind: str, base_dir=None):
     """(train set, preview set) in the form the method trains on: paired sets as they are; for an
     unpaired method two independently drawn sides ({kind: unpaired, source: SPEC, target: SPEC}, or the
     two sides of a paired spec, their pairing ignored); for a target-only method the targets alone."""
-    from .data import build_dataset
-
     def build(one: dict, split: str):
         # the training loop draws random flips itself, from step-seeded generators (exact resume)
         return build_dataset({"hflip": False, "vflip": False, **one} if split == "train" else one, split,

@@ -2,11 +2,12 @@
 PNG/JPG, 16-bit PNG, uint16 TIFF); float images are taken as already in [0, 1] unless a `value_range`
 [low, high] says otherwise (values are clipped to it).
 
-Every reader is a `FileReading`: `to_unit(array, path)` maps a decoded file to [0, 1], and `record()`
-describes it as plain data. The training data's record of its sources (`input_reading`) is kept in the
+Every reader is a `FileReading` and every one lives here (the dataset modules build them, this module
+imports none of them): `to_unit(array, path)` maps a decoded file to [0, 1], and `record()` describes it as
+plain data. The training data's record of its sources (`cdtsde.data.views.input_reading`) is kept in the
 checkpoint (`DataInfo.source_reading`) and `translate` rebuilds the reader from it
 (`reading_from_record`), so that a file reaches the network identically in training and translation,
-whatever its kind (NIfTI, dB SAR, 8/16-bit, float with a value range).
+whatever its kind (NIfTI, dB SAR (Sentinel-1), Sentinel-2 reflectance, 8/16-bit, float with a value range).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from ..errors import CdtsdeError
 from ..imagefiles import read_image
 from ..intensity import NIFTI_PERCENTILE, normalise_volume, to_unit
 from ..settings import from_plain, to_plain
+
+SAR_BANDS = ("VV", "VH")  # the band order of SEN12MS-CR's Sentinel-1 GeoTIFFs
 
 
 class FileReading:
@@ -79,33 +82,48 @@ def scale_to_unit(array: np.ndarray, value_range=None) -> np.ndarray:
     return to_unit(array)
 
 
-def reading_classes() -> dict[str, type[FileReading]]:
-    from .sar import OpticalReader, SarReader
+@dataclass(frozen=True)
+class SarReader(FileReading):
+    kind: ClassVar[str] = "sar-db"
+    db_range: tuple[float, float] = (-25.0, 0.0)
+    bands: tuple[str, ...] = SAR_BANDS
 
-    return {cls.kind: cls for cls in (UnitReader, NiftiReading, SarReader, OpticalReader)}
+    def to_unit(self, array: np.ndarray, path) -> np.ndarray:
+        if array.dtype.kind != "f":
+            return to_unit(array)
+        if array.ndim == 3:
+            if array.shape[-1] != len(SAR_BANDS):
+                raise CdtsdeError(
+                    f"{path}: expected {len(SAR_BANDS)} SAR bands {SAR_BANDS}, got {array.shape[-1]}"
+                )
+            array = array[..., [SAR_BANDS.index(band) for band in self.bands]]
+        low, high = self.db_range
+        return np.clip((array.astype(np.float32) - low) / (high - low), 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class OpticalReader(FileReading):
+    kind: ClassVar[str] = "optical"
+    reflectance_max: float = 3000.0
+    bands: tuple[int, ...] | None = None  # indices of the bands to keep (BigEarthNet [B4, B3, B2, B8] -> RGB: 0, 1, 2)
+
+    def to_unit(self, array: np.ndarray, path) -> np.ndarray:
+        array = select_bands(array, self.bands, path)
+        if array.dtype == np.uint16:
+            return np.clip(array.astype(np.float32) / self.reflectance_max, 0.0, 1.0)
+        return to_unit(array) if array.dtype.kind in "ui" else np.clip(array.astype(np.float32), 0.0, 1.0)
+
+
+READINGS: dict[str, type[FileReading]] = {cls.kind: cls for cls in (UnitReader, NiftiReading, SarReader, OpticalReader)}
 
 
 def reading_from_record(record: dict, where: str = "data.source_reading") -> FileReading:
     """The reader a `FileReading.record()` describes; an unknown kind or setting is an error naming `where`."""
-    classes = reading_classes()
-    if not isinstance(record, dict) or record.get("kind") not in classes:
+    if not isinstance(record, dict) or record.get("kind") not in READINGS:
         kind = record.get("kind") if isinstance(record, dict) else record
-        raise CdtsdeError(f"{where}: unknown input reading {kind!r} (known: {', '.join(classes)})")
+        raise CdtsdeError(f"{where}: unknown input reading {kind!r} (known: {', '.join(READINGS)})")
     try:
-        return from_plain(classes[record["kind"]], {k: v for k, v in record.items() if k != "kind"}, where)
+        return from_plain(READINGS[record["kind"]], {k: v for k, v in record.items() if k != "kind"}, where)
     except ValueError as exc:
         raise CdtsdeError(str(exc)) from exc
 
-
-def input_reading(dataset) -> dict | None:
-    """The record of how the training data read the files `translate` will be given: the sources, or, for
-    a target-only method (its inputs are images of another modality stored alike), the targets."""
-    from ..training.batches import TargetOnlyData, UnpairedData
-
-    side = "source"
-    if isinstance(dataset, UnpairedData):
-        dataset = dataset.sources
-    elif isinstance(dataset, TargetOnlyData):
-        dataset, side = dataset.dataset, "target"
-    reader = getattr(dataset, f"{side}_reader", None)
-    return reader.record() if isinstance(reader, FileReading) else None

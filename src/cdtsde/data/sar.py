@@ -13,54 +13,16 @@ column) assigns the scenes instead.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
-
-import numpy as np
 
 from ..errors import CdtsdeError
 from ..imagefiles import list_images, stem
-from ..intensity import to_unit
 from .paired import PairedFilesDataset, band_indices
-from .readers import FileReading, select_bands
+from .readers import SAR_BANDS, OpticalReader, SarReader
 from .splits import grouped_split
 
-SAR_BANDS = ("VV", "VH")
 MODALITY_TOKEN = re.compile(r"_(s1|s2|gt)_", re.IGNORECASE)
 PATCH_NUMBER = re.compile(r"_p\d+$")
-
-
-@dataclass(frozen=True)
-class SarReader(FileReading):
-    kind: ClassVar[str] = "sar-db"
-    db_range: tuple[float, float] = (-25.0, 0.0)
-    bands: tuple[str, ...] = SAR_BANDS
-
-    def to_unit(self, array: np.ndarray, path) -> np.ndarray:
-        if array.dtype.kind != "f":
-            return to_unit(array)
-        if array.ndim == 3:
-            if array.shape[-1] != len(SAR_BANDS):
-                raise CdtsdeError(
-                    f"{path}: expected {len(SAR_BANDS)} SAR bands {SAR_BANDS}, got {array.shape[-1]}"
-                )
-            array = array[..., [SAR_BANDS.index(band) for band in self.bands]]
-        low, high = self.db_range
-        return np.clip((array.astype(np.float32) - low) / (high - low), 0.0, 1.0)
-
-
-@dataclass(frozen=True)
-class OpticalReader(FileReading):
-    kind: ClassVar[str] = "optical"
-    reflectance_max: float = 3000.0
-    bands: tuple[int, ...] | None = None  # indices of the bands to keep (BigEarthNet [B4, B3, B2, B8] -> RGB: 0, 1, 2)
-
-    def to_unit(self, array: np.ndarray, path) -> np.ndarray:
-        array = select_bands(array, self.bands, path)
-        if array.dtype == np.uint16:
-            return np.clip(array.astype(np.float32) / self.reflectance_max, 0.0, 1.0)
-        return to_unit(array) if array.dtype.kind in "ui" else np.clip(array.astype(np.float32), 0.0, 1.0)
 
 
 def patch_key(path: Path) -> str:

@@ -51,7 +51,8 @@ class DataInfo:
     image_size: int | None = None  # the training size; `translate` resizes inputs to it
     nifti_percentile: float = NIFTI_PERCENTILE  # the MRI normalisation training used (cdtsde.intensity)
     # how training read its input files (cdtsde.data.readers `FileReading.record()`), replayed by `translate`;
-    # None in checkpoints written before it was recorded (then: NIfTI by nifti_percentile, else the dtype)
+    # None in checkpoints written before it was recorded (then: NIfTI by nifti_percentile, else the dtype).
+    # Plain data here (methods know nothing of readers); checkpoints check it when written and loaded
     source_reading: dict | None = None
     # the axis along which training cut NIfTI volumes into slices; `translate` cuts and reassembles along it
     slice_axis: int = 2
@@ -69,10 +70,6 @@ class DataInfo:
             raise ValueError(f"training_scale must be 'resized' or 'native', got {self.training_scale!r}")
         if self.target_channels < 1 or (self.source_channels is not None and self.source_channels < 1):
             raise ValueError("source_channels and target_channels must be >= 1")
-        if self.source_reading is not None:
-            from ..data.readers import reading_from_record
-
-            reading_from_record(self.source_reading)  # an unknown kind or setting fails here, named
 
 
 @dataclass

@@ -1,11 +1,10 @@
-"""Batches as a pure function of the training step (exact resume), for every kind of training data.
-
-* paired: a dataset of {"source", "target", "name"} items (cdtsde.data);
-* unpaired: `UnpairedData(sources, targets)`, two sets drawn independently (index pairs (i, j));
-* target-only: `TargetOnlyData(dataset)`, the targets alone.
+"""Batches as a pure function of the training step (exact resume), for every kind of training data: paired
+datasets, and the unpaired and target-only views of them (`cdtsde.data.views`), known here only by their
+`stream_sizes`.
 
 `StepBatchSampler` reads each of a dataset's index streams (`stream_sizes`: one for paired and
-target-only data, two for unpaired) as an epoch-wise permutation seeded by (seed, stream, epoch).
+target-only data, two for unpaired: index pairs (i, j)) as an epoch-wise permutation seeded by
+(seed, stream, epoch).
 """
 
 from __future__ import annotations
@@ -20,56 +19,6 @@ from ..errors import CdtsdeError
 def step_seed(seed: int, step: int, stream: int = 0) -> int:
     """A distinct 63-bit seed per (run seed, step, stream), where stream separates ranks and purposes."""
     return (seed * 1_000_003 + step * 7_919 + stream * 104_729 + 0x5DEECE66D) % (2**63 - 1)
-
-
-def side(item: dict, name: str) -> torch.Tensor:
-    """One side of an item: `name` ("source" or "target") of a paired item, or "image" of a one-sided one."""
-    return item[name] if name in item else item["image"]
-
-
-class UnpairedData(Dataset):
-    """Sources and targets from two unaligned sets (paired sets give their own side; one-sided sets, items
-    with an "image", give theirs), indexed by (i, j)."""
-
-    paired = False
-
-    def __init__(self, sources: Dataset, targets: Dataset):
-        self.sources, self.targets = sources, targets
-        self.source_channels = getattr(sources, "source_channels", None) or getattr(sources, "channels", None)
-        self.target_channels = getattr(targets, "target_channels", None) or getattr(targets, "channels", None)
-        self.target_classes = getattr(targets, "target_classes", None)
-        # both sides of one paired set (its pairing ignored) must not report its skipped files twice
-        self.skipped = list(dict.fromkeys(getattr(sources, "skipped", []) + getattr(targets, "skipped", [])))
-        self.stream_sizes = (len(sources), len(targets))
-
-    def __len__(self) -> int:
-        return max(self.stream_sizes)
-
-    def __getitem__(self, index) -> dict:
-        i, j = index if isinstance(index, tuple) else (index % self.stream_sizes[0], index % self.stream_sizes[1])
-        source, target = self.sources[i], self.targets[j]
-        return {"source": side(source, "source"), "target": side(target, "target"),
-                "name": f"{source['name']}|{target['name']}"}
-
-
-class TargetOnlyData(Dataset):
-    """The targets of a paired set (or the images of a one-sided set) alone."""
-
-    paired = False
-    source_channels = None
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-        self.target_channels = getattr(dataset, "target_channels", None) or getattr(dataset, "channels", None)
-        self.target_classes = getattr(dataset, "target_classes", None)
-        self.skipped = getattr(dataset, "skipped", [])
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index) -> dict:
-        item = self.dataset[index]
-        return {"target": side(item, "target"), "name": item["name"]}
 
 
 def stream_sizes(dataset: Dataset) -> tuple[int, ...]:

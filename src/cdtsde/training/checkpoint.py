@@ -16,6 +16,7 @@ import torch
 
 from .. import __version__
 from ..atomic import atomic_path
+from ..data.readers import reading_from_record
 from ..errors import CdtsdeError
 from ..methods import DataInfo, Method, method_class
 from ..settings import from_plain, to_plain
@@ -30,6 +31,13 @@ LEGACY_DATA_KEYS = ("source_channels", "target_channels", "target_kind", "image_
 def checkpoint_record(method: Method) -> dict:
     return {"format_version": FORMAT_VERSION, "cdtsde_version": __version__, "method": method.name,
             "data": to_plain(method.data), "config": to_plain(method.config), "sampling": to_plain(method.sampling)}
+
+
+def check_reading(data: DataInfo) -> None:
+    """The input reading a checkpoint records is one `translate` can rebuild: an unknown kind or setting
+    fails when the checkpoint is written or loaded, named, not at its first translation."""
+    if data.source_reading is not None:
+        reading_from_record(data.source_reading)
 
 
 def file_sha256(path: Path) -> str:
@@ -55,6 +63,7 @@ def save_pretrained(method: Method, directory: str | Path, state_dict: dict | No
     each atomically. Non-finite weights are refused."""
     from safetensors.torch import save_file
 
+    check_reading(method.data)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = method.inference_state_dict(state_dict or method.state_dict())
@@ -85,8 +94,10 @@ def method_from_record(record: dict, where: str) -> Method:
                           f"({record.get('cdtsde_version')}); this version reads up to format {FORMAT_VERSION}")
     cls = method_class(record["method"])
     try:
-        method = cls(from_plain(cls.config_class, record.get("config"), "model"),
-                     from_plain(DataInfo, record.get("data"), "data"))
+        config = from_plain(cls.config_class, record.get("config"), "model")
+        data = from_plain(DataInfo, record.get("data"), "data")
+        check_reading(data)
+        method = cls(config, data)
         method.sampling = from_plain(cls.sampling_class, record.get("sampling"), "sampling")
     except (ValueError, TypeError, CdtsdeError) as exc:
         raise CdtsdeError(f"{where}: invalid {record['method']} configuration ({exc})") from exc

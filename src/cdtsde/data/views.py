@@ -1,0 +1,77 @@
+"""The forms a method trains on besides paired sets, as views of built datasets (`cdtsde.run` chooses by the
+method's data kind; the training loop draws their index streams, `stream_sizes`):
+
+* unpaired: `UnpairedData(sources, targets)`, two sets drawn independently (index pairs (i, j));
+* target-only: `TargetOnlyData(dataset)`, the targets alone.
+
+`input_reading` says how such training data read the files `translate` will later be given.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from .readers import FileReading
+
+
+def side(item: dict, name: str) -> torch.Tensor:
+    """One side of an item: `name` ("source" or "target") of a paired item, or "image" of a one-sided one."""
+    return item[name] if name in item else item["image"]
+
+
+class UnpairedData(Dataset):
+    """Sources and targets from two unaligned sets (paired sets give their own side; one-sided sets, items
+    with an "image", give theirs), indexed by (i, j)."""
+
+    paired = False
+
+    def __init__(self, sources: Dataset, targets: Dataset):
+        self.sources, self.targets = sources, targets
+        self.source_channels = getattr(sources, "source_channels", None) or getattr(sources, "channels", None)
+        self.target_channels = getattr(targets, "target_channels", None) or getattr(targets, "channels", None)
+        self.target_classes = getattr(targets, "target_classes", None)
+        # both sides of one paired set (its pairing ignored) must not report its skipped files twice
+        self.skipped = list(dict.fromkeys(getattr(sources, "skipped", []) + getattr(targets, "skipped", [])))
+        self.stream_sizes = (len(sources), len(targets))
+
+    def __len__(self) -> int:
+        return max(self.stream_sizes)
+
+    def __getitem__(self, index) -> dict:
+        i, j = index if isinstance(index, tuple) else (index % self.stream_sizes[0], index % self.stream_sizes[1])
+        source, target = self.sources[i], self.targets[j]
+        return {"source": side(source, "source"), "target": side(target, "target"),
+                "name": f"{source['name']}|{target['name']}"}
+
+
+class TargetOnlyData(Dataset):
+    """The targets of a paired set (or the images of a one-sided set) alone."""
+
+    paired = False
+    source_channels = None
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+        self.target_channels = getattr(dataset, "target_channels", None) or getattr(dataset, "channels", None)
+        self.target_classes = getattr(dataset, "target_classes", None)
+        self.skipped = getattr(dataset, "skipped", [])
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index) -> dict:
+        item = self.dataset[index]
+        return {"target": side(item, "target"), "name": item["name"]}
+
+
+def input_reading(dataset) -> dict | None:
+    """The record of how the training data read the files `translate` will be given: the sources, or, for
+    a target-only method (its inputs are images of another modality stored alike), the targets."""
+    read_side = "source"
+    if isinstance(dataset, UnpairedData):
+        dataset = dataset.sources
+    elif isinstance(dataset, TargetOnlyData):
+        dataset, read_side = dataset.dataset, "target"
+    reader = getattr(dataset, f"{read_side}_reader", None)
+    return reader.record() if isinstance(reader, FileReading) else None
