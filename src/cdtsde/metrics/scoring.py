@@ -42,11 +42,11 @@ class ScoreAccumulator:
         self.kind, self.classes, self.foreground = kind, classes, foreground
         self.skeleton_tolerance, self.nonzero_foreground = skeleton_tolerance, nonzero_foreground
         self.kmeans, self.perception = list(kmeans or []), perception
-        self.rows: list[dict] = []
+        self._rows: list[dict] = []
         self._sets: tuple[list, list] = ([], [])  # predictions and targets, for the set-level metrics
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self._rows)
 
     def update(self, name: str, prediction, target, region=None, **columns) -> dict:
         """Score one item and add its row: {"name", its metrics, then `columns` (e.g. seconds_per_image)}.
@@ -67,22 +67,22 @@ class ScoreAccumulator:
                 region = _region_of(np.asarray(region), target)
                 scores.update({f"{k}_fg": v for k, v in image_metrics(prediction, target, mask=region).items()})
         row = {"name": name, **scores, **columns}
-        self.rows.append(row)
+        self._rows.append(row)
         if self.perception:
             self._sets[0].append(prediction)
             self._sets[1].append(target)
-        return row
+        return dict(row)
 
     def compute(self) -> tuple[list[dict], dict]:
         """(rows, summary): the rows in the order added, and per metric its mean, std, min, max and counts
         over the rows (`summarise`), with the set-level metrics of all items."""
-        if not self.rows:
+        if not self._rows:
             raise ValueError("no items were scored: call update with a prediction and its target first")
-        summary = summarise([{k: v for k, v in row.items() if k != "name"} for row in self.rows])
+        summary = summarise([{k: v for k, v in row.items() if k != "name"} for row in self._rows])
         if self.perception:
             perception = perception_metrics(*self._sets)
-            summary.update(set_level({f"perception/{k}": v for k, v in perception.items()}, len(self.rows)))
-        return [dict(row) for row in self.rows], summary
+            summary.update(set_level({f"perception/{k}": v for k, v in perception.items()}, len(self._rows)))
+        return [dict(row) for row in self._rows], summary
 
 
 def _region_of(region: np.ndarray, target: np.ndarray) -> np.ndarray:
