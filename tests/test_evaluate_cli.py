@@ -113,6 +113,28 @@ def test_perception_flag_adds_set_level_scores(tmp_path, capsys):
     summary = json.loads(out.read_text())["summary"]
     assert summary["perception/sharpness_ratio"]["mean"] < 0.5 and summary["perception/spectral_distance"]["mean"] > 1
     assert summary["perception/patch_swd"]["n"] == 4 and "perception/sharpness_ratio" in capsys.readouterr().out
-    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "target"), "--perception",
-                 "--kind", "mask", "--out", str(out)]) == 2
-    assert "--perception compares images" in capsys.readouterr().err
+    for flag in ("--perception", "--nonzero-foreground"):
+        assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "target"), flag,
+                     "--kind", "mask", "--out", str(out)]) == 2
+        assert f"{flag} compares images" in capsys.readouterr().err
+
+
+def test_a_pair_with_a_wrong_foreground_is_a_problem_left_out_of_every_score(tmp_path, capsys):
+    """A foreground mask of another size makes its pair a problem: no row, and not in the set-level scores
+    either (they equal those of the other pairs alone)."""
+    rng = np.random.default_rng(3)
+    for index in range(4):
+        image = (rng.random((24, 24)) * 255).astype(np.uint8)
+        write_png(tmp_path / "target" / f"a{index}.png", image)
+        write_png(tmp_path / "pred" / f"a{index}.png", 255 - image)
+        write_png(tmp_path / "fg" / f"a{index}.png", np.full((12, 12) if index == 3 else (24, 24), 255, np.uint8))
+    common = ["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "target"), "--perception"]
+    assert main([*common, "--foreground-dir", str(tmp_path / "fg"), "--out", str(tmp_path / "s.json")]) == 1
+    assert "a3.png: foreground of shape (12, 12) does not match the target's (24, 24)" in capsys.readouterr().out
+    (tmp_path / "pred" / "a3.png").unlink()
+    (tmp_path / "target" / "a3.png").unlink()
+    assert main([*common, "--out", str(tmp_path / "t.json")]) == 0
+    with_problem, without = (json.loads((tmp_path / name).read_text()) for name in ("s.json", "t.json"))
+    assert with_problem["pairs"] == 3 and with_problem["summary"]["perception/patch_swd"]["n"] == 3
+    for key in ("perception/patch_swd", "perception/sharpness_ratio", "psnr"):
+        assert with_problem["summary"][key] == without["summary"][key]

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,26 @@ def test_image_model_scores_every_pair():
         target = ((pairs[i]["target"][0] + 1) / 2).numpy()
         flat = image_metrics(np.full(target.shape, 0.5), target)
         assert all(row[key] == pytest.approx(flat[key], rel=1e-6) for key in ("psnr", "ssim", "mse", "mae"))
+
+
+def test_the_batch_size_changes_only_the_timing_and_an_empty_set_is_refused():
+    """The rows and summary come from one accumulator fed item by item: the batches only split the
+    translation (the identity's is exact, so a batch cannot change a prediction)."""
+    from cdtsde.methods import DataInfo
+    from cdtsde.methods.identity import Identity, IdentityConfig
+
+    method = Identity(IdentityConfig(), DataInfo(source_channels=1, target_channels=1, image_size=16))
+    data = InversionPairs(n=5)
+    results = [evaluate_model(method, data, batch_size=size, nonzero_foreground=True, perception=True)
+               for size in (2, 5)]
+    (rows, summary), (whole_rows, whole_summary) = (
+        ([{k: v for k, v in row.items() if k != "seconds_per_image"} for row in result[0]],
+         {k: v for k, v in result[1].items() if k != "seconds_per_image"}) for result in results)
+    assert rows == whole_rows and list(rows[0])[-1] == "ssim_gaussian_fg"
+    assert list(results[0][0][0])[-1] == "seconds_per_image"
+    assert json.dumps(summary) == json.dumps(whole_summary) and summary["perception/patch_swd"]["n"] == 5
+    with pytest.raises(ValueError, match="no items were scored"):
+        evaluate_model(method, InversionPairs(n=0))
 
 
 def test_mask_model_is_scored_per_class_and_defect_group():

@@ -318,3 +318,113 @@ def test_a_mean_interval_is_the_paired_interval_against_zero():
         assert single["ci_low"] < 20 < single["ci_high"] and single["n"] == 80
     assert mean_interval(rows, "psnr", cluster_of=subject)["n_clusters"] == 8
     assert math.isnan(mean_interval(rows[:20], "psnr", cluster_of=subject)["ci_low"])  # two subjects
+
+
+def scored_items(n=6, size=24, seed=0):
+    """(name, prediction, target) triples of brain-like images: a zero background around a noisy target."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for index in range(n):
+        target = rng.random((size, size, 1)) * 0.8 + 0.1
+        target[: size // 3] = 0
+        pred = np.clip(target + 0.1 * rng.standard_normal(target.shape), 0, 1)
+        items.append((f"item{(7 * index) % n}", pred, target))  # names not in sorted order
+    return items
+
+
+def accumulated(items, **options):
+    from cdtsde.metrics import ScoreAccumulator
+
+    scores = ScoreAccumulator(**options)
+    for name, pred, target in items:
+        scores.update(name, pred, target)
+    return scores
+
+
+def test_accumulated_rows_are_the_metrics_of_each_item_and_the_summary_theirs():
+    from cdtsde.metrics import fit_kmeans, perception_metrics
+    from cdtsde.metrics.segmentation import kmeans_dice
+
+    items = scored_items()
+    kmeans = fit_kmeans([target for _, _, target in items[:2]], [3])
+    rows, summary = accumulated(items, nonzero_foreground=True, kmeans=kmeans, perception=True).compute()
+    assert [row["name"] for row in rows] == [name for name, _, _ in items]  # the order of the updates
+    for row, (name, pred, target) in zip(rows, items):
+        expected = {"name": name, **image_metrics(pred, target), **kmeans_dice(kmeans, pred, target),
+                    **{f"{k}_fg": v for k, v in image_metrics(pred, target, target > 0).items()}}
+        assert row == expected and list(row) == list(expected)
+        assert row["mse_fg"] == pytest.approx(((pred - target)[target > 0] ** 2).mean())
+    assert summary["mse"]["mean"] == pytest.approx(np.mean([row["mse"] for row in rows]), rel=1e-12)
+    perception = perception_metrics([p for _, p, _ in items], [t for _, _, t in items])
+    assert summary["perception/patch_swd"] == {"mean": perception["patch_swd"], "std": pytest.approx(math.nan, nan_ok=True),
+                                               "min": perception["patch_swd"], "max": perception["patch_swd"],
+                                               "n": len(items), "non_finite": 0}
+
+
+def test_updates_in_two_batches_equal_one_and_compute_can_be_read_between():
+    items = scored_items()
+    options = {"nonzero_foreground": True, "perception": True}
+    whole = accumulated(items, **options).compute()
+    split = accumulated(items[:2], **options)
+    first_rows, first_summary = split.compute()
+    assert len(first_rows) == 2 and first_summary["psnr"]["n"] == 2
+    for name, pred, target in items[2:]:
+        split.update(name, pred, target)
+    assert split.compute() == whole
+
+
+def test_an_item_that_cannot_be_scored_leaves_the_accumulator_unchanged():
+    items = scored_items(n=4)
+    scores = accumulated(items[:3], perception=True)
+    name, pred, target = items[3]
+    with pytest.raises(ValueError, match="foreground of shape"):
+        scores.update(name, pred, target, region=np.ones((5, 5), bool))
+    with pytest.raises(ValueError, match="differ in shape"):
+        scores.update(name, pred[:-1], target)
+    assert len(scores) == 3 and scores.compute() == accumulated(items[:3], perception=True).compute()
+
+
+def test_a_given_region_overrides_the_nonzero_foreground_and_holds_for_every_channel():
+    rng = np.random.default_rng(1)
+    target, pred = rng.random((16, 16, 3)), rng.random((16, 16, 3))
+    region = np.zeros((16, 16), bool)
+    region[4:12, 2:9] = True
+    row = accumulated([], nonzero_foreground=True).update("x", pred, target, region=region)
+    assert row["mae_fg"] == pytest.approx(np.abs(pred - target)[region].mean(), rel=1e-12)
+
+
+def test_masks_are_scored_per_class_and_image_options_refused():
+    from cdtsde.metrics import ScoreAccumulator
+
+    true = np.zeros((20, 20), int)
+    true[2:8, 2:18], true[12:18, 5:9] = 2, 4
+    pred = np.roll(true, 1, axis=1)
+    options = {"classes": PV_EL_CLASSES, "foreground": PV_EL_DEFECT, "skeleton_tolerance": 1.0}
+    rows, summary = accumulated([("m", pred, true)], kind="mask", **options).compute()
+    assert rows == [{"name": "m", **mask_metrics(pred, true, **options)}]
+    assert summary["dice/defect"]["mean"] == rows[0]["dice/defect"] < 1
+    for image_option in ({"perception": True}, {"nonzero_foreground": True}, {"kmeans": [IntensityKMeans(3)]}):
+        with pytest.raises(ValueError, match="not masks"):
+            ScoreAccumulator("mask", **image_option)
+    with pytest.raises(ValueError, match="masks are scored per class"):
+        ScoreAccumulator("mask").update("m", pred, true, region=true > 0)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        ScoreAccumulator("volume")
+
+
+def test_an_empty_accumulator_refuses_to_summarise():
+    with pytest.raises(ValueError, match="no items were scored"):
+        accumulated([]).compute()
+
+
+def test_fit_kmeans_fits_one_clustering_per_count():
+    from cdtsde.metrics import fit_kmeans
+
+    rng = np.random.default_rng(0)
+    images = [rng.random((12, 12)) for _ in range(3)]
+    models = fit_kmeans(images, [3, 5], seed=2)
+    assert [m.clusters for m in models] == [3, 5]
+    for model in models:
+        np.testing.assert_array_equal(model.centres, IntensityKMeans(model.clusters, seed=2).fit(images).centres)
+    with pytest.raises(ValueError, match="no images"):
+        fit_kmeans([], [3])

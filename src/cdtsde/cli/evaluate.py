@@ -54,7 +54,7 @@ def run(args) -> int:
     from ..atomic import atomic_path
     from ..errors import CdtsdeError
     from ..metrics import PV_EL_DEFECT, format_mask_table, format_table
-    from ..metrics.folders import evaluate_folders, fit_kmeans
+    from ..metrics.folders import evaluate_folders, fit_kmeans_on_folder
 
     if not args.skeleton_tolerance >= 0:
         raise CdtsdeError(f"--skeleton-tolerance must be >= 0 pixels, got {args.skeleton_tolerance}")
@@ -70,10 +70,14 @@ def run(args) -> int:
     for folder in (args.pred, args.target):
         if not folder.is_dir():
             raise CdtsdeError(f"{folder}: not a folder")
+    if args.kind == "mask":
+        image_only = {"--perception": args.perception, "--kmeans": args.kmeans,
+                      "--nonzero-foreground": args.nonzero_foreground, "--foreground-dir": args.foreground_dir}
+        given = [flag for flag, value in image_only.items() if value]
+        if given:
+            raise CdtsdeError(f"{given[0]} compares images: use it with --kind image (masks are scored per class)")
     kmeans, fit_problems = [], []
     if args.kmeans:
-        if args.kind != "image":
-            raise CdtsdeError("--kmeans scores intensity images: use it with --kind image")
         if args.kmeans_fit is None or not args.kmeans_fit.is_dir():
             raise CdtsdeError("--kmeans needs --kmeans-fit FOLDER: target-modality training images to fit the "
                               f"clusters on (got {args.kmeans_fit})")
@@ -81,7 +85,7 @@ def run(args) -> int:
             raise CdtsdeError(f"--kmeans: cluster counts must be >= 2, got {args.kmeans}")
         if args.kmeans_fit.resolve() == args.target.resolve():
             print("warning: --kmeans-fit is the target folder itself: the clusters see the test targets")
-        kmeans, fit_problems = fit_kmeans(args.kmeans_fit, args.kmeans)
+        kmeans, fit_problems = fit_kmeans_on_folder(args.kmeans_fit, args.kmeans)
     elif args.kmeans_fit is not None:
         raise CdtsdeError("--kmeans-fit without --kmeans: give the cluster counts, e.g. --kmeans 3 5")
     rows, summary, problems = evaluate_folders(args.pred, args.target, kind=args.kind,

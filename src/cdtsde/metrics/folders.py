@@ -10,11 +10,8 @@ from ..data.masks import read_mask
 from ..errors import CdtsdeError
 from ..imagefiles import list_images, read_image, stem
 from ..intensity import to_unit_image
-from .image import image_metrics
-from .masks import mask_metrics
-from .perception import perception_metrics
-from .segmentation import IntensityKMeans, kmeans_dice
-from .summary import set_level, summarise
+from .scoring import ScoreAccumulator
+from .segmentation import IntensityKMeans, fit_kmeans
 
 
 def _load(path: Path, kind: str) -> np.ndarray:
@@ -46,24 +43,21 @@ def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "
                      classes: dict[int, str] | None = None, foreground: tuple[int, ...] | None = None,
                      skeleton_tolerance: float = 2.0, kmeans: list[IntensityKMeans] | None = None,
                      perception: bool = False):
-    """Returns (rows, summary, problems): one row of metrics per pair (with its "name"), their summary,
-    and (path, reason) for every file that was unpaired or unreadable (those are skipped, not fatal).
-    `perception` (images of one size) adds the set-level perception metrics (`perception/...`).
-    Kind "image": metrics in [0, 1]; with `foreground_dir` (masks by stem) or `nonzero_foreground` (target
-    > 0, the brain in skull-stripped MRI) the same metrics restricted to the foreground are added with a
-    "_fg" suffix. NIfTI volumes are scored as one image whose slices are channels. `kmeans` (clusterings
-    fit on target-modality training images, `fit_kmeans`) adds the K-Means Dice of seed 002 per model."""
-    if kind not in ("image", "mask"):
-        raise CdtsdeError(f"kind must be 'image' or 'mask', got {kind!r}")
+    """Returns (rows, summary, problems): one row of metrics per pair (with its "name") and their summary
+    (`ScoreAccumulator`, which the options configure; no pair scored: no rows, an empty summary), and
+    (path, reason) for every file that was unpaired or unreadable (those are skipped, not fatal).
+    Images are read into [0, 1]; NIfTI volumes are scored as one image whose slices are channels. With
+    `foreground_dir` (masks by stem) the "_fg" metrics are restricted to the mask of each pair's name.
+    `kmeans` are clusterings fit on target-modality training images (`fit_kmeans_on_folder`)."""
+    scores = ScoreAccumulator(kind, classes=classes, foreground=foreground, skeleton_tolerance=skeleton_tolerance,
+                              nonzero_foreground=nonzero_foreground, kmeans=kmeans, perception=perception)
+    if foreground_dir and kind != "image":
+        raise ValueError("a foreground folder restricts image metrics; masks are scored per class")
     preds = {stem(p): p for p in list_images(pred_dir)}
     targets = {stem(p): p for p in list_images(target_dir)}
     masks = {stem(p): p for p in list_images(foreground_dir)} if foreground_dir else {}
     problems = [(preds[k], "no target with this name") for k in sorted(set(preds) - set(targets))]
     problems += [(targets[k], "no prediction with this name") for k in sorted(set(targets) - set(preds))]
-    rows = []
-    sets: tuple[list, list] = ([], [])
-    if perception and kind != "image":
-        raise CdtsdeError("--perception compares images: use it with --kind image")
     for name in sorted(set(preds) & set(targets)):
         try:
             pred, target = _load(preds[name], kind), _load(targets[name], kind)
@@ -72,42 +66,23 @@ def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "
             if kind == "mask":
                 for path, values in ((preds[name], pred), (targets[name], target)):
                     check_mask_values(values, classes, path)
-                row = mask_metrics(pred, target, classes=classes, foreground=foreground,
-                                   skeleton_tolerance=skeleton_tolerance)
-            else:
-                row = image_metrics(pred, target)
-                row.update(kmeans_dice(kmeans or [], pred, target))
-                if perception:
-                    sets[0].append(pred)
-                    sets[1].append(target)
-                region = None
-                if foreground_dir:
-                    if name not in masks:
-                        raise CdtsdeError(f"{targets[name]}: no foreground mask named {name} in {foreground_dir}")
-                    region = read_image(masks[name])[0] > 0
-                elif nonzero_foreground:
-                    region = target > 0
-                if region is not None:
-                    if region.ndim == 3 and region.shape != target.shape:
-                        region = region.any(-1)  # an RGB mask image
-                    if region.shape[:2] != target.shape[:2]:
-                        raise CdtsdeError(f"{masks.get(name, targets[name])}: foreground of shape {region.shape} "
-                                          f"does not match the target's {target.shape}")
-                    if region.ndim < target.ndim:
-                        region = np.broadcast_to(region[..., None], target.shape)
-                    row.update({f"{k}_fg": v for k, v in image_metrics(pred, target, mask=region).items()})
-            rows.append({"name": name, **row})
+            region = None
+            if foreground_dir:
+                if name not in masks:
+                    raise CdtsdeError(f"{targets[name]}: no foreground mask named {name} in {foreground_dir}")
+                region = read_image(masks[name])[0] > 0
+                if region.ndim == 3 and region.shape != target.shape:
+                    region = region.any(-1)  # an RGB mask image
+            scores.update(name, pred, target, region)
         except (CdtsdeError, ValueError) as exc:
             problems.append((preds[name], str(exc)))
-    summary = summarise([{k: v for k, v in row.items() if k != "name"} for row in rows])
-    if perception and sets[0]:
-        summary.update(set_level({f"perception/{k}": v for k, v in perception_metrics(*sets).items()}, len(sets[0])))
+    rows, summary = scores.compute() if len(scores) else ([], {})
     return rows, summary, problems
 
 
-def fit_kmeans(folder: str | Path, clusters: list[int], seed: int = 0) -> tuple[list[IntensityKMeans], list]:
-    """K-Means on the intensities of every image in `folder` (target-modality training images, never the
-    test targets), one clustering per count in `clusters`; returns (clusterings, problems)."""
+def fit_kmeans_on_folder(folder: str | Path, clusters: list[int], seed: int = 0) -> tuple[list[IntensityKMeans], list]:
+    """`fit_kmeans` on every image of `folder` read into [0, 1] (target-modality training images, never
+    the test targets); returns (clusterings, problems), the unreadable files."""
     images, problems = [], []
     for path in list_images(folder):
         try:
@@ -116,4 +91,4 @@ def fit_kmeans(folder: str | Path, clusters: list[int], seed: int = 0) -> tuple[
             problems.append((path, str(exc)))
     if not images:
         raise CdtsdeError(f"{folder}: no readable images to fit K-Means on")
-    return [IntensityKMeans(k, seed=seed).fit(images) for k in clusters], problems
+    return fit_kmeans(images, clusters, seed), problems

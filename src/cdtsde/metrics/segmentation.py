@@ -48,3 +48,11 @@ def kmeans_dice(models: list[IntensityKMeans], translated: np.ndarray, target: n
         scores.update({f"{prefix}/{key}": value for key, value in per_cluster.items()})
         scores[f"{prefix}/dice/mean"] = float(np.mean(list(per_cluster.values())))
     return scores
+
+
+def fit_kmeans(images: list[np.ndarray], clusters: list[int], seed: int = 0) -> list[IntensityKMeans]:
+    """One clustering per count in `clusters`, each fit on the intensities of `images` (target-modality
+    training images in [0, 1], never the test targets)."""
+    if not len(images):
+        raise ValueError("no images to fit K-Means on")
+    return [IntensityKMeans(k, seed=seed).fit(images) for k in clusters]
