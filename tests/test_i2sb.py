@@ -12,7 +12,6 @@ from helpers import TINY_UNET
 
 from cdtsde.diffusion.gaussian_path import posterior_step, sample_path
 from cdtsde.draws import ItemGenerators
-from cdtsde.errors import CdtsdeError
 from cdtsde.methods import DataInfo, method_class
 from cdtsde.methods.i2sb import TIME_SCALE, I2SBConfig, SchrodingerBridgePath, SymmetricScheduleConfig
 from cdtsde.networks.unet import UNetConfig
@@ -58,7 +57,7 @@ def test_the_schedule_is_the_limit_of_the_reference_discrete_betas():
     betas = torch.cat([ramp[: n // 2], ramp[: n // 2].flip(0)])
     path = SchrodingerBridgePath()
     ours = path.sigma2(torch.arange(1, n + 1, dtype=torch.float64) / n)
-    torch.testing.assert_close(ours, betas.cumsum(0), rtol=2e-3, atol=0)
+    torch.testing.assert_close(ours, betas.cumsum(0), rtol=1e-3, atol=0)
     assert path.total == pytest.approx(float(betas.sum()), rel=1e-3)
 
 
@@ -229,16 +228,17 @@ def test_a_split_batch_gives_the_whole_batch_loss_and_gradients():
         torch.testing.assert_close(split_grads[name], gradient, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_options_are_checked_and_the_ot_ode_samples_deterministically():
+def test_options_are_checked_and_the_ot_ode_samples_deterministically_for_every_eta():
+    """The noiseless path's posterior has no variance: an OT-ODE model's translation depends on neither eta
+    nor the generator (the stochastic model's does)."""
     assert (i2sb().sampling.steps, i2sb().sampling.eta) == (1000, 1.0)
-    ot_ode = i2sb(bridge={"ot_ode": True})
-    assert ot_ode.sampling.eta == 0.0
-    with pytest.raises(CdtsdeError, match="eta must be 0 for an OT-ODE model"):
-        ot_ode.sampling_options(eta=0.5)
-    sources = torch.rand(2, 1, 16, 16) * 2 - 1
-    first = ot_ode.translate(sources, steps=4, generator=torch.Generator().manual_seed(0)).images
-    torch.testing.assert_close(ot_ode.translate(sources, steps=4, generator=torch.Generator().manual_seed(9)).images,
-                               first, rtol=0, atol=0)
+    sources = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    for options, same in (({"bridge": {"ot_ode": True}}, True), ({}, False)):
+        method = i2sb(**options)
+        first = method.translate(sources, steps=4, eta=1.0, generator=torch.Generator().manual_seed(0)).images
+        for eta, seed in ((1.0, 9), (0.3, 0)):
+            again = method.translate(sources, steps=4, eta=eta, generator=torch.Generator().manual_seed(seed)).images
+            assert torch.equal(again, first) == same
     with pytest.raises(ValueError, match="ramp must be one of"):
         SymmetricScheduleConfig(ramp="cosine")
     with pytest.raises(ValueError, match="beta_min and beta_max"):
@@ -264,7 +264,7 @@ def test_masks_are_bridged_in_one_hot_space():
 def test_overfits_one_real_pair(shared_data, tmp_path):
     """A BraTS T1 -> T2 slice pair at 16 px, 200 steps of batch 8 with the learning rate falling to 0 over the
     last 100 (as the other bridges' test): at 20 steps and eta = 1, above 35 dB and 10 dB above the identity
-    (23.8 dB on this pair)."""
+    (23.8 dB on this pair; measured 49.9-50.6 dB over seeds 0-2)."""
     from cdtsde.data import build_dataset
     from cdtsde.intensity import model_to_unit
     from cdtsde.metrics import image_metrics

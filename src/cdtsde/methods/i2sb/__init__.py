@@ -11,9 +11,10 @@ since sigma_t^2 + bar sigma_t^2 = sigma_1^2: the core's A = sigma_t^2 / sigma_1^
 A B). The network predicts (x_t - x0) / sigma_t (Eq. 12) under an L2 loss, x0_hat = x_t - sigma_t F. The
 paper's sampler, the posterior p(x_s | x0_hat, x_t) of the diffusion from x0 (Eq. 4), is the core's Markov
 posterior step (eta = 1), started from x1 itself. With `bridge.ot_ode` the model is the paper's OT-ODE
-variant: trained on the noiseless interpolation (C = 0) and sampled by that posterior's mean alone. With
-`source_noise` > 0 the source end is the source plus Gaussian noise of that standard deviation, in training
-and in translation (the reference code's `add_x1_noise`, 1.0); the network always sees the clean source.
+variant: trained on the noiseless interpolation (C = 0) and sampled by that posterior's mean alone, for every
+eta (the noiseless path's posterior has no variance). With `source_noise` > 0 the source end is the source
+plus Gaussian noise of that standard deviation, in training and in translation (the reference code's
+`add_x1_noise`, 1.0); the network always sees the clean source.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class SymmetricScheduleConfig:
     beta_min: float = 0.1
     beta_max: float = 0.3
     ramp: str = "sqrt-linear"
-    ot_ode: bool = False  # the OT-ODE model: the noiseless path (C = 0), a deterministic sampler
+    ot_ode: bool = False  # the OT-ODE model: the noiseless path (C = 0), sampled deterministically for every eta
 
     def __post_init__(self):
         if not (0 < self.beta_min < math.inf and 0 < self.beta_max < math.inf):
@@ -147,19 +148,9 @@ class I2SB(BridgeMethod):
     description = ("image-to-image Schrodinger bridge (I2SB): symmetric-beta bridge, predicts (x_t - x0) / sigma_t; "
                    "1000-step posterior sampler, or the OT-ODE")
     config_class = I2SBConfig
-    # the reference's sampler: every step of its 1000, the posterior (eta = 1); an OT-ODE model's default is 0
+    # the reference's sampler: every step of its 1000, the posterior (eta = 1)
     sampling_class = bridge_sampling("I2SBSampling", steps=1000, eta=1.0)
     path_class = SchrodingerBridgePath
-
-    def __init__(self, config: I2SBConfig, data):
-        super().__init__(config, data)
-        if config.bridge.ot_ode:
-            self.sampling = dataclasses.replace(self.sampling, eta=0.0)
-
-    def check_sampling(self, sampling) -> None:
-        super().check_sampling(sampling)
-        if self.config.bridge.ot_ode and sampling.eta != 0:
-            raise ValueError(f"eta must be 0 for an OT-ODE model (its sampler is deterministic), got {sampling.eta}")
 
     def draw_times(self, size, generator, device):
         return 1 - draws.uniform((size,), generator, device=device, dtype=torch.float64)  # t in (0, 1]
@@ -186,8 +177,11 @@ class I2SB(BridgeMethod):
 
     def generate(self, sources, sampling, generator):
         x1 = self.source_end(self.in_target_space(sources), generator)
-        coefficients = self.path.ode_point if self.config.bridge.ot_ode else self.path.point
+        if self.config.bridge.ot_ode:  # the noiseless path's posterior has no noise, whatever eta
+            coefficients, eta = self.path.ode_point, 0.0
+        else:
+            coefficients, eta = self.path.point, sampling.eta
         result = sample_path(lambda x, _y, t: self.estimate(x, sources, t), x1, lambda time: coefficients(time, x1),
-                             self.path.times(sampling.steps), sampling.eta, x1.clone(), generator=generator,
+                             self.path.times(sampling.steps), eta, x1.clone(), generator=generator,
                              clip_denoised=sampling.clip_denoised)
         return TranslationOutput(result.x0)
