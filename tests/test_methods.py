@@ -21,9 +21,9 @@ LEGACY = Path(__file__).parent / "fixtures" / "legacy-checkpoint"
 
 
 def test_registry_names_every_method_and_refuses_unknown_ones(capsys):
-    kinds = {"cdtsde": "paired", "bbdm": "paired", "dbim": "paired", "abridge": "paired", "pix2pix": "paired",
-             "identity": "paired", "cyclegan": "unpaired", "prior": "target-only", "sdedit": "target-only",
-             "lmi": "target-only", "inversion": "target-only"}
+    kinds = {"cdtsde": "paired", "bbdm": "paired", "dbim": "paired", "abridge": "paired", "i2sb": "paired",
+             "pix2pix": "paired", "identity": "paired", "cyclegan": "unpaired", "prior": "target-only",
+             "sdedit": "target-only", "lmi": "target-only", "inversion": "target-only"}
     assert set(REGISTRY) == set(kinds)
     for name in REGISTRY:
         cls = method_class(name)

@@ -16,6 +16,7 @@ REGISTRY: dict[str, str] = {
     "bbdm": "cdtsde.methods.bbdm:BBDM",
     "dbim": "cdtsde.methods.dbim:DBIM",
     "abridge": "cdtsde.methods.abridge:ABridge",
+    "i2sb": "cdtsde.methods.i2sb:I2SB",
     "identity": "cdtsde.methods.identity:Identity",
     "pix2pix": "cdtsde.methods.pix2pix:Pix2Pix",
     "cyclegan": "cdtsde.methods.cyclegan:CycleGAN",
