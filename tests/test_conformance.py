@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_run_config
 
 from cdtsde.errors import CdtsdeError
 from cdtsde.methods import REGISTRY, DataInfo, method_class
@@ -125,8 +126,10 @@ def test_network_evaluations_follow_the_sampling_options(name):
 @pytest.mark.parametrize("name", METHODS)
 def test_unknown_sampling_options_are_refused_by_name(name):
     method = build(name)
-    with pytest.raises(CdtsdeError, match=f"the {name} method has no sampling option.*no_such_option"):
+    with pytest.raises(CdtsdeError, match=f"the {name} method has no sampling option.*no_such_option") as error:
         method.translate(sources(), no_such_option=1)
+    have = sorted(option.name for option in dataclasses.fields(method.sampling_class))
+    assert str(error.value).endswith(f"(it has: {', '.join(have) or 'none'})")
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -135,12 +138,7 @@ def test_a_short_training_run_stays_finite_and_writes_a_loadable_checkpoint(name
     losses and every weight finite, every optimiser's parameters moved, the checkpoint loads and translates."""
     from cdtsde.run import build_run
 
-    cls = method_class(name)
-    config = {"method": name, "data": {"kind": "procedural", "task": "mri-phantom", "n": 4, "size": SIZE, "seed": 0},
-              "model": cls.tiny_config,
-              "train": {"max_steps": 2, "batch_size": 2, "log_every": 1, "sample_every": 0, "checkpoint_every": 2,
-                        "warmup_steps": 1, "seed": 1}}
-    method, train_set, _, train_config = build_run(config)
+    method, train_set, _, train_config = build_run(tiny_run_config(name, size=SIZE, log_every=1, warmup_steps=1))
     before = {key: value.clone() for key, value in method.state_dict().items()}
     optimised = [[id(p) for group in optimizer.param_groups for p in group["params"]]
                  for optimizer in method.optimizers(train_config).values()]
@@ -151,7 +149,7 @@ def test_a_short_training_run_stays_finite_and_writes_a_loadable_checkpoint(name
     assert all(moved & set(ids) for ids in optimised), "an optimiser's parameters did not move"
     loaded = load_pretrained(tmp_path)
     assert loaded.name == name and loaded.data == method.data
-    images = loaded.translate(sources(), generator=seeded(), **cls.tiny_sampling[0]).images
+    images = loaded.translate(sources(), generator=seeded(), **loaded.tiny_sampling[0]).images
     assert images.shape == (2, loaded.data.target_channels, SIZE, SIZE) and torch.isfinite(images).all()
 
 
