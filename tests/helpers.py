@@ -14,6 +14,14 @@ def tiny_model_options(name):
     return dict(method_class(name).tiny_config)
 
 
+def tiny_run_config(name, size=16, **train):
+    """A run configuration of method `name` with its smallest networks, two steps on procedural MRI data
+    (`cdtsde.run.build_run` puts them in the form of the method's data kind); `train` adds train: settings."""
+    return {"method": name, "data": {"kind": "procedural", "task": "mri-phantom", "n": 8, "size": size, "seed": 0},
+            "model": tiny_model_options(name),
+            "train": {"max_steps": 2, "batch_size": 2, "sample_every": 0, "checkpoint_every": 2, "seed": 7, **train}}
+
+
 def tiny_model(source_channels=1, target_channels=1, variant="dynamic", target_kind="image", size=16, seed=0):
     torch.manual_seed(seed)
     config = CDTSDEConfig(field=FieldConfig(variant), unet=UNetConfig(**TINY_UNET))

@@ -3,12 +3,12 @@ diffusion method's loss and gradients do not depend on how the global batch is s
 
 import pytest
 import torch
-from helpers import TINY_UNET
 
 from cdtsde import draws
 from cdtsde.draws import ItemGenerators, item_generator, mixed_seed
-from cdtsde.methods import DataInfo, method_class
-from cdtsde.networks.unet import UNetConfig
+from cdtsde.methods import REGISTRY, DataInfo, method_class
+from cdtsde.settings import from_plain
+from cdtsde.training import TrainConfig
 
 
 def test_the_parts_of_a_batch_draw_the_rows_of_the_whole_batch():
@@ -51,7 +51,7 @@ def test_mixed_seeds_do_not_collide_where_a_linear_combination_would():
 def build(name, **options):
     cls = method_class(name)
     torch.manual_seed(0)
-    config = cls.config_class(unet=UNetConfig(**TINY_UNET), **options)
+    config = from_plain(cls.config_class, {**cls.tiny_config, **options}, "model")
     paired = cls.data_kind == "paired"
     return cls(config, DataInfo(source_channels=1 if paired else None, target_channels=1, image_size=16))
 
@@ -71,17 +71,18 @@ def losses_and_gradients(method, batch, positions_list, phases):
     return {phase: torch.stack(values).mean() for phase, values in losses.items()}, gradients
 
 
-@pytest.mark.parametrize("name, options, phases", [
-    ("cdtsde", {"variant": "dynamic"}, ["model"]), ("bbdm", {}, ["model"]), ("dbim", {}, ["model"]),
-    ("abridge", {}, ["forward", "reverse"]), ("prior", {}, ["model"]),
-    # the elbo objective's mixer phase normalises by its batch's weights (a ratio), so only its model phase
-    ("cdtsde", {"variant": "content", "mixer_objective": "elbo"}, ["model"])])
-def test_a_split_batch_gives_the_whole_batch_loss_and_gradients(name, options, phases):
-    if name == "cdtsde":
-        from cdtsde.methods.cdtsde.fields import FieldConfig
+DIFFUSION_METHODS = [name for name in REGISTRY if method_class(name).is_diffusion_sampler()]
 
-        options = {"field": FieldConfig(options.pop("variant")), **options}
+
+@pytest.mark.parametrize("name, options, phases", [
+    *((name, {}, None) for name in DIFFUSION_METHODS),
+    # the elbo objective's mixer phase normalises by its batch's weights (a ratio), so only its model phase
+    ("cdtsde", {"field": {"variant": "content"}, "mixer_objective": "elbo"}, ["model"])])
+def test_a_split_batch_gives_the_whole_batch_loss_and_gradients(name, options, phases):
+    """Every diffusion method draws its times and noise item by item, in every phase it trains (None: the
+    phases of its optimisers, in order)."""
     method = build(name, **options)
+    phases = phases or list(method.optimizers(TrainConfig()))
     generator = torch.Generator().manual_seed(1)
     batch = {"source": torch.rand(8, 1, 16, 16, generator=generator) * 2 - 1,
              "target": torch.rand(8, 1, 16, 16, generator=generator) * 2 - 1}

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import TINY_UNET, InversionPairs, kill_when, tiny_model, tiny_model_options
+from helpers import TINY_UNET, InversionPairs, kill_when, tiny_model, tiny_run_config
 from PIL import Image
 from safetensors.torch import load_file
 
 from cdtsde.cli import main
 from cdtsde.errors import CdtsdeError
+from cdtsde.methods import REGISTRY
 from cdtsde.settings import from_plain
 from cdtsde.training import TrainConfig, save_pretrained, train
 
@@ -415,16 +416,13 @@ def test_a_translation_killed_midway_leaves_only_whole_files_and_continues_with_
                  str(killed), "--overwrite", "--skip-existing"]) == 2
 
 
-@pytest.mark.parametrize("name", ["cdtsde", "bbdm", "dbim", "abridge", "pix2pix", "prior", "sdedit", "lmi",
-                                  "cyclegan", "inversion"])
+@pytest.mark.parametrize("name", REGISTRY)
 def test_one_configuration_trains_to_bit_identical_weights_for_every_method(name, tmp_path):
     """`train.seed` fixes the initialisation, the batches and every draw: two runs of one run configuration
     (built from scratch, the global RNG disturbed in between) end with equal weights, for each method."""
     from cdtsde.run import build_run
 
-    config = {"method": name, "data": {"kind": "procedural", "task": "mri-phantom", "n": 8, "size": 32, "seed": 0},
-              "model": tiny_model_options(name),
-              "train": {"max_steps": 2, "batch_size": 2, "sample_every": 0, "checkpoint_every": 2, "seed": 7}}
+    config = tiny_run_config(name, size=32)
     weights = []
     for run in ("a", "b"):
         torch.rand(10)  # whatever happened before must not matter

@@ -1,6 +1,11 @@
 """The method seam: registry, checkpoint format (old and new), sampling options, the identity method."""
 
+import argparse
+import importlib
 import json
+import pkgutil
+from dataclasses import dataclass
+from dataclasses import field as option
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +16,9 @@ from helpers import TINY_UNET, tiny_model
 from PIL import Image
 
 from cdtsde.cli import main
+from cdtsde.cli.sampling import add_sampling_flags, chosen_sampling
 from cdtsde.errors import CdtsdeError
-from cdtsde.methods import REGISTRY, DataInfo, method_class
+from cdtsde.methods import REGISTRY, DataInfo, Method, TranslationOutput, method_class
 from cdtsde.methods.identity import Identity, IdentityConfig
 from cdtsde.networks.unet import UNetConfig
 from cdtsde.training import load_pretrained, save_pretrained
@@ -20,20 +26,88 @@ from cdtsde.training import load_pretrained, save_pretrained
 LEGACY = Path(__file__).parent / "fixtures" / "legacy-checkpoint"
 
 
-def test_registry_names_every_method_and_refuses_unknown_ones(capsys):
-    kinds = {"cdtsde": "paired", "bbdm": "paired", "dbim": "paired", "abridge": "paired", "i2sb": "paired",
-             "pix2pix": "paired", "identity": "paired", "cyclegan": "unpaired", "prior": "target-only",
-             "sdedit": "target-only", "lmi": "target-only", "inversion": "target-only"}
-    assert set(REGISTRY) == set(kinds)
-    for name in REGISTRY:
-        cls = method_class(name)
-        assert cls.name == name and cls.description and cls.data_kind == kinds[name]
+def test_every_named_method_class_is_registered_and_unknown_names_are_refused(capsys):
+    """The invariant a hand-written list would pin: every method class that names itself, in any module
+    under cdtsde/methods, is registered under that name, and the registry names nothing else."""
+    import cdtsde.methods
+
+    found = {}
+    for module_info in pkgutil.walk_packages(cdtsde.methods.__path__, "cdtsde.methods."):
+        module = importlib.import_module(module_info.name)
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, Method) and value.__module__ == module.__name__ \
+                    and value.name:
+                found[value.name] = f"{module.__name__}:{value.__qualname__}"
+    assert found == REGISTRY
     with pytest.raises(CdtsdeError, match="unknown method .pix3pix.; registered: cdtsde, .*identity"):
         method_class("pix3pix")
     assert main(["methods"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("cdtsde ") and "paired" in line and "steps, gamma" in line for line in lines)
     assert any(line.startswith("identity ") and "sampling options: none" in line for line in lines)
+
+
+@dataclass
+class FakeConfig:
+    """No options."""
+
+
+@dataclass
+class FakeSampling:
+    solver: str = option(default="euler", metadata={"help": "fake: the solver", "choices": ("euler", "heun",
+                                                                                            "first-order")})
+
+
+class FakeMethod(Method):
+    """A method registered by one test only: its `solver` shares CDTSDE's name but not its choices."""
+
+    name = "fake"
+    description = "the source as it is"
+    config_class = FakeConfig
+    sampling_class = FakeSampling
+
+    def generate(self, sources, sampling, generator):
+        return TranslationOutput(self.in_target_space(sources).clone())
+
+
+@dataclass
+class TextSteps:
+    steps: str = "many"
+
+
+class FakeMethodWithTextSteps(FakeMethod):
+    sampling_class = TextSteps
+
+
+def test_a_shared_sampling_flag_takes_every_methods_choices_and_checks_the_loaded_methods(monkeypatch, tmp_path,
+                                                                                         capsys):
+    monkeypatch.setitem(REGISTRY, "fake", f"{__name__}:FakeMethod")
+    parser = argparse.ArgumentParser()
+    add_sampling_flags(parser)
+    for choice in ("first-order", "dpm++2m", "euler", "heun"):  # CDTSDE's, then the new method's
+        assert parser.parse_args(["--solver", choice]).sampling_solver == choice
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--solver", "rk4"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'rk4'" in err and err.count("first-order") == 1
+    assert err.index("first-order") < err.index("dpm++2m") < err.index("euler") < err.index("heun")
+
+    fake = FakeMethod(FakeConfig(), DataInfo(source_channels=1, target_channels=1))
+    assert chosen_sampling(parser.parse_args(["--solver", "heun"]), fake) == {"solver": "heun"}
+    with pytest.raises(CdtsdeError, match=r"the fake method's --solver must be one of euler, heun, first-order, "
+                                          r"got 'dpm\+\+2m'"):
+        chosen_sampling(parser.parse_args(["--solver", "dpm++2m"]), fake)
+    # through the command: a CDTSDE checkpoint asked for the new method's solver
+    save_pretrained(tiny_model(), tmp_path / "model")
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "a.png")
+    assert main(["translate", "--checkpoint", str(tmp_path / "model"), "--input", str(tmp_path / "a.png"),
+                 "--output", str(tmp_path / "out"), "--solver", "heun"]) == 2
+    assert "the cdtsde method's --solver must be one of first-order, dpm++2m, got 'heun'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    # one name, two types: refused when the flags are made
+    monkeypatch.setitem(REGISTRY, "fake", f"{__name__}:FakeMethodWithTextSteps")
+    with pytest.raises(TypeError, match="sampling option 'steps' is <class 'str'> in fake but <class 'int'> in cdtsde"):
+        add_sampling_flags(argparse.ArgumentParser())
 
 
 def test_a_checkpoint_written_before_the_seam_loads_and_translates_as_it_did():
@@ -80,8 +154,6 @@ def test_checkpoint_records_method_versions_data_and_sampling(tmp_path):
 def test_sampling_options_are_checked_by_name_and_value():
     model = tiny_model()
     assert model.sampling_options(steps=3).steps == 3 and model.sampling.steps == 5
-    with pytest.raises(CdtsdeError, match="has no sampling option.*temperature.*it has: clip_denoised"):
-        model.translate(torch.zeros(1, 1, 8, 8), temperature=2.0)
     with pytest.raises(CdtsdeError, match="gamma must lie in"):
         model.sampling_options(gamma=1.5)
     with pytest.raises(CdtsdeError, match="sampling.steps must be an integer"):

@@ -14,7 +14,8 @@ options with their defaults: the `sampling:` section and the `cdtsde translate` 
   phases can reuse what earlier ones computed; `generator` gives every item its own random stream
   (the training loop passes `cdtsde.draws.ItemGenerators`): draw through `cdtsde.draws`, so that a run
   does not depend on how many processes share its batch;
-* `generate(sources, sampling, generator)`: translated images in [-1, 1].
+* `generate(sources, sampling, generator)`: translated images in [-1, 1];
+* a diffusion method: `estimate(x_t, condition, t)`, the clean-target estimate every sampling step uses.
 
 The training loop (`cdtsde.training`), checkpoints, evaluation and the CLI know nothing else about a
 method. Images are (B, C, H, W) in [-1, 1]; mask targets have one channel per class, +1 for the pixel's
@@ -109,6 +110,10 @@ class Method(nn.Module):
     # the `model:` options of the smallest network the method builds: what the conformance tests and the
     # suite's quick scale train (a method with a conditional UNet: {"unet": cdtsde.networks.unet.TINY_UNET})
     tiny_config: ClassVar[dict] = {}
+    # sampling overrides of few network evaluations that between them cover the method's translation
+    # (deterministic and stochastic, one step and several): what the conformance tests translate with;
+    # ({},): the defaults
+    tiny_sampling: ClassVar[tuple[dict, ...]] = ({},)
     # the method's reference training settings (cdtsde.training.TrainConfig options), under the run's own
     train_defaults: ClassVar[dict] = {}
     # methods whose checkpoints this one runs unchanged (same configuration class, same weights by name):
@@ -186,6 +191,19 @@ class Method(nn.Module):
 
     def generate(self, sources: torch.Tensor, sampling, generator: torch.Generator | None) -> TranslationOutput:
         raise NotImplementedError
+
+    def estimate(self, x_t: torch.Tensor, condition: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """A diffusion method's estimate of the clean target x0 from the iterate x_t at time t (a (B,) tensor)
+        given its condition (the source as it is, or in the target's channel space: the method's choice).
+        Every step of a diffusion method's translation takes its clean-target estimate from here and the
+        last step returns it, so that with the truth in its place (an oracle) translation returns the
+        target (tests/test_conformance.py). Methods that sample no diffusion path do not define it."""
+        raise NotImplementedError(f"the {self.name} method samples no diffusion path")
+
+    @classmethod
+    def is_diffusion_sampler(cls) -> bool:
+        """Whether translation samples a diffusion path through `estimate` (the class defines it)."""
+        return cls.estimate is not Method.estimate
 
     def network_evaluations(self, sampling=None) -> int:
         """Network evaluations (NFE) of one translation with these options (default: the checkpoint's):

@@ -61,6 +61,7 @@ class BridgeMethod(Method):
     data_kind = "paired"
     sampling_class = BridgeSampling
     tiny_config = {"unet": TINY_UNET}
+    tiny_sampling = ({"steps": 1, "eta": 0.0}, {"steps": 3, "eta": 0.0}, {"steps": 2, "eta": 1.0}, {"steps": 3, "eta": 0.5})
 
     def __init__(self, config, data: DataInfo):
         super().__init__(config, data)

@@ -56,6 +56,8 @@ class CDTSDE(Method):
     data_kind = "paired"
     config_class = CDTSDEConfig
     tiny_config = {"unet": TINY_UNET}
+    tiny_sampling = ({"steps": 1, "gamma": 0.0}, {"steps": 3, "gamma": 1.0},
+                     {"steps": 2, "gamma": 0.0, "solver": "dpm++2m", "spacing": "quadratic"})
     sampling_class = SamplerOptions
     diagnostics_help = {"clamped_pixels": "field pixel-steps where the sampler clamped rho (the learned field "
                                           "is not monotone in t there)"}
@@ -132,6 +134,10 @@ class CDTSDE(Method):
     def check_sampling(self, sampling: SamplerOptions) -> None:
         timestep_grid(self.schedule.t1, sampling.steps, sampling.spacing)  # at most t1 + 1 steps
 
+    def estimate(self, x_t: torch.Tensor, sources: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x0_hat: the network predicts the clean target itself."""
+        return self.net(x_t, sources, t)
+
     def generate(self, sources: torch.Tensor, sampling: SamplerOptions, generator: torch.Generator | None,
                  x_start: torch.Tensor | None = None, callback=None) -> TranslationOutput:
         """`x_start` (K B items: K samples per source, source-major as `repeat_interleave` gives) replaces
@@ -141,8 +147,9 @@ class CDTSDE(Method):
                 raise ValueError(f"x_start has {x_start.shape[0]} items, not a multiple of the "
                                  f"{sources.shape[0]} sources")
             sources = sources.repeat_interleave(x_start.shape[0] // sources.shape[0], dim=0)
-        result = sample(lambda x_t, _anchor, t: self.net(x_t, sources, t), self.in_target_space(sources), self.field,
-                        generator=generator, x_start=x_start, callback=callback, **dataclasses.asdict(sampling))
+        result = sample(lambda x_t, _anchor, t: self.estimate(x_t, sources, t), self.in_target_space(sources),
+                        self.field, generator=generator, x_start=x_start, callback=callback,
+                        **dataclasses.asdict(sampling))
         return TranslationOutput(result.x0, {"clamped_pixels": result.clamped_pixels})
 
     @torch.no_grad()

@@ -123,6 +123,7 @@ class GANInversion(Method):
     tiny_config = {"z_dim": 8, "w_dim": 8, "mapping_layers": 1, "channels": 8, "discriminator_filters": 4,
                    "discriminator_layers": 2}
     sampling_class = InversionSampling
+    tiny_sampling = ({"steps": 2}, {"steps": 2, "similarity": "lmi"})
     diagnostics_help = {"initial_similarity": "similarity of G(w_avg) with the source, summed over images",
                         "similarity": "similarity of the returned image with the source, summed over images"}
     train_defaults = {"lr": 2.5e-3, "warmup_steps": 1, "ema_decay": 0.0, "grad_clip": 0.0}

@@ -111,8 +111,9 @@ class Pix2Pix(Method):
     description = "conditional GAN: U-Net generator, 70x70 PatchGAN, L1 + GAN loss (Isola et al. 2017)"
     data_kind = "paired"
     config_class = Pix2PixConfig
-    tiny_config = {"generator_filters": 4, "discriminator_filters": 4}
+    tiny_config = {"generator_filters": 4, "discriminator_filters": 4, "discriminator_layers": 2}
     sampling_class = Pix2PixSampling
+    tiny_sampling = ({}, {"dropout": True})
     train_defaults = GAN_TRAIN_DEFAULTS
 
     def __init__(self, config: Pix2PixConfig, data: DataInfo):

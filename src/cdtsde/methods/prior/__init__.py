@@ -69,6 +69,7 @@ class Prior(Method):
     data_kind = "target-only"
     config_class = PriorConfig
     tiny_config = {"unet": TINY_UNET}
+    tiny_sampling = ({"steps": 1, "eta": 0.0}, {"steps": 3, "eta": 0.0}, {"steps": 2, "eta": 1.0}, {"steps": 3, "eta": 0.5})
     runs_checkpoints_of = ("sdedit",)
     sampling_class = PriorSampling
 

@@ -80,6 +80,7 @@ class SDEdit(Prior):
     description = "SDEdit on a target-only DDPM prior: noise the source to t0, denoise ancestrally"
     sampling_class = SDEditSampling
     runs_checkpoints_of = ("prior",)
+    tiny_sampling = ({"steps": 1, "eta": 0.0}, {"steps": 3, "eta": 1.0, "t0": 0.2}, {"steps": 2, "eta": 0.5, "repeats": 2})
 
     @torch.no_grad()
     def translate(self, sources, sampling=None, generator=None, mask=None, **overrides):
