@@ -493,7 +493,7 @@ def test_held_out_counts_and_names_are_both_accepted_and_other_values_named(tmp_
 
 
 def test_a_data_root_spelled_through_a_symlink_is_the_same_setting(tmp_path):
-    from cdtsde.training.loop import same_setting
+    from cdtsde.training.run_directory import same_setting
 
     (tmp_path / "data").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "data")

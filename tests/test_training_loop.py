@@ -99,6 +99,32 @@ def test_snapshots_keep_the_weights_a_shorter_run_ends_with(tmp_path):
         config(snapshot_steps=(0,))
 
 
+def test_previews_are_drawn_from_the_ema_weights_when_due(tmp_path):
+    """`preview` gets the EMA weights every sample_every steps and after the last, with the path of its
+    figure; the loop draws nothing itself, and sample_every 0 turns previews off."""
+    from safetensors.torch import load_file
+
+    drawn = []
+
+    def preview(model, path):
+        drawn.append((path, {name: tensor.clone() for name, tensor in model.state_dict().items()}))
+
+    run = tmp_path / "a"
+    train(toy(), InversionPairs(n=12), config(max_steps=5, sample_every=2, snapshot_steps=(4,)), run,
+          preview=preview, progress=False)
+    assert [path for path, _ in drawn] == [run / "samples" / f"step_{n:07d}.png" for n in (2, 4, 5)]
+    state = torch.load(run / "state.pt", weights_only=False)
+    final = load_file(run / "model" / "model.safetensors")
+    for (_, weights), ema in zip(drawn[1:], (load_file(run / "snapshots" / "step-0000004" / "model.safetensors"), final)):
+        assert all(torch.equal(weights[name], ema[name]) for name in ema)
+    assert not all(torch.equal(state["model"][name], final[name]) for name in final)  # EMA, not the trained ones
+    assert not (run / "samples").exists()
+    drawn.clear()
+    train(toy(), InversionPairs(n=12), config(max_steps=2, sample_every=0), tmp_path / "b", preview=preview,
+          progress=False)
+    assert drawn == []
+
+
 def test_a_run_of_another_method_is_not_resumed(tmp_path):
     from cdtsde.errors import CdtsdeError
 

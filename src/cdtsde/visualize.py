@@ -3,6 +3,7 @@ previews, the demo and benchmarks."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +88,9 @@ def save_preview(method, dataset, path: str | Path, count: int = 4, seed: int = 
     result = method.translate(sources, generator=torch.Generator(device).manual_seed(seed))
     return save_translation_grid(path, sources, result.images, targets, method.preview_maps(sources),
                                  target_kind=method.data.target_kind)
+
+
+def previews_of(dataset, count: int = 4) -> Callable[[torch.nn.Module, Path], Path | None]:
+    """What draws the training loop's previews (`cdtsde.training.train(preview=...)`): `save_preview` of the
+    first `count` items of `dataset`, with the weights and at the path the loop gives."""
+    return lambda method, path: save_preview(method, dataset, path, count)

@@ -29,7 +29,7 @@ def run(args) -> int:
     from ..metrics import format_mask_table, format_table
     from ..run import build_run
     from ..training import load_pretrained, train
-    from ..visualize import save_preview
+    from ..visualize import previews_of, save_preview
 
     config = {
         "method": "cdtsde",
@@ -42,7 +42,7 @@ def run(args) -> int:
     }
     method, train_set, val_set, train_config = build_run(config)
     print(f"demo: {args.task}, {len(train_set)} training pairs of {args.size} px, {args.max_steps} steps -> {args.output}")
-    train(method, train_set, train_config, args.output, preview_set=val_set, run_config=config)
+    train(method, train_set, train_config, args.output, preview=previews_of(val_set), run_config=config)
     trained = load_pretrained(args.output)
     mask_options = {"classes": PV_EL_CLASSES, "foreground": PV_EL_DEFECT} if args.task == "el-cell" else {}
     rows, summary = evaluate_model(trained, val_set, **mask_options)

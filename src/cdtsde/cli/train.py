@@ -22,7 +22,8 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from ..run import build_run, load_run_config
     from ..training import train
-    from ..training.loop import launched_rank_zero
+    from ..training.run_directory import launched_rank_zero
+    from ..visualize import previews_of
 
     speak = launched_rank_zero()  # under DDP every rank runs this command; one reports
 
@@ -38,7 +39,7 @@ def run(args) -> int:
             print(f"skipped {path}: {reason}")
     if speak:
         print(f"training {method.name} on {len(train_set)} items -> {output}")
-    result = train(method, train_set, train_config, output, resume=args.resume, preview_set=preview_set,
+    result = train(method, train_set, train_config, output, resume=args.resume, preview=previews_of(preview_set),
                    run_config=config, overwrite=args.overwrite)
     losses = result["losses"]
     if result.get("rank", 0) != 0:

@@ -2,6 +2,7 @@
 (`save_pretrained` / `load_pretrained`)."""
 
 from .checkpoint import load_pretrained, save_pretrained
-from .loop import TrainConfig, train
+from .config import TrainConfig
+from .loop import train
 
 __all__ = ["TrainConfig", "load_pretrained", "save_pretrained", "train"]

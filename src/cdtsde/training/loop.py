@@ -2,6 +2,11 @@
 (cdtsde.methods.base): the optimisers they ask for, updated one phase after another every step (a GAN's
 discriminator then its generator), and the loss of each phase.
 
+`train` reads as its steps: the run directory checked and, for a resume, the state read and compared with
+the run's settings (cdtsde.training.run_directory); the run set up (`TrainingRun`: Fabric, the method's
+optimisers, the EMA of its weights) and restored; then every step one optimisation step over the method's
+phases, and when due a log row, a preview, a snapshot, a checkpoint; finally the loggers closed.
+
 `accelerator`, `devices`, `num_nodes`, `strategy` (e.g. "ddp"; "ddp_find_unused_parameters_true" for
 methods whose phases use different networks) and `precision` (e.g. "bf16-mixed") choose the hardware with
 no code change; the default is one CPU process.
@@ -20,114 +25,43 @@ elbo mixer loss, a ratio over the batch). (With DataLoader workers, random trans
 dataset are seeded per worker and repeat within a run but not across a resume; the loop's own flips
 always repeat.) The state file (weights, optimisers, EMA, step, the log's unfinished interval and the
 seconds spent), the sampling weights and the log are written atomically, the log first: a kill at any
-point loses no log row, and a resumed run's rows and `seconds` continue the uninterrupted run's. The
-previous state is kept as `state-previous.pt`; a resume whose `state.pt` is missing or unreadable falls
-back to it with a warning. A run directory that already holds a run is refused unless the caller resumes
-it or overwrites it; a resume with a changed configuration is refused with the differences listed, except
-for `RESUMABLE_CHANGES` (length, logging, hardware), which are reported.
+point loses no log row, and a resumed run's rows and `seconds` continue the uninterrupted run's.
 """
 
 from __future__ import annotations
 
-import copy
-import os
 import time
-import warnings
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..atomic import atomic_path, check_writable, remove_stale_temporaries
+from ..atomic import atomic_path
 from ..draws import ItemGenerators
 from ..errors import CdtsdeError
 from ..methods import Method
-from ..settings import check_count, to_plain
+from ..settings import to_plain
 from .batches import StepBatchSampler, collate, random_flips, step_seed, stream_sizes
 from .checkpoint import save_pretrained
+from .config import TrainConfig
+from .ema import EMA
 from .logs import make_loggers
+from .run_directory import (
+    check_global_batch,
+    check_unchanged,
+    launched_rank_zero,
+    load_state,
+    prepare_run_dir,
+    resolved_settings,
+    write_state,
+)
 
-STATE_FILE = "state.pt"
-PREVIOUS_STATE_FILE = "state-previous.pt"
-# what a run directory holds (removed by `overwrite`; anything else in the folder is left alone)
-RUN_FILES = (STATE_FILE, PREVIOUS_STATE_FILE, "metrics.csv", "config.yaml")
-RUN_FOLDERS = ("model", "samples", "snapshots", "tensorboard")
-# settings a resume may change (with a note): how long, how often to log and save, on what hardware;
-# every other setting changes the run's mathematics, and the resume is refused with the differences
-# (batch_size is per process: it and the process count may change together as long as the global batch,
-# their product, stays the run's; `check_global_batch`)
-RESUMABLE_CHANGES = ("max_steps", "log_every", "sample_every", "checkpoint_every", "snapshot_steps", "num_workers",
-                     "accelerator", "devices", "num_nodes", "strategy", "batch_size")
 # the purposes of the per-item random streams (cdtsde.draws)
 METHOD_DRAWS, FLIP_DRAWS = 1, 2
-PRECISIONS = ("32-true", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
-
-
-@dataclass
-class TrainConfig:
-    max_steps: int = 2000
-    batch_size: int = 16
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    decay_steps: int = 0  # the learning rate falls linearly to 0 over the last decay_steps (pix2pix, CycleGAN)
-    ema_decay: float = 0.999
-    grad_clip: float = 1.0
-    flips: bool = True  # random horizontal/vertical flips (identical on source and target of a pair)
-    seed: int = 0
-    log_every: int = 25
-    sample_every: int = 500
-    checkpoint_every: int = 250
-    # steps after which the EMA weights are also kept in snapshots/step-<N>/ (quality against training compute)
-    snapshot_steps: tuple[int, ...] = ()
-    num_workers: int = 0
-    accelerator: str = "cpu"
-    devices: int | str = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
-    precision: str = "32-true"
-
-    def __post_init__(self):
-        for name in ("max_steps", "batch_size", "log_every", "checkpoint_every", "num_nodes"):
-            check_count(f"train.{name}", getattr(self, name))
-        for name in ("warmup_steps", "decay_steps", "sample_every", "num_workers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"train.{name} must be an integer >= 0, got {value!r}")
-        if any(not isinstance(step, int) or isinstance(step, bool) or step < 1 for step in self.snapshot_steps):
-            raise ValueError(f"train.snapshot_steps must list steps >= 1, got {list(self.snapshot_steps)}")
-        if not self.lr > 0:
-            raise ValueError(f"train.lr must be > 0, got {self.lr}")
-        for name in ("weight_decay", "grad_clip"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"train.ema_decay must lie in [0, 1), got {self.ema_decay}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.accelerator == "cpu" and self.precision.startswith("16-"):
-            raise ValueError(f"precision {self.precision} (float16) is not supported on the CPU; use bf16-mixed "
-                             f"or bf16-true there, 16-mixed on a GPU")
-
-
-class EMA:
-    """Exponential moving average of the weights (used for sampling) in float32 whatever the training
-    precision, with the usual warm-up decay = min(decay, (1 + step) / (10 + step)); buffers are copied."""
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = decay
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module, step: int) -> None:
-        decay = min(self.decay, (1 + step) / (10 + step))
-        ema_params = list(self.model.parameters())
-        if ema_params:
-            current = [p.detach().to(e.dtype) for p, e in zip(model.parameters(), ema_params)]
-            torch._foreach_lerp_(ema_params, current, 1 - decay)
-        for ema_buffer, buffer in zip(self.model.buffers(), model.buffers()):
-            ema_buffer.copy_(buffer)
+# what draws a training preview (e.g. cdtsde.visualize.previews_of): called on rank 0 with the EMA weights
+# and the PNG to write
+Preview = Callable[[Method, Path], object]
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -137,38 +71,9 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return config.lr * min(warmup, decay)
 
 
-def read_state(path: Path) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CdtsdeError(f"{path}: cannot read the training state ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(state, dict) or not {"model", "step"} <= set(state):
-        raise CdtsdeError(f"{path}: not a cdtsde training state")
-    return state
-
-
-def load_state(path: Path, method: Method) -> dict:
-    """The training state in `path`, or the previous one beside it (with a warning) when `path` is missing
-    or unreadable: a kill while the state was being replaced, a truncated copy."""
-    previous = path.with_name(PREVIOUS_STATE_FILE)
-    if not path.is_file() and not previous.is_file():
-        raise CdtsdeError(f"{path.parent}: nothing to resume ({STATE_FILE} missing)")
-    try:
-        state = read_state(path) if path.is_file() else None
-        problem = f"{path}: missing"
-    except CdtsdeError as exc:
-        state, problem = None, str(exc)
-    if state is None:
-        if not previous.is_file():
-            raise CdtsdeError(problem)
-        state = read_state(previous)
-        warnings.warn(f"{problem}; resuming from the previous checkpoint {previous.name} (step {state['step']})",
-                      stacklevel=3)
-    if state.get("method", method.name) != method.name:
-        raise CdtsdeError(f"{path}: a {state['method']} run cannot be resumed as {method.name}")
-    if "optimizer" in state:  # a state written before methods had several optimisers
-        state["optimizers"] = {"model": state.pop("optimizer")}
-    return state
+def due(done: int, every: int, last: int) -> bool:
+    """Whether something done every `every` steps, and after the last step, is due after `done` steps."""
+    return done % every == 0 or done == last
 
 
 def train(
@@ -177,264 +82,216 @@ def train(
     config: TrainConfig,
     run_dir: str | Path,
     resume: bool = False,
-    preview_set: Dataset | None = None,
+    preview: Preview | None = None,
     progress: bool = True,
     run_config: dict | None = None,
     overwrite: bool = False,
 ) -> dict:
-    """Train `method` for `config.max_steps` steps (in total, counting resumed ones); write checkpoints,
-    the log and preview grids into `run_dir`. A `run_dir` that holds a run needs `resume` (continue it)
+    """Train `method` for `config.max_steps` steps (in total, counting resumed ones); write checkpoints
+    and the log into `run_dir`, and with `preview` a preview of the EMA weights every `sample_every` steps
+    and after the last (samples/step_<N>.png). A `run_dir` that holds a run needs `resume` (continue it)
     or `overwrite` (remove its files first). Returns {"losses": [summed loss per step run now],
     "phase_losses": [{phase: loss} per step], "step": n, "seconds": s}."""
-    from lightning.fabric import Fabric
     from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
     if launched_rank_zero():  # the other ranks start after rank 0 has checked and prepared the folder
         prepare_run_dir(run_dir, resume, overwrite)
-    if config.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise CdtsdeError(f"train.accelerator is {config.accelerator!r} but no CUDA device is available "
-                          f"(torch {torch.__version__}); use accelerator: cpu")
-    state_path = run_dir / STATE_FILE
-    state = load_state(state_path, method) if resume else None
+    check_accelerator(config)
+    state = load_state(run_dir, method) if resume else None
     settings = resolved_settings(method, config, run_config)
     if state:
         check_unchanged(state, settings, run_dir)
-    start_step = state["step"] if state else 0
-    seconds_before = float(state.get("seconds", 0.0)) if state else 0.0
-    started = time.perf_counter()
-
-    def elapsed() -> float:  # the run's training seconds, across resumes
-        return seconds_before + time.perf_counter() - started
-
-    loggers = make_loggers(run_dir, start_step)
-    fabric = Fabric(accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
-                    strategy=config.strategy, precision=config.precision, loggers=loggers)
-    fabric.launch()
-    global_batch = config.batch_size * fabric.world_size
+    run = TrainingRun(method, config, run_dir, settings, start_step=state["step"] if state else 0)
     if state:
-        check_global_batch(state, global_batch, config, fabric.world_size, run_dir)
+        run.restore(state)
+    if run_config is not None:
+        run.record(run_config)
+    if not run.optimizers:  # nothing to learn (e.g. the identity method): the checkpoint is the result
+        run.checkpoint(config.max_steps)
+        return {"losses": [], "phase_losses": [], "step": config.max_steps, "seconds": 0.0}
 
-    optimizers = method.optimizers(config)
-    ema = EMA(method, config.ema_decay)
-    if state:
-        ema.model.load_state_dict(state["ema"])
-    ema.model.to(fabric.device)
-    if optimizers:
-        wrapped, *set_up = fabric.setup(method, *optimizers.values())
-        optimizers = dict(zip(optimizers, set_up))
-    else:
-        wrapped = fabric.setup_module(method)
-    if state:
+    batches = run.batches(train_set)
+    bar = tqdm(total=config.max_steps, initial=run.start_step, disable=not (progress and run.fabric.is_global_zero),
+               desc=f"train {method.name}", unit="step", dynamic_ncols=True)
+    for step in range(run.start_step, config.max_steps):
+        losses = run.step(step, batches)
+        done = step + 1
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()} if len(losses) > 1
+                        else {"loss": f"{next(iter(losses.values())):.4f}"})
+        if due(done, config.log_every, config.max_steps):
+            run.log(step)
+        if preview is not None and config.sample_every > 0 and due(done, config.sample_every, config.max_steps):
+            run.preview(preview, done)
+        if done in config.snapshot_steps:
+            run.snapshot(done)
+        if due(done, config.checkpoint_every, config.max_steps):
+            run.checkpoint(done)
+    bar.close()
+    return run.finish()
+
+
+def check_accelerator(config: TrainConfig) -> None:
+    if config.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise CdtsdeError(f"train.accelerator is {config.accelerator!r} but no CUDA device is available "
+                          f"(torch {torch.__version__}); use accelerator: cpu")
+
+
+class TrainingRun:
+    """One run on Fabric: the method set up for the run's hardware and precision with its optimisers (one
+    per phase), the EMA of its weights, the values of the log row in progress and the training seconds
+    (across resumes)."""
+
+    def __init__(self, method: Method, config: TrainConfig, run_dir: Path, settings: dict, start_step: int):
+        from lightning.fabric import Fabric
+
+        self.method, self.config, self.run_dir, self.settings = method, config, run_dir, settings
+        self.start_step, self.seconds_before, self.started = start_step, 0.0, time.perf_counter()
+        self.fabric = Fabric(accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
+                             strategy=config.strategy, precision=config.precision,
+                             loggers=make_loggers(run_dir, start_step))
+        self.fabric.launch()
+        self.global_batch = config.batch_size * self.fabric.world_size
+        self.optimizers = method.optimizers(config)
+        self.ema = EMA(method, config.ema_decay)
+        self.ema.model.to(self.fabric.device)
+        if self.optimizers:
+            self.wrapped, *set_up = self.fabric.setup(method, *self.optimizers.values())
+            self.optimizers = dict(zip(self.optimizers, set_up))
+        else:
+            self.wrapped = self.fabric.setup_module(method)
+        self.interval: dict[str, list] = {}  # the values of the log row in progress
+        self.phase_losses: list[dict[str, float]] = []  # {phase: loss} of every step run now
+
+    def elapsed(self) -> float:
+        """The run's training seconds, across resumes."""
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def restore(self, state: dict) -> None:
+        """Continue from `state`: weights, EMA, optimisers, loss scaler, the interrupted log row, seconds."""
+        check_global_batch(state, self.global_batch, self.config, self.fabric.world_size, self.run_dir)
         # after setup, which casts the weights to the run's precision (bf16-true, 64-true): loading earlier
         # would round float64 weights to float32 and cast the saved moments to float32, so that the first
         # step mixed dtypes
-        method.load_state_dict(state["model"])
-        for name, optimizer in optimizers.items():
+        self.method.load_state_dict(state["model"])
+        self.ema.model.load_state_dict(state["ema"])
+        for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
         if state.get("precision"):  # the loss scaler of 16-mixed (empty for every other precision)
-            fabric.strategy.precision.load_state_dict(state["precision"])
-    if fabric.is_global_zero and run_config is not None:
-        import yaml
+            self.fabric.strategy.precision.load_state_dict(state["precision"])
+        self.interval = {key: list(values) for key, values in state.get("interval", {}).items()}
+        self.seconds_before = float(state.get("seconds", 0.0))
 
-        with atomic_path(run_dir / "config.yaml") as tmp:
-            tmp.write_text(yaml.safe_dump(run_config, sort_keys=False))
+    def record(self, run_config: dict) -> None:
+        """The run configuration beside the run (config.yaml)."""
+        if self.fabric.is_global_zero:
+            import yaml
 
-    def save_checkpoint(step: int, interval: dict | None = None) -> None:
-        if fabric.is_global_zero:
-            for logger in fabric.loggers:  # the log first: rows past the state's step are dropped on resume
-                logger.save()
-            save_pretrained(method, run_dir / "model", state_dict=ema.model.state_dict())
-            with atomic_path(state_path) as tmp:
-                torch.save({"method": method.name, "model": method.state_dict(), "ema": ema.model.state_dict(),
-                            "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
-                            "precision": fabric.strategy.precision.state_dict(),
-                            "step": step, "train": to_plain(config), "settings": settings,
-                            "global_batch": global_batch,
-                            "seconds": elapsed(),
-                            "interval": {key: [float(v) for v in values] for key, values in (interval or {}).items()}},
-                           tmp)
-                if state_path.is_file():
-                    state_path.replace(state_path.with_name(PREVIOUS_STATE_FILE))
-        fabric.barrier()
+            with atomic_path(self.run_dir / "config.yaml") as tmp:
+                tmp.write_text(yaml.safe_dump(run_config, sort_keys=False))
 
-    if not optimizers:  # nothing to learn (e.g. the identity method): the checkpoint is the result
-        save_checkpoint(config.max_steps)
-        return {"losses": [], "phase_losses": [], "step": config.max_steps, "seconds": 0.0}
+    def batches(self, train_set: Dataset) -> Iterator[dict]:
+        """This rank's batches of the steps from the start step on; the training seconds count from here."""
+        config, fabric = self.config, self.fabric
+        sampler = StepBatchSampler(stream_sizes(train_set), config.batch_size, config.seed, self.start_step,
+                                   config.max_steps, fabric.global_rank, fabric.world_size)
+        loader = DataLoader(train_set, batch_sampler=sampler, num_workers=config.num_workers, collate_fn=collate,
+                            persistent_workers=config.num_workers > 0)
+        loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False, move_to_device=True)
+        self.paired = getattr(train_set, "paired", True)
+        self.started = time.perf_counter()
+        return iter(loader)
 
-    sampler = StepBatchSampler(stream_sizes(train_set), config.batch_size, config.seed, start_step,
-                               config.max_steps, fabric.global_rank, fabric.world_size)
-    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=config.num_workers, collate_fn=collate,
-                        persistent_workers=config.num_workers > 0)
-    loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False, move_to_device=True)
-    paired = getattr(train_set, "paired", True)
-
-    phase_losses: list[dict[str, float]] = []
-    # the values of the log row in progress (a resumed run continues the interrupted row)
-    interval: dict[str, list] = {key: list(values) for key, values in (state or {}).get("interval", {}).items()}
-    bar = tqdm(total=config.max_steps, initial=start_step, disable=not (progress and fabric.is_global_zero),
-               desc=f"train {method.name}", unit="step", dynamic_ncols=True)
-    started = time.perf_counter()
-
-    batches = iter(loader)
-    for step in range(start_step, config.max_steps):
+    def step(self, step: int, batches: Iterator[dict]) -> dict[str, float]:
+        """One optimisation step: the step's batch, flipped, then each phase's update in turn, then the EMA.
+        Returns {phase: loss over the global batch}."""
+        config, rank = self.config, self.fabric.global_rank
         # seeded before the batch is fetched, so that a dataset's own random crops (num_workers = 0),
         # dropout and any other global draw repeat exactly after a resume (per rank: these are the draws
         # a DDP run does not share with a single process)
-        torch.manual_seed(step_seed(config.seed, step, 2 + fabric.global_rank))
+        torch.manual_seed(step_seed(config.seed, step, 2 + rank))
         batch = next(batches)
         # the method's draws and the flips per item, by the item's place in the global batch: the same
         # with any number of ranks (cdtsde.draws)
-        positions = range(fabric.global_rank * config.batch_size, (fabric.global_rank + 1) * config.batch_size)
-        generator = ItemGenerators(config.seed, step, METHOD_DRAWS, positions, fabric.device)
+        positions = range(rank * config.batch_size, (rank + 1) * config.batch_size)
+        generator = ItemGenerators(config.seed, step, METHOD_DRAWS, positions, self.fabric.device)
         if config.flips:
-            batch = random_flips(batch, ItemGenerators(config.seed, step, FLIP_DRAWS, positions), paired)
+            batch = random_flips(batch, ItemGenerators(config.seed, step, FLIP_DRAWS, positions), self.paired)
         shared: dict = {}
         losses = {}
-        for phase, optimizer in optimizers.items():
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, step) * group["lr_scale"]
-            out = wrapped(batch, phase=phase, generator=generator, shared=shared)
-            loss = out["loss"]
-            if not torch.isfinite(loss):
-                raise CdtsdeError(f"training diverged at step {step}: {phase} loss is {loss.item()}")
-            optimizer.zero_grad(set_to_none=True)
-            fabric.backward(loss)
-            if config.grad_clip > 0:
-                fabric.clip_gradients(wrapped, optimizer, max_norm=config.grad_clip)
-            optimizer.step()
-            # under DDP the global batch's loss (every rank's mean), as one process would log it
-            losses[phase] = (fabric.all_reduce(loss.detach(), reduce_op="mean") if fabric.world_size > 1
-                             else loss.detach()).item()
-            for key, value in out.items():
-                if key != "loss":  # kept as tensors: one host sync per log row, not one per step
-                    interval.setdefault(key, []).append(value.detach() if torch.is_tensor(value) else value)
-        ema.update(method, step)
-        phase_losses.append(losses)
+        for phase, optimizer in self.optimizers.items():
+            losses[phase] = self.update(phase, optimizer, step, batch, generator, shared)
+        self.ema.update(self.method, step)
+        self.phase_losses.append(losses)
         for phase, value in losses.items():
-            interval.setdefault("loss" if len(losses) == 1 else f"loss_{phase}", []).append(value)
-        done = step + 1
-        bar.update(1)
-        bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()} if len(losses) > 1 else {"loss": f"{loss.item():.4f}"})
-        if done % config.log_every == 0 or done == config.max_steps:
-            losses_first = sorted(interval, key=lambda key: not key.startswith("loss"))
-            row = {key: float(sum(interval[key]) / len(interval[key])) for key in losses_first}
-            if fabric.world_size > 1:  # the method's statistics too, averaged over the ranks' items
-                means = fabric.all_reduce(torch.tensor(list(row.values()), device=fabric.device), reduce_op="mean")
-                row = dict(zip(row, means.tolist()))
-            row.update(lr=learning_rate(config, step), seconds=round(elapsed(), 3))
-            fabric.log_dict(row, step=done)
-            interval = {}
-        if fabric.is_global_zero and preview_set is not None and config.sample_every > 0 and (
-            done % config.sample_every == 0 or done == config.max_steps
-        ):
-            from ..visualize import save_preview
+            self.interval.setdefault("loss" if len(losses) == 1 else f"loss_{phase}", []).append(value)
+        return losses
 
-            save_preview(ema.model, preview_set, run_dir / "samples" / f"step_{done:07d}.png")
-        if done in config.snapshot_steps and fabric.is_global_zero:
-            save_pretrained(method, run_dir / "snapshots" / f"step-{done:07d}", state_dict=ema.model.state_dict())
-        if done % config.checkpoint_every == 0 or done == config.max_steps:
-            save_checkpoint(done, interval)
-    bar.close()
-    for logger in fabric.loggers:
-        logger.finalize("success")
-    return {"losses": [sum(losses.values()) for losses in phase_losses], "phase_losses": phase_losses,
-            "step": start_step + len(phase_losses), "seconds": time.perf_counter() - started,
-            "rank": fabric.global_rank}
+    def update(self, phase: str, optimizer, step: int, batch: dict, generator: ItemGenerators, shared: dict) -> float:
+        """One phase of a step: its loss, a gradient step of its optimiser; its statistics kept for the log.
+        Returns the loss over the global batch (under DDP every rank's mean, as one process would see it)."""
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(self.config, step) * group["lr_scale"]
+        out = self.wrapped(batch, phase=phase, generator=generator, shared=shared)
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise CdtsdeError(f"training diverged at step {step}: {phase} loss is {loss.item()}")
+        optimizer.zero_grad(set_to_none=True)
+        self.fabric.backward(loss)
+        if self.config.grad_clip > 0:
+            self.fabric.clip_gradients(self.wrapped, optimizer, max_norm=self.config.grad_clip)
+        optimizer.step()
+        for key, value in out.items():
+            if key != "loss":  # kept as tensors: one host sync per log row, not one per step
+                self.interval.setdefault(key, []).append(value.detach() if torch.is_tensor(value) else value)
+        if self.fabric.world_size > 1:
+            loss = self.fabric.all_reduce(loss.detach(), reduce_op="mean")
+        return loss.detach().item()
 
+    def log(self, step: int) -> None:
+        """The log row after `step`: the means since the last row (losses first; under DDP over every rank's
+        items), the learning rate of `step` and the training seconds."""
+        losses_first = sorted(self.interval, key=lambda key: not key.startswith("loss"))
+        row = {key: float(sum(self.interval[key]) / len(self.interval[key])) for key in losses_first}
+        if self.fabric.world_size > 1:
+            means = self.fabric.all_reduce(torch.tensor(list(row.values()), device=self.fabric.device),
+                                           reduce_op="mean")
+            row = dict(zip(row, means.tolist()))
+        row.update(lr=learning_rate(self.config, step), seconds=round(self.elapsed(), 3))
+        self.fabric.log_dict(row, step=step + 1)
+        self.interval = {}
 
-def launched_rank_zero() -> bool:
-    """Whether this process is rank 0 (or the only one), known before Fabric starts: the processes a
-    launcher (Fabric's, torchrun, SLURM) starts for the other ranks carry a non-zero rank variable."""
-    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+    def preview(self, preview: Preview, done: int) -> None:
+        if self.fabric.is_global_zero:
+            preview(self.ema.model, self.run_dir / "samples" / f"step_{done:07d}.png")
 
+    def snapshot(self, done: int) -> None:
+        """The EMA weights after `done` steps, kept in snapshots/step-<N>/ (quality against compute)."""
+        if self.fabric.is_global_zero:
+            save_pretrained(self.method, self.run_dir / "snapshots" / f"step-{done:07d}",
+                            state_dict=self.ema.model.state_dict())
 
-def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to start a new run over an existing one unless told to overwrite it; remove the files of the
-    old run then (only the files a run writes), and the temporaries a kill left behind."""
-    import shutil
+    def checkpoint(self, done: int) -> None:
+        """The log, the sampling (EMA) weights in model/ and the training state after `done` steps, the
+        log first: rows past the state's step are dropped on resume."""
+        if self.fabric.is_global_zero:
+            for logger in self.fabric.loggers:
+                logger.save()
+            save_pretrained(self.method, self.run_dir / "model", state_dict=self.ema.model.state_dict())
+            write_state(self.run_dir, {
+                "method": self.method.name, "model": self.method.state_dict(), "ema": self.ema.model.state_dict(),
+                "optimizers": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},
+                "precision": self.fabric.strategy.precision.state_dict(),
+                "step": done, "train": to_plain(self.config), "settings": self.settings,
+                "global_batch": self.global_batch,
+                "seconds": self.elapsed(),
+                "interval": {key: [float(v) for v in values] for key, values in self.interval.items()}})
+        self.fabric.barrier()
 
-    if resume and overwrite:
-        raise CdtsdeError("resume and overwrite exclude each other: resume continues the run, overwrite restarts it")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise CdtsdeError(f"{run_dir}: exists and is not a directory")
-    holds_run = any((run_dir / name).exists() for name in (STATE_FILE, PREVIOUS_STATE_FILE, "model"))
-    if holds_run and not resume:
-        if not overwrite:
-            raise CdtsdeError(f"{run_dir}: already holds a training run; resume it (--resume) or start again "
-                              f"(--overwrite, which deletes it)")
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-        for name in RUN_FOLDERS:
-            shutil.rmtree(run_dir / name, ignore_errors=True)
-    try:
-        check_writable(run_dir)
-    except OSError as exc:
-        raise CdtsdeError(f"{run_dir}: cannot write the run there ({exc.strerror or exc})") from exc
-    for folder in (run_dir, run_dir / "model"):
-        remove_stale_temporaries(folder)
-
-
-def resolved_settings(method: Method, config: TrainConfig, run_config: dict | None) -> dict:
-    """What decides a run's mathematics, as resolved (defaults filled in): the method's configuration,
-    the training settings and, from the run configuration, the data specification."""
-    settings = {"model": to_plain(method.config), "train": to_plain(config)}
-    if run_config is not None and "data" in run_config:
-        settings["data"] = run_config["data"]
-    return settings
-
-
-def same_setting(a, b) -> bool:
-    """Equal values, or two spellings of one existing file or folder (a data root through a symlink)."""
-    if a == b:
-        return True
-    if isinstance(a, str) and isinstance(b, str):
-        try:
-            return os.path.samefile(a, b)
-        except OSError:
-            return False
-    return False
-
-
-def check_unchanged(state: dict, settings: dict, run_dir: Path) -> None:
-    """A resume continues the same run: every setting as the state recorded it, but `RESUMABLE_CHANGES`."""
-    def flat(value, prefix=""):
-        if isinstance(value, dict):
-            return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
-        return {prefix[:-1]: value}
-
-    recorded = state.get("settings") or {"train": state.get("train", {})}  # states before settings were kept
-    before = flat({key: value for key, value in recorded.items() if key in settings})
-    now = flat({key: value for key, value in settings.items() if key in recorded})
-    differ = [key for key in sorted(set(before) | set(now)) if not same_setting(before.get(key), now.get(key))]
-    allowed = [key for key in differ if key.startswith("train.") and key[6:] in RESUMABLE_CHANGES]
-
-    def listed(keys):
-        return "; ".join(f"{key}: {before.get(key, '(unset)')!r} -> {now.get(key, '(unset)')!r}" for key in keys)
-
-    refused = [key for key in differ if key not in allowed]
-    if refused:
-        raise CdtsdeError(f"{run_dir}: cannot resume with a changed configuration ({listed(refused)}); only "
-                          f"train.{{{', '.join(RESUMABLE_CHANGES)}}} may change")
-    noted = [key for key in allowed if key != "train.max_steps" or now.get("train.decay_steps")]
-    if noted:
-        ramp = (" (the learning rate's linear decay now ends at the new max_steps)"
-                if "train.max_steps" in noted else "")
-        warnings.warn(f"resuming {run_dir} with {listed(noted)}{ramp}", stacklevel=3)
-
-
-def check_global_batch(state: dict, global_batch: int, config: TrainConfig, world_size: int, run_dir: Path) -> None:
-    """The global batch (per-process batch_size x processes) decides which items each step sees; a resume
-    on another number of processes must keep it, with batch_size scaled to match."""
-    recorded = state.get("global_batch")
-    if recorded is None:  # a state written before the global batch was kept: the batch size it recorded
-        before = (state.get("settings") or {"train": state.get("train", {})})["train"]
-        devices, nodes = before.get("devices", 1), before.get("num_nodes", 1)
-        if not isinstance(devices, int):
-            return
-        recorded = before.get("batch_size", config.batch_size) * devices * nodes
-    if recorded != global_batch:
-        hint = (f"; with {world_size} process(es) set train.batch_size: {recorded // world_size}"
-                if recorded % world_size == 0 else "")
-        raise CdtsdeError(f"{run_dir}: cannot resume with a global batch of {global_batch} (train.batch_size "
-                          f"{config.batch_size} x {world_size} process(es)); the run's is {recorded}{hint}")
+    def finish(self) -> dict:
+        for logger in self.fabric.loggers:
+            logger.finalize("success")
+        return {"losses": [sum(losses.values()) for losses in self.phase_losses], "phase_losses": self.phase_losses,
+                "step": self.start_step + len(self.phase_losses), "seconds": time.perf_counter() - self.started,
+                "rank": self.fabric.global_rank}
