@@ -9,7 +9,6 @@ so a new module that imports upward fails here until it is placed.
 """
 
 import ast
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,11 +27,6 @@ LAYERS = (
     (CORE,),
 )
 LAYER_OF = {unit: depth for depth, units in enumerate(LAYERS) for unit in units}
-# (importing file, imported module) pairs allowed for now, each with the reason it is still there.
-KNOWN_EXCEPTIONS = {
-    # the loop draws its previews itself; the change that passes the preview into the loop removes this
-    ("cdtsde/training/loop.py", "cdtsde.visualize"),
-}
 
 
 def module_name(path: Path) -> str:
@@ -72,10 +66,9 @@ def imported_modules(tree: ast.Module, module: str, is_package: bool, modules: s
 
 
 def layer_violations(sources: dict[Path, str]) -> list[str]:
-    """One line per import that points up or sideways, for `sources` ({path under src/: text}); then one per
-    known exception that no longer occurs."""
+    """One line per import that points up or sideways, for `sources` ({path under src/: text})."""
     modules = {module_name(path) for path in sources}
-    problems, seen = [], set()
+    problems = []
     for path, text in sorted(sources.items()):
         module = module_name(path)
         importer = unit_of(module, modules)
@@ -84,13 +77,8 @@ def layer_violations(sources: dict[Path, str]) -> list[str]:
             above, beside = LAYER_OF[imported] < LAYER_OF[importer], LAYER_OF[imported] == LAYER_OF[importer]
             if imported == importer or not (above or beside):
                 continue
-            if (path.as_posix(), name) in KNOWN_EXCEPTIONS:
-                seen.add((path.as_posix(), name))
-            else:
-                problems.append(f"src/{path.as_posix()}:{line}: {importer} imports {name} of {imported}, "
-                                f"{'a higher layer' if above else 'which sits beside it'}")
-    problems += [f"src/{path}: no longer imports {name} against the layers; delete it from KNOWN_EXCEPTIONS"
-                 for path, name in sorted(KNOWN_EXCEPTIONS - seen) if Path(path) in sources]
+            problems.append(f"src/{path.as_posix()}:{line}: {importer} imports {name} of {imported}, "
+                            f"{'a higher layer' if above else 'which sits beside it'}")
     return problems
 
 
@@ -185,12 +173,3 @@ def test_a_circle_inside_a_package_is_found():
     assert import_cycles(fake_tree(files)) == [
         ["cdtsde.data.paired", "cdtsde.data.readers", "cdtsde.data.sar", "cdtsde.data.paired"],
         ["cdtsde.data.readers", "cdtsde.data.sar", "cdtsde.data.readers"]]
-
-
-def test_a_known_exception_passes_and_is_named_once_it_is_gone(monkeypatch):
-    monkeypatch.setattr(sys.modules[__name__], "KNOWN_EXCEPTIONS", {("cdtsde/training/loop.py", "cdtsde.visualize")})
-    drawing = {"training/loop.py": "def preview():\n    from ..visualize import save_preview\n", "visualize.py": ""}
-    assert layer_violations(fake_tree(drawing)) == []
-    assert layer_violations(fake_tree({"training/loop.py": "", "visualize.py": ""})) == [
-        "src/cdtsde/training/loop.py: no longer imports cdtsde.visualize against the layers; delete it from "
-        "KNOWN_EXCEPTIONS"]
