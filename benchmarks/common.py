@@ -50,18 +50,6 @@ def test_items(dataset, limit: int | None):
     return torch.utils.data.Subset(dataset, [i * len(dataset) // limit for i in range(limit)])
 
 
-def paired_rows(paired: dict) -> list[str]:
-    """Markdown table of `{method: {metric: paired_comparison result}}` (comparisons without a value left out)."""
-    import math
-
-    lines = ["| method | metric | difference [95% CI] |", "|---|---|---|"]
-    for name, by_metric in paired.items():
-        for metric, c in by_metric.items():
-            if not math.isnan(c["mean_difference"]):
-                lines.append(f"| {name} | {metric} | {c['mean_difference']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] |")
-    return lines
-
-
 def write_report(out: Path, lines: list[str], payload: dict) -> None:
     """`results.md` (the lines) and `results.json` (the machine and `payload`) in `out`; the report printed."""
     (out / "results.md").write_text("\n".join(lines) + "\n")

@@ -1,6 +1,8 @@
-"""The benchmark suite end to end on a tiny scale: a drop-in data root with the layout of ../shared/data,
-two methods on one task, a few steps; finished cells are skipped; the README block is regenerated."""
+"""The benchmark suite: end to end on a tiny scale (a drop-in data root with the layout of ../shared/data,
+two methods on one task, a few steps; finished cells are skipped; the README block is regenerated), the
+configurations it derives from the method classes (every committed cell still recognised), its statistics."""
 
+import argparse
 import json
 import math
 import shutil
@@ -12,7 +14,10 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import suite  # noqa: E402
+from benchmarks.suite import presets, report, run  # noqa: E402
+from cdtsde.methods import DataInfo, method_class  # noqa: E402
+from cdtsde.settings import from_plain  # noqa: E402
+from cdtsde.training import TrainConfig  # noqa: E402
 
 
 def volkov_like(root: Path) -> None:
@@ -36,7 +41,7 @@ def test_the_suite_runs_skips_finished_cells_and_summarises(tmp_path, capsys):
     out = tmp_path / "suite"
     argv = ["--scale", "quick", "--tasks", "sar-optical", "--methods", "cdtsde-linear", "identity",
             "--data-root", str(tmp_path / "data"), "--output", str(out), "--max-steps", "4", "--test-items", "2"]
-    suite.main(argv)
+    run.main(argv)
     cell = json.loads((out / "cells/sar-optical/cdtsde-linear/seed0/cell.json").read_text())
     assert cell["config"]["train"]["snapshot_steps"] == [1, 2] and cell["test_items"] == 2
     assert cell["test_image_size"] == [32, 32]  # tested at the size it trained at (the quick scale's)
@@ -56,16 +61,16 @@ def test_the_suite_runs_skips_finished_cells_and_summarises(tmp_path, capsys):
 
     stamp = (out / "cells/sar-optical/identity/seed0/cell.json").stat().st_mtime_ns
     capsys.readouterr()
-    suite.main(argv)
+    run.main(argv)
     assert "2 cells done, 0 to run" in capsys.readouterr().out
     assert (out / "cells/sar-optical/identity/seed0/cell.json").stat().st_mtime_ns == stamp
     shutil.copytree(tmp_path / "data", tmp_path / "copy")  # the cells count as done under another data root
-    suite.main([*argv[:7], "--data-root", str(tmp_path / "copy"), *argv[9:]])
+    run.main([*argv[:7], "--data-root", str(tmp_path / "copy"), *argv[9:]])
     assert "2 cells done, 0 to run" in capsys.readouterr().out
 
     # the field ablation on the same cells: linear only gains its NFE sweep (not retrained); the ELBO field is new
     log = (out / "cells/sar-optical/cdtsde-linear/seed0/run/metrics.csv").read_text()
-    suite.main([*argv[:4], "--methods", "cdtsde-linear", "cdtsde-dynamic-elbo", *argv[7:], "--sweep"])
+    run.main([*argv[:4], "--methods", "cdtsde-linear", "cdtsde-dynamic-elbo", *argv[7:], "--sweep"])
     assert (out / "cells/sar-optical/cdtsde-linear/seed0/run/metrics.csv").read_text() == log
     linear = json.loads((out / "cells/sar-optical/cdtsde-linear/seed0/cell.json").read_text())
     assert linear["sweep"] and {"100%@1", "100%@20", "100%@1/gamma0", "100%@20/gamma0", "25%@5"} <= set(linear["evaluations"])
@@ -79,48 +84,111 @@ def test_the_suite_runs_skips_finished_cells_and_summarises(tmp_path, capsys):
     assert "| cdtsde-dynamic-elbo | " in (out / "summary.md").read_text().split("## sar-optical")[0]  # the verdicts
 
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{suite.BEGIN}\nold\n{suite.END}\nrest\n")
-    suite.update_readme(readme, out, ["| new table |"])
+    readme.write_text(f"intro\n{report.BEGIN}\nold\n{report.END}\nrest\n")
+    report.update_block(readme, out, ["| new table |"], "the details")
     text = readme.read_text()
     assert "old" not in text and "| new table |" in text and text.startswith("intro") and text.endswith("rest\n")
+    assert f"--output {out} --readme` from {out}/summary.md (the details)." in text
+    # the README's table across tasks: each method's headline at the common NFE, the best in bold
+    headline = report.headline_lines(report.write_summary(out), report.load_cells(out))
+    rows = {line.split(" | ")[0]: line for line in headline if line.startswith("| cdtsde") or line.startswith("| identity")}
+    assert set(rows) == {"| cdtsde-linear", "| cdtsde-dynamic-elbo", "| identity"}
+    values = {name: float(line.split(" | ")[1].strip(" |*")) for name, line in rows.items()}
+    assert values["| identity"] == pytest.approx(identity["psnr"]["mean"], abs=0.006)
+    assert sum("**" in line for line in rows.values()) == 1 and "**" in rows[max(values, key=values.get)]
     with pytest.raises(SystemExit, match="another configuration"):
-        suite.main([*argv[:-4], "--max-steps", "5", "--test-items", "2"])
+        run.main([*argv[:-4], "--max-steps", "5", "--test-items", "2"])
 
 
 CHANNELS = {"brats-t1t2": (1, 1, "image"), "brats-t2t1": (1, 1, "image"), "brats-flairt1": (1, 1, "image"),
             "sar-optical": (1, 3, "image"), "sar-bigearthnet": (2, 3, "image"), "el-mask": (1, 5, "mask")}
 
 
-@pytest.mark.parametrize("scale,tasks", [("cpu", list(suite.TASKS)), ("gpu", ["brats-t2t1", "sar-bigearthnet"])])
+def build(config: dict, task: str):
+    """The method of a cell's configuration, built as training would (no data read): its train settings."""
+    source, target, kind = CHANNELS[task]
+    cls = method_class(config.get("method", "cdtsde"))
+    train = from_plain(TrainConfig, {**cls.train_defaults, **config["train"]}, "train")
+    data = config["data"] if "root" in config["data"] else config["data"]["target"]
+    cls(from_plain(cls.config_class, config.get("model"), "model"),
+        DataInfo(source_channels=None if cls.data_kind == "target-only" else source, target_channels=target,
+                 target_kind=kind, image_size=data["size"]))
+    return train, data
+
+
+def stub_subjects(monkeypatch, subjects=tuple(f"s{i}" for i in range(8))):
+    monkeypatch.setattr(presets, "training_subjects", lambda data: list(subjects))
+
+
+@pytest.mark.parametrize("scale,tasks", [("cpu", list(presets.TASKS)), ("gpu", ["brats-t2t1", "sar-bigearthnet"])])
 def test_every_cell_of_a_scale_builds_its_method(scale, tasks, monkeypatch):
     """Every (task, method) cell's configuration is valid at the scale (no data read: CycleGAN's subject
-    list is stubbed); snapshots at 25% and 50% of the budget; the GPU scale trains at 256 px in bf16 on the GPU."""
-    from benchmarks import zero_shot
-    from cdtsde.methods import DataInfo, method_class
-    from cdtsde.settings import from_plain
-    from cdtsde.training import TrainConfig
-
-    monkeypatch.setattr(zero_shot, "training_subjects", lambda data: [f"s{i}" for i in range(8)])
+    list is stubbed); snapshots at 25% and 50% of the budget; the GPU scale trains at 256 px in bf16 on the GPU;
+    every method of a task sees the same images (CycleGAN: more steps of batch 1, on disjoint halves)."""
+    stub_subjects(monkeypatch)
     for task in tasks:
-        source, target, kind = CHANNELS[task]
-        for method in suite.TASKS[task]["methods"]:
-            config = suite.cell_config(task, method, 0, scale, Path("/data"), None)
-            cls = method_class(config.get("method", "cdtsde"))
-            train = from_plain(TrainConfig, {**cls.train_defaults, **config["train"]}, "train")
+        methods = [m for m in [*presets.suite_methods(), *presets.OBJECTIVES] if presets.runs_on(task, m)]
+        assert presets.REFERENCE in methods and presets.TASKS[task]["zero_shot"] == ("sdedit" in methods)
+        assert presets.TASKS[task]["paired"] == ("pix2pix" in methods)
+        images = set()
+        for method in methods:
+            config = presets.cell_config(task, method, 0, scale, Path("/data"), None)
+            train, data = build(config, task)
             assert list(train.snapshot_steps) == [round(train.max_steps / 4), round(train.max_steps / 2)]
-            data = config["data"] if "root" in config["data"] else config["data"]["target"]
             assert data["root"].startswith("/data/")
+            images.add(train.max_steps * train.batch_size)
             if scale == "gpu":
                 assert (train.accelerator, train.precision, data["size"]) == ("gpu", "bf16-mixed", 256)
-            cls(from_plain(cls.config_class, config.get("model"), "model"),
-                DataInfo(source_channels=None if cls.data_kind == "target-only" else source, target_channels=target,
-                         target_kind=kind, image_size=data["size"]))
+            if method == "cyclegan":
+                halves = config["data"]["source"]["subjects"], config["data"]["target"]["subjects"]
+                assert sorted(halves[0] + halves[1]) == [f"s{i}" for i in range(8)] and not set(halves[0]) & set(halves[1])
+        assert len(images) == 1
+
+
+COMMITTED = sorted((Path(__file__).resolve().parents[1] / "benchmarks/results/suite/cpu/cells").glob("*/*/seed*/cell.json"))
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda path: "/".join(path.parts[-4:-1]))
+def test_every_committed_cell_is_recognised_as_finished(path, monkeypatch):
+    """The configuration the suite derives now for a committed cell is the one it ran with (what `finished`
+    compares), so no committed cell is run again. Its data is not read: CycleGAN's training subjects are
+    the ones the cell recorded."""
+    record = json.loads(path.read_text())
+    data = record["config"]["data"]
+    stub_subjects(monkeypatch, data["source"]["subjects"] + data["target"]["subjects"] if data["kind"] == "unpaired" else ())
+    assert presets.runs_on(record["task"], record["method"])
+    config = presets.cell_config(record["task"], record["method"], record["seed"], record["scale"],
+                                 Path(record["data_root"]), None)
+    assert json.loads(json.dumps(config)) == record["config"]
+
+
+def test_a_method_added_to_the_registry_gets_cells_with_no_edit_to_the_suite(monkeypatch):
+    """A paired method with a conditional UNet and a `steps` option (as an I2SB bridge would be) runs on every
+    paired task with the scale's UNet and budget (the generic preset), and its rows follow the paired ones."""
+    from cdtsde.methods import REGISTRY
+    from cdtsde.methods.bbdm import BBDM
+
+    class Newcomer(BBDM):
+        name = "newcomer"
+
+    monkeypatch.setitem(REGISTRY, "newcomer", "unused:Newcomer")
+    monkeypatch.setattr(presets, "method_class", lambda name: Newcomer if name == "newcomer" else method_class(name))
+    methods = presets.suite_methods()
+    assert methods.index("identity") < methods.index("newcomer") < methods.index("sdedit")  # after the paired rows
+    tasks = [task for task in presets.TASKS if presets.runs_on(task, "newcomer")]
+    assert tasks == [task for task in presets.TASKS if presets.TASKS[task]["paired"]] and "brats-flairt1" not in tasks
+    config = presets.cell_config("sar-optical", "newcomer", 2, "cpu", Path("/data"), None)
+    assert config["method"] == "newcomer" and config["model"] == {"unet": presets.SMALL_UNET}
+    assert config["train"] == {**presets.SCALES["cpu"]["train"], **presets.RUN, "seed": 2, "snapshot_steps": [50, 100]}
+    assert presets.row_order("newcomer") < presets.row_order("sdedit")
+    assert ("sar-optical", "newcomer", 0) in run.cells_of(argparse.Namespace(
+        tasks=list(presets.TASKS), methods=methods, seeds=[0]))
 
 
 def test_a_cell_value_averages_the_seeds_and_reports_their_spread(tmp_path):
     """Two seeds of one cell: the mean over seeds, their sample std, and a cluster interval over the
     seed-averaged items (three items in each of four clusters)."""
-    from benchmarks.suite import cell_value
+    from benchmarks.suite.report import cell_value
 
     records = []
     for seed, shift in ((0, 0.0), (1, 1.0)):
@@ -141,7 +209,7 @@ def test_a_cell_value_averages_the_seeds_and_reports_their_spread(tmp_path):
 def test_the_field_verdicts_read_intervals_over_seeds(tmp_path):
     """The t interval over seeds (3 seeds: t(0.975, 2) = 4.303), and the verdict rules: both intervals on
     one side of 0 for claim 1; claim 2 vacuous when linear loses nothing by stopping at 5 NFE."""
-    from benchmarks.suite import beats_verdict, fewer_steps_verdict, seed_interval, sweep_summary
+    from benchmarks.suite.report import beats_verdict, fewer_steps_verdict, seed_interval, sweep_summary
 
     interval = seed_interval([1.0, 2.0, 3.0])
     assert interval["mean"] == 2.0 and interval["ci_high"] - 2.0 == pytest.approx(4.302653 / math.sqrt(3))
@@ -163,15 +231,15 @@ def test_the_field_verdicts_read_intervals_over_seeds(tmp_path):
             folder.mkdir(parents=True)
             items = [{"name": f"{k:03d}_r{i}", "psnr": by_key[(5, 1.0)] + 0.1 * k} for k in range(4) for i in range(2)]
             (folder / "rows.json").write_text(json.dumps(items))
-            evaluations = {suite.sweep_key(n, g): {"rows": "rows.json", "summary": {
-                m: {"mean": value + (m == "ssim")} for m in suite.TASKS["sar-optical"]["metrics"]}}
+            evaluations = {report.sweep_key(n, g): {"rows": "rows.json", "summary": {
+                m: {"mean": value + (m == "ssim")} for m in presets.TASKS["sar-optical"]["metrics"]}}
                 for (n, g), value in by_key.items()}
             made.append({"method": method, "seed": seed, "sweep": True, "diagnostics": {}, "folder": str(folder),
-                         "common": suite.sweep_key(5, 1.0), "evaluations": evaluations})
+                         "common": report.sweep_key(5, 1.0), "evaluations": evaluations})
         return made
 
     def grid(at5, at10, other=0.0):
-        return {(n, g): at5 if n == 5 else at10 if n == 10 else other for n in suite.SWEEP_NFES for g in suite.SWEEP_GAMMAS}
+        return {(n, g): at5 if n == 5 else at10 if n == 10 else other for n in presets.SWEEP_NFES for g in presets.SWEEP_GAMMAS}
 
     linear = records("cdtsde-linear", [grid(10.0, 11.0), grid(10.5, 11.5), grid(9.5, 10.5)])
     field = records("cdtsde-dynamic", [grid(12.0, 12.0), grid(12.5, 12.5), grid(11.0, 11.0)])
@@ -185,7 +253,7 @@ def test_the_field_verdicts_read_intervals_over_seeds(tmp_path):
     psnr = claim["fewer_steps"]["psnr|1"]
     assert psnr["linear_minus_linear10"]["mean"] == pytest.approx(-1.0) and psnr["verdict"] == "supported"
     assert summary["matched"]["psnr|1"] == {"cdtsde-linear": 10, "cdtsde-dynamic": 5}
-    table = suite.verdict_lines({"sar-optical": {"sweep": summary}})
+    table = report.verdict_lines({"sar-optical": {"sweep": summary}})
     assert "| cdtsde-dynamic | +1.833 (3): better |" in table
     # PSNR and SSIM (x 2 gammas) rise with the value: supported; the five perception metrics are distances or
     # a ratio far above 1, so there the larger values at 10 NFE are worse and linear@5 already beats linear@10

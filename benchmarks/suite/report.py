@@ -1,71 +1,36 @@
-"""One benchmark suite: every method on every real task, one table (issue 16).
-
-    python -m benchmarks.suite --scale cpu [--methods ...] [--tasks ...] [--seeds 0 1 2]
-        [--data-root DIR] [--output DIR] [--jobs N]
-    python -m benchmarks.suite --summary-only [--output DIR] [--readme]
-
-A cell is one (task, method, training seed). Each cell runs in its own process: it trains with the
-method's preset at the scale (the budget, network and optimiser of `benchmarks.paper`, `.baselines` and
-`.zero_shot`), keeping the EMA weights at 25% and 50% of the budget (`train.snapshot_steps`); then scores
-the test split on the machine's accelerator: the final model at the method's reference NFE (within the
-scale's cap) and at a common 5 NFE (one pass for one-pass methods) with distortion metrics (brain-restricted
-for MRI), perception metrics (`cdtsde.metrics.perception`; images only), K-Means Dice for MRI, mask metrics
-for EL; the snapshots at the common NFE. It writes `cells/<task>/<method>/seed<N>/cell.json` last, with
-its seconds per image, peak memory, training time and images seen. A finished cell is skipped; an
-unfinished one resumes its training; the summary (`summary.md`, `summary.json`, `compute-<task>.png`) is
-rebuilt from whatever cells exist, so a suite can be spread over several runs or machines.
+"""The suite's report: summary.md / summary.json and the figures, rebuilt from whatever cells exist, and the
+results blocks of README.md (the headline per task) and docs/results.md (every task's table and the verdicts).
 
 Statistics: every interval is a 95% cluster bootstrap over the units that are independent (subjects for
 MRI, fragments or tiles for SAR, modules for EL; `TASKS[...]["cluster"]`) of the item scores averaged over
 the training seeds; the spread over seeds is the standard deviation of the seeds' means. Every method is
-paired against CDTSDE-linear (DoSSR) on the same items. `--data-root` points every task at another folder
-with the layout of ../shared/data (held-out data as a drop-in).
+paired against CDTSDE-linear (DoSSR) on the same items.
 """
 
 from __future__ import annotations
 
-import argparse
-import concurrent.futures
-import csv
 import functools
 import json
 import math
-import os
 import re
-import resource
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, machine, test_items
-from benchmarks.paper import DATA, SCALES, add_defect_present, defect_presence
+from benchmarks.common import test_items
+from benchmarks.suite.presets import (
+    COMMON_STEPS,
+    FIELDS,
+    REFERENCE,
+    SWEEP_GAMMAS,
+    SWEEP_NFES,
+    TASKS,
+    row_order,
+    task_data,
+)
 
-PAIRED = ("cdtsde-linear", "cdtsde-envelope", "cdtsde-channel", "cdtsde-dynamic", "cdtsde-content", "pix2pix",
-          "bbdm", "dbim", "abridge", "identity")
-ZERO_SHOT = ("sdedit", "lmi", "cyclegan", "inversion")
-REFERENCE = "cdtsde-linear"
-# the field objectives of the ablation (issue 15): (field variant, model settings over the paper's). beta = 0.01,
-# fixed before any result: the order of the x0 error at the end of the CPU budget, so neither term dominates
-OBJECTIVES = {"cdtsde-dynamic-budget": ("dynamic", {"field": {"variant": "dynamic", "budget": True}}),
-              "cdtsde-content-budget": ("content", {"field": {"variant": "content", "budget": True}}),
-              "cdtsde-dynamic-elbo": ("dynamic", {"mixer_objective": "elbo", "restoring_weight": 0.01}),
-              "cdtsde-content-elbo": ("content", {"mixer_objective": "elbo", "restoring_weight": 0.01})}
-FIELDS = ("cdtsde-linear", "cdtsde-envelope", "cdtsde-channel", "cdtsde-dynamic", "cdtsde-content", *OBJECTIVES)
-SWEEP_NFES = (1, 2, 3, 5, 10, 20)
-SWEEP_GAMMAS = (1.0, 0.0)  # the paper's stochastic solver and the deterministic update
-DIAGNOSTICS = ("g_mean", "g_spatial_std", "g_at_lower", "g_at_upper", "lambda_rank_corr_intensity",
-               "lambda_rank_corr_gradient", "lambda_minus_eta")
-COMMON_STEPS = 5
-SNAPSHOT_FRACTIONS = (0.25, 0.5)
-BRATS = {"kind": "brats", "root": "brats-mri", "min_foreground": 0.1, "val_subjects": 0, "test_subjects": 4, "seed": 0}
-IMAGE_PERCEPTION = ["perception/patch_swd", "perception/spectral_distance", "perception/sharpness_ratio"]
-COLOUR_PERCEPTION = IMAGE_PERCEPTION + ["perception/mean_offset", "perception/histogram_w1"]
-MRI_METRICS = ["psnr_fg", "ssim_fg", "kmeans3/dice/mean"]
-MASK_METRICS = ["dice/defect", "dice/defect-present", "hd95/defect-present", "skeleton_f1/defect"]
+ROOT = Path(__file__).resolve().parents[2]
 # column titles: what each metric is, and which way is better
 TITLES = {"psnr_fg": "brain PSNR", "ssim_fg": "brain SSIM", "kmeans3/dice/mean": "K-Means-3 Dice",
           "perception/patch_swd": "patch SWD (lower)", "perception/spectral_distance": "spectral dist. (lower)",
@@ -74,224 +39,24 @@ TITLES = {"psnr_fg": "brain PSNR", "ssim_fg": "brain SSIM", "kmeans3/dice/mean":
           "dice/defect-present": "defect Dice, defect items", "hd95/defect-present": "HD95, defect items (lower)",
           "skeleton_f1/defect": "skeleton F1"}
 LOWER_IS_BETTER = {"hd95/defect-present"}  # of the paired metrics (perception metrics are set-level, not paired)
-
-
-def subject(name: str) -> str:
-    return name.rsplit("_slice", 1)[0]
-
-
-def prefix(name: str) -> str:
-    return name.split("_")[0]
-
-
-def module(name: str) -> str:  # pv-el-cracks: <module>_<cell>, e.g. EL103_14, FSEC_2AXI10_16
-    return name.rsplit("_", 1)[0]
-
-
-# Every setting below was fixed before any suite result was seen. Held-out units: 4 of the 12 BraTS subjects
-# (val 0: nothing selects on it), the Texas region of volkov-s1s2 (62 crops of 31 fragments), Finland's 25
-# BigEarthNet patches (10 tiles), pv-el-cracks' own val/ folder (its cells share modules with train/: noted)
-TASKS = {
-    "brats-t1t2": {"spec": {**BRATS, "source": "t1", "target": "t2"}, "cluster": subject, "unit": "subjects",
-                   "methods": PAIRED,
-                   "metrics": MRI_METRICS + IMAGE_PERCEPTION},
-    "brats-t2t1": {"spec": {**BRATS, "source": "t2", "target": "t1"}, "cluster": subject, "unit": "subjects",
-                   "methods": PAIRED + ZERO_SHOT, "metrics": MRI_METRICS + IMAGE_PERCEPTION},
-    "brats-flairt1": {"spec": {**BRATS, "source": "flair", "target": "t1"}, "cluster": subject, "unit": "subjects",
-                      "methods": (REFERENCE, *ZERO_SHOT), "metrics": MRI_METRICS + IMAGE_PERCEPTION},
-    "sar-optical": {"spec": {"kind": "paired-folder", "root": "sar-optical/volkov-s1s2", "source_dir": "sar",
-                             "target_dir": "opt", "groups": {"table": "pairs.csv", "column": "s2_tile"},
-                             "val_groups": 0, "test_groups": ["T14RNT"], "seed": 0},
-                    "cluster": prefix, "unit": "fragments", "methods": PAIRED,
-                    "metrics": ["psnr", "ssim"] + COLOUR_PERCEPTION},
-    "sar-bigearthnet": {"spec": {"kind": "sar-patches", "root": "sar-optical/bigearthnet-mm", "target_bands": [0, 1, 2],
-                                 "groups": {"table": "pairs.csv", "column": "country"}, "val_scenes": 0,
-                                 "test_scenes": ["Finland"], "seed": 0},
-                        "cluster": prefix, "unit": "tiles", "methods": PAIRED,
-                        "metrics": ["psnr", "ssim"] + COLOUR_PERCEPTION},
-    "el-mask": {"spec": {"kind": "el-masks", "root": "pv-el-cracks"}, "cluster": module, "unit": "modules",
-                "methods": PAIRED,
-                "metrics": MASK_METRICS},
-}
-SUITE_SCALES = ("quick", "cpu", "gpu")
-ZERO_SHOT_ONLY = ("brats-flairt1",)  # tasks whose paired side is the reference alone
 BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
-
-
-def task_data(task: str, data_root: Path, scale: str | None = None) -> dict:
-    """The task's data spec under `data_root`; with `scale`, at the scale's image size (the test split)."""
-    from benchmarks.paper import run_config
-
-    spec = dict(TASKS[task]["spec"])
-    spec["root"] = str(Path(data_root) / spec["root"])
-    return spec if scale is None else run_config(task, scale, "linear", data=spec)["data"]
-
-
-def cell_config(task: str, method: str, seed: int, scale: str, data_root: Path, max_steps: int | None) -> dict:
-    from benchmarks import baselines, zero_shot
-
-    data = task_data(task, data_root)
-    if method in ZERO_SHOT:
-        config = zero_shot.method_config(task, method, scale, seed, data)
-    elif method in OBJECTIVES:
-        variant, model = OBJECTIVES[method]
-        config = baselines.method_config(task, scale, f"cdtsde-{variant}", seed, data)
-        config["model"].update(model)
-    else:
-        config = baselines.method_config(task, scale, method, seed, data)
-    if max_steps:
-        config["train"]["max_steps"] = max_steps
-    if scale == "gpu":  # evaluation and training on the GPU; the identity has nothing to train
-        config["train"]["accelerator"] = "gpu"
-    steps = config["train"]["max_steps"]
-    config["train"]["snapshot_steps"] = sorted({max(1, round(f * steps)) for f in SNAPSHOT_FRACTIONS} - {steps})
-    config["train"]["checkpoint_every"] = min(config["train"].get("checkpoint_every", 100), steps)
-    return config
-
-
-def cell_dir(out: Path, task: str, method: str, seed: int) -> Path:
-    return out / "cells" / task / method / f"seed{seed}"
-
-
-def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out: Path,
-             limit: int | None, max_steps: int | None, sweep: bool = False) -> dict:
-    """Train (or resume) and score one cell; its cell.json is written last. With `sweep` a CDTSDE field is
-    also scored at every NFE of SWEEP_NFES with gamma 1 and 0."""
-    from benchmarks.baselines import evaluation_steps
-    from cdtsde.atomic import atomic_path
-    from cdtsde.data import build_dataset
-    from cdtsde.data.masks import PV_EL_CLASSES, PV_EL_DEFECT
-    from cdtsde.evaluation import evaluate_model
-    from cdtsde.intensity import model_to_unit
-    from cdtsde.metrics.segmentation import IntensityKMeans
-    from cdtsde.run import build_run
-    from cdtsde.training import load_pretrained, train
-
-    began = time.perf_counter()
-    config = cell_config(task, method, seed, scale, data_root, max_steps)
-    folder = cell_dir(out, task, method, seed)
-    run_dir = folder / "run"
-    model, train_set, _, train_config = build_run(config)
-    train(model, train_set, train_config, run_dir, resume=(run_dir / "state.pt").is_file(), run_config=config,
-          progress=False)
-    device = "cuda" if scale == "gpu" and torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    data = task_data(task, data_root, scale)
-    test_set = test_items(build_dataset(data, "test"), limit if limit is not None else SCALES[scale]["test_items"])
-    final = load_pretrained(run_dir, device=device)
-    is_mask = final.data.target_kind == "mask"
-    options = {"classes": PV_EL_CLASSES, "foreground": PV_EL_DEFECT} if is_mask else {"perception": True}
-    if data["kind"] == "brats":
-        targets = build_dataset(data, "train")
-        fit_on = [model_to_unit(targets[i]["target"]).permute(1, 2, 0).numpy()
-                  for i in range(0, len(targets), max(1, len(targets) // 256))]
-        options.update(nonzero_foreground=True, kmeans=[IntensityKMeans(3).fit(fit_on)])
-    has_defect = defect_presence(test_set) if is_mask else {}
-    common = None if not hasattr(final.sampling, "steps") else COMMON_STEPS
-    plan = [(1.0, steps, None) for steps in evaluation_steps(final, scale)]
-    if model.optimizers(train_config):  # a method with nothing to learn (the identity) has no snapshots
-        plan += [(step / config["train"]["max_steps"], common, None) for step in config["train"]["snapshot_steps"]]
-    swept = sweep and method in FIELDS
-    if swept:
-        plan += [(1.0, n, gamma) for gamma in SWEEP_GAMMAS for n in SWEEP_NFES]
-    previous = json.loads((folder / "cell.json").read_text()) if (folder / "cell.json").is_file() else {}
-    evaluations = dict(previous.get("evaluations", {}))  # a finished cell asked for more scores only adds them
-    for fraction, steps, gamma in plan:
-        chosen = {} if steps is None else {"steps": steps}
-        if gamma is not None and gamma != final.sampling.gamma:
-            chosen["gamma"] = gamma
-        key = f"{round(100 * fraction)}%@{steps or 1}" + (f"/gamma{gamma:g}" if "gamma" in chosen else "")
-        if key in evaluations:
-            continue
-        model = final if fraction == 1.0 else load_pretrained(
-            run_dir / "snapshots" / f"step-{round(fraction * config['train']['max_steps']):07d}", device=device)
-        rows, summary = evaluate_model(model, test_set, seed=0, **options, **chosen)
-        summary = {**summary, **add_defect_present(rows, has_defect)} if is_mask else summary
-        rows_file = f"rows-{key.replace('%@', 'pct-').replace('/', '-')}.json"
-        (folder / rows_file).write_text(json.dumps(rows))
-        evaluations[key] = {"fraction": fraction, "steps": steps, "gamma": chosen.get("gamma"),
-                            "nfe": model.network_evaluations(model.sampling_options(**chosen)), "rows": rows_file,
-                            "summary": {k: v for k, v in summary.items() if k != "name"}}
-    reference = f"100%@{plan[0][1] or 1}"
-    with open(run_dir / "metrics.csv", newline="") as handle:
-        log = list(csv.DictReader(handle))
-    seconds = float(log[-1]["seconds"]) if log else 0.0
-    # the field's state at the end of training, as the log's last row has it (docs/cdtsde.md, section 4)
-    diagnostics = {key: float(log[-1][key]) for key in DIAGNOSTICS if log and log[-1].get(key) not in (None, "")}
-    batch = config["train"].get("batch_size", 1)
-    record = {"task": task, "method": method, "seed": seed, "scale": scale, "config": config,
-              "data_root": str(data_root), "limit": limit, "sweep": swept or previous.get("sweep", False),
-              "machine": machine(), "device": device, "test_items": len(test_set),
-              "test_image_size": list(test_set[0]["target"].shape[-2:]),
-              "train_pairs": len(train_set), "train_seconds": seconds,
-              "images_seen": config["train"]["max_steps"] * batch,  # per process: the suite runs one per cell
-              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
-              # this cell's processes: training and scoring, and any later scoring added to it
-              "cell_seconds": previous.get("cell_seconds", 0.0) + time.perf_counter() - began,
-              "reference": reference, "common": f"100%@{common or 1}", "evaluations": evaluations,
-              "diagnostics": diagnostics}
-    with atomic_path(folder / "cell.json") as tmp:
-        tmp.write_text(json.dumps(record, indent=1, default=str))
-    return record
-
-
-def finished(out: Path, task: str, method: str, seed: int, args) -> bool:
-    """Whether the cell is done. A cell made under another data root (another machine's copy of the data)
-    counts when its configuration is otherwise the one this run would use; a different one is an error."""
-    path = cell_dir(out, task, method, seed) / "cell.json"
-    if not path.is_file():
-        return False
-    record = json.loads(path.read_text())
-    expected = cell_config(task, method, seed, args.scale, Path(record["data_root"]), args.max_steps)
-    if record["config"] != json.loads(json.dumps(expected)) or record.get("limit") != args.test_items:
-        raise SystemExit(f"{path} was made with another configuration; use another --output or delete the cell")
-    return record.get("sweep", False) or not (args.sweep and method in FIELDS)
-
-
-def cells_of(args) -> list[tuple[str, str, int]]:
-    return [(task, method, seed) for task in args.tasks for method in (*TASKS[task]["methods"], *OBJECTIVES)
-            if method in args.methods and (method not in OBJECTIVES or task not in ZERO_SHOT_ONLY)
-            for seed in args.seeds]
-
-
-def run_suite(args) -> None:
-    from tqdm import tqdm
-
-    pending = [cell for cell in cells_of(args) if not finished(args.output, *cell, args)]
-    print(f"{len(cells_of(args)) - len(pending)} cells done, {len(pending)} to run", flush=True)
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-
-    def launch(cell):
-        task, method, seed = cell
-        folder = cell_dir(args.output, task, method, seed)
-        folder.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "benchmarks.suite", "--cell", task, method, str(seed), "--scale", args.scale,
-                   "--data-root", str(args.data_root), "--output", str(args.output)]
-        command += ["--test-items", str(args.test_items)] if args.test_items is not None else []
-        command += ["--max-steps", str(args.max_steps)] if args.max_steps else []
-        command += ["--sweep"] if args.sweep else []
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
-        began = time.perf_counter()
-        with open(folder / "log.txt", "a") as log:
-            code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        return cell, code, time.perf_counter() - began
-
-    failed = []
-    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool, tqdm(total=len(pending), desc="suite",
-                                                                          unit="cell") as bar:
-        for cell, code, seconds in pool.map(launch, pending):
-            bar.update(1)
-            bar.write(f"{'/'.join(map(str, cell))}: {'done' if code == 0 else f'FAILED (exit {code})'} "
-                      f"in {seconds / 60:.1f} min")
-            if code:
-                failed.append(cell)
-    write_summary(args.output, args.readme)
-    if failed:
-        raise SystemExit(f"{len(failed)} cell(s) failed; see their log.txt: " +
-                         ", ".join("/".join(map(str, c)) for c in failed))
+# the CDTSDE paper's Table 1, on its data (IXI at 256 px, Sentinel, PSCDE) with its training: quoted, not ours
+PAPER_TABLE1 = {
+    "sar-optical": ("Sentinel", ("ssim", "psnr"), {"pix2pix": (.23, 15.12), "abridge": (.15, 12.50),
+                                                  "cdtsde-linear": (.36, 17.14), "bbdm": (.02, 6.25),
+                                                  "dbim": (.14, 13.48), "cdtsde-dynamic": (.38, 17.46)}),
+    "brats-t1t2": ("IXI T1->T2", ("psnr",), {"pix2pix": (22.17,), "abridge": (13.73,), "cdtsde-linear": (23.28,),
+                                            "bbdm": (8.63,), "dbim": (20.43,), "cdtsde-dynamic": (23.32,)}),
+    "brats-t2t1": ("IXI T2->T1", ("psnr",), {"pix2pix": (22.24,), "abridge": (13.77,), "cdtsde-linear": (24.13,),
+                                            "bbdm": (8.69,), "dbim": (21.65,), "cdtsde-dynamic": (24.33,)}),
+    "el-mask": ("PSCDE", ("dice",), {"pix2pix": (.178,), "abridge": (.009,), "cdtsde-linear": (.460,),
+                                     "bbdm": (.024,), "dbim": (.167,), "cdtsde-dynamic": (.488,)}),
+}
+PAPER_NAMES = {"pix2pix": "Pix2Pix", "abridge": "ABridge", "cdtsde-linear": "DOSSR (CDTSDE linear)", "bbdm": "BBDM",
+               "dbim": "DBIM", "cdtsde-dynamic": "CDTSDE (dynamic field)"}
+# the LMI paper's (seed paper 002) Table 1 (IXI PD -> T1; their data and training): Dice, PSNR, SSIM
+LMI_TABLE1 = {"CycleGAN": (.85, 18.88, .27), "StyleGAN (inversion)": (.66, 10.15, .06),
+              "SDEdit": (.82, 15.96, .50), "LMI-guided diffusion": (.88, 20.22, .69)}
 
 
 def load_cells(out: Path) -> dict[str, dict[str, list[dict]]]:
@@ -301,8 +66,7 @@ def load_cells(out: Path) -> dict[str, dict[str, list[dict]]]:
         record = json.loads(path.read_text())
         record["folder"] = str(path.parent)
         cells.setdefault(record["task"], {}).setdefault(record["method"], []).append(record)
-    order = [*PAIRED, *OBJECTIVES, *ZERO_SHOT]
-    return {task: dict(sorted(methods.items(), key=lambda kv: order.index(kv[0]))) for task, methods in cells.items()}
+    return {task: dict(sorted(methods.items(), key=lambda kv: row_order(kv[0]))) for task, methods in cells.items()}
 
 
 def seed_averaged_rows(records: list[dict], key: str) -> list[dict]:
@@ -413,7 +177,6 @@ def compute_figure(path: Path, task: str, compute: dict, metric: str) -> None:
 def translations_figure(path: Path, task: str, methods: dict[str, list[dict]]) -> bool:
     """Four test items translated by every method of the task (its first seed, at the common NFE), when
     the cells' weights and the data are on this machine; False (nothing drawn) otherwise."""
-    from benchmarks.baselines import grid
     from cdtsde.data import build_dataset
     from cdtsde.training import load_pretrained
 
@@ -426,7 +189,7 @@ def translations_figure(path: Path, task: str, methods: dict[str, list[dict]]) -
         return False
     test_set = test_items(build_dataset(data, "test"), some["test_items"])
     models = {method: load_pretrained(Path(r["folder"]) / "run") for method, r in firsts.items()}
-    grid(path, models, test_set, next(iter(models.values())).data.target_kind == "mask", steps=COMMON_STEPS)
+    grid(path, models, test_set, next(iter(models.values())).data.target_kind == "mask")
     return True
 
 
@@ -683,15 +446,38 @@ def sweep_figures(out: Path, task: str, summary: dict, methods: dict[str, list[d
 
 
 def paper_lines(task: str) -> list[str]:
-    from benchmarks.baselines import PAPER_TABLE1, paper_table
-    from benchmarks.zero_shot import SEED_TABLE1
-
-    lines = ["", *paper_table(task)] if task in PAPER_TABLE1 else []
-    if task == "brats-t2t1" or task == "brats-flairt1":
+    """The published tables of the task's protocol, quoted beside ours."""
+    lines = []
+    if task in PAPER_TABLE1:
+        data, metrics, rows = PAPER_TABLE1[task]
+        lines += ["", f"The CDTSDE paper's Table 1 on {data} (their data, 256 px, their training; quoted for reference, "
+                  "not comparable in absolute terms with the rows above):", "",
+                  "| method (paper) | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+        lines += [f"| {PAPER_NAMES[name]} | " + " | ".join(f"{v:g}" for v in values) + " |"
+                  for name, values in rows.items()]
+    if TASKS[task]["zero_shot"]:
         lines += ["", "The LMI paper's Table 1 (IXI PD -> T1, their data and training; quoted, not comparable in "
                   "absolute terms):", "", "| method (LMI paper) | Dice | PSNR | SSIM |", "|---|---|---|---|"]
-        lines += [f"| {name} | {d:g} | {p:g} | {s:g} |" for name, (d, p, s) in SEED_TABLE1.items()]
+        lines += [f"| {name} | {d:g} | {p:g} | {s:g} |" for name, (d, p, s) in LMI_TABLE1.items()]
     return lines
+
+
+@torch.no_grad()
+def grid(path: Path, models: dict, test_set, is_mask: bool, count: int = 4) -> None:
+    """Four test items (evenly spread) translated by every method at COMMON_STEPS (one pass where it has no
+    `steps` option), titled with the network evaluations."""
+    from cdtsde.visualize import save_image_columns
+
+    items = [test_set[int(i * len(test_set) / count)] for i in range(count)]
+    sources, targets = (torch.stack([item[side] for item in items]) for side in ("source", "target"))
+    kind = "mask" if is_mask else "image"
+    columns = [("source", sources, "image")]
+    for name, model in models.items():
+        chosen = {"steps": COMMON_STEPS} if hasattr(model.sampling, "steps") else {}
+        images = model.translate(sources, generator=torch.Generator().manual_seed(0), **chosen).images
+        label = f"{name} @ {model.network_evaluations(model.sampling_options(**chosen))}" if chosen else name
+        columns.append((label, images, kind))
+    save_image_columns(path, columns + [("target", targets, kind)])
 
 
 def write_summary(out: Path, readme: bool = False) -> dict:
@@ -757,57 +543,43 @@ def write_summary(out: Path, readme: bool = False) -> dict:
     (out / "results.md").rename(out / "summary.md")
     (out / "results.json").rename(out / "summary.json")
     if readme:
-        update_readme(Path(__file__).resolve().parents[1] / "README.md", out, brief + verdicts)
+        update_block(ROOT / "README.md", out, headline_lines(summaries, cells),
+                     "every task's table with intervals, the verdicts and the discussion in docs/results.md")
+        update_block(ROOT / "docs" / "results.md", out, brief + verdicts,
+                     "intervals, perception metrics, paired comparisons and compute curves there")
     return summaries
 
 
-def update_readme(path: Path, out: Path, brief: list[str]) -> None:
-    """Replace the README's suite block (between BEGIN and END) with the summary's headline tables."""
+def headline_lines(summaries: dict, cells: dict) -> list[str]:
+    """One table across the tasks: each method's headline metric at the common NFE (one pass for a one-pass
+    method), the mean over its training seeds; the best of each task in bold."""
+    tasks = list(summaries)
+    methods = sorted({method for task in tasks for method in cells[task]}, key=row_order)
+    values = {task: {row["method"]: row[TASKS[task]["metrics"][0]]["mean"] for row in summaries[task]["rows"].values()
+                     if row["key"] == cells[task][row["method"]][0]["common"]} for task in tasks}
+    best = {}
+    for task in tasks:
+        metric, finite = TASKS[task]["metrics"][0], {m: v for m, v in values[task].items() if math.isfinite(v)}
+        best[task] = max(finite, key=lambda m: quality(metric, finite[m]), default=None)
+    lines = [f"Headline metric at {COMMON_STEPS} sampling steps (one pass for one-pass methods), mean over training "
+             "seeds; the best of each task in bold:", "",
+             "| method | " + " | ".join(f"{task} {TITLES.get(TASKS[task]['metrics'][0], TASKS[task]['metrics'][0])}"
+                                       for task in tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    for method in methods:
+        cells_text = []
+        for task in tasks:
+            text = format_value({"mean": values[task].get(method, math.nan)})
+            cells_text.append(f"**{text}**" if best[task] == method else text)
+        lines.append(f"| {method} | " + " | ".join(cells_text) + " |")
+    return lines
+
+
+def update_block(path: Path, out: Path, lines: list[str], details: str) -> None:
+    """Replace the suite block of a Markdown file (between BEGIN and END) with `lines`."""
     text = path.read_text()
     if BEGIN not in text or END not in text:
         raise SystemExit(f"{path}: no {BEGIN} ... {END} block to regenerate")
-    where = out.resolve().relative_to(path.parent) if out.resolve().is_relative_to(path.parent) else out
+    where = out.resolve().relative_to(ROOT) if out.resolve().is_relative_to(ROOT) else out
     block = [BEGIN, f"Generated by `python -m benchmarks.suite --summary-only --output {where} --readme` from "
-             f"{where}/summary.md (intervals, perception metrics, paired comparisons and compute curves there).", "",
-             *brief, END]
+             f"{where}/summary.md ({details}).", "", *lines, END]
     path.write_text(re.sub(f"{re.escape(BEGIN)}.*?{re.escape(END)}", lambda _: "\n".join(block), text, flags=re.S))
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", choices=SUITE_SCALES, default="cpu")
-    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
-    parser.add_argument("--methods", nargs="+", choices=PAIRED + ZERO_SHOT + tuple(OBJECTIVES),
-                        default=list(PAIRED + ZERO_SHOT), help="the field objectives (issue 15's ablation) on request")
-    parser.add_argument("--sweep", action="store_true",
-                        help=f"also score CDTSDE cells at NFE {SWEEP_NFES} with gamma 1 and 0 (the field ablation)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--data-root", type=Path, default=DATA, help="a folder with the layout of ../shared/data")
-    parser.add_argument("--output", type=Path, help="default: benchmarks/results/suite/<scale>")
-    parser.add_argument("--jobs", type=int, default=1, help="cells run at once (threads split between them)")
-    parser.add_argument("--test-items", type=int, help="override the scale's number of test items")
-    parser.add_argument("--max-steps", type=int, help="override every training budget (smoke runs)")
-    parser.add_argument("--summary-only", action="store_true", help="rebuild the summary from the finished cells")
-    parser.add_argument("--readme", action="store_true", help="also regenerate the README's results block")
-    parser.add_argument("--cell", nargs=3, metavar=("TASK", "METHOD", "SEED"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    args.output = (args.output or RESULTS / "suite" / args.scale).resolve()
-    args.data_root = args.data_root.resolve()
-    if args.cell:
-        task, method, seed = args.cell
-        run_cell(task, method, int(seed), args.scale, args.data_root, args.output, args.test_items, args.max_steps,
-                 args.sweep)
-        return
-    if args.summary_only:
-        write_summary(args.output, args.readme)
-        return
-    if not args.data_root.is_dir():
-        raise SystemExit(f"--data-root {args.data_root}: no such folder (expected the layout of ../shared/data)")
-    if args.jobs < 1:
-        raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
-    args.output.mkdir(parents=True, exist_ok=True)
-    run_suite(args)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,217 @@
+"""What the suite runs, as data: the scales' budgets, the tasks, and each method's run configuration,
+derived from its class in the registry (`cdtsde.methods`) with a preset only where a method really differs.
+
+A method's cell configuration is the scale's budget (steps, batch, optimiser, UNet) on the task's data:
+- a method whose `config_class` has a `unet` field trains the scale's UNet; any other its own networks;
+- its data kind chooses its tasks: "paired" methods run on the paired tasks, "target-only" and "unpaired"
+  ones on the zero-shot tasks (an unpaired method trains on two disjoint halves of the training subjects);
+- `PRESETS[name]` overrides this where the method's reference settings differ (Pix2Pix's optimiser,
+  CycleGAN's batch 1 and networks); a registered method with no entry runs the generic default, so a method
+  added to the registry gets its cells with no edit here.
+Every setting was fixed before any suite result was seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from cdtsde.methods import REGISTRY, method_class
+from cdtsde.run import DEFAULT_METHOD
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+REFERENCE = "cdtsde-linear"  # every method is paired against it, and it runs on every task
+
+SMALL_UNET = {"base_channels": 32, "channel_mults": [1, 2, 2, 2], "num_res_blocks": 1, "attention_resolutions": [8]}
+# nfe_cap: the most network evaluations one translation may take at the scale (BBDM's reference 200 fits the
+# CPU scale; ABridge's 1000 dual steps, 1998 evaluations, are cut to fit)
+SCALES = {
+    # a few minutes per model on 2 CPU cores: a smoke-level comparison, not the paper's setting
+    "quick": {"size": 32, "train": {"max_steps": 600, "batch_size": 16, "lr": 1e-3, "warmup_steps": 50,
+                                    "ema_decay": 0.995}, "unet": SMALL_UNET, "test_items": 64, "nfe_cap": 200},
+    # about 7 minutes per model on 2 CPU cores
+    "cpu": {"size": 64, "train": {"max_steps": 200, "batch_size": 16, "lr": 1e-3, "warmup_steps": 20,
+                                  "ema_decay": 0.99}, "unet": SMALL_UNET, "test_items": 64, "nfe_cap": 200},
+    # the paper's 256 px setting, for a GPU
+    "gpu": {"size": 256, "train": {"max_steps": 10000, "batch_size": 16, "lr": 2e-4, "accelerator": "gpu",
+                                   "precision": "bf16-mixed"},
+            "unet": {"base_channels": 64, "channel_mults": [1, 1, 2, 2, 4], "num_res_blocks": 2,
+                     "attention_resolutions": [16]}, "test_items": None, "nfe_cap": None},
+}
+# the run settings every cell shares (no previews: the suite scores the test split itself)
+RUN = {"log_every": 25, "sample_every": 0, "checkpoint_every": 100}
+SNAPSHOT_FRACTIONS = (0.25, 0.5)  # of the budget: the compute curves
+# scoring: every sampler at its reference NFE (within the scale's cap) and at COMMON_STEPS, the snapshots at
+# COMMON_STEPS; with --sweep the CDTSDE fields at every NFE of SWEEP_NFES with each gamma of SWEEP_GAMMAS
+COMMON_STEPS = 5
+SWEEP_NFES = (1, 2, 3, 5, 10, 20)
+SWEEP_GAMMAS = (1.0, 0.0)  # the paper's stochastic solver and the deterministic update
+
+
+def subject(name: str) -> str:
+    return name.rsplit("_slice", 1)[0]
+
+
+def prefix(name: str) -> str:
+    return name.split("_")[0]
+
+
+def module(name: str) -> str:  # pv-el-cracks: <module>_<cell>, e.g. EL103_14, FSEC_2AXI10_16
+    return name.rsplit("_", 1)[0]
+
+
+IMAGE_PERCEPTION = ["perception/patch_swd", "perception/spectral_distance", "perception/sharpness_ratio"]
+COLOUR_PERCEPTION = IMAGE_PERCEPTION + ["perception/mean_offset", "perception/histogram_w1"]
+MRI_METRICS = ["psnr_fg", "ssim_fg", "kmeans3/dice/mean"]
+MASK_METRICS = ["dice/defect", "dice/defect-present", "hd95/defect-present", "skeleton_f1/defect"]
+BRATS = {"kind": "brats", "root": "brats-mri", "min_foreground": 0.1, "val_subjects": 0, "test_subjects": 4, "seed": 0}
+# Held-out units: 4 of the 12 BraTS subjects (val 0: nothing selects on it), the Texas region of volkov-s1s2
+# (62 crops of 31 fragments), Finland's 25 BigEarthNet patches (10 tiles), pv-el-cracks' own val/ folder (its
+# cells share modules with train/: noted). spec: the data under the data root; cluster: the independent unit
+# of an item (the bootstrap resamples them); paired / zero_shot: which methods run (REFERENCE runs everywhere);
+# metrics: the summary's columns, the first the headline
+TASKS = {
+    "brats-t1t2": {"spec": {**BRATS, "source": "t1", "target": "t2"}, "cluster": subject, "unit": "subjects",
+                   "paired": True, "zero_shot": False, "metrics": MRI_METRICS + IMAGE_PERCEPTION},
+    "brats-t2t1": {"spec": {**BRATS, "source": "t2", "target": "t1"}, "cluster": subject, "unit": "subjects",
+                   "paired": True, "zero_shot": True, "metrics": MRI_METRICS + IMAGE_PERCEPTION},
+    # the zero-shot protocol's secondary task (seed paper 002): the reference is its paired upper bound
+    "brats-flairt1": {"spec": {**BRATS, "source": "flair", "target": "t1"}, "cluster": subject, "unit": "subjects",
+                      "paired": False, "zero_shot": True, "metrics": MRI_METRICS + IMAGE_PERCEPTION},
+    # 200 Sentinel-1 VH / Sentinel-2 RGB pairs: trained on California, tested on Texas (another Sentinel-1 pass)
+    "sar-optical": {"spec": {"kind": "paired-folder", "root": "sar-optical/volkov-s1s2", "source_dir": "sar",
+                             "target_dir": "opt", "groups": {"table": "pairs.csv", "column": "s2_tile"},
+                             "val_groups": 0, "test_groups": ["T14RNT"], "seed": 0},
+                    "cluster": prefix, "unit": "fragments", "paired": True, "zero_shot": False,
+                    "metrics": ["psnr", "ssim"] + COLOUR_PERCEPTION},
+    "sar-bigearthnet": {"spec": {"kind": "sar-patches", "root": "sar-optical/bigearthnet-mm", "target_bands": [0, 1, 2],
+                                 "groups": {"table": "pairs.csv", "column": "country"}, "val_scenes": 0,
+                                 "test_scenes": ["Finland"], "seed": 0},
+                        "cluster": prefix, "unit": "tiles", "paired": True, "zero_shot": False,
+                        "metrics": ["psnr", "ssim"] + COLOUR_PERCEPTION},
+    "el-mask": {"spec": {"kind": "el-masks", "root": "pv-el-cracks"}, "cluster": module, "unit": "modules",
+                "paired": True, "zero_shot": False, "metrics": MASK_METRICS},
+}
+
+# Named variants of a registered method: suite name -> (registry name, model options over the default).
+# CDTSDE runs as its mixing fields (docs/cdtsde.md); linear is DoSSR's schedule, the reference.
+FIELD_VARIANTS = {f"cdtsde-{v}": ("cdtsde", {"field": {"variant": v}})
+                  for v in ("linear", "envelope", "channel", "dynamic", "content")}
+# the field objectives of the ablation (issue 15), run on request. beta = 0.01, fixed before any result: the
+# order of the x0 error at the end of the CPU budget, so neither term dominates
+OBJECTIVES = {"cdtsde-dynamic-budget": ("cdtsde", {"field": {"variant": "dynamic", "budget": True}}),
+              "cdtsde-content-budget": ("cdtsde", {"field": {"variant": "content", "budget": True}}),
+              "cdtsde-dynamic-elbo": ("cdtsde", {"field": {"variant": "dynamic"}, "mixer_objective": "elbo",
+                                                 "restoring_weight": 0.01}),
+              "cdtsde-content-elbo": ("cdtsde", {"field": {"variant": "content"}, "mixer_objective": "elbo",
+                                                 "restoring_weight": 0.01})}
+VARIANTS = {**FIELD_VARIANTS, **OBJECTIVES}
+FIELDS = tuple(VARIANTS)  # the CDTSDE cells: the NFE sweep (--sweep) and the field diagnostics
+# registered methods the suite does not run, and why
+LEFT_OUT = {"cdtsde": "runs as its field variants (FIELD_VARIANTS)",
+            "prior": "draws unconditional samples, ignoring the source (SDEdit and LMI run its checkpoints)"}
+
+# Per-method presets (registry name -> overrides of the generic default), each a method's reference setting:
+# train: options over the scale's training settings;
+# method_train: the scale's settings left to the method's own `train_defaults` (its reference optimiser);
+#   with batch_size among them, the budget of images seen stays the scale's (more steps of a smaller batch);
+# train_fractions: options set to a fraction of that budget in steps;
+# model_at: model options per scale (none at the others); model: False leaves the model section out (as the
+#   inversion cells were recorded: the same run as an empty section).
+SMALL_GAN = {"generator_filters": 16, "discriminator_filters": 16}  # the CPU presets' networks
+PRESETS = {
+    # Adam (betas 0.5/0.999, its own), no EMA, no clipping: its reference, at the benchmark's budget and batch
+    "pix2pix": {"train": {"lr": 2e-4, "warmup_steps": 1, "ema_decay": 0.0, "grad_clip": 0.0}},
+    # batch 1 (its reference) over as many images as the others; lr decays over the second half; 16 filters
+    # at the CPU scales, the reference 64 at 256 px
+    "cyclegan": {"method_train": ("lr", "warmup_steps", "ema_decay", "batch_size"),
+                 "train_fractions": {"decay_steps": 0.5, "checkpoint_every": 0.5},
+                 "model_at": {"quick": SMALL_GAN, "cpu": SMALL_GAN}},
+    # its own networks and optimiser settings, at the benchmark's batch
+    "inversion": {"method_train": ("lr", "warmup_steps", "ema_decay"), "model": False},
+}
+
+
+def registry_name(method: str) -> str:
+    return VARIANTS.get(method, (method, {}))[0]
+
+
+def has_unet(cls) -> bool:
+    """Whether the method trains a UNet (its configuration has a `unet` field): the scale's network."""
+    return "unet" in {f.name for f in dataclasses.fields(cls.config_class)}
+
+
+def data_kind(method: str) -> str:
+    return method_class(registry_name(method)).data_kind
+
+
+def suite_methods() -> list[str]:
+    """Every method the suite runs by default, in row order: the registry's (CDTSDE as its field variants,
+    LEFT_OUT aside)."""
+    return sorted([*FIELD_VARIANTS, *(name for name in REGISTRY if name not in LEFT_OUT)], key=row_order)
+
+
+# the rows' order as published; methods not listed follow the others of their data kind
+ROW_ORDER = (*FIELD_VARIANTS, "pix2pix", "bbdm", "dbim", "abridge", "identity", *OBJECTIVES,
+             "sdedit", "lmi", "cyclegan", "inversion")
+
+
+def row_order(method: str) -> tuple[bool, int]:
+    return data_kind(method) != "paired", ROW_ORDER.index(method) if method in ROW_ORDER else len(ROW_ORDER)
+
+
+def runs_on(task: str, method: str) -> bool:
+    """Whether the method has a cell on the task: paired methods on paired tasks, the others on zero-shot ones."""
+    return method == REFERENCE or TASKS[task]["paired" if data_kind(method) == "paired" else "zero_shot"]
+
+
+def task_data(task: str, data_root: Path, scale: str | None = None) -> dict:
+    """The task's data spec under `data_root`; with `scale`, at the scale's image size (what the cells train
+    and test at)."""
+    spec = dict(TASKS[task]["spec"])
+    spec["root"] = str(Path(data_root) / spec["root"])
+    if scale is not None:
+        spec["size"] = SCALES[scale]["size"]
+    return spec
+
+
+def training_subjects(data: dict) -> list[str]:
+    from cdtsde.data import build_dataset
+
+    return build_dataset(data, "train").subjects
+
+
+def unpaired_halves(data: dict) -> dict:
+    """The source modality of one half of the training subjects and the target of the other (never a slice
+    and its partner)."""
+    subjects = training_subjects(data)
+    half = len(subjects) // 2
+    side = {k: v for k, v in data.items() if k not in ("val_subjects", "test_subjects", "seed")}
+    return {"kind": "unpaired", "source": {**side, "subjects": subjects[:half], "val_subjects": 0, "test_subjects": 0},
+            "target": {**side, "subjects": subjects[half:], "val_subjects": 0, "test_subjects": 0}}
+
+
+def cell_config(task: str, method: str, seed: int, scale: str, data_root: Path, max_steps: int | None) -> dict:
+    """The run configuration of one cell: the scale's budget on the task's data, the method's preset."""
+    name, model_options = VARIANTS.get(method, (method, {}))
+    cls, preset, budget = method_class(name), PRESETS.get(name, {}), SCALES[scale]
+    data = task_data(task, data_root, scale)
+    train = {**budget["train"], **RUN, "seed": seed, **preset.get("train", {})}
+    images = train["max_steps"] * train["batch_size"]
+    for key in preset.get("method_train", ()):
+        train.pop(key, None)
+    if "batch_size" in preset.get("method_train", ()):
+        train["max_steps"] = images // cls.train_defaults.get("batch_size", 1)
+    train.update({key: round(fraction * train["max_steps"]) for key, fraction in preset.get("train_fractions", {}).items()})
+    config = {"data": unpaired_halves(data) if cls.data_kind == "unpaired" else data, "train": train}
+    if name != DEFAULT_METHOD:
+        config["method"] = name
+    if preset.get("model", True):
+        config["model"] = {**({"unet": budget["unet"]} if has_unet(cls) else {}),
+                           **preset.get("model_at", {}).get(scale, {}), **model_options}
+    if max_steps:
+        train["max_steps"] = max_steps
+    steps = train["max_steps"]
+    train["snapshot_steps"] = sorted({max(1, round(f * steps)) for f in SNAPSHOT_FRACTIONS} - {steps})
+    train["checkpoint_every"] = min(train["checkpoint_every"], steps)
+    return config

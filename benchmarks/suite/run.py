@@ -1,0 +1,253 @@
+"""The suite's runner: the cells to run, one process per cell (train or resume, then score), the command line.
+
+    python -m benchmarks.suite --scale cpu [--methods ...] [--tasks ...] [--seeds 0 1 2]
+        [--data-root DIR] [--output DIR] [--jobs N] [--sweep]
+    python -m benchmarks.suite --summary-only [--output DIR] [--readme]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import csv
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import RESULTS, machine, test_items
+from benchmarks.suite.presets import (
+    COMMON_STEPS,
+    DATA,
+    FIELDS,
+    OBJECTIVES,
+    SCALES,
+    SWEEP_GAMMAS,
+    SWEEP_NFES,
+    TASKS,
+    cell_config,
+    runs_on,
+    suite_methods,
+    task_data,
+)
+from benchmarks.suite.report import write_summary
+
+# the field's state at the end of training, as the log's last row has it (docs/cdtsde.md, section 4)
+DIAGNOSTICS = ("g_mean", "g_spatial_std", "g_at_lower", "g_at_upper", "lambda_rank_corr_intensity",
+               "lambda_rank_corr_gradient", "lambda_minus_eta")
+DEFECT_PRESENT = ("dice/defect", "hd95/defect")
+
+
+def defect_presence(test_set) -> dict[str, bool]:
+    """Whether each test item's target has a defect. Defects are rare and an empty prediction of an empty
+    target scores Dice 1 (cdtsde.metrics.masks), so masks are also scored over the items that have one."""
+    from cdtsde.data.masks import PV_EL_DEFECT, decode_classes
+
+    return {item["name"]: bool(np.isin(decode_classes(item["target"]), PV_EL_DEFECT).any()) for item in test_set}
+
+
+def add_defect_present(rows: list[dict], has_defect: dict[str, bool]) -> dict:
+    """Add the "<metric>-present" scores (NaN on items without a defect) to `rows`; returns their summary."""
+    from cdtsde.metrics import summarise
+
+    for row in rows:
+        for metric in DEFECT_PRESENT if has_defect else ():
+            row[f"{metric}-present"] = row[metric] if has_defect[row["name"]] else math.nan
+    return summarise([{k: v for k, v in row.items() if k != "name"} for row in rows])
+
+
+def evaluation_steps(model, scale: str) -> list[int | None]:
+    """The sampler steps a method is scored at: its reference steps, cut to the largest count within the
+    scale's NFE cap, and COMMON_STEPS; [None] for a one-pass method (no `steps` sampling option)."""
+    if not hasattr(model.sampling, "steps"):
+        return [None]
+    steps, cap = model.sampling.steps, SCALES[scale]["nfe_cap"]
+    while cap is not None and steps > COMMON_STEPS and model.network_evaluations(model.sampling_options(steps=steps)) > cap:
+        steps -= 1
+    return sorted({steps, COMMON_STEPS}, reverse=True)
+
+
+def cell_dir(out: Path, task: str, method: str, seed: int) -> Path:
+    return out / "cells" / task / method / f"seed{seed}"
+
+
+def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out: Path,
+             limit: int | None, max_steps: int | None, sweep: bool = False) -> dict:
+    """Train (or resume) and score one cell; its cell.json is written last. With `sweep` a CDTSDE field is
+    also scored at every NFE of SWEEP_NFES with gamma 1 and 0."""
+    from cdtsde.atomic import atomic_path
+    from cdtsde.data import build_dataset
+    from cdtsde.data.masks import PV_EL_CLASSES, PV_EL_DEFECT
+    from cdtsde.evaluation import evaluate_model
+    from cdtsde.intensity import model_to_unit
+    from cdtsde.metrics.segmentation import IntensityKMeans
+    from cdtsde.run import build_run
+    from cdtsde.training import load_pretrained, train
+
+    began = time.perf_counter()
+    config = cell_config(task, method, seed, scale, data_root, max_steps)
+    folder = cell_dir(out, task, method, seed)
+    run_dir = folder / "run"
+    model, train_set, _, train_config = build_run(config)
+    train(model, train_set, train_config, run_dir, resume=(run_dir / "state.pt").is_file(), run_config=config,
+          progress=False)
+    device = "cuda" if scale == "gpu" and torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    data = task_data(task, data_root, scale)
+    test_set = test_items(build_dataset(data, "test"), limit if limit is not None else SCALES[scale]["test_items"])
+    final = load_pretrained(run_dir, device=device)
+    is_mask = final.data.target_kind == "mask"
+    options = {"classes": PV_EL_CLASSES, "foreground": PV_EL_DEFECT} if is_mask else {"perception": True}
+    if data["kind"] == "brats":
+        targets = build_dataset(data, "train")
+        fit_on = [model_to_unit(targets[i]["target"]).permute(1, 2, 0).numpy()
+                  for i in range(0, len(targets), max(1, len(targets) // 256))]
+        options.update(nonzero_foreground=True, kmeans=[IntensityKMeans(3).fit(fit_on)])
+    has_defect = defect_presence(test_set) if is_mask else {}
+    common = None if not hasattr(final.sampling, "steps") else COMMON_STEPS
+    plan = [(1.0, steps, None) for steps in evaluation_steps(final, scale)]
+    if model.optimizers(train_config):  # a method with nothing to learn (the identity) has no snapshots
+        plan += [(step / config["train"]["max_steps"], common, None) for step in config["train"]["snapshot_steps"]]
+    swept = sweep and method in FIELDS
+    if swept:
+        plan += [(1.0, n, gamma) for gamma in SWEEP_GAMMAS for n in SWEEP_NFES]
+    previous = json.loads((folder / "cell.json").read_text()) if (folder / "cell.json").is_file() else {}
+    evaluations = dict(previous.get("evaluations", {}))  # a finished cell asked for more scores only adds them
+    for fraction, steps, gamma in plan:
+        chosen = {} if steps is None else {"steps": steps}
+        if gamma is not None and gamma != final.sampling.gamma:
+            chosen["gamma"] = gamma
+        key = f"{round(100 * fraction)}%@{steps or 1}" + (f"/gamma{gamma:g}" if "gamma" in chosen else "")
+        if key in evaluations:
+            continue
+        model = final if fraction == 1.0 else load_pretrained(
+            run_dir / "snapshots" / f"step-{round(fraction * config['train']['max_steps']):07d}", device=device)
+        rows, summary = evaluate_model(model, test_set, seed=0, **options, **chosen)
+        summary = {**summary, **add_defect_present(rows, has_defect)} if is_mask else summary
+        rows_file = f"rows-{key.replace('%@', 'pct-').replace('/', '-')}.json"
+        (folder / rows_file).write_text(json.dumps(rows))
+        evaluations[key] = {"fraction": fraction, "steps": steps, "gamma": chosen.get("gamma"),
+                            "nfe": model.network_evaluations(model.sampling_options(**chosen)), "rows": rows_file,
+                            "summary": {k: v for k, v in summary.items() if k != "name"}}
+    reference = f"100%@{plan[0][1] or 1}"
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        log = list(csv.DictReader(handle))
+    seconds = float(log[-1]["seconds"]) if log else 0.0
+    diagnostics = {key: float(log[-1][key]) for key in DIAGNOSTICS if log and log[-1].get(key) not in (None, "")}
+    batch = config["train"].get("batch_size", 1)
+    record = {"task": task, "method": method, "seed": seed, "scale": scale, "config": config,
+              "data_root": str(data_root), "limit": limit, "sweep": swept or previous.get("sweep", False),
+              "machine": machine(), "device": device, "test_items": len(test_set),
+              "test_image_size": list(test_set[0]["target"].shape[-2:]),
+              "train_pairs": len(train_set), "train_seconds": seconds,
+              "images_seen": config["train"]["max_steps"] * batch,  # per process: the suite runs one per cell
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
+              # this cell's processes: training and scoring, and any later scoring added to it
+              "cell_seconds": previous.get("cell_seconds", 0.0) + time.perf_counter() - began,
+              "reference": reference, "common": f"100%@{common or 1}", "evaluations": evaluations,
+              "diagnostics": diagnostics}
+    with atomic_path(folder / "cell.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=1, default=str))
+    return record
+
+
+def finished(out: Path, task: str, method: str, seed: int, args) -> bool:
+    """Whether the cell is done. A cell made under another data root (another machine's copy of the data)
+    counts when its configuration is otherwise the one this run would use; a different one is an error."""
+    path = cell_dir(out, task, method, seed) / "cell.json"
+    if not path.is_file():
+        return False
+    record = json.loads(path.read_text())
+    expected = cell_config(task, method, seed, args.scale, Path(record["data_root"]), args.max_steps)
+    if record["config"] != json.loads(json.dumps(expected)) or record.get("limit") != args.test_items:
+        raise SystemExit(f"{path} was made with another configuration; use another --output or delete the cell")
+    return record.get("sweep", False) or not (args.sweep and method in FIELDS)
+
+
+def cells_of(args) -> list[tuple[str, str, int]]:
+    return [(task, method, seed) for task in args.tasks for method in args.methods if runs_on(task, method)
+            for seed in args.seeds]
+
+
+def run_suite(args) -> None:
+    from tqdm import tqdm
+
+    pending = [cell for cell in cells_of(args) if not finished(args.output, *cell, args)]
+    print(f"{len(cells_of(args)) - len(pending)} cells done, {len(pending)} to run", flush=True)
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+
+    def launch(cell):
+        task, method, seed = cell
+        folder = cell_dir(args.output, task, method, seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "benchmarks.suite", "--cell", task, method, str(seed), "--scale", args.scale,
+                   "--data-root", str(args.data_root), "--output", str(args.output)]
+        command += ["--test-items", str(args.test_items)] if args.test_items is not None else []
+        command += ["--max-steps", str(args.max_steps)] if args.max_steps else []
+        command += ["--sweep"] if args.sweep else []
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
+        began = time.perf_counter()
+        with open(folder / "log.txt", "a") as log:
+            code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        return cell, code, time.perf_counter() - began
+
+    failed = []
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool, tqdm(total=len(pending), desc="suite",
+                                                                          unit="cell") as bar:
+        for cell, code, seconds in pool.map(launch, pending):
+            bar.update(1)
+            bar.write(f"{'/'.join(map(str, cell))}: {'done' if code == 0 else f'FAILED (exit {code})'} "
+                      f"in {seconds / 60:.1f} min")
+            if code:
+                failed.append(cell)
+    write_summary(args.output, args.readme)
+    if failed:
+        raise SystemExit(f"{len(failed)} cell(s) failed; see their log.txt: " +
+                         ", ".join("/".join(map(str, c)) for c in failed))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.suite", description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", choices=list(SCALES), default="cpu")
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--methods", nargs="+", choices=[*suite_methods(), *OBJECTIVES], default=suite_methods(),
+                        help="the field objectives (issue 15's ablation) on request")
+    parser.add_argument("--sweep", action="store_true",
+                        help=f"also score CDTSDE cells at NFE {SWEEP_NFES} with gamma 1 and 0 (the field ablation)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--data-root", type=Path, default=DATA, help="a folder with the layout of ../shared/data")
+    parser.add_argument("--output", type=Path, help="default: benchmarks/results/suite/<scale>")
+    parser.add_argument("--jobs", type=int, default=1, help="cells run at once (threads split between them)")
+    parser.add_argument("--test-items", type=int, help="override the scale's number of test items")
+    parser.add_argument("--max-steps", type=int, help="override every training budget (smoke runs)")
+    parser.add_argument("--summary-only", action="store_true", help="rebuild the summary from the finished cells")
+    parser.add_argument("--readme", action="store_true", help="also regenerate the results blocks of README.md and docs/results.md")
+    parser.add_argument("--cell", nargs=3, metavar=("TASK", "METHOD", "SEED"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.output = (args.output or RESULTS / "suite" / args.scale).resolve()
+    args.data_root = args.data_root.resolve()
+    if args.cell:
+        task, method, seed = args.cell
+        run_cell(task, method, int(seed), args.scale, args.data_root, args.output, args.test_items, args.max_steps,
+                 args.sweep)
+        return
+    if args.summary_only:
+        write_summary(args.output, args.readme)
+        return
+    if not args.data_root.is_dir():
+        raise SystemExit(f"--data-root {args.data_root}: no such folder (expected the layout of ../shared/data)")
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
+    args.output.mkdir(parents=True, exist_ok=True)
+    run_suite(args)
+
