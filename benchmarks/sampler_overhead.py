@@ -15,10 +15,10 @@ import argparse
 import torch
 
 from benchmarks.common import median_seconds, write_results
-from cdtsde.diffusion.sampler import sample
+from cdtsde.methods.cdtsde.sampler import sample
 from cdtsde.diffusion.schedule import NoiseSchedule
 from cdtsde.methods.cdtsde.fields import make_field
-from cdtsde.networks.unet import ConditionalUNet, UNetConfig, count_parameters
+from cdtsde.networks.conditional_unet import ConditionalUNet, UNetConfig, count_parameters
 
 
 def main() -> None:

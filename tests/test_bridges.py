@@ -8,16 +8,16 @@ import pytest
 import torch
 from helpers import TINY_UNET
 
-from cdtsde.diffusion.bridges import BrownianBridge, VPBridge
+from cdtsde.diffusion.bridge_paths import BrownianBridge, VPBridge
 from cdtsde.diffusion.ddpm import DDPMPath
-from cdtsde.diffusion.domain_shift import path_point
+from cdtsde.methods.cdtsde.domain_shift import path_point
 from cdtsde.diffusion.gaussian_path import lambda_ratio, posterior_step, sample_path
-from cdtsde.diffusion.sampler import timestep_grid
+from cdtsde.methods.cdtsde.sampler import timestep_grid
 from cdtsde.diffusion.schedule import CLEAN_END, NoiseSchedule
 from cdtsde.methods import DataInfo, method_class
 from cdtsde.methods.abridge import ABridgeConfig, ABridgePathConfig, DualEstimate, noise_share
 from cdtsde.methods.cdtsde.fields import make_field
-from cdtsde.networks.unet import UNetConfig
+from cdtsde.networks.conditional_unet import UNetConfig
 
 SAMPLES = 100_000
 TOLERANCE = 6.0  # standard errors

@@ -8,7 +8,7 @@ from helpers import TINY_UNET
 from cdtsde import draws
 from cdtsde.draws import ItemGenerators, item_generator, mixed_seed
 from cdtsde.methods import DataInfo, method_class
-from cdtsde.networks.unet import UNetConfig
+from cdtsde.networks.conditional_unet import UNetConfig
 
 
 def test_the_parts_of_a_batch_draw_the_rows_of_the_whole_batch():

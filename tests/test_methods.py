@@ -14,7 +14,7 @@ from cdtsde.cli import main
 from cdtsde.errors import CdtsdeError
 from cdtsde.methods import REGISTRY, DataInfo, method_class
 from cdtsde.methods.identity import Identity, IdentityConfig
-from cdtsde.networks.unet import UNetConfig
+from cdtsde.networks.conditional_unet import UNetConfig
 from cdtsde.training import load_pretrained, save_pretrained
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy-checkpoint"

@@ -2,8 +2,8 @@ import pytest
 import torch
 from conftest import randomise
 
-from cdtsde.diffusion.domain_shift import derived_quantities, q_sample
-from cdtsde.diffusion.sampler import sample, timestep_grid
+from cdtsde.methods.cdtsde.domain_shift import derived_quantities, q_sample
+from cdtsde.methods.cdtsde.sampler import sample, timestep_grid
 from cdtsde.diffusion.schedule import CLEAN_END, NoiseSchedule
 from cdtsde.methods.cdtsde.fields import FIELD_VARIANTS, DynamicField, bounded_field, make_field
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 
 from ... import draws
-from ...diffusion.domain_shift import q_sample
-from ...diffusion.sampler import SamplerOptions, sample, timestep_grid
+from .domain_shift import q_sample
+from .sampler import SamplerOptions, sample, timestep_grid
 from ...diffusion.schedule import NoiseSchedule, ScheduleConfig
-from ...networks.unet import TINY_UNET, ConditionalUNet, UNetConfig
+from ...networks.conditional_unet import TINY_UNET, ConditionalUNet, UNetConfig
 from ...settings import check_positive
 from ..base import DataInfo, Method, TranslationOutput, frozen
 from .fields import FieldConfig, make_field, mixer_statistics
@@ -135,7 +135,7 @@ class CDTSDE(Method):
     def generate(self, sources: torch.Tensor, sampling: SamplerOptions, generator: torch.Generator | None,
                  x_start: torch.Tensor | None = None, callback=None) -> TranslationOutput:
         """`x_start` (K B items: K samples per source, source-major as `repeat_interleave` gives) replaces
-        the draw of x(t1); `callback` sees every sampler step (cdtsde.diffusion.sampler.SamplerStep)."""
+        the draw of x(t1); `callback` sees every sampler step (cdtsde.methods.cdtsde.sampler.SamplerStep)."""
         if x_start is not None and x_start.shape[0] != sources.shape[0]:
             if x_start.shape[0] % sources.shape[0]:
                 raise ValueError(f"x_start has {x_start.shape[0]} items, not a multiple of the "

@@ -17,10 +17,10 @@ from dataclasses import field as option
 
 import torch
 
-from ..settings import check_count, check_unit_interval
+from ...diffusion.gaussian_path import PathPoint, SecondOrderRefiner, sample_path
+from ...diffusion.schedule import CLEAN_END
+from ...settings import check_count, check_unit_interval
 from .domain_shift import path_point
-from .gaussian_path import PathPoint, SecondOrderRefiner, sample_path
-from .schedule import CLEAN_END
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 SPACINGS = {"uniform": 1.0, "quadratic": 2.0}

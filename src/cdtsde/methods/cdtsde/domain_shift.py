@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import draws
-from .gaussian_path import PathPoint
-from .schedule import NoiseSchedule
+from ... import draws
+from ...diffusion.gaussian_path import PathPoint
+from ...diffusion.schedule import NoiseSchedule
 
 
 @dataclass
