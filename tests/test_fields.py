@@ -6,7 +6,7 @@ from conftest import randomise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdtsde.diffusion.schedule import NoiseSchedule, ScheduleConfig
+from cdtsde.methods.cdtsde.domain_shift import DomainShiftSchedule, DomainShiftScheduleConfig
 from cdtsde.methods.cdtsde.fields import (
     FIELD_VARIANTS,
     FieldConfig,
@@ -15,7 +15,7 @@ from cdtsde.methods.cdtsde.fields import (
     position_encoding,
 )
 
-SCHEDULE = NoiseSchedule()
+SCHEDULE = DomainShiftSchedule()
 
 
 @settings(max_examples=40, deadline=None)
@@ -152,7 +152,7 @@ def test_unknown_variant_and_options():
 
 def test_other_truncation_points():
     for truncation, t1 in ((1 / 3, 333), (2 / 3, 667)):
-        schedule = NoiseSchedule(ScheduleConfig(truncation=truncation))
+        schedule = DomainShiftSchedule(DomainShiftScheduleConfig(truncation=truncation))
         field = make_field("dynamic", schedule, 1)
         x_src = torch.zeros(1, 1, 2, 2)
         assert schedule.t1 == t1

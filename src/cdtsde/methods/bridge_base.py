@@ -18,7 +18,7 @@ from dataclasses import field as option
 import torch
 
 from .. import draws
-from ..diffusion.gaussian_path import sample_path
+from ..diffusion.gaussian_path import GaussianPath, sample_path
 from ..networks.conditional_unet import TINY_UNET, ConditionalUNet
 from ..settings import check_count, check_unit_interval
 from .base import DataInfo, Method, TranslationOutput
@@ -61,6 +61,7 @@ class BridgeMethod(Method):
     data_kind = "paired"
     sampling_class = BridgeSampling
     tiny_config = {"unet": TINY_UNET}
+    path: GaussianPath  # path_class(config.bridge)
 
     def __init__(self, config, data: DataInfo):
         super().__init__(config, data)

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 import torch
 
 from ... import draws
-from .domain_shift import q_sample
-from .sampler import SamplerOptions, sample, timestep_grid
-from ...diffusion.schedule import NoiseSchedule, ScheduleConfig
 from ...networks.conditional_unet import TINY_UNET, ConditionalUNet, UNetConfig
 from ...settings import check_positive
 from ..base import DataInfo, Method, TranslationOutput, frozen
+from .domain_shift import DomainShiftSchedule, DomainShiftScheduleConfig, q_sample, timestep_grid
 from .fields import FieldConfig, make_field, mixer_statistics
+from .sampler import SamplerOptions, sample
 
 MIXER_OBJECTIVES = ("x0-mse", "elbo")
 
@@ -28,7 +27,7 @@ MIXER_OBJECTIVES = ("x0-mse", "elbo")
 @dataclass
 class CDTSDEConfig:
     field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
-    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    schedule: DomainShiftScheduleConfig = dataclasses.field(default_factory=DomainShiftScheduleConfig)
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
     mixer_lr_scale: float = 10.0  # the paper trains the mixer with a 10x learning rate
     # what trains the mixer (dynamic, content): "x0-mse", the paper's (the denoiser's loss, through x_t), or
@@ -62,7 +61,7 @@ class CDTSDE(Method):
 
     def __init__(self, config: CDTSDEConfig, data: DataInfo):
         super().__init__(config, data)
-        self.schedule = NoiseSchedule(config.schedule)
+        self.schedule = DomainShiftSchedule(config.schedule)
         self.field = make_field(config.field, self.schedule, data.target_channels)
         self.net = ConditionalUNet(data.target_channels, data.source_channels, config.unet)
 
