@@ -70,7 +70,7 @@ def counted_flops(function) -> int:
 def build(unet: dict, size: int, device: torch.device):
     from cdtsde.methods import DataInfo
     from cdtsde.methods.cdtsde import CDTSDE, CDTSDEConfig
-    from cdtsde.networks.unet import UNetConfig
+    from cdtsde.networks.conditional_unet import UNetConfig
 
     torch.manual_seed(0)
     model = CDTSDE(CDTSDEConfig(unet=UNetConfig(**unet)), DataInfo(1, 1, image_size=size))
@@ -210,7 +210,7 @@ def main() -> None:
     parser.add_argument("--levers", action="store_true", help="also each speed lever against eager")
     args = parser.parse_args()
 
-    from cdtsde.networks.unet import UNetConfig
+    from cdtsde.networks.conditional_unet import UNetConfig
 
     small = {k: v for k, v in dataclasses.asdict(UNetConfig.small()).items()}
     cpu = torch.device("cpu")

@@ -15,10 +15,10 @@ import argparse
 import torch
 
 from benchmarks.common import median_seconds, write_results
-from cdtsde.diffusion.sampler import sample
-from cdtsde.diffusion.schedule import NoiseSchedule
+from cdtsde.methods.cdtsde.domain_shift import DomainShiftSchedule
 from cdtsde.methods.cdtsde.fields import make_field
-from cdtsde.networks.unet import ConditionalUNet, UNetConfig, count_parameters
+from cdtsde.methods.cdtsde.sampler import sample
+from cdtsde.networks.conditional_unet import ConditionalUNet, UNetConfig, count_parameters
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     sync = device.type == "cuda"
     channels = args.channels
     net = ConditionalUNet(channels, channels, UNetConfig.small()).to(device).eval()
-    schedule = NoiseSchedule()
+    schedule = DomainShiftSchedule()
     fields = {v: make_field(v, schedule, channels).to(device) for v in ("linear", "dynamic")}
     rows = []
     with torch.no_grad():

@@ -38,7 +38,7 @@ class RandomPairs(torch.utils.data.Dataset):
 def build_model(size: int):
     from cdtsde.methods import DataInfo
     from cdtsde.methods.cdtsde import CDTSDE, CDTSDEConfig
-    from cdtsde.networks.unet import UNetConfig
+    from cdtsde.networks.conditional_unet import UNetConfig
 
     torch.manual_seed(0)
     return CDTSDE(CDTSDEConfig(unet=UNetConfig.small()), DataInfo(1, 1, image_size=size))

@@ -6,7 +6,7 @@ from torch.utils.data import Dataset
 from cdtsde.methods import DataInfo, method_class
 from cdtsde.methods.cdtsde import CDTSDE, CDTSDEConfig
 from cdtsde.methods.cdtsde.fields import FieldConfig
-from cdtsde.networks.unet import TINY_UNET, UNetConfig
+from cdtsde.networks.conditional_unet import TINY_UNET, UNetConfig
 
 
 def tiny_model_options(name):

@@ -9,49 +9,43 @@ import pytest
 import torch
 from helpers import TINY_UNET
 
-from cdtsde.diffusion.bridges import BrownianBridge, VPBridge
+from cdtsde.diffusion.bridge_paths import BrownianBridge, VPBridge
 from cdtsde.diffusion.ddpm import DDPMPath
-from cdtsde.diffusion.domain_shift import path_point
-from cdtsde.diffusion.gaussian_path import lambda_ratio, posterior_step, sample_path
-from cdtsde.diffusion.sampler import timestep_grid
-from cdtsde.diffusion.schedule import CLEAN_END, NoiseSchedule
+from cdtsde.diffusion.gaussian_path import GaussianPath, lambda_ratio, posterior_step, sample_path
+from cdtsde.diffusion.schedule import CLEAN_END
 from cdtsde.methods import DataInfo, method_class
 from cdtsde.methods.abridge import ABridgeConfig, ABridgePathConfig, DualEstimate, noise_share
+from cdtsde.methods.cdtsde.domain_shift import DomainShiftPath, DomainShiftSchedule
 from cdtsde.methods.cdtsde.fields import make_field
-from cdtsde.networks.unet import UNetConfig
+from cdtsde.networks.conditional_unet import UNetConfig
 
 SAMPLES = 100_000
 TOLERANCE = 6.0  # standard errors
-SCHEDULE = NoiseSchedule()
 
 
 def domain_shift_path(variant):
     from conftest import randomise
 
-    field = make_field(variant, SCHEDULE, 2)
+    field = make_field(variant, DomainShiftSchedule(), 2)
     if variant != "linear":
         randomise(field, 7, scale=1.5)
-    x_src = torch.rand(1, 2, 3, 4, generator=torch.Generator().manual_seed(5)) * 2 - 1
-    return (lambda t: path_point(SCHEDULE, field(t, x_src), t)), timestep_grid(SCHEDULE.t1, 5)
-
-
-def bridge_path(path, steps):
-    return (lambda t: path.point(t, torch.zeros(1, 1, 1, 1))), path.times(steps)
+    path = DomainShiftPath(field)
+    return path, path.times(5)
 
 
 def ddpm_path(steps, t0=1.0):
     """The prior's DDPM path (A = 0) on its grid from T - 1, or on SDEdit's from round(t0 T) - 1."""
     path = DDPMPath()
-    return (lambda t: path.point(t, torch.zeros(1, 1, 1, 1))), path.times(steps, start=path.start_step(t0))
+    return path, path.times(steps, start=path.start_step(t0))
 
 
 PATHS = {
     "cdtsde-linear": lambda: domain_shift_path("linear"),
     "cdtsde-dynamic": lambda: domain_shift_path("dynamic"),
-    "bbdm": lambda: bridge_path(BrownianBridge(), 6),
-    "bbdm-20": lambda: bridge_path(BrownianBridge(), 20),
-    "vp-bridge": lambda: bridge_path(VPBridge(), 6),
-    "abridge": lambda: bridge_path(BrownianBridge(ABridgePathConfig()), 6),
+    "bbdm": lambda: (BrownianBridge(), BrownianBridge().times(6)),
+    "bbdm-20": lambda: (BrownianBridge(), BrownianBridge().times(20)),
+    "vp-bridge": lambda: (VPBridge(), VPBridge().times(6)),
+    "abridge": lambda: (BrownianBridge(ABridgePathConfig()), BrownianBridge(ABridgePathConfig()).times(6)),
     "ddpm": lambda: ddpm_path(6),
     "ddpm-sdedit": lambda: ddpm_path(8, t0=0.4),
 }
@@ -62,14 +56,17 @@ PATHS = {
 def test_an_exact_x0_keeps_every_iterate_on_the_forward_marginal(name, eta):
     """For a single pair (the posterior mean is x0 itself), started from the forward marginal at the first
     time, every iterate has mean A y + B x0 and standard deviation C, and the output is x0: for every
-    coefficient set and every eta (docs/bridges.md)."""
-    coefficients, times = PATHS[name]()
+    coefficient set and every eta (docs/bridges.md), each reached through the one path protocol."""
+    path, times = PATHS[name]()
+    assert isinstance(path, GaussianPath)
     shape = (1, 2, 3, 4)
     generator = torch.Generator().manual_seed(11)
     x0 = torch.rand(shape, generator=generator) * 2 - 1
     y = torch.rand(shape, generator=generator) * 2 - 1
-    if name.startswith("cdtsde"):
-        y = torch.rand(1, 2, 3, 4, generator=torch.Generator().manual_seed(5)) * 2 - 1  # the field's source
+
+    def coefficients(t):
+        return path.point(t, y)
+
     start = coefficients(times[0])
     x_start = start.draw(y, x0, torch.randn((SAMPLES, *shape[1:]), generator=generator))
     checked = []

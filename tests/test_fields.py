@@ -6,7 +6,7 @@ from conftest import randomise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdtsde.diffusion.schedule import NoiseSchedule, ScheduleConfig
+from cdtsde.methods.cdtsde.domain_shift import DomainShiftSchedule, DomainShiftScheduleConfig
 from cdtsde.methods.cdtsde.fields import (
     FIELD_VARIANTS,
     FieldConfig,
@@ -15,7 +15,7 @@ from cdtsde.methods.cdtsde.fields import (
     position_encoding,
 )
 
-SCHEDULE = NoiseSchedule()
+SCHEDULE = DomainShiftSchedule()
 
 
 @settings(max_examples=40, deadline=None)
@@ -152,7 +152,7 @@ def test_unknown_variant_and_options():
 
 def test_other_truncation_points():
     for truncation, t1 in ((1 / 3, 333), (2 / 3, 667)):
-        schedule = NoiseSchedule(ScheduleConfig(truncation=truncation))
+        schedule = DomainShiftSchedule(DomainShiftScheduleConfig(truncation=truncation))
         field = make_field("dynamic", schedule, 1)
         x_src = torch.zeros(1, 1, 2, 2)
         assert schedule.t1 == t1
@@ -182,7 +182,7 @@ def test_below_t1_the_field_stays_below_one_in_low_precision(dtype, variant, bia
 
 def test_a_saturated_field_in_float32_samples_without_clamps():
     """With Lambda rounded to 1 below t1, Ups = 0 made rho infinite and the clamp count spurious."""
-    from cdtsde.diffusion.sampler import sample
+    from cdtsde.methods.cdtsde.sampler import sample
 
     field = make_field("dynamic", SCHEDULE, 1)
     with torch.no_grad():
@@ -272,7 +272,7 @@ def elbo_model(variant="dynamic", restoring_weight=0.0, seed=0):
 
     from cdtsde.methods import DataInfo
     from cdtsde.methods.cdtsde import CDTSDE, CDTSDEConfig
-    from cdtsde.networks.unet import UNetConfig
+    from cdtsde.networks.conditional_unet import UNetConfig
 
     torch.manual_seed(seed)
     model = CDTSDE(CDTSDEConfig(field=FieldConfig(variant), unet=UNetConfig(**TINY_UNET), mixer_objective="elbo",

@@ -14,7 +14,7 @@ from cdtsde.diffusion.gaussian_path import posterior_step, sample_path
 from cdtsde.draws import ItemGenerators
 from cdtsde.methods import DataInfo, method_class
 from cdtsde.methods.i2sb import TIME_SCALE, I2SBConfig, SchrodingerBridgePath, SymmetricScheduleConfig
-from cdtsde.networks.unet import UNetConfig
+from cdtsde.networks.conditional_unet import UNetConfig
 
 RAMPS = ["sqrt-linear", "linear"]
 

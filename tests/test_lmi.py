@@ -1,4 +1,4 @@
-"""Local mutual information maps (cdtsde.lmi, docs/lmi.md): the estimator against scikit-learn, the
+"""Local mutual information maps (cdtsde.mutual_information, docs/lmi.md): the estimator against scikit-learn, the
 properties the definition promises (remaps, self-similarity, symmetry, borders, gradients), the aligned
 image, and the reference mode against an independent loop-by-loop transcription of the authors' algorithm."""
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import cdtsde.lmi as lmi
-from cdtsde.lmi import (
+import cdtsde.mutual_information as lmi
+from cdtsde.mutual_information import (
     LMIOptions,
     candidate_offsets,
     lmi_candidates,

@@ -14,11 +14,11 @@ import yaml
 from helpers import TINY_UNET, InversionPairs
 
 from cdtsde.errors import CdtsdeError
-from cdtsde.lmi import DEFAULT_BINS, LMIOptions, lmi_condition
 from cdtsde.methods import DataInfo, method_class
 from cdtsde.methods.lmi import LMIConfig, LMIGuided
 from cdtsde.methods.prior import Prior
-from cdtsde.networks.unet import UNetConfig
+from cdtsde.mutual_information import DEFAULT_BINS, LMIOptions, lmi_condition
+from cdtsde.networks.conditional_unet import UNetConfig
 from cdtsde.settings import from_plain, to_plain
 
 

@@ -20,7 +20,7 @@ from cdtsde.cli.sampling import add_sampling_flags, chosen_sampling
 from cdtsde.errors import CdtsdeError
 from cdtsde.methods import REGISTRY, DataInfo, Method, TranslationOutput, method_class
 from cdtsde.methods.identity import Identity, IdentityConfig
-from cdtsde.networks.unet import UNetConfig
+from cdtsde.networks.conditional_unet import UNetConfig
 from cdtsde.training import load_pretrained, save_pretrained
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy-checkpoint"

@@ -19,7 +19,7 @@ from cdtsde.errors import CdtsdeError
 from cdtsde.methods import DataInfo, method_class
 from cdtsde.methods.prior import Prior, PriorConfig
 from cdtsde.methods.sdedit import SDEdit
-from cdtsde.networks.unet import ConditionalUNet, UNetConfig
+from cdtsde.networks.conditional_unet import ConditionalUNet, UNetConfig
 
 
 def make(name="sdedit", target_channels=1, prediction="eps", seed=0, randomise=False, **config):

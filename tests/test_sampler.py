@@ -2,12 +2,17 @@ import pytest
 import torch
 from conftest import randomise
 
-from cdtsde.diffusion.domain_shift import derived_quantities, q_sample
-from cdtsde.diffusion.sampler import sample, timestep_grid
-from cdtsde.diffusion.schedule import CLEAN_END, NoiseSchedule
+from cdtsde.diffusion.schedule import CLEAN_END
+from cdtsde.methods.cdtsde.domain_shift import (
+    DomainShiftSchedule,
+    derived_quantities,
+    q_sample,
+    timestep_grid,
+)
 from cdtsde.methods.cdtsde.fields import FIELD_VARIANTS, DynamicField, bounded_field, make_field
+from cdtsde.methods.cdtsde.sampler import sample
 
-SCHEDULE = NoiseSchedule()
+SCHEDULE = DomainShiftSchedule()
 SAMPLES = 100_000  # Monte-Carlo draws per pixel for the marginal checks
 TOLERANCE = 6.0  # standard errors
 

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from cdtsde.networks.unet import ConditionalUNet, UNetConfig, count_parameters
+from cdtsde.networks.conditional_unet import ConditionalUNet, UNetConfig, count_parameters
 from cdtsde.settings import from_plain, to_plain
 
 

@@ -18,19 +18,13 @@ import torch
 
 from ..settings import check_count
 from .gaussian_path import PathPoint
-from .schedule import BETA_SCHEDULES, CLEAN_END, NoiseSchedule, ScheduleConfig
+from .schedule import CLEAN_END, NoiseSchedule, NoiseScheduleConfig
 
 
 @dataclass(frozen=True)
-class DDPMScheduleConfig:
+class DDPMScheduleConfig(NoiseScheduleConfig):
     num_steps: int = 1000
     beta_schedule: str = "linear"  # "linear" (DDPM's), "scaled-linear" (CDTSDE's) or "cosine"
-
-    def __post_init__(self):
-        if self.num_steps < 2:
-            raise ValueError(f"num_steps must be >= 2, got {self.num_steps}")
-        if self.beta_schedule not in BETA_SCHEDULES:
-            raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
 
 
 class DDPMPath:
@@ -38,9 +32,7 @@ class DDPMPath:
 
     def __init__(self, config: DDPMScheduleConfig | None = None):
         self.config = config or DDPMScheduleConfig()
-        # the schedule's domain-shift options (truncation, eta_t) are CDTSDE's and unused here
-        self.schedule = NoiseSchedule(ScheduleConfig(num_steps=self.config.num_steps,
-                                                     beta_schedule=self.config.beta_schedule))
+        self.schedule = NoiseSchedule(self.config)
         self.num_steps = self.config.num_steps
 
     def point(self, t, like: torch.Tensor) -> PathPoint:

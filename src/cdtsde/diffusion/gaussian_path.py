@@ -22,13 +22,15 @@ prove for every coefficient set). A path pinned at its start (C_t = 0: x_t is y 
 t = T) has no eps_hat; its first step "boots" with fresh noise, x_s = A_s y + B_s x0_hat + C_s z. The clean
 end (A = 0, B = 1, C = 0) needs no special case: the step gives x0_hat.
 
-Coefficients may be scalars per item or full images (CDTSDE's spatial field), all elementwise.
+Coefficients may be scalars per item or full images (CDTSDE's spatial field), all elementwise. A path is
+what `GaussianPath` describes; `sample_path` is the one sampler over any of them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -47,6 +49,30 @@ class PathPoint:
     def draw(self, y: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t = A y + B x0 + C noise."""
         return self.mean(y, x0) + self.c * noise
+
+
+@runtime_checkable
+class GaussianPath(Protocol):
+    """What a diffusion method's path provides, and all the core needs of it: the coefficients (A, B, C) of
+    its forward marginal x_t = A_t y + B_t x0 + C_t eps at any time, and a sampling grid. The bridge paths
+    (cdtsde.diffusion.bridge_paths), DDPM's (cdtsde.diffusion.ddpm) and CDTSDE's domain-shift path
+    (cdtsde.methods.cdtsde.domain_shift) implement it.
+
+    A new diffusion method provides such a path; with it, training draws
+    x_t = path.point(t, y).draw(y, x0, eps) at times of the method's choosing, and translation is
+    sample_path(denoiser, y, lambda t: path.point(t, y), path.times(steps), eta, x_start). The method adds
+    what a path cannot know: its network and how the network's output becomes x0_hat (the `denoiser`), its
+    loss and training times, and the first iterate x_start (a draw of the marginal at times[0], or y itself
+    where the path is pinned there, C = 0)."""
+
+    def point(self, t, like: torch.Tensor) -> PathPoint:
+        """The coefficients at time t (a number, or a (B,) tensor of per-item times) in `like`'s dtype and
+        on its device, broadcastable against it. `like` is the source y in the target's channel space; only
+        a path whose coefficients depend on the source (CDTSDE's mixing field) reads its values."""
+
+    def times(self, steps: int) -> list:
+        """The times of `steps` network evaluations, noisiest first, then the clean end (A = 0, B = 1,
+        C = 0) where sampling stops; a path may take further options with defaults (a start, a spacing)."""
 
 
 def lambda_ratio(now: PathPoint, then: PathPoint) -> tuple[torch.Tensor, int]:

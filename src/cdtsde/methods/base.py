@@ -108,7 +108,7 @@ class Method(nn.Module):
     sampling_class: ClassVar[type] = NoSamplingOptions
     diagnostics_help: ClassVar[dict[str, str]] = {}
     # the `model:` options of the smallest network the method builds: what the conformance tests and the
-    # suite's quick scale train (a method with a conditional UNet: {"unet": cdtsde.networks.unet.TINY_UNET})
+    # suite's quick scale train (a method with a conditional UNet: {"unet": cdtsde.networks.conditional_unet.TINY_UNET})
     tiny_config: ClassVar[dict] = {}
     # sampling overrides of few network evaluations that between them cover the method's translation
     # (deterministic and stochastic, one step and several): what the conformance tests translate with;

@@ -37,11 +37,11 @@ from dataclasses import dataclass
 import torch
 
 from ... import draws
-from ...diffusion.bridges import BrownianBridge, BrownianBridgeConfig
+from ...diffusion.bridge_paths import BrownianBridge, BrownianBridgeConfig
 from ...diffusion.gaussian_path import sample_path
-from ...networks.unet import ConditionalUNet, UNetConfig
+from ...networks.conditional_unet import ConditionalUNet, UNetConfig
 from ..base import TranslationOutput
-from ..bridge import BridgeMethod, bridge_sampling, check_loss, regression_loss
+from ..bridge_base import BridgeMethod, bridge_sampling, check_loss, regression_loss
 
 PHASES = ("forward", "reverse")
 

@@ -10,9 +10,9 @@ import dataclasses
 from dataclasses import dataclass
 
 from ... import draws
-from ...diffusion.bridges import BrownianBridge, BrownianBridgeConfig
-from ...networks.unet import UNetConfig
-from ..bridge import BridgeMethod, bridge_sampling, check_loss, regression_loss
+from ...diffusion.bridge_paths import BrownianBridge, BrownianBridgeConfig
+from ...networks.conditional_unet import UNetConfig
+from ..bridge_base import BridgeMethod, bridge_sampling, check_loss, regression_loss
 
 
 @dataclass

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 import torch
 
 from ... import draws
-from ...diffusion.domain_shift import q_sample
-from ...diffusion.sampler import SamplerOptions, sample, timestep_grid
-from ...diffusion.schedule import NoiseSchedule, ScheduleConfig
-from ...networks.unet import TINY_UNET, ConditionalUNet, UNetConfig
+from ...networks.conditional_unet import TINY_UNET, ConditionalUNet, UNetConfig
 from ...settings import check_positive
 from ..base import DataInfo, Method, TranslationOutput, frozen
+from .domain_shift import DomainShiftSchedule, DomainShiftScheduleConfig, q_sample, timestep_grid
 from .fields import FieldConfig, make_field, mixer_statistics
+from .sampler import SamplerOptions, sample
 
 MIXER_OBJECTIVES = ("x0-mse", "elbo")
 
@@ -28,7 +27,7 @@ MIXER_OBJECTIVES = ("x0-mse", "elbo")
 @dataclass
 class CDTSDEConfig:
     field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
-    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    schedule: DomainShiftScheduleConfig = dataclasses.field(default_factory=DomainShiftScheduleConfig)
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
     mixer_lr_scale: float = 10.0  # the paper trains the mixer with a 10x learning rate
     # what trains the mixer (dynamic, content): "x0-mse", the paper's (the denoiser's loss, through x_t), or
@@ -64,7 +63,7 @@ class CDTSDE(Method):
 
     def __init__(self, config: CDTSDEConfig, data: DataInfo):
         super().__init__(config, data)
-        self.schedule = NoiseSchedule(config.schedule)
+        self.schedule = DomainShiftSchedule(config.schedule)
         self.field = make_field(config.field, self.schedule, data.target_channels)
         self.net = ConditionalUNet(data.target_channels, data.source_channels, config.unet)
 
@@ -141,7 +140,7 @@ class CDTSDE(Method):
     def generate(self, sources: torch.Tensor, sampling: SamplerOptions, generator: torch.Generator | None,
                  x_start: torch.Tensor | None = None, callback=None) -> TranslationOutput:
         """`x_start` (K B items: K samples per source, source-major as `repeat_interleave` gives) replaces
-        the draw of x(t1); `callback` sees every sampler step (cdtsde.diffusion.sampler.SamplerStep)."""
+        the draw of x(t1); `callback` sees every sampler step (cdtsde.methods.cdtsde.sampler.SamplerStep)."""
         if x_start is not None and x_start.shape[0] != sources.shape[0]:
             if x_start.shape[0] % sources.shape[0]:
                 raise ValueError(f"x_start has {x_start.shape[0]} items, not a multiple of the "

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ...diffusion.schedule import NoiseSchedule
+from .domain_shift import DomainShiftSchedule
 
 FIELD_VARIANTS = ("linear", "envelope", "channel", "dynamic", "content")
 ENVELOPE_TOLERANCE = 0.02  # a mixer output g this close to -1 or +1 counts as sitting on Eq. 2's envelope
@@ -82,7 +82,7 @@ class MixingField(nn.Module):
 
     variant = ""
 
-    def __init__(self, schedule: NoiseSchedule, channels: int):
+    def __init__(self, schedule: DomainShiftSchedule, channels: int):
         super().__init__()
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
@@ -138,7 +138,7 @@ class ChannelField(MixingField):
 
     variant = "channel"
 
-    def __init__(self, schedule: NoiseSchedule, channels: int, degree: int = 4):
+    def __init__(self, schedule: DomainShiftSchedule, channels: int, degree: int = 4):
         super().__init__(schedule, channels)
         if degree < 1:
             raise ValueError(f"degree must be >= 1, got {degree}")
@@ -185,7 +185,7 @@ class EnvelopeField(MixingField):
 
     variant = "envelope"
 
-    def __init__(self, schedule: NoiseSchedule, channels: int, squash_eps: float = 0.05):
+    def __init__(self, schedule: DomainShiftSchedule, channels: int, squash_eps: float = 0.05):
         super().__init__(schedule, channels)
         check_squash_eps(squash_eps)
         self.squash_eps = squash_eps
@@ -203,7 +203,7 @@ class DynamicField(MixingField):
     variant = "dynamic"
     reads_source = False
 
-    def __init__(self, schedule: NoiseSchedule, channels: int, squash_eps: float = 0.05, budget: bool = False):
+    def __init__(self, schedule: DomainShiftSchedule, channels: int, squash_eps: float = 0.05, budget: bool = False):
         super().__init__(schedule, channels)
         check_squash_eps(squash_eps)
         self.squash_eps = squash_eps
@@ -230,7 +230,7 @@ class ContentField(DynamicField):
     reads_source = True
 
 
-def make_field(config: FieldConfig | str, schedule: NoiseSchedule, channels: int) -> MixingField:
+def make_field(config: FieldConfig | str, schedule: DomainShiftSchedule, channels: int) -> MixingField:
     """Build a mixing field from its configuration (or a variant name, with its default options)."""
     config = FieldConfig(config) if isinstance(config, str) else config
     classes = {"linear": LinearField, "envelope": EnvelopeField, "channel": ChannelField, "dynamic": DynamicField,

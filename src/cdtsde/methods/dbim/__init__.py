@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 
 from ... import draws
-from ...diffusion.bridges import VPBridge, VPBridgeConfig
-from ...networks.unet import UNetConfig
+from ...diffusion.bridge_paths import VPBridge, VPBridgeConfig
+from ...networks.conditional_unet import UNetConfig
 from ...settings import check_positive
-from ..bridge import BridgeMethod, bridge_sampling
+from ..bridge_base import BridgeMethod, bridge_sampling
 
 
 @dataclass

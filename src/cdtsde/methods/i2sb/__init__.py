@@ -26,11 +26,11 @@ from dataclasses import dataclass
 import torch
 
 from ... import draws
-from ...diffusion.bridges import _per_item
+from ...diffusion.bridge_paths import per_item
 from ...diffusion.gaussian_path import PathPoint, sample_path
-from ...networks.unet import UNetConfig
+from ...networks.conditional_unet import UNetConfig
 from ..base import TranslationOutput
-from ..bridge import BridgeMethod, bridge_sampling
+from ..bridge_base import BridgeMethod, bridge_sampling
 
 RAMPS = ("sqrt-linear", "linear")
 # the network's time input is t times the reference's number of discrete steps, as its noise levels are
@@ -101,27 +101,27 @@ class SchrodingerBridgePath:
         """The marginal given both ends (Eq. 11); C = 0 for the OT-ODE model."""
         a, b = self.shares(t)
         c = torch.zeros_like(a) if self.config.ot_ode else torch.sqrt(self.total * a * b)
-        return PathPoint(a=_per_item(a, like), b=_per_item(b, like), c=_per_item(c, like))
+        return PathPoint(a=per_item(a, like), b=per_item(b, like), c=per_item(c, like))
 
     def ode_point(self, t, like: torch.Tensor) -> PathPoint:
         """The OT-ODE's sampling coefficients: the mean's (A, B) with C = A. The core's implicit step (eta = 0)
         keeps the fraction C_s / C_t = sigma_s^2 / sigma_t^2 of the residual x_t - A_t x1 - B_t x0_hat, which is
         the mean of the paper's posterior step; any C proportional to sigma_t^2 gives the same step."""
         a, b = self.shares(t)
-        return PathPoint(a=_per_item(a, like), b=_per_item(b, like), c=_per_item(a, like))
+        return PathPoint(a=per_item(a, like), b=per_item(b, like), c=per_item(a, like))
 
     def sigma(self, t, like: torch.Tensor) -> torch.Tensor:
-        return _per_item(torch.sqrt(self.sigma2(self._times(t))), like)
+        return per_item(torch.sqrt(self.sigma2(self._times(t))), like)
 
     def label(self, t, x1: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The network's target (x_t - x0) / sigma_t for x_t = point(t).draw(x1, x0, noise), in closed form
         (no division by a vanishing sigma_t): (sigma_t / sigma_1^2)(x1 - x0) + sqrt(bar sigma_t^2 / sigma_1^2)
         noise, without the noise term for the OT-ODE model."""
         t = self._times(t)
-        label = _per_item(torch.sqrt(self.sigma2(t)) / self.total, x0) * (x1 - x0)
+        label = per_item(torch.sqrt(self.sigma2(t)) / self.total, x0) * (x1 - x0)
         if self.config.ot_ode:
             return label
-        return label + _per_item(torch.sqrt(self.sigma2(1 - t) / self.total), x0) * noise
+        return label + per_item(torch.sqrt(self.sigma2(1 - t) / self.total), x0) * noise
 
     def times(self, steps: int) -> list[float]:
         """`steps` evaluations at t uniform from 1 (the source end) down to 1 / steps, then the clean end (the

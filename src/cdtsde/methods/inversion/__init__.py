@@ -21,7 +21,7 @@ minimises, for `sampling.steps` iterations,
     L(W+) = -S(G(W+), c) + prior_weight * mean ||W+ - w_avg||^2
 
 where c is the source in the target's channel space and S a modality-invariant similarity with the
-project's one estimator (`cdtsde.lmi`, clean mode, Parzen windows `model.similarity`): "nmi", the global
+project's one estimator (`cdtsde.mutual_information`, clean mode, Parzen windows `model.similarity`): "nmi", the global
 normalised mutual information of the two images (`patch_nmi` over all pixels, per channel, averaged), or
 "lmi", the mean local mutual information map (`local_mutual_information(c, G(W+))`). Both are invariant to
 bijective remaps of intensities that permute bins (e.g. contrast inversion), which is what makes the
@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from ... import draws
-from ...lmi import LMIOptions, local_mutual_information, patch_nmi
+from ...mutual_information import LMIOptions, local_mutual_information, patch_nmi
 from ...networks.patchgan import NORMS, PatchGANDiscriminator
 from ...networks.style_generator import StyleGenerator, check_size
 from ...settings import check_count, check_unit_interval
@@ -73,7 +73,7 @@ class InversionConfig:
         if isinstance(self.similarity, dict):
             self.similarity = LMIOptions(**self.similarity)
         if not isinstance(self.similarity, LMIOptions):
-            raise ValueError(f"similarity must be LMI options (cdtsde.lmi.LMIOptions), got {self.similarity!r}")
+            raise ValueError(f"similarity must be LMI options (cdtsde.mutual_information.LMIOptions), got {self.similarity!r}")
         resolved = self.similarity.resolved()
         if resolved.mode != "clean" or resolved.sigma == 0:
             raise ValueError("the inversion needs a differentiable similarity: similarity.mode 'clean' with "

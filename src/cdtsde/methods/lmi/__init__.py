@@ -3,7 +3,7 @@ Image-to-Image Translation for Cross Modality Segmentation", arXiv:2404.01102, s
 section 5, the maps in docs/lmi.md).
 
 The target-only DDPM prior (`cdtsde.methods.prior`) whose network takes, concatenated to x_t, the local
-mutual information maps [LMI(c, x_t), LMI(c, c)] (`cdtsde.lmi.lmi_condition`, 2 x target channels), where c
+mutual information maps [LMI(c, x_t), LMI(c, c)] (`cdtsde.mutual_information.lmi_condition`, 2 x target channels), where c
 is the prior's reference: the clean target x0 in training (Eq. 2), the source in the target's channel space
 at translation (Eq. 3, `Method.in_target_space`, intensities as they are: LMI does not depend on how one
 modality's grey levels map onto the other's). The maps are recomputed from the current iterate at every
@@ -14,7 +14,7 @@ The maps are inputs, computed without gradient (they have no parameters; the los
 The self map LMI(c, c) does not change along one translation: `generate` computes it once and `condition`
 reuses it for that reference, bit for bit what `lmi_condition` returns.
 
-Defaults: `model.lmi` is `cdtsde.lmi.LMIOptions()` (clean mode, 3x3 patches and search, 27 bins, kernel std 8
+Defaults: `model.lmi` is `cdtsde.mutual_information.LMIOptions()` (clean mode, 3x3 patches and search, 27 bins, kernel std 8
 grey levels: the authors' bins and kernel, docs/lmi.md); `mode: reference` gives the authors' estimator.
 Sampling: 50 DDIM steps (eta 0), ours for the CPU (each step computes one LMI map); the authors run the
 full 1000-step ancestral chain (run_sampling.sh: `--t 1000`), here `--steps 1000 --eta 1`.
@@ -28,21 +28,21 @@ from dataclasses import field as option
 
 import torch
 
-from ...lmi import LMIOptions, lmi_condition, local_mutual_information
+from ...mutual_information import LMIOptions, lmi_condition, local_mutual_information
 from ..base import TranslationOutput
 from ..prior import Prior, PriorConfig, PriorSampling
 
 
 @dataclass
 class LMIConfig(PriorConfig):
-    lmi: LMIOptions = dataclasses.field(default_factory=LMIOptions)  # how the maps are computed (cdtsde.lmi)
+    lmi: LMIOptions = dataclasses.field(default_factory=LMIOptions)  # how the maps are computed (cdtsde.mutual_information)
 
     def __post_init__(self):
         super().__post_init__()
         if isinstance(self.lmi, dict):  # a plain mapping from Python code
             self.lmi = LMIOptions(**self.lmi)
         if not isinstance(self.lmi, LMIOptions):
-            raise ValueError(f"lmi must be LMI options (cdtsde.lmi.LMIOptions), got {self.lmi!r}")
+            raise ValueError(f"lmi must be LMI options (cdtsde.mutual_information.LMIOptions), got {self.lmi!r}")
         self.lmi.resolved()  # checks every value now, not at the first network call
 
 

@@ -33,7 +33,7 @@ import torch
 from ... import draws
 from ...diffusion.ddpm import DDPMPath, DDPMScheduleConfig
 from ...diffusion.gaussian_path import sample_path
-from ...networks.unet import TINY_UNET, ConditionalUNet, UNetConfig
+from ...networks.conditional_unet import TINY_UNET, ConditionalUNet, UNetConfig
 from ...settings import check_count, check_unit_interval
 from ..base import DataInfo, Method, TranslationOutput
 

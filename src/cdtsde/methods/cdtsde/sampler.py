@@ -17,13 +17,11 @@ from dataclasses import field as option
 
 import torch
 
-from ..settings import check_count, check_unit_interval
-from .domain_shift import path_point
-from .gaussian_path import PathPoint, SecondOrderRefiner, sample_path
-from .schedule import CLEAN_END
+from ...diffusion.gaussian_path import PathPoint, SecondOrderRefiner, sample_path
+from ...settings import check_count, check_unit_interval
+from .domain_shift import SPACINGS, DomainShiftPath, check_spacing
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-SPACINGS = {"uniform": 1.0, "quadratic": 2.0}
 SOLVERS = ("first-order", "dpm++2m")
 
 
@@ -31,8 +29,7 @@ def check_sampler_arguments(steps: int, gamma: float, spacing: str, solver: str)
     """Raise ValueError naming the first bad argument (the grid checks steps against t1 itself)."""
     check_count("steps", steps)
     check_unit_interval("gamma", gamma)
-    if spacing not in SPACINGS:
-        raise ValueError(f"spacing must be one of {tuple(SPACINGS)}, got {spacing!r}")
+    check_spacing(spacing)
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     if solver == "dpm++2m" and gamma != 0:
@@ -56,18 +53,6 @@ class SamplerOptions:
 
     def __post_init__(self):
         check_sampler_arguments(self.steps, self.gamma, self.spacing, self.solver)
-
-
-def timestep_grid(t1: int, steps: int, spacing: str = "uniform") -> list[int]:
-    """[tau_N = t1 > ... > tau_1 >= 0, CLEAN_END] for N = `steps` network evaluations.
-    tau_k = (k - 1) + round((t1 + 1 - N) (k / N)^p), p = 1 (uniform) or 2 (quadratic: denser near the clean
-    end); the (k - 1) term keeps the steps distinct for any N up to t1 + 1."""
-    check_sampler_arguments(steps, 0.0, spacing, "first-order")
-    if steps > t1 + 1:
-        raise ValueError(f"steps must be at most t1 + 1 = {t1 + 1} (one evaluation per step), got {steps}")
-    power = SPACINGS[spacing]
-    taus = [(k - 1) + round((t1 + 1 - steps) * (k / steps) ** power) for k in range(steps, 0, -1)]
-    return taus + [CLEAN_END]
 
 
 @dataclass
@@ -125,7 +110,8 @@ def sample(
     h = log(lam_s / lam_t), which keeps the exact first-order form of the step and raises its order."""
     check_sampler_arguments(steps, gamma, spacing, solver)
     schedule = field.schedule
-    grid = timestep_grid(schedule.t1, steps, spacing)
+    path = DomainShiftPath(field)
+    grid = path.times(steps, spacing)
     shape = x_start.shape if x_start is not None else x_src.shape
     _broadcast_source(x_src, shape)
     source = x_src.expand(shape)
@@ -136,7 +122,7 @@ def sample(
         if collapse_field:
             mixing = mixing.mean(dim=(1, 2, 3), keepdim=True).expand_as(mixing)
         mixings[step] = mixing
-        return path_point(schedule, mixing, step)
+        return path.point(step, x_src, mixing)
 
     if x_start is None:  # x(t1) ~ N(sqrt(abar_t1) x_src, sigma_t1^2): Lambda = 1 at t1
         x_start = schedule.sqrt_abar(grid[0], x_src) * x_src + schedule.sigma(grid[0], x_src) * torch.randn(

@@ -18,8 +18,8 @@ from dataclasses import field as option
 import torch
 
 from .. import draws
-from ..diffusion.gaussian_path import sample_path
-from ..networks.unet import TINY_UNET, ConditionalUNet
+from ..diffusion.gaussian_path import GaussianPath, sample_path
+from ..networks.conditional_unet import TINY_UNET, ConditionalUNet
 from ..settings import check_count, check_unit_interval
 from .base import DataInfo, Method, TranslationOutput
 
@@ -62,6 +62,7 @@ class BridgeMethod(Method):
     sampling_class = BridgeSampling
     tiny_config = {"unet": TINY_UNET}
     tiny_sampling = ({"steps": 1, "eta": 0.0}, {"steps": 3, "eta": 0.0}, {"steps": 2, "eta": 1.0}, {"steps": 3, "eta": 0.5})
+    path: GaussianPath  # path_class(config.bridge)
 
     def __init__(self, config, data: DataInfo):
         super().__init__(config, data)

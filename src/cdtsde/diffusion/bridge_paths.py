@@ -25,7 +25,7 @@ from .gaussian_path import PathPoint
 from .schedule import CLEAN_END
 
 
-def _per_item(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def per_item(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """(B,) or scalar float64 values as (B, 1, 1, 1) (or a scalar) in `like`'s dtype and device."""
     if values.ndim == 1:
         values = values.view(-1, *([1] * (like.ndim - 1)))
@@ -57,7 +57,7 @@ class BrownianBridge:
         self.delta = 2 * self.config.variance_scale * (self.m - self.m**2)
 
     def point(self, t, like: torch.Tensor) -> PathPoint:
-        # looked up on the CPU, where the tables live (t may sit on the model's device); _per_item moves the
+        # looked up on the CPU, where the tables live (t may sit on the model's device); per_item moves the
         # values to `like`'s device
         steps = torch.as_tensor(t, dtype=torch.long).cpu()
         if steps.numel() and (steps.min() < CLEAN_END or steps.max() >= self.num_steps):
@@ -66,7 +66,7 @@ class BrownianBridge:
         index = steps.clamp(min=0)
         m = torch.where(clean, torch.zeros((), dtype=torch.float64), self.m[index])
         delta = torch.where(clean, torch.zeros((), dtype=torch.float64), self.delta[index])
-        m, std = _per_item(m, like), _per_item(delta.sqrt(), like)
+        m, std = per_item(m, like), per_item(delta.sqrt(), like)
         return PathPoint(a=m, b=1 - m, c=std)
 
     def times(self, steps: int) -> list[int]:
@@ -117,7 +117,7 @@ class VPBridge:
         a = (alpha / self.alpha_T) * share
         b = alpha * (1 - share)
         c = alpha * torch.sqrt(rho2 * (1 - share).clamp(min=0))
-        return PathPoint(a=_per_item(a, like), b=_per_item(b, like), c=_per_item(c, like))
+        return PathPoint(a=per_item(a, like), b=per_item(b, like), c=per_item(c, like))
 
     def times(self, steps: int) -> list[float]:
         """`steps` evaluations: the booting one at T (x_T = y), then steps - 1 uniform in t from T - 1e-3 down
