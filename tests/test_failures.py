@@ -462,7 +462,7 @@ def test_data_spec_values_are_checked_by_name(key, value, message):
     from cdtsde.data import build_dataset
 
     spec = {"kind": "procedural", "task": "mri-phantom", "n": 8, "size": 16, key: value}
-    with pytest.raises(CdtsdeError, match=f"procedural spec: {message}"):
+    with pytest.raises(CdtsdeError, match=f"data.{message}"):
         build_dataset(spec, "train")
 
 
@@ -474,22 +474,26 @@ def test_data_spec_values_are_checked_by_name(key, value, message):
     ("image-folder", [0, float("nan")], r"value_range must be \[low, high\]"),
 ])
 def test_value_ranges_are_checked_by_form_and_order(kind, value, message):
-    from cdtsde.data.config import check_spec_values
+    from cdtsde.data.specs import data_spec
 
-    with pytest.raises(CdtsdeError, match=f"{kind} spec: {message}"):
-        check_spec_values({"kind": kind, "value_range": value}, kind)
-    check_spec_values({"kind": kind, "value_range": [0, 4000] if kind == "image-folder" else {"target": [0, 4000]}},
-                      kind)
+    spec = {"kind": kind, "root": "data"} if kind != "list-file" else {"kind": kind, "list": "pairs.txt"}
+    with pytest.raises(CdtsdeError, match=f"data.{message}"):
+        data_spec({**spec, "value_range": value})
+    good = data_spec({**spec, "value_range": [0, 4000] if kind == "image-folder" else {"target": [0, 4000]}})
+    assert good.value_range == (0.0, 4000.0) if kind == "image-folder" else good.value_range.target == (0.0, 4000.0)
 
 
 def test_held_out_counts_and_names_are_both_accepted_and_other_values_named(tmp_path):
-    from cdtsde.data.config import check_spec_values
+    from cdtsde.data.specs import data_spec
 
-    check_spec_values({"test_groups": ["T14RNT"], "val_groups": 0, "db_range": [-25, 0]}, "sar-patches")
-    with pytest.raises(CdtsdeError, match=r"test_subjects must be an integer >= 0 or a list of names, got 1.5"):
-        check_spec_values({"test_subjects": 1.5}, "nifti")
-    with pytest.raises(CdtsdeError, match=r"db_range must be \[low, high\] with low < high, got \[0, -25\]"):
-        check_spec_values({"db_range": [0, -25]}, "sar-patches")
+    spec = data_spec({"kind": "sar-patches", "root": "s", "test_scenes": ["T14RNT"], "val_scenes": 0, "db_range": [-25, 0]})
+    assert (spec.val_scenes, spec.test_scenes, spec.db_range) == (0, ("T14RNT",), (-25.0, 0.0))
+    with pytest.raises(CdtsdeError, match=r"data.test_subjects must be an integer >= 0 or a list of names, got 1.5"):
+        data_spec({"kind": "nifti", "root": "v", "test_subjects": 1.5})
+    with pytest.raises(CdtsdeError, match=r"data.val_groups must be an integer >= 0 or a list of names, got -1"):
+        data_spec({"kind": "paired-folder", "root": "p", "val_groups": -1})
+    with pytest.raises(CdtsdeError, match=r"data.db_range must be \[low, high\] with low < high, got \[0, -25\]"):
+        data_spec({"kind": "sar-patches", "root": "s", "db_range": [0, -25]})
 
 
 def test_a_data_root_spelled_through_a_symlink_is_the_same_setting(tmp_path):

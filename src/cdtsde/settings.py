@@ -13,6 +13,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Callable
 from functools import cache
 
 # annotation -> (what the message calls it, whether a plain value is one); bools are not numbers here
@@ -24,9 +25,20 @@ SCALARS = {
 }
 
 
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What an `Annotated` option must be beyond its type: `accepts(value)` on the converted value, and
+    `expected`, the whole valid form in words, for the message when the type or `accepts` refuses it."""
+
+    expected: str
+    accepts: Callable[[typing.Any], bool] = lambda value: True
+
+
 @cache
 def _hints(cls) -> dict:
-    return typing.get_type_hints(cls)
+    return typing.get_type_hints(cls, include_extras=True)
 
 
 def _check(value, annotation, name: str):
@@ -34,9 +46,27 @@ def _check(value, annotation, name: str):
     origin = typing.get_origin(annotation)
     if annotation is typing.Any:
         return value
+    if origin is typing.Annotated:
+        kind, *extras = typing.get_args(annotation)
+        rule = next(extra for extra in extras if isinstance(extra, Rule))
+        try:
+            converted = _check(value, kind, name)
+        except ValueError:
+            raise ValueError(f"{name} must be {rule.expected}, got {value!r}") from None
+        if not rule.accepts(converted):
+            raise ValueError(f"{name} must be {rule.expected}, got {value!r}")
+        return converted
+    if origin is typing.Literal:
+        choices = typing.get_args(annotation)
+        if not any(value == choice and type(value) is type(choice) for choice in choices):
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return value
         errors = []
-        for option in typing.get_args(annotation):
+        for option in (option for option in options if option is not type(None)):
             try:
                 return _check(value, option, name)
             except ValueError as exc:
@@ -52,6 +82,10 @@ def _check(value, annotation, name: str):
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{name} must be a list, got {value!r}")
         args = typing.get_args(annotation)
+        if args and args[-1] is not Ellipsis:  # tuple[float, float]: exactly that many items
+            if len(value) != len(args):
+                raise ValueError(f"{name} must be a list of {len(args)} items, got {value!r}")
+            return tuple(_check(v, item, f"{name}[{i}]") for i, (v, item) in enumerate(zip(value, args)))
         item = args[0] if args else typing.Any
         return tuple(_check(v, item, f"{name}[{i}]") for i, v in enumerate(value))
     if origin is dict or annotation is dict:
@@ -75,10 +109,16 @@ def from_plain(cls, data, what: str):
         return data
     if not isinstance(data, dict):
         raise ValueError(f"{what} options must be a mapping, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    names = {f.name for f in fields}
     unknown = set(data) - names
     if unknown:
-        raise ValueError(f"unknown {what} option(s): {', '.join(sorted(unknown))}")
+        raise ValueError(f"unknown {what} option(s): {', '.join(sorted(unknown))}; "
+                         f"expected {', '.join(sorted(names))}")
+    missing = [f.name for f in fields if f.name not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ValueError(f"{what}.{missing[0]} is required")
     hints = _hints(cls)
     values = {key: _check(value, hints[key], f"{what}.{key}") for key, value in data.items()}
     built = cls(**values)  # the class's own range checks first: their messages say what is allowed

@@ -19,6 +19,7 @@ from ..imagefiles import read_image
 from ..intensity import NIFTI_PERCENTILE, VOLUME_STEPS, volume_steps
 from .base import PairedDataset
 from .readers import NiftiReading
+from .specs import NiftiSpec
 from .splits import split_groups
 
 NAME_PATTERN = re.compile(
@@ -121,30 +122,20 @@ class NiftiSliceDataset(PairedDataset):
         return f"{source_path} | {target_path} slice {int(self.slices[entry[0]][2][entry[1]])}"
 
 
-def build_nifti(root: Path, split: str, options: dict) -> NiftiSliceDataset:
+def build_nifti(root: Path, split: str, spec: NiftiSpec) -> NiftiSliceDataset:
     """Subjects (optionally restricted to `subjects`) are split into `val_subjects` / `test_subjects` /
     the rest with `seed`; only the requested split's volumes are decoded."""
-    source, target = options.get("source", "t1").lower(), options.get("target", "t2").lower()
+    source, target = spec.source.lower(), spec.target.lower()
     pairs, unmatched = find_volume_pairs(root, source, target)
-    if "subjects" in options:
-        wanted = set(options["subjects"])
+    if spec.subjects is not None:
+        wanted = set(spec.subjects)
         pairs = {key: value for key, value in pairs.items() if key[0] in wanted}
     if not pairs:
         raise CdtsdeError(f"{root}: no {source}/{target} NIfTI pairs found")
-    assignment = split_groups(
-        [key[0] for key in pairs],
-        options.get("val_subjects", 1),
-        options.get("test_subjects", 1),
-        options.get("seed", 0),
-    )
+    assignment = split_groups([key[0] for key in pairs], spec.val_subjects, spec.test_subjects, spec.seed)
     chosen = [(key, paths) for key, paths in pairs.items() if assignment[key[0]] == split]
-    dataset = NiftiSliceDataset(
-        chosen,
-        axis=options.get("axis", 2),
-        min_foreground=options.get("min_foreground", 0.1),
-        percentile=options.get("percentile", NIFTI_PERCENTILE),
-        slice_step=options.get("slice_step", 1),
-    )
+    dataset = NiftiSliceDataset(chosen, axis=spec.axis, min_foreground=spec.min_foreground,
+                                percentile=spec.percentile, slice_step=spec.slice_step)
     dataset.subjects = sorted({key[0] for key, _ in chosen})
     dataset.skipped[:0] = unmatched
     return dataset

@@ -10,6 +10,15 @@ from ..imagefiles import image_shape, list_images, stem
 from .base import PairedDataset
 from .masks import read_mask
 from .readers import UnitReader
+from .specs import (
+    FileSplitSpec,
+    ImageFolderSpec,
+    ListFileSpec,
+    PairedFilesSpec,
+    PairedFolderSpec,
+    SplitFolders,
+    ValueRanges,
+)
 from .splits import grouped_split, split_by_hash
 
 FOLDER_NAMES = (("source", "target"), ("A", "B"))
@@ -72,44 +81,43 @@ def match_by_stem(source_folder: Path, target_folder: Path):
     return matched, unmatched
 
 
-def split_folder(root: Path, split: str, options: dict) -> Path | None:
+def split_folder(root: Path, split: str, spec: PairedFolderSpec | ImageFolderSpec) -> Path | None:
     """The folder of `split` when `root` has `train/`, `val/`, `test/` sub-folders (names overridable by
     `split_dirs`), else None (then a hash of each file stem assigns it)."""
-    split_dirs = options.get("split_dirs")
+    split_dirs = spec.split_dirs
     if split_dirs is None and (root / "train").is_dir():
-        split_dirs = {"train": "train", "val": "val", "test": "test"}
+        split_dirs = SplitFolders()
     if split_dirs is None:
         return None
-    folder = root / split_dirs[split]
+    folder = root / getattr(split_dirs, split)
     if not folder.is_dir():
         raise CdtsdeError(f"{folder}: folder for split {split!r} not found")
     return folder
 
 
-def paired_folder_pairs(root: Path, split: str, options: dict):
+def paired_folder_pairs(root: Path, split: str, spec: PairedFolderSpec):
     """Pairs of one split. With `train/`, `val/`, `test/` sub-folders (names overridable by `split_dirs`)
     each split reads its own folder; otherwise `split_pairs` assigns them (whole groups or a hash)."""
-    folder = split_folder(root, split, options)
+    folder = split_folder(root, split, spec)
     if folder is not None:
-        return *match_by_stem(*find_pair_folders(folder, options.get("source_dir"), options.get("target_dir"))), None
-    matched, unmatched = match_by_stem(
-        *find_pair_folders(root, options.get("source_dir"), options.get("target_dir"))
-    )
-    chosen, unassigned, groups = split_pairs(matched, split, options, root)
+        return *match_by_stem(*find_pair_folders(folder, spec.source_dir, spec.target_dir)), None
+    matched, unmatched = match_by_stem(*find_pair_folders(root, spec.source_dir, spec.target_dir))
+    chosen, unassigned, groups = split_pairs(matched, split, spec, root)
     return chosen, unmatched + unassigned, groups
 
 
-def split_pairs(pairs, split: str, options: dict, base: Path):
+def split_pairs(pairs, split: str, spec: FileSplitSpec, base: Path):
     """(the (source, target, name) pairs of `split`, [(path, reason)] of pairs no group holds, the sorted
     names of the split's groups or None without groups). With
     `groups` (a table column or a regex on the name, `splits.grouped_split`) whole groups (regions,
     subjects, scenes) are held out by `val_groups` / `test_groups`; otherwise each pair by a hash of its name."""
-    if "groups" in options:
-        chosen, unlisted = grouped_split([pair[2] for pair in pairs], split, options, base, None)
+    if spec.groups is not None:
+        chosen, unlisted = grouped_split([pair[2] for pair in pairs], split, spec.groups,
+                                         (spec.val_groups, spec.test_groups), spec.seed, base, None)
         paths = {pair[2]: str(pair[0]) for pair in pairs}
         return ([pair for pair in pairs if pair[2] in chosen], [(paths[k], why) for k, why in unlisted],
                 sorted(set(chosen.values())))
-    fractions = (options.get("val_fraction", 0.1), options.get("test_fraction", 0.1), options.get("seed", 0))
+    fractions = (spec.val_fraction, spec.test_fraction, spec.seed)
     return [pair for pair in pairs if split_by_hash(pair[2], *fractions) == split], [], None
 
 
@@ -135,17 +143,15 @@ def read_list_file(list_path: Path):
     return pairs
 
 
-def list_file_pairs(base: Path, split: str, options: dict):
+def list_file_pairs(base: Path, split: str, spec: ListFileSpec):
     """`lists: {train: ..., val: ..., test: ...}` gives one list per split; `list: FILE` one list split by
     `split_pairs` (groups, or a hash of the names). Returns (pairs, [(path, reason)] left out, groups)."""
-    if "lists" in options:
-        if split not in options["lists"]:
-            raise CdtsdeError(f"list-file spec has no list for split {split!r}")
-        return read_list_file(base / options["lists"][split]), [], None
-    if "list" not in options:
-        raise CdtsdeError("list-file spec needs 'list' or 'lists'")
-    list_path = base / options["list"]
-    return split_pairs(read_list_file(list_path), split, options, list_path.parent)
+    if spec.lists is not None:
+        if getattr(spec.lists, split) is None:
+            raise CdtsdeError(f"data.lists has no list for split {split!r}")
+        return read_list_file(base / getattr(spec.lists, split)), [], None
+    list_path = base / spec.list
+    return split_pairs(read_list_file(list_path), split, spec, list_path.parent)
 
 
 class ImageFolderDataset(PairedFilesDataset):
@@ -167,15 +173,15 @@ class ImageFolderDataset(PairedFilesDataset):
         return self.source_channels
 
 
-def build_image_folder(root: Path, split: str, options: dict) -> ImageFolderDataset:
+def build_image_folder(root: Path, split: str, spec: ImageFolderSpec) -> ImageFolderDataset:
     """Every image in `root` (or in its split sub-folders), split by groups or a hash of the file stem otherwise."""
-    folder = split_folder(root, split, options)
+    folder = split_folder(root, split, spec)
     if folder is None:
         images = [(path, path, stem(path)) for path in list_images(root)]
-        images, unassigned, groups = split_pairs(images, split, options, root)
+        images, unassigned, groups = split_pairs(images, split, spec, root)
     else:
         images, unassigned, groups = [(path, path, stem(path)) for path in list_images(folder)], [], None
-    reader = UnitReader(_range(options.get("value_range")), _bands(options, "bands"))
+    reader = UnitReader(spec.value_range, spec.bands)
     dataset = ImageFolderDataset(images, reader, reader)
     dataset.skipped[:0] = unassigned
     dataset.groups = groups
@@ -184,55 +190,30 @@ def build_image_folder(root: Path, split: str, options: dict) -> ImageFolderData
     return dataset
 
 
-def mask_class_count(options: dict) -> int | None:
-    classes = options.get("classes")
-    if classes is None:
-        return None
-    return classes if isinstance(classes, int) else len(classes)
-
-
-def build_paired_folder(root: Path, split: str, options: dict) -> PairedFilesDataset:
-    pairs, unmatched, groups = paired_folder_pairs(root, split, options)
+def build_paired_folder(root: Path, split: str, spec: PairedFolderSpec) -> PairedFilesDataset:
+    pairs, unmatched, groups = paired_folder_pairs(root, split, spec)
     # a held-out split may be empty by design (`val_groups: 0`); training on nothing may not
-    may_be_empty = "groups" in options and split != "train"
-    dataset = _files_dataset(pairs, options, unmatched, f"{root} ({split})", may_be_empty)
+    may_be_empty = spec.groups is not None and split != "train"
+    dataset = _files_dataset(pairs, spec, unmatched, f"{root} ({split})", may_be_empty)
     dataset.groups = groups
     return dataset
 
 
-def build_list_file(base: Path, split: str, options: dict) -> PairedFilesDataset:
-    pairs, unassigned, groups = list_file_pairs(base, split, options)
-    dataset = _files_dataset(pairs, options, unassigned, f"list file ({split})", "groups" in options and split != "train")
+def build_list_file(base: Path, split: str, spec: ListFileSpec) -> PairedFilesDataset:
+    pairs, unassigned, groups = list_file_pairs(base, split, spec)
+    dataset = _files_dataset(pairs, spec, unassigned, f"list file ({split})", spec.groups is not None and split != "train")
     dataset.groups = groups
     return dataset
 
 
-def _files_dataset(pairs, options, unmatched, where, may_be_empty=False) -> PairedFilesDataset:
-    num_classes = mask_class_count(options)
-    ranges = options.get("value_range", {})
-    if num_classes and "target_bands" in options:
-        raise CdtsdeError(f"{where}: target_bands does not apply to a mask target (classes is set)")
-    source_reader = UnitReader(_range(ranges.get("source")), _bands(options, "source_bands"))
-    target_reader = read_mask if num_classes else UnitReader(_range(ranges.get("target")),
-                                                             _bands(options, "target_bands"))
+def _files_dataset(pairs, spec: PairedFilesSpec, unmatched, where, may_be_empty=False) -> PairedFilesDataset:
+    num_classes = spec.class_count
+    ranges = spec.value_range or ValueRanges()
+    source_reader = UnitReader(ranges.source, spec.source_bands)
+    target_reader = read_mask if num_classes else UnitReader(ranges.target, spec.target_bands)
     dataset = PairedFilesDataset(pairs, source_reader, target_reader, num_classes)
     dataset.skipped[:0] = unmatched
     if not dataset.entries and not dataset.skipped and not may_be_empty:
         raise CdtsdeError(f"{where}: no image pairs found")
     return dataset
 
-
-def _range(value):
-    return tuple(value) if value is not None else None
-
-
-def _bands(options: dict, key: str) -> tuple[int, ...] | None:
-    if key not in options:
-        return None
-    return band_indices(options[key], f"{options['kind']} spec: {key}")
-
-
-def band_indices(value, where: str) -> tuple[int, ...]:
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise CdtsdeError(f"{where} must list band indices (0 = the first band), got {value!r}")
-    return tuple(value)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from ..errors import CdtsdeError
 from ..imagefiles import list_images, stem
-from .paired import PairedFilesDataset, band_indices
-from .readers import SAR_BANDS, OpticalReader, SarReader
+from .paired import PairedFilesDataset
+from .readers import OpticalReader, SarReader
+from .specs import SarPatchesSpec
 from .splits import grouped_split
 
 MODALITY_TOKEN = re.compile(r"_(s1|s2|gt)_", re.IGNORECASE)
@@ -33,11 +34,8 @@ def scene_of(key: str) -> str:
     return PATCH_NUMBER.sub("", key)
 
 
-def build_sar_patches(root: Path, split: str, options: dict) -> PairedFilesDataset:
-    source_folder, target_folder = (
-        root / options.get("source_dir", "s1"),
-        root / options.get("target_dir", "s2"),
-    )
+def build_sar_patches(root: Path, split: str, spec: SarPatchesSpec) -> PairedFilesDataset:
+    source_folder, target_folder = root / spec.source_dir, root / spec.target_dir
     sources = {patch_key(p): p for p in list_images(source_folder)}
     targets = {patch_key(p): p for p in list_images(target_folder)}
     keys = sorted(sources.keys() & targets.keys())
@@ -49,21 +47,12 @@ def build_sar_patches(root: Path, split: str, options: dict) -> PairedFilesDatas
     unmatched += [
         (str(targets[k]), f"no partner in {source_folder}") for k in sorted(targets.keys() - sources.keys())
     ]
-    chosen, unlisted = grouped_split(keys, split, options, root, scene_of, ("val_scenes", "test_scenes"))
+    chosen, unlisted = grouped_split(keys, split, spec.groups, (spec.val_scenes, spec.test_scenes), spec.seed, root,
+                                     scene_of)
     unmatched += [(str(sources[k]), reason) for k, reason in unlisted]
     pairs = [(sources[k], targets[k], k) for k in chosen]
-    names = options.get("source_bands", SAR_BANDS)
-    if not all(isinstance(band, str) for band in names):
-        raise CdtsdeError(f"sar-patches spec: source_bands names SAR bands ({', '.join(SAR_BANDS)}), got {names!r}")
-    bands = tuple(band.upper() for band in names)
-    unknown = set(bands) - set(SAR_BANDS)
-    if unknown:
-        raise CdtsdeError(f"sar-patches spec: unknown SAR band(s) {sorted(unknown)} in source_bands; "
-                          f"choose from {SAR_BANDS}")
-    source_reader = SarReader(tuple(options.get("db_range", (-25.0, 0.0))), bands)
-    target_bands = options.get("target_bands")
-    target_reader = OpticalReader(float(options.get("reflectance_max", 3000.0)),
-                                  None if target_bands is None else band_indices(target_bands, "sar-patches spec: target_bands"))
+    source_reader = SarReader(spec.db_range, tuple(band.upper() for band in spec.source_bands))
+    target_reader = OpticalReader(spec.reflectance_max, spec.target_bands)
     dataset = PairedFilesDataset(pairs, source_reader, target_reader)
     dataset.skipped[:0] = unmatched
     dataset.scenes = sorted(set(chosen.values()))

@@ -101,28 +101,22 @@ def pattern_groups(keys, pattern: str) -> tuple[dict[str, str], list[tuple[str, 
     return grouped, unmatched
 
 
-def grouped_split(keys, split: str, options: dict, base: Path, default_groups, counts=("val_groups", "test_groups"),
+def grouped_split(keys, split: str, groups, held_out, seed: int, base: Path, default_groups,
                   ) -> tuple[dict[str, str], list[tuple[str, str]]]:
-    """The keys of `split`, each key's group read from the spec's `groups`, else `default_groups(key)`:
-    `groups: {table: pairs.csv, column: region[, key: pair_id]}` (a CSV table relative to the data root) or
-    `groups: {pattern: REGEX}` (`pattern_groups`, on the item name). The options named by `counts` give val
-    and test: counts of groups or lists of group names (default 1 each). Returns ({key: group} of the
-    split, [(key, reason)] for keys no group holds)."""
-    spec = options.get("groups")
+    """The keys of `split`, each key's group read from the spec's `groups` (a `specs.Groups`), else
+    `default_groups(key)`: a CSV table relative to the data root (`table`, `column`, `key`: the column of
+    item names, default pair_id) or a regular expression on the item name (`pattern`, `pattern_groups`).
+    `held_out` (val, test) are counts of groups or lists of group names, `split_groups` assigns them with
+    `seed`. Returns ({key: group} of the split, [(key, reason)] for keys no group holds)."""
     unlisted = []
-    if spec is None:
+    if groups is None:
         group_of = {key: default_groups(key) for key in keys}
-    elif isinstance(spec, dict) and set(spec) == {"pattern"} and isinstance(spec["pattern"], str):
-        group_of, unlisted = pattern_groups(keys, spec["pattern"])
+    elif groups.pattern is not None:
+        group_of, unlisted = pattern_groups(keys, groups.pattern)
     else:
-        if not isinstance(spec, dict) or set(spec) - {"table", "key", "column"} or "table" not in spec \
-                or "column" not in spec:
-            raise CdtsdeError(f"groups must be {{table: FILE, column: NAME[, key: NAME]}} or {{pattern: REGEX}}, "
-                              f"got {spec!r}")
-        table_path = base / spec["table"]
-        table = read_group_table(table_path, spec.get("key", "pair_id"), spec["column"])
+        table_path = base / groups.table
+        table = read_group_table(table_path, groups.key or "pair_id", groups.column)
         group_of = {key: table[key] for key in keys if key in table}
         unlisted = [(key, f"not listed in {table_path}") for key in keys if key not in table]
-    assignment = split_groups(group_of.values(), options.get(counts[0], 1), options.get(counts[1], 1),
-                              options.get("seed", 0))
+    assignment = split_groups(group_of.values(), *held_out, seed)
     return {key: group for key, group in group_of.items() if assignment[group] == split}, unlisted

@@ -16,6 +16,7 @@ from ..errors import CdtsdeError
 from ..imagefiles import read_image
 from .base import PairedDataset
 from .readers import UnitReader
+from .specs import SceneTilesSpec
 from .splits import check_split, split_groups
 
 
@@ -124,33 +125,22 @@ class SceneTileDataset(PairedDataset):
         return f"{self.scenes[index][1]} | {self.scenes[index][2]} tile y={y} x={x}"
 
 
-def build_scene_tiles(root: Path, split: str, options: dict) -> SceneTileDataset:
-    scenes, problems = find_scenes(
-        root, options.get("source_pattern", "SAR*"), options.get("target_pattern", "Optical*")
-    )
+def build_scene_tiles(root: Path, split: str, spec: SceneTilesSpec) -> SceneTileDataset:
+    scenes, problems = find_scenes(root, spec.source_pattern, spec.target_pattern)
     if not scenes:
         raise CdtsdeError(f"{root}: no scene folders with a source and a target image")
-    split_by = options.get("split_by", "region")
-    if split_by not in ("region", "scene"):
-        raise CdtsdeError(f"split_by must be 'region' or 'scene', got {split_by!r}")
     assignment = None
-    if split_by == "scene":
-        assignment = split_groups(
-            [s[0] for s in scenes],
-            options.get("val_scenes", 0),
-            options.get("test_scenes", 1),
-            options.get("seed", 0),
-        )
-    tile = int(options.get("tile", 64))
+    if spec.split_by == "scene":
+        assignment = split_groups([s[0] for s in scenes], spec.val_scenes, spec.test_scenes, spec.seed)
     dataset = SceneTileDataset(
         scenes,
         split,
-        tile,
-        int(options.get("stride", tile)),
-        split_by,
-        options.get("val_fraction", 0.15),
-        options.get("test_fraction", 0.15),
-        options.get("gap"),
+        spec.tile,
+        spec.tile if spec.stride is None else spec.stride,
+        spec.split_by,
+        spec.val_fraction,
+        spec.test_fraction,
+        spec.gap,
         assignment,
     )
     dataset.skipped[:0] = problems
