@@ -270,7 +270,7 @@ def test_bad_validation_settings_are_refused_by_name(options, message):
      "train.early_stopping.monitor: 'val/loss' is not a validation column of this cyclegan run; it produces "
      "val/psnr, val/loss_generators, val/loss_discriminators"),
     ("cdtsde", {"early_stopping": {"monitor": "val/psnr_fg"}}, "'val/psnr_fg' is not a validation column"),
-    ("prior", {"validation": {"every": 2, "nfe": 5000}}, "train.validation.nfe: "),
+    ("bbdm", {"validation": {"every": 2, "nfe": 5000}}, "train.validation.nfe: "),
 ])
 def test_what_a_run_cannot_validate_is_refused_before_the_first_step(name, options, message, tmp_path):
     with pytest.raises(CdtsdeError, match=message):
@@ -280,10 +280,10 @@ def test_what_a_run_cannot_validate_is_refused_before_the_first_step(name, optio
 
 def test_validation_needs_a_val_split_and_its_data(tmp_path):
     config = tiny_run_config("cdtsde", validation=VALIDATION)
-    config["data"]["n_val"] = 0
-    method, train_set, preview_set, train_config = build_run(config)
+    method, train_set, _, train_config = build_run(config)
+    # build_run previews the training set when the val split is empty; validation does not score it
     with pytest.raises(CdtsdeError, match="needs the data spec's val split, which is empty"):
-        validation_data(method, train_set, preview_set, config["data"])
+        validation_data(method, train_set, train_set, config["data"])
     with pytest.raises(CdtsdeError, match="train.validation is set but no validation data were given"):
         train(method, train_set, train_config, tmp_path / "run", progress=False)
 
@@ -297,3 +297,10 @@ def test_the_command_line_validates_and_reports_the_best(tmp_path, capsys):
     best = min(rows, key=lambda row: float(row["val/loss"]))
     assert f"best val/loss: {float(best['val/loss']):.6g} after step {best['step']}" in out
     assert "max_steps (20) reached" in out
+
+
+def test_a_method_with_nothing_to_learn_keeps_its_model_whatever_the_validation_settings(tmp_path):
+    result, _, _ = run_tiny("identity", tmp_path, validation=VALIDATION, early_stopping={"monitor": "val/psnr"})
+    assert result["stopped"] == "nothing to train"
+    assert (tmp_path / "identity" / "model" / "model.safetensors").is_file()
+    assert not (tmp_path / "identity" / "last").exists()

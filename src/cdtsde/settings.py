@@ -36,7 +36,8 @@ def _check(value, annotation, name: str):
         return value
     if origin in (typing.Union, types.UnionType):
         errors = []
-        for option in typing.get_args(annotation):
+        # an optional setting that is given is checked as what it is optional to, with that type's message
+        for option in [arg for arg in typing.get_args(annotation) if value is None or arg is not type(None)]:
             try:
                 return _check(value, option, name)
             except ValueError as exc:

@@ -149,7 +149,8 @@ def train(
             run.log(step)
         if config.validation is not None and due(done, config.validation.every, config.max_steps):
             run.validate(done)
-        if preview is not None and config.sample_every > 0 and due(done, config.sample_every, config.max_steps):
+        if preview is not None and config.sample_every > 0 and (due(done, config.sample_every, config.max_steps)
+                                                               or run.stopped is not None):
             run.preview(preview, done)
         if done in config.snapshot_steps:
             run.snapshot(done)
@@ -195,7 +196,8 @@ class TrainingRun:
         self.phase_losses: list[dict[str, float]] = []  # {phase: loss} of every step run now
         self.validation = validation
         self.validation_rows: list[dict] = []  # every validation row of the run, for its curve
-        self.early_stopping = EarlyStopping(config.early_stopping) if config.early_stopping else None
+        # a method with nothing to learn is not validated: its model/ is its only checkpoint
+        self.early_stopping = EarlyStopping(config.early_stopping) if config.early_stopping and self.optimizers else None
         self.stopped: str | None = None  # why the run ended early
 
     def elapsed(self) -> float:
