@@ -1,7 +1,7 @@
 """Multi-process training (Lightning Fabric DDP, gloo, 2 CPU processes) through the command line: the
 ranks split each global batch, the log holds the global batch's loss, only rank 0 writes and speaks, the
-loss curve equals a single process's with the same global batch (per-item draws), and a run killed under
-DDP resumes exactly."""
+loss curve equals a single process's with the same global batch (per-item draws), a run killed under
+DDP resumes exactly, and early stopping ends every rank at one process's step."""
 
 import csv
 import os
