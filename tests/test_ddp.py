@@ -1,7 +1,7 @@
 """Multi-process training (Lightning Fabric DDP, gloo, 2 CPU processes) through the command line: the
 ranks split each global batch, the log holds the global batch's loss, only rank 0 writes and speaks, the
-loss curve equals a single process's with the same global batch (per-item draws), and a run killed under
-DDP resumes exactly."""
+loss curve equals a single process's with the same global batch (per-item draws), a run killed under
+DDP resumes exactly, and early stopping ends every rank at one process's step."""
 
 import csv
 import os
@@ -27,9 +27,9 @@ def test_the_ranks_split_the_single_process_batch_without_overlap():
         assert parts[0] + parts[1] == whole
 
 
-def write_config(path, batch_size, devices, checkpoint_every=5):
+def write_config(path, batch_size, devices, checkpoint_every=5, **options):
     train = {"max_steps": STEPS, "batch_size": batch_size, "lr": 0.002, "warmup_steps": 2, "log_every": 1,
-             "checkpoint_every": checkpoint_every, "sample_every": 0}
+             "checkpoint_every": checkpoint_every, "sample_every": 0, **options}
     if devices > 1:
         train.update(devices=devices, strategy="ddp")
     path.write_text(yaml.safe_dump({"data": {"kind": "procedural", "task": "mri-phantom", "n": 64, "size": 16, "seed": 0},
@@ -114,3 +114,23 @@ def test_a_ddp_run_resumed_on_one_process_keeps_its_global_batch(ddp_run, tmp_pa
     b = load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
     for key, tensor in a.items():
         torch.testing.assert_close(b[key], tensor, rtol=1e-3, atol=1e-5, msg=key)
+
+
+def test_under_ddp_every_rank_stops_where_one_process_stops(tmp_path):
+    """Rank 0 validates and sends its row to rank 1: both end at the step one process with the same global
+    batch ends at (the PSNR cannot rise by 10 dB: the best is the first validation, and 2 more end the run;
+    a rank that went on would wait for the other forever), with the same validation rows."""
+    validation = {"validation": {"every": 5, "items": 4, "nfe": 2},
+                  "early_stopping": {"monitor": "val/psnr", "patience": 2, "min_delta": 10.0}}
+    ends = {}
+    for devices, batch_size in ((2, 4), (1, 8)):
+        config = write_config(tmp_path / f"{devices}.yaml", batch_size=batch_size, devices=devices, **validation)
+        result = subprocess.run(command(config, tmp_path / f"run{devices}"), env=ENV, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.count("best val/psnr") == 1
+        with open(tmp_path / f"run{devices}" / "metrics.csv", newline="") as handle:
+            ends[devices] = [(row["step"], float(row["val/psnr"])) for row in csv.DictReader(handle)
+                             if row["val/psnr"] != ""]
+    assert [step for step, _ in ends[2]] == [step for step, _ in ends[1]] == ["5", "10", "15"]
+    assert [value for _, value in ends[2]] == pytest.approx([value for _, value in ends[1]], rel=1e-4)

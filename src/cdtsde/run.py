@@ -20,12 +20,17 @@ from .data.views import input_reading
 from .errors import CdtsdeError
 from .intensity import NIFTI_PERCENTILE
 from .methods import DataInfo, Method, method_class
+from .metrics import PV_EL_CLASSES, PV_EL_DEFECT
+from .metrics.headline import HeadlineScore
 from .settings import from_plain
 from .training import TrainConfig
+from .training.validation import ValidationData
 
 SECTIONS = ("method", "data", "model", "sampling", "train")
 DEFAULT_METHOD = "cdtsde"
 NIFTI_KINDS = ("nifti", "brats", "ixi")
+# the data whose masks hold the pv-el-cracks classes, whose defects are classes PV_EL_DEFECT (not the busbar)
+PV_EL_MASKS = ({"kind": "el-masks"}, {"kind": "procedural", "task": "el-cell"})
 
 
 def load_run_config(path: str | Path) -> dict:
@@ -108,3 +113,32 @@ def build_run(config: dict, base_dir: str | Path | None = None, method: str | No
         raise CdtsdeError(f"configuration of the {cls.name} method: {exc}") from exc
     built.sampling = built.sampling_options(sampling)  # checked against the model (e.g. its schedule's steps)
     return built, train_set, preview_set, train_config
+
+
+def headline_score(spec: dict, data: DataInfo) -> HeadlineScore:
+    """The task's headline figure, as the suite leads with it: brain PSNR for MRI (NIfTI data), the
+    defect Dice for masks (the pv-el-cracks defects; for other masks every class but the background),
+    PSNR for other images."""
+    if data.target_kind == "mask":
+        pv_el = any(all(spec.get(key) == value for key, value in kind.items()) for kind in PV_EL_MASKS)
+        classes = len(PV_EL_CLASSES) if pv_el else data.target_channels
+        return HeadlineScore("dice/defect", PV_EL_DEFECT if pv_el else tuple(range(1, classes)))
+    return HeadlineScore("psnr_fg" if spec.get("kind") in NIFTI_KINDS else "psnr")
+
+
+def validation_data(method: Method, train_set, preview_set, spec: dict) -> ValidationData:
+    """What a run's validation scores (`train.validation`), from what `build_run` built: the val split in
+    the method's training form (the preview set) for the loss and, where the data are paired, its pairs for
+    the translations' headline score (`headline_score`): a paired method's pairs as they are; an unpaired or
+    target-only method's val split read as the pairs it came from (a paired spec). An unpaired spec's two
+    sides have no pairing, and a one-modality image folder no sources: their validation is the loss alone."""
+    if preview_set is train_set:  # build_run's fallback for an empty val split
+        raise CdtsdeError("train.validation needs the data spec's val split, which is empty here")
+    pairs = preview_set
+    if isinstance(preview_set, UnpairedData):
+        pairs = None if spec.get("kind") == "unpaired" else preview_set.sources
+    elif isinstance(preview_set, TargetOnlyData):
+        pairs = preview_set.dataset
+    if pairs is not None and (len(pairs) == 0 or "source" not in pairs[0]):
+        pairs = None
+    return ValidationData(preview_set, pairs, None if pairs is None else headline_score(spec, method.data))

@@ -20,7 +20,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..run import build_run, load_run_config
+    from ..run import build_run, load_run_config, validation_data
     from ..training import train
     from ..training.run_directory import launched_rank_zero
     from ..visualize import previews_of
@@ -39,12 +39,18 @@ def run(args) -> int:
             print(f"skipped {path}: {reason}")
     if speak:
         print(f"training {method.name} on {len(train_set)} items -> {output}")
+    validation = (validation_data(method, train_set, preview_set, config["data"])
+                  if train_config.validation is not None else None)
     result = train(method, train_set, train_config, output, resume=args.resume, preview=previews_of(preview_set),
-                   run_config=config, overwrite=args.overwrite)
+                   run_config=config, overwrite=args.overwrite, validation=validation)
     losses = result["losses"]
     if result.get("rank", 0) != 0:
         return 0
-    if losses:
+    if "best_step" in result:
+        best = "none" if result["best_step"] is None else f"{result['best_value']:.6g} after step {result['best_step']}"
+        print(f"stopped at step {result['step']}: {result['stopped']}; best {result['monitor']}: {best} "
+              f"(weights in {output / 'model'}, the last in {output / 'last'})")
+    elif losses:
         print(f"step {result['step']}: loss {losses[-1]:.4f} ({result['seconds']:.1f} s); weights in {output / 'model'}")
     else:
         print(f"{method.name} has nothing to train; model in {output / 'model'}")

@@ -3,7 +3,8 @@
 
 The CSV logger is ours rather than Fabric's CSVLogger because a resumed run must continue the same file:
 rows after the resumed step are dropped (the uninterrupted run would not have logged them twice), and
-the file is rewritten atomically with every checkpoint, so a kill never leaves half a row.
+the file is rewritten atomically with every checkpoint, so a kill never leaves half a row. Validation rows
+(`val/...` columns) join the training row of their step; the cells of steps without validation stay empty.
 """
 
 from __future__ import annotations
@@ -38,13 +39,21 @@ class ResumableCSVLogger(Logger):
         return str(self.path.parent)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self.rows.append({"step": step, **{k: float(v) for k, v in metrics.items()}})
+        """A row for `step`; values logged again for the same step (a validation after the step's training
+        row) join its row."""
+        values = {k: float(v) for k, v in metrics.items()}
+        if self.rows and self.rows[-1]["step"] == step:
+            self.rows[-1].update(values)
+        else:
+            self.rows.append({"step": step, **values})
 
     def log_hyperparams(self, params, *args, **kwargs) -> None:
         """The run's configuration is saved as config.yaml beside the log."""
 
     def save(self) -> None:
         columns = list(dict.fromkeys(key for row in self.rows for key in row))
+        # the validation columns after the training ones, whichever row came first; empty where not validated
+        columns = [key for key in columns if not key.startswith("val/")] + [k for k in columns if k.startswith("val/")]
         with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()

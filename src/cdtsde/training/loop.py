@@ -5,7 +5,16 @@ discriminator then its generator), and the loss of each phase.
 `train` reads as its steps: the run directory checked and, for a resume, the state read and compared with
 the run's settings (cdtsde.training.run_directory); the run set up (`TrainingRun`: Fabric, the method's
 optimisers, the EMA of its weights) and restored; then every step one optimisation step over the method's
-phases, and when due a log row, a preview, a snapshot, a checkpoint; finally the loggers closed.
+phases, and when due a log row, a validation (cdtsde.training.validation: its row, best weights and early
+stopping), a preview, a snapshot, a checkpoint; finally the loggers closed and the run summarised.
+
+With `train.validation`, the run's `ValidationData` are scored every `validation.every` steps and after
+the last; with `train.early_stopping`, model/ holds the EMA weights of the best validation by its monitor
+(written when a new best arrives), last/ those of the last checkpoint, and the run ends once the monitor
+has not improved for `patience` validations (without early stopping, model/ holds the last weights). The
+best figure, its step and the validations since it live in state.pt, so a resume decides as the
+uninterrupted run; under DDP rank 0 validates and every rank receives its row, so all decide alike. Without
+validation the run writes exactly what it wrote before validation existed.
 
 `accelerator`, `devices`, `num_nodes`, `strategy` (e.g. "ddp"; "ddp_find_unused_parameters_true" for
 methods whose phases use different networks) and `precision` (e.g. "bf16-mixed") choose the hardware with
@@ -41,10 +50,9 @@ from ..atomic import atomic_path
 from ..draws import ItemGenerators
 from ..errors import CdtsdeError
 from ..methods import Method
-from ..settings import to_plain
 from .batches import StepBatchSampler, collate, random_flips, step_seed, stream_sizes
 from .checkpoint import save_pretrained
-from .config import TrainConfig
+from .config import TrainConfig, train_record
 from .ema import EMA
 from .logs import make_loggers
 from .run_directory import (
@@ -55,6 +63,15 @@ from .run_directory import (
     prepare_run_dir,
     resolved_settings,
     write_state,
+)
+from .validation import (
+    CURVE_FILE,
+    EarlyStopping,
+    ValidationData,
+    check_validation,
+    fixed_draw_loss,
+    save_curve,
+    translation_score,
 )
 
 # the purposes of the per-item random streams (cdtsde.draws)
@@ -86,12 +103,15 @@ def train(
     progress: bool = True,
     run_config: dict | None = None,
     overwrite: bool = False,
+    validation: ValidationData | None = None,
 ) -> dict:
     """Train `method` for `config.max_steps` steps (in total, counting resumed ones); write checkpoints
     and the log into `run_dir`, and with `preview` a preview of the EMA weights every `sample_every` steps
     and after the last (samples/step_<N>.png). A `run_dir` that holds a run needs `resume` (continue it)
-    or `overwrite` (remove its files first). Returns {"losses": [summed loss per step run now],
-    "phase_losses": [{phase: loss} per step], "step": n, "seconds": s}."""
+    or `overwrite` (remove its files first). `validation`: what `config.validation` scores (required with
+    it). Returns {"losses": [summed loss per step run now], "phase_losses": [{phase: loss} per step],
+    "step": n, "seconds": s, "stopped": why the run ended}, with early stopping also "monitor",
+    "best_value" and "best_step"."""
     from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
@@ -102,19 +122,24 @@ def train(
     settings = resolved_settings(method, config, run_config)
     if state:
         check_unchanged(state, settings, run_dir)
-    run = TrainingRun(method, config, run_dir, settings, start_step=state["step"] if state else 0)
+    run = TrainingRun(method, config, run_dir, settings, start_step=state["step"] if state else 0,
+                      validation=validation)
     if state:
         run.restore(state)
     if run_config is not None:
         run.record(run_config)
     if not run.optimizers:  # nothing to learn (e.g. the identity method): the checkpoint is the result
         run.checkpoint(config.max_steps)
-        return {"losses": [], "phase_losses": [], "step": config.max_steps, "seconds": 0.0}
+        return {"losses": [], "phase_losses": [], "step": config.max_steps, "seconds": 0.0,
+                "stopped": "nothing to train"}
+    if config.validation is not None:
+        check_validation(method, validation, config.validation, config.early_stopping, list(run.optimizers))
 
     batches = run.batches(train_set)
     bar = tqdm(total=config.max_steps, initial=run.start_step, disable=not (progress and run.fabric.is_global_zero),
                desc=f"train {method.name}", unit="step", dynamic_ncols=True)
-    for step in range(run.start_step, config.max_steps):
+    # a run that stopped early and is resumed has nothing left to do
+    for step in range(run.start_step, config.max_steps if run.stopped is None else run.start_step):
         losses = run.step(step, batches)
         done = step + 1
         bar.update(1)
@@ -122,12 +147,17 @@ def train(
                         else {"loss": f"{next(iter(losses.values())):.4f}"})
         if due(done, config.log_every, config.max_steps):
             run.log(step)
-        if preview is not None and config.sample_every > 0 and due(done, config.sample_every, config.max_steps):
+        if config.validation is not None and due(done, config.validation.every, config.max_steps):
+            run.validate(done)
+        if preview is not None and config.sample_every > 0 and (due(done, config.sample_every, config.max_steps)
+                                                               or run.stopped is not None):
             run.preview(preview, done)
         if done in config.snapshot_steps:
             run.snapshot(done)
-        if due(done, config.checkpoint_every, config.max_steps):
+        if due(done, config.checkpoint_every, config.max_steps) or run.stopped is not None:
             run.checkpoint(done)
+        if run.stopped is not None:
+            break
     bar.close()
     return run.finish()
 
@@ -143,7 +173,8 @@ class TrainingRun:
     per phase), the EMA of its weights, the values of the log row in progress and the training seconds
     (across resumes)."""
 
-    def __init__(self, method: Method, config: TrainConfig, run_dir: Path, settings: dict, start_step: int):
+    def __init__(self, method: Method, config: TrainConfig, run_dir: Path, settings: dict, start_step: int,
+                 validation: ValidationData | None = None):
         from lightning.fabric import Fabric
 
         self.method, self.config, self.run_dir, self.settings = method, config, run_dir, settings
@@ -163,6 +194,11 @@ class TrainingRun:
             self.wrapped = self.fabric.setup_module(method)
         self.interval: dict[str, list] = {}  # the values of the log row in progress
         self.phase_losses: list[dict[str, float]] = []  # {phase: loss} of every step run now
+        self.validation = validation
+        self.validation_rows: list[dict] = []  # every validation row of the run, for its curve
+        # a method with nothing to learn is not validated: its model/ is its only checkpoint
+        self.early_stopping = EarlyStopping(config.early_stopping) if config.early_stopping and self.optimizers else None
+        self.stopped: str | None = None  # why the run ended early
 
     def elapsed(self) -> float:
         """The run's training seconds, across resumes."""
@@ -182,6 +218,11 @@ class TrainingRun:
             self.fabric.strategy.precision.load_state_dict(state["precision"])
         self.interval = {key: list(values) for key, values in state.get("interval", {}).items()}
         self.seconds_before = float(state.get("seconds", 0.0))
+        if "validation" in state:
+            self.validation_rows = [dict(row) for row in state["validation"]["rows"]]
+            self.stopped = state["validation"]["stopped"]
+            if self.early_stopping is not None:
+                self.early_stopping.load_state_dict(state["validation"]["early_stopping"])
 
     def record(self, run_config: dict) -> None:
         """The run configuration beside the run (config.yaml)."""
@@ -262,6 +303,34 @@ class TrainingRun:
         self.fabric.log_dict(row, step=step + 1)
         self.interval = {}
 
+    def validate(self, done: int) -> None:
+        """The validation after `done` steps (computed on rank 0, its row sent to every rank): logged, drawn,
+        and with early stopping the best weights kept in model/ and the decision whether to stop."""
+        row = None
+        if self.fabric.is_global_zero:
+            model, config, device = self.ema.model, self.config, self.fabric.device
+            row = {}
+            if self.validation.score is not None:
+                row[f"val/{self.validation.score.name}"] = translation_score(
+                    model, self.validation, config.validation, config.batch_size, device)
+            losses = fixed_draw_loss(model, self.validation, list(self.optimizers), config.validation,
+                                     config.batch_size, device)
+            row.update({"val/loss" if len(losses) == 1 else f"val/loss_{phase}": value
+                        for phase, value in losses.items()})
+        if self.fabric.world_size > 1:
+            row = self.fabric.broadcast(row, src=0)
+        self.fabric.log_dict(row, step=done)
+        self.validation_rows.append({"step": done, **row})
+        if self.fabric.is_global_zero:
+            save_curve(self.validation_rows, self.run_dir / "samples" / CURVE_FILE)
+        stopping = self.early_stopping
+        if stopping is None:
+            return
+        if stopping.update(row[stopping.config.monitor], done) and self.fabric.is_global_zero:
+            save_pretrained(self.method, self.run_dir / "model", state_dict=self.ema.model.state_dict())
+        if stopping.stop:
+            self.stopped = stopping.reason()
+
     def preview(self, preview: Preview, done: int) -> None:
         if self.fabric.is_global_zero:
             preview(self.ema.model, self.run_dir / "samples" / f"step_{done:07d}.png")
@@ -278,20 +347,31 @@ class TrainingRun:
         if self.fabric.is_global_zero:
             for logger in self.fabric.loggers:
                 logger.save()
-            save_pretrained(self.method, self.run_dir / "model", state_dict=self.ema.model.state_dict())
+            # with early stopping model/ holds the best weights (`validate`), last/ the last
+            save_pretrained(self.method, self.run_dir / ("last" if self.early_stopping else "model"),
+                            state_dict=self.ema.model.state_dict())
+            validation = {} if self.config.validation is None else {"validation": {
+                "rows": self.validation_rows, "stopped": self.stopped,
+                "early_stopping": self.early_stopping.state_dict() if self.early_stopping else None}}
             write_state(self.run_dir, {
                 "method": self.method.name, "model": self.method.state_dict(), "ema": self.ema.model.state_dict(),
                 "optimizers": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},
                 "precision": self.fabric.strategy.precision.state_dict(),
-                "step": done, "train": to_plain(self.config), "settings": self.settings,
+                "step": done, "train": train_record(self.config), "settings": self.settings,
                 "global_batch": self.global_batch,
                 "seconds": self.elapsed(),
-                "interval": {key: [float(v) for v in values] for key, values in self.interval.items()}})
+                "interval": {key: [float(v) for v in values] for key, values in self.interval.items()},
+                **validation})
         self.fabric.barrier()
 
     def finish(self) -> dict:
         for logger in self.fabric.loggers:
             logger.finalize("success")
-        return {"losses": [sum(losses.values()) for losses in self.phase_losses], "phase_losses": self.phase_losses,
-                "step": self.start_step + len(self.phase_losses), "seconds": time.perf_counter() - self.started,
-                "rank": self.fabric.global_rank}
+        summary = {"losses": [sum(losses.values()) for losses in self.phase_losses],
+                   "phase_losses": self.phase_losses, "step": self.start_step + len(self.phase_losses),
+                   "seconds": time.perf_counter() - self.started, "rank": self.fabric.global_rank,
+                   "stopped": self.stopped or f"max_steps ({self.config.max_steps}) reached"}
+        if self.early_stopping is not None:
+            summary.update(monitor=self.early_stopping.config.monitor, best_value=self.early_stopping.best,
+                           best_step=self.early_stopping.best_step)
+        return summary

@@ -18,13 +18,13 @@ from ..atomic import atomic_path, check_writable, remove_stale_temporaries
 from ..errors import CdtsdeError
 from ..methods import Method
 from ..settings import to_plain
-from .config import TrainConfig
+from .config import TrainConfig, train_record
 
 STATE_FILE = "state.pt"
 PREVIOUS_STATE_FILE = "state-previous.pt"
 # what a run directory holds (removed by `overwrite`; anything else in the folder is left alone)
 RUN_FILES = (STATE_FILE, PREVIOUS_STATE_FILE, "metrics.csv", "config.yaml")
-RUN_FOLDERS = ("model", "samples", "snapshots", "tensorboard")
+RUN_FOLDERS = ("model", "last", "samples", "snapshots", "tensorboard")
 # settings a resume may change (with a note): how long, how often to log and save, on what hardware;
 # every other setting changes the run's mathematics, and the resume is refused with the differences
 # (batch_size is per process: it and the process count may change together as long as the global batch,
@@ -59,7 +59,7 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         check_writable(run_dir)
     except OSError as exc:
         raise CdtsdeError(f"{run_dir}: cannot write the run there ({exc.strerror or exc})") from exc
-    for folder in (run_dir, run_dir / "model"):
+    for folder in (run_dir, run_dir / "model", run_dir / "last"):
         remove_stale_temporaries(folder)
 
 
@@ -109,7 +109,7 @@ def load_state(run_dir: Path, method: Method) -> dict:
 def resolved_settings(method: Method, config: TrainConfig, run_config: dict | None) -> dict:
     """What decides a run's mathematics, as resolved (defaults filled in): the method's configuration,
     the training settings and, from the run configuration, the data specification."""
-    settings = {"model": to_plain(method.config), "train": to_plain(config)}
+    settings = {"model": to_plain(method.config), "train": train_record(config)}
     if run_config is not None and "data" in run_config:
         settings["data"] = run_config["data"]
     return settings
