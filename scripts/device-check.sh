@@ -14,6 +14,6 @@ python -m pip install -q --no-deps .device-data/wheels/nibabel-*.whl
 export PYTHONPATH="$PWD/src:$PWD"
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
 python -m benchmarks.roofline --repeats 5 --levers --output "$OUT/roofline-gpu.json"
-python -m pytest -q tests/test_cuda.py tests/test_lmi.py -k "cuda" 2>&1 | tail -15 | tee "$OUT/cuda-tests.txt" || echo "some CUDA tests failed (above)"
+python -m pytest -q tests/test_cuda.py tests/test_mutual_information.py -k "cuda" 2>&1 | tail -15 | tee "$OUT/cuda-tests.txt" || echo "some CUDA tests failed (above)"
 python -m benchmarks.suite --scale gpu --tasks sar-optical --methods cdtsde-linear identity --max-steps 400 \
     --data-root .device-data --output "$OUT/suite-gpu"

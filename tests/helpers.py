@@ -1,4 +1,6 @@
-"""Small models and datasets for the training and translation tests."""
+"""Small models and datasets for the training and translation tests, and where the repository lies."""
+
+from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
@@ -7,6 +9,9 @@ from cdtsde.methods import DataInfo, method_class
 from cdtsde.methods.cdtsde import CDTSDE, CDTSDEConfig
 from cdtsde.methods.cdtsde.fields import FieldConfig
 from cdtsde.networks.conditional_unet import TINY_UNET, UNetConfig
+
+REPO = Path(__file__).resolve().parents[1]  # tests mirror the package in folders; paths start here
+FIXTURES = REPO / "tests" / "fixtures"
 
 
 def tiny_model_options(name):

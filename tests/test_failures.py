@@ -59,6 +59,7 @@ def write_run_config(path, **train_options):
 
 # --- training ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_kill_minus_9_at_a_random_point_then_resume_equals_the_uninterrupted_run(tmp_path):
     """Through the CLI, in subprocesses: the run is killed with SIGKILL at a random moment after its first
     checkpoint, resumed, and ends with the same weights and the same log rows as a run never killed."""
@@ -388,6 +389,7 @@ def test_no_numeric_setting_of_any_method_accepts_minus_one_or_nan():
     assert checked > 100
 
 
+@pytest.mark.slow
 def test_a_translation_killed_midway_leaves_only_whole_files_and_continues_with_skip_existing(model_dir, tmp_path):
     """SIGKILL while a folder is translated (subprocess): every file already in the output is complete and
     equals the uninterrupted run's; `--skip-existing` translates the rest, leaving no temporaries."""

@@ -4,7 +4,7 @@ value out of range is refused with a message naming `data.<key>` and what it mus
 
 `data_spec(plain)` picks the class from `kind` (`DATA_SPECS`); the keys every kind takes live on
 `DataSpec`, those of each kind on its class, each with its default; docs/data.md lists the same keys
-(tests/test_data_specs.py holds the two together).
+(tests/data/test_data_specs.py holds the two together).
 """
 
 from __future__ import annotations

@@ -197,7 +197,7 @@ class Method(nn.Module):
         given its condition (the source as it is, or in the target's channel space: the method's choice).
         Every step of a diffusion method's translation takes its clean-target estimate from here and the
         last step returns it, so that with the truth in its place (an oracle) translation returns the
-        target (tests/test_conformance.py). Methods that sample no diffusion path do not define it."""
+        target (tests/methods/test_conformance.py). Methods that sample no diffusion path do not define it."""
         raise NotImplementedError(f"the {self.name} method samples no diffusion path")
 
     @classmethod

@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 
 from cdtsde.training.batches import StepBatchSampler
 
+pytestmark = pytest.mark.slow  # every test starts processes (gloo DDP, kills, resumes)
+
 STEPS = 30
 
 

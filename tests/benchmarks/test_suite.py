@@ -6,18 +6,17 @@ import argparse
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REPO
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.suite import presets, report, run  # noqa: E402
-from cdtsde.methods import DataInfo, method_class  # noqa: E402
-from cdtsde.settings import from_plain  # noqa: E402
-from cdtsde.training import TrainConfig  # noqa: E402
+from benchmarks.suite import presets, report, run
+from cdtsde.methods import DataInfo, method_class
+from cdtsde.settings import from_plain
+from cdtsde.training import TrainConfig
 
 
 def volkov_like(root: Path) -> None:
@@ -145,7 +144,7 @@ def test_every_cell_of_a_scale_builds_its_method(scale, tasks, monkeypatch):
         assert len(images) == 1
 
 
-COMMITTED = sorted((Path(__file__).resolve().parents[1] / "benchmarks/results/suite/cpu/cells").glob("*/*/seed*/cell.json"))
+COMMITTED = sorted((REPO / "benchmarks/results/suite/cpu/cells").glob("*/*/seed*/cell.json"))
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda path: "/".join(path.parts[-4:-1]))

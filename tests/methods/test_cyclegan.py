@@ -398,6 +398,7 @@ def test_resume_after_a_kill_with_the_pool_in_use_repeats_the_run_bit_for_bit(tm
     assert forgetful["phase_losses"] != straight["phase_losses"][3:]  # the discriminators saw other images
 
 
+@pytest.mark.slow
 def test_overfits_one_real_brats_pair_through_the_adversarial_and_cycle_losses(shared_data, tmp_path):
     """One BraTS T2 slice as the whole source domain and its T1 partner as the whole target domain (32 px,
     300 steps of batch 1, about 13 s on one core): G must reproduce the T1 slice above 35 dB PSNR, where the

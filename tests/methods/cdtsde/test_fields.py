@@ -50,6 +50,7 @@ def test_per_item_steps_match_single_steps(variant):
         torch.testing.assert_close(batched[i : i + 1], field(step, x_src[i : i + 1]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["dynamic", "content"])
 def test_learned_fields_vary_in_space_once_trained(variant):
     field = make_field(variant, SCHEDULE, 2)

@@ -411,6 +411,7 @@ def test_dbim_preconditioning_at_the_ends():
     assert float(c_skip) == pytest.approx(1.0, abs=1e-3) and float(c_out) < 0.01  # near the clean end: x_t is x0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["bbdm", "dbim", "abridge"])
 def test_each_bridge_overfits_one_real_pair(name, shared_data, tmp_path):
     """A BraTS T1 -> T2 slice pair at 16 px, 200 steps of batch 8 (about 10-20 s on 2 cores), the learning

@@ -8,17 +8,17 @@ import dataclasses
 import re
 import types
 import typing
-from pathlib import Path
 from typing import Annotated, Literal
 
 import pytest
+from helpers import REPO
 
 from cdtsde.data import build_dataset
 from cdtsde.data.specs import DATA_SPECS, DataSpec, ElMasksSpec, ProceduralSpec, data_spec
 from cdtsde.errors import CdtsdeError
 from cdtsde.settings import Rule, _hints, from_plain, to_plain
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "data.md"
+DOCS = REPO / "docs" / "data.md"
 REQUIRED = {"root": "data", "list": "pairs.txt"}  # a value for each key a kind cannot do without
 
 

@@ -1,10 +1,10 @@
-from pathlib import Path
 
 import pytest
+from helpers import REPO
 
 from cdtsde.run import build_run, load_run_config
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])

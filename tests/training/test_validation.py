@@ -214,6 +214,7 @@ def write_run_config(path, **train_options):
     return path
 
 
+@pytest.mark.slow
 def test_a_kill_between_validations_then_resume_ends_where_the_uninterrupted_run_ends(tmp_path):
     """Through the CLI: the rate is too small for the PSNR to rise by 1 dB, so the run stops 5 validations
     after its first (step 60). Killed with SIGKILL once step 25's log row is written (the best and the

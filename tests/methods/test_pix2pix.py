@@ -260,6 +260,7 @@ def test_registered_with_its_recipe():
 
 # --- learning -------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_overfits_one_real_brats_pair(shared_data, tmp_path):
     """One BraTS T1 -> T2 slice at 32 px, the default objective and architecture (16 base filters), lr 1e-3.
     Measured (one thread, 2 shared CPU cores): 200 steps in 4.3 s of training plus 0.7 s (warm file cache)

@@ -6,13 +6,12 @@ import json
 import pkgutil
 from dataclasses import dataclass
 from dataclasses import field as option
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import TINY_UNET, tiny_model
+from helpers import FIXTURES, TINY_UNET, tiny_model
 from PIL import Image
 
 from cdtsde.cli import main
@@ -23,7 +22,7 @@ from cdtsde.methods.identity import Identity, IdentityConfig
 from cdtsde.networks.conditional_unet import UNetConfig
 from cdtsde.training import load_pretrained, save_pretrained
 
-LEGACY = Path(__file__).parent / "fixtures" / "legacy-checkpoint"
+LEGACY = FIXTURES / "legacy-checkpoint"
 
 
 def test_every_named_method_class_is_registered_and_unknown_names_are_refused(capsys):

@@ -1,17 +1,17 @@
 """Loaders against the real samples in ../shared/data (skipped when the folder is absent)."""
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+from helpers import REPO
 
 from cdtsde.data import build_dataset
 from cdtsde.data.masks import decode_classes, encode_classes, mask_to_indices
 from cdtsde.imagefiles import read_image
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = REPO.parent / "shared" / "data"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"real data not found at {DATA}")
 
 BRATS_SUBJECTS = ["Brats18_2013_20_1", "Brats18_CBICA_ALU_1", "Brats18_TCIA01_425_1"]
