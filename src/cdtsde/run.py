@@ -10,12 +10,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
 
 from .data import TargetOnlyData, UnpairedData, build_dataset
+from .data.specs import data_spec
 from .data.views import input_reading
 from .errors import CdtsdeError
 from .intensity import NIFTI_PERCENTILE
@@ -26,14 +28,28 @@ from .settings import from_plain
 from .training import TrainConfig
 from .training.validation import ValidationData
 
-SECTIONS = ("method", "data", "model", "sampling", "train")
 DEFAULT_METHOD = "cdtsde"
 NIFTI_KINDS = ("nifti", "brats", "ixi")
 # the data whose masks hold the pv-el-cracks classes, whose defects are classes PV_EL_DEFECT (not the busbar)
 PV_EL_MASKS = ({"kind": "el-masks"}, {"kind": "procedural", "task": "el-cell"})
 
 
+@dataclass
+class RunSpec:
+    """A run configuration's sections, checked like every other setting (`cdtsde.settings.from_plain`). The
+    data spec is typed by its kind (`cdtsde.data.specs`); `model`, `sampling` and `train` are read by the
+    method's own dataclasses when the run is built, since their fields depend on the method."""
+
+    data: dict
+    method: str | None = None  # default: DEFAULT_METHOD
+    model: dict | None = None
+    sampling: dict | None = None
+    train: dict | None = None
+
+
 def load_run_config(path: str | Path) -> dict:
+    """The run configuration in the YAML file `path`, its sections and its data spec checked (an error names
+    the file and the key); the plain mapping is returned, as `build_run` takes it."""
     path = Path(path)
     if not path.is_file():
         raise CdtsdeError(f"{path}: configuration file not found")
@@ -41,13 +57,13 @@ def load_run_config(path: str | Path) -> dict:
         config = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise CdtsdeError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(config, dict):
-        raise CdtsdeError(f"{path}: expected a mapping with sections {', '.join(SECTIONS)}")
-    unknown = set(config) - set(SECTIONS)
-    if unknown:
-        raise CdtsdeError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; expected {', '.join(SECTIONS)}")
-    if "data" not in config:
-        raise CdtsdeError(f"{path}: the 'data' section is required")
+    try:
+        from_plain(RunSpec, config, "run configuration")
+        data = config["data"]
+        for side in (data.get("source"), data.get("target")) if data.get("kind") == "unpaired" else (data,):
+            data_spec(side)
+    except (ValueError, CdtsdeError) as exc:
+        raise CdtsdeError(f"{path}: {exc}") from exc
     return config
 
 

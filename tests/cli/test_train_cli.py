@@ -56,4 +56,13 @@ def test_configuration_errors_are_named(tmp_path, capsys):
     assert "unknown train option(s): learning_rate" in capsys.readouterr().err
     (tmp_path / "sections.yaml").write_text("data: {kind: procedural}\noptim: {}\n")
     assert main(["train", "--config", str(tmp_path / "sections.yaml")]) == 2
-    assert "unknown section(s) optim" in capsys.readouterr().err
+    assert "unknown run configuration option(s): optim; expected data, method, model, sampling, train" in \
+        capsys.readouterr().err
+    (tmp_path / "no-data.yaml").write_text("method: bbdm\n")
+    assert main(["train", "--config", str(tmp_path / "no-data.yaml")]) == 2
+    assert "no-data.yaml: run configuration.data is required" in capsys.readouterr().err
+    # the data spec is typed when the file is read, before any output folder is touched: both sides of unpaired data
+    (tmp_path / "data.yaml").write_text("data: {kind: unpaired, source: {kind: procedural}, "
+                                        "target: {kind: procedural, n: -3}}\n")
+    assert main(["train", "--config", str(tmp_path / "data.yaml"), "--output", str(tmp_path / "never")]) == 2
+    assert "data.yaml: data.n must be" in capsys.readouterr().err and not (tmp_path / "never").exists()
