@@ -35,6 +35,7 @@ def volkov_like(root: Path) -> None:
     (folder / "pairs.csv").write_text("\n".join(rows) + "\n")
 
 
+@pytest.mark.slow
 def test_the_suite_runs_skips_finished_cells_and_summarises(tmp_path, capsys):
     volkov_like(tmp_path / "data")
     out = tmp_path / "suite"
