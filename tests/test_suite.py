@@ -258,3 +258,60 @@ def test_the_field_verdicts_read_intervals_over_seeds(tmp_path):
     # PSNR and SSIM (x 2 gammas) rise with the value: supported; the five perception metrics are distances or
     # a ratio far above 1, so there the larger values at 10 NFE are worse and linear@5 already beats linear@10
     assert "| cdtsde-dynamic | 4 / 0 / 0 / 10 |" in table
+
+
+def fake_cell(out: Path, method: str, seed: int, psnr: float, **extra) -> dict:
+    """A finished sar-optical cell scored at 5 NFE (eight items of four fragments), as run_cell writes it."""
+    folder = run.cell_dir(out, "sar-optical", method, seed)
+    folder.mkdir(parents=True)
+    rows = [{"name": f"{k:03d}_r{i}", "psnr": psnr + 0.1 * k, "ssim": 0.5} for k in range(4) for i in range(2)]
+    (folder / "rows.json").write_text(json.dumps(rows))
+    summary = {"psnr": {"mean": psnr + 0.15}, "ssim": {"mean": 0.5}, "seconds_per_image": {"mean": 0.01}}
+    record = {"task": "sar-optical", "method": method, "seed": seed, "scale": "cpu", "data_root": str(out / "data"),
+              "test_items": 8, "train_pairs": 6, "device": "cpu", "peak_rss_mb": 100.0, "peak_cuda_mb": None,
+              "train_seconds": 60.0, "images_seen": 3200, "reference": "100%@5", "common": "100%@5",
+              "evaluations": {"100%@5": {"fraction": 1.0, "steps": 5, "nfe": 5, "rows": "rows.json",
+                                         "summary": summary}}, **extra}
+    (folder / "cell.json").write_text(json.dumps(record))
+    return record
+
+
+def test_seeds_of_different_code_versions_are_not_averaged_unless_asked(tmp_path):
+    """Two seeds of one method that ran different commits: the summary refuses (naming them) unless told
+    to mix; cells that recorded no code version are one version ("unrecorded"); a recorded one is named
+    under its task's table, and a row with a seed trained before per-item draws carries the footnote mark."""
+    out = tmp_path / "suite"
+    commit = {"cdtsde": "0.1.0", "commit": "a" * 40, "modified": False}
+    fake_cell(out, "cdtsde-linear", 0, 14.0, predates_per_item_draws=True)
+    fake_cell(out, "cdtsde-linear", 1, 15.0)
+    fake_cell(out, "pix2pix", 0, 16.0, code=commit)
+    fake_cell(out, "pix2pix", 1, 17.0, code={**commit, "commit": "b" * 40, "modified": True})
+    with pytest.raises(SystemExit, match=r"sar-optical/pix2pix \(seed 0: aaaaaaaaaaaa, seed 1: bbbbbbbbbbbb\+modified\)"):
+        run.main(["--summary-only", "--output", str(out)])
+    run.main(["--summary-only", "--output", str(out), "--mix-code-versions"])
+    text = (out / "summary.md").read_text()
+    assert "| cdtsde-linear @ 5 NFE † | 14.65 [" in text and "| pix2pix @ 5 NFE | 16.65" in text
+    assert f"† {report.PREDATES_DRAWS[1]}." in text
+    assert "Code versions: unrecorded: cdtsde-linear; aaaaaaaaaaaa + bbbbbbbbbbbb+modified: pix2pix." in text
+
+    shutil.rmtree(run.cell_dir(out, "sar-optical", "pix2pix", 1))
+    summaries = report.write_summary(out)
+    assert summaries["sar-optical"]["rows"]["pix2pix @ 5 NFE"]["code"] == ["aaaaaaaaaaaa"]
+    headline = report.headline_lines(summaries, report.load_cells(out))
+    assert "| cdtsde-linear | 14.65 † |" in headline and "| pix2pix | **16.15** |" in headline
+    assert report.code_label({"code": {"cdtsde": "0.1.0", "commit": None, "modified": None}}) == "cdtsde 0.1.0 (no commit)"
+
+
+def test_a_cell_records_the_code_and_the_machine_it_ran_on():
+    """The code version is the checkout's commit (this repository is one) and whether its code differs;
+    the machine names the processor model and torch's build libraries."""
+    import subprocess
+
+    from benchmarks.common import ROOT, code_version, machine
+
+    code = code_version()
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert code["commit"] == head and isinstance(code["modified"], bool) and code["cdtsde"]
+    described = machine()
+    assert described["cpu_model"] and any("CPU capability" in line for line in described["torch_build"])
+    assert not any(line.startswith("Build settings") for line in described["torch_build"])

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, machine, test_items
+from benchmarks.common import RESULTS, code_version, machine, test_items
 from benchmarks.suite.presets import (
     COMMON_STEPS,
     DATA,
@@ -145,7 +145,9 @@ def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out
     batch = config["train"].get("batch_size", 1)
     record = {"task": task, "method": method, "seed": seed, "scale": scale, "config": config,
               "data_root": str(data_root), "limit": limit, "sweep": swept or previous.get("sweep", False),
-              "machine": machine(), "device": device, "test_items": len(test_set),
+              "machine": machine(), "device": device,
+              # the code that trained the cell and gave its first scores (scores added later keep it)
+              "code": previous.get("code") if previous else code_version(), "test_items": len(test_set),
               "test_image_size": list(test_set[0]["target"].shape[-2:]),
               "train_pairs": len(train_set), "train_seconds": seconds,
               "images_seen": config["train"]["max_steps"] * batch,  # per process: the suite runs one per cell
@@ -210,7 +212,7 @@ def run_suite(args) -> None:
                       f"in {seconds / 60:.1f} min")
             if code:
                 failed.append(cell)
-    write_summary(args.output, args.readme)
+    write_summary(args.output, args.readme, args.mix_code_versions)
     if failed:
         raise SystemExit(f"{len(failed)} cell(s) failed; see their log.txt: " +
                          ", ".join("/".join(map(str, c)) for c in failed))
@@ -232,6 +234,8 @@ def main(argv=None) -> None:
     parser.add_argument("--max-steps", type=int, help="override every training budget (smoke runs)")
     parser.add_argument("--summary-only", action="store_true", help="rebuild the summary from the finished cells")
     parser.add_argument("--readme", action="store_true", help="also regenerate the results blocks of README.md and docs/results.md")
+    parser.add_argument("--mix-code-versions", action="store_true",
+                        help="average seeds that ran different code versions into one row (refused otherwise)")
     parser.add_argument("--cell", nargs=3, metavar=("TASK", "METHOD", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.output = (args.output or RESULTS / "suite" / args.scale).resolve()
@@ -242,7 +246,7 @@ def main(argv=None) -> None:
                  args.sweep)
         return
     if args.summary_only:
-        write_summary(args.output, args.readme)
+        write_summary(args.output, args.readme, args.mix_code_versions)
         return
     if not args.data_root.is_dir():
         raise SystemExit(f"--data-root {args.data_root}: no such folder (expected the layout of ../shared/data)")
