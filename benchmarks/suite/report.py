@@ -555,7 +555,9 @@ def write_summary(out: Path, readme: bool = False, mix_code_versions: bool = Fal
         metrics = TASKS[task]["metrics"]
         some = next(iter(cells[task].values()))[0]
         lines += [f"## {task}", "", f"Test items: {some['test_items']} ({summary['units']} {TASKS[task]['unit']}); "
-                  f"training pairs: {some['train_pairs']}; scale {some['scale']}; device {some['device']}.", "",
+                  f"training pairs: {some['train_pairs']}; scale {some['scale']}; device {some['device']}." +
+                  (f" Scored on {some['data_root']}'s test split by the trained models of "
+                   f"{Path(some['source_cell']).parents[3]} (--score-only)." if "source_cell" in some else ""), "",
                   "| method | " + " | ".join(TITLES.get(m, m) for m in metrics) + " | s/image | peak MB | train min | images seen |",
                   "|---" * (len(metrics) + 5) + "|"]
         for label, row in summary["rows"].items():
