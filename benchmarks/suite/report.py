@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TITLES = {"psnr_fg": "brain PSNR", "ssim_fg": "brain SSIM", "kmeans3/dice/mean": "K-Means-3 Dice",
           "perception/patch_swd": "patch SWD (lower)", "perception/spectral_distance": "spectral dist. (lower)",
           "perception/sharpness_ratio": "sharpness ratio (1)", "perception/mean_offset": "colour offset (lower)",
-          "perception/histogram_w1": "histogram W1 (lower)", "dice/defect": "defect Dice",
+          "perception/histogram_w1": "histogram W1 (lower)", "dice/defect": "defect Dice, all items",
           "dice/defect-present": "defect Dice, defect items", "hd95/defect-present": "HD95, defect items (lower)",
           "skeleton_f1/defect": "skeleton F1"}
 LOWER_IS_BETTER = {"hd95/defect-present"}  # of the paired metrics (perception metrics are set-level, not paired)
