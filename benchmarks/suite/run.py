@@ -347,7 +347,7 @@ def main(argv=None) -> None:
                              "splits into --output, never training")
     parser.add_argument("--from", dest="source", type=Path,
                         help="with --score-only: the suite output whose cells are scored (default: the scale's)")
-    parser.add_argument("--jobs", type=int, default=1, help="cells run at once (threads split between them)")
+    parser.add_argument("--jobs", type=int, default=1, help="cells run at once (the cores split between them unless OMP_NUM_THREADS is set)")
     parser.add_argument("--test-items", type=int, help="override the scale's number of test items")
     parser.add_argument("--max-steps", type=int, help="override every training budget (smoke runs)")
     parser.add_argument("--summary-only", action="store_true", help="rebuild the summary from the finished cells")
