@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmark scripts: machine description, medians, JSON output."""
+"""Shared helpers for the benchmark scripts: machine and code description, medians, JSON output."""
 
 from __future__ import annotations
 
@@ -6,12 +6,34 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+# what decides a benchmark's numbers: a change elsewhere (results, docs) leaves the code version unmodified
+CODE_PATHS = ("src", "benchmarks", "pyproject.toml", ":(exclude)benchmarks/results")
+
+
+def cpu_model() -> str:
+    """The processor's name (/proc/cpuinfo's "model name" on Linux; `platform` elsewhere, or the architecture)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def torch_build() -> list[str]:
+    """torch's build summary (compiler, BLAS, oneDNN, OpenMP, the CPU capability used), without its long
+    list of compiler flags: the libraries whose kernels decide the last digits of a result."""
+    lines = [line.strip(" -") for line in torch.__config__.show().splitlines()[1:]]
+    return [line for line in lines if line and not line.startswith("Build settings")]
 
 
 def machine() -> dict:
@@ -19,12 +41,30 @@ def machine() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "torch_build": torch_build(),
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def code_version() -> dict:
+    """The package version and, when run from a git checkout, its commit and whether the code differs from
+    it (tracked or untracked changes under CODE_PATHS); commit and modified are None outside a checkout."""
+    from cdtsde import __version__
+
+    def git(*arguments):
+        return subprocess.run(["git", "-C", str(ROOT), *arguments], capture_output=True, text=True, check=True).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        modified = bool(git("status", "--porcelain", "--", *CODE_PATHS).strip())
+    except (OSError, subprocess.CalledProcessError):
+        commit, modified = None, None
+    return {"cdtsde": __version__, "commit": commit, "modified": modified}
 
 
 def median_seconds(function, repeats: int, warmup: int = 1, sync: bool = False) -> float:
@@ -53,12 +93,13 @@ def test_items(dataset, limit: int | None):
 def write_report(out: Path, lines: list[str], payload: dict) -> None:
     """`results.md` (the lines) and `results.json` (the machine and `payload`) in `out`; the report printed."""
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps({"machine": machine(), **payload}, indent=2, default=str))
+    (out / "results.json").write_text(json.dumps({"machine": machine(), "code": code_version(), **payload}, indent=2,
+                                                 default=str))
     print("\n".join(lines))
 
 
 def write_results(name: str, payload: dict, directory: Path = RESULTS) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
+    path.write_text(json.dumps({"machine": machine(), "code": code_version(), **payload}, indent=2))
     return path

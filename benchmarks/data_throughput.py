@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from benchmarks.common import machine
+from benchmarks.common import code_version, machine
 from cdtsde.data import build_dataset
 from cdtsde.data.procedural import write_paired_folder
 
@@ -98,6 +98,7 @@ def main() -> None:
     report = {
         "config": vars(args) | {"output": os.path.relpath(args.output, REPO)},
         "machine": machine(),
+        "code": code_version(),
         "results": results,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import RESULTS, machine
+from benchmarks.common import RESULTS, code_version, machine
 
 PAPER_UNET = {"base_channels": 64, "channel_mults": [1, 1, 2, 2, 4], "num_res_blocks": 2, "attention_resolutions": [16]}
 
@@ -243,7 +243,7 @@ def main() -> None:
             lines.append("")
     output = args.output or RESULTS / f"roofline-{'gpu' if torch.cuda.is_available() else 'cpu'}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({"machine": machine(), "repeats": args.repeats, **results}, indent=2))
+    output.write_text(json.dumps({"machine": machine(), "code": code_version(), "repeats": args.repeats, **results}, indent=2))
     output.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

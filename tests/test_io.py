@@ -1,11 +1,23 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
+from helpers import tiny_model
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from cdtsde.atomic import atomic_path
 from cdtsde.errors import ImageReadError
 from cdtsde.imagefiles import read_image, stem, write_image
 from cdtsde.intensity import from_unit, to_unit
+from cdtsde.training import load_pretrained
+from cdtsde.training.checkpoint import file_sha256
 
 RNG = np.random.default_rng(0)
 
@@ -94,3 +106,47 @@ def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
 def test_stem_handles_double_suffixes():
     assert stem("a/IXI002-Guys-0828-T1.nii.gz") == "IXI002-Guys-0828-T1"
     assert stem("b/tile_001.tif") == "tile_001"
+
+
+SAVE_TWICE = """
+import sys
+import torch
+from helpers import tiny_model
+from cdtsde.training.checkpoint import safetensors_bytes, save_pretrained
+
+save_pretrained(tiny_model(), sys.argv[1])
+metadata = {f"key{i}": f"value{i}" for i in range(10)}  # ten keys: a hash map's order repeats by chance 1 in 10!
+open(sys.argv[2], "wb").write(safetensors_bytes({"b": torch.arange(3.0), "a": torch.ones(2, 2)}, metadata))
+"""
+
+
+def test_identical_weights_give_identical_files_in_any_process(tmp_path):
+    """Two processes (different hash seeds) saving the same weights and metadata write the same bytes, so
+    config.json records the same SHA-256; the file is a valid safetensors file with every tensor and the
+    metadata, and a file written by safetensors itself (as every earlier checkpoint) still loads."""
+    for seed in (1, 2):
+        env = {**os.environ, "PYTHONHASHSEED": str(seed), "OMP_NUM_THREADS": "1",
+               "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+        subprocess.run([sys.executable, "-c", SAVE_TWICE, str(tmp_path / f"model{seed}"), str(tmp_path / f"raw{seed}")],
+                       check=True, env=env)
+    metadata = {f"key{i}": f"value{i}" for i in range(10)}
+    assert (tmp_path / "raw1").read_bytes() == (tmp_path / "raw2").read_bytes()
+    assert ((tmp_path / "model1/model.safetensors").read_bytes() == (tmp_path / "model2/model.safetensors").read_bytes())
+    assert (tmp_path / "model1/config.json").read_text() == (tmp_path / "model2/config.json").read_text()
+    raw = (tmp_path / "raw1").read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    assert length % 8 == 0 and list(json.loads(raw[8:8 + length])["__metadata__"]) == sorted(metadata)
+    with safe_open(str(tmp_path / "raw1"), "pt") as handle:
+        assert handle.metadata() == metadata
+    loaded = load_file(str(tmp_path / "raw1"))
+    assert torch.equal(loaded["b"], torch.arange(3.0)) and torch.equal(loaded["a"], torch.ones(2, 2))
+
+    model = tiny_model()
+    reference = load_pretrained(tmp_path / "model1")
+    weights = tmp_path / "model1" / "model.safetensors"
+    save_file(load_file(str(weights)), str(weights), metadata={"format": "pt", "library": "cdtsde", "method": "cdtsde"})
+    record = json.loads((tmp_path / "model1/config.json").read_text())
+    (tmp_path / "model1/config.json").write_text(json.dumps({**record, "weights_sha256": file_sha256(weights)}))
+    again = load_pretrained(tmp_path / "model1")
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), reference.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))

@@ -5,6 +5,11 @@ Statistics: every interval is a 95% cluster bootstrap over the units that are in
 MRI, fragments or tiles for SAR, modules for EL; `TASKS[...]["cluster"]`) of the item scores averaged over
 the training seeds; the spread over seeds is the standard deviation of the seeds' means. Every method is
 paired against CDTSDE-linear (DoSSR) on the same items.
+
+Versions: the seeds of one row are averaged only when their cells ran the same code (`code_label`: the commit,
+and whether the tree was modified; cells written before cells recorded it count as one "unrecorded" version)
+unless told to mix them; a row with a seed trained before per-item random draws (its cell says
+`predates_per_item_draws`) is marked, since today's code does not reproduce it.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TITLES = {"psnr_fg": "brain PSNR", "ssim_fg": "brain SSIM", "kmeans3/dice/mean": "K-Means-3 Dice",
           "perception/patch_swd": "patch SWD (lower)", "perception/spectral_distance": "spectral dist. (lower)",
           "perception/sharpness_ratio": "sharpness ratio (1)", "perception/mean_offset": "colour offset (lower)",
-          "perception/histogram_w1": "histogram W1 (lower)", "dice/defect": "defect Dice",
+          "perception/histogram_w1": "histogram W1 (lower)", "dice/defect": "defect Dice, all items",
           "dice/defect-present": "defect Dice, defect items", "hd95/defect-present": "HD95, defect items (lower)",
           "skeleton_f1/defect": "skeleton F1"}
 LOWER_IS_BETTER = {"hd95/defect-present"}  # of the paired metrics (perception metrics are set-level, not paired)
@@ -55,6 +60,8 @@ PAPER_TABLE1 = {
 PAPER_NAMES = {"pix2pix": "Pix2Pix", "abridge": "ABridge", "cdtsde-linear": "DOSSR (CDTSDE linear)", "bbdm": "BBDM",
                "dbim": "DBIM", "cdtsde-dynamic": "CDTSDE (dynamic field)"}
 # the LMI paper's (seed paper 002) Table 1 (IXI PD -> T1; their data and training): Dice, PSNR, SSIM
+PREDATES_DRAWS = ("†", "a seed trained before per-item random draws (commit 804d91d): today's code trains it "
+                  "differently, and a mean over seeds mixes its old draws with the other seeds' new ones")
 LMI_TABLE1 = {"CycleGAN": (.85, 18.88, .27), "StyleGAN (inversion)": (.66, 10.15, .06),
               "SDEdit": (.82, 15.96, .50), "LMI-guided diffusion": (.88, 20.22, .69)}
 
@@ -67,6 +74,43 @@ def load_cells(out: Path) -> dict[str, dict[str, list[dict]]]:
         record["folder"] = str(path.parent)
         cells.setdefault(record["task"], {}).setdefault(record["method"], []).append(record)
     return {task: dict(sorted(methods.items(), key=lambda kv: row_order(kv[0]))) for task, methods in cells.items()}
+
+
+def code_label(record: dict) -> str:
+    """The code version a cell ran: its commit (12 digits; "+modified" when the tree differed from it), the
+    package version outside a git checkout, "unrecorded" for a cell written before cells recorded it."""
+    code = record.get("code")
+    if not code:
+        return "unrecorded"
+    if code.get("commit") is None:
+        return f"cdtsde {code['cdtsde']} (no commit)"
+    return code["commit"][:12] + ("+modified" if code.get("modified") else "")
+
+
+def check_code_versions(cells: dict[str, dict[str, list[dict]]], mix: bool) -> None:
+    """Refuse to average seeds that ran different code into one row, naming them, unless `mix`."""
+    mixed = [f"{task}/{method} (" + ", ".join(f"seed {r['seed']}: {code_label(r)}" for r in records) + ")"
+             for task, methods in cells.items() for method, records in methods.items()
+             if len({code_label(r) for r in records}) > 1]
+    if mixed and not mix:
+        raise SystemExit("seeds from different code versions would be averaged into one row: " + "; ".join(mixed) +
+                         ". Rerun them with one version, or pass --mix-code-versions to average them anyway")
+
+
+def version_lines(methods: dict[str, list[dict]]) -> list[str]:
+    """Which code version each method's row comes from, when any of the task's cells recorded one."""
+    labels = {method: sorted({code_label(r) for r in records}) for method, records in methods.items()}
+    if all(found == ["unrecorded"] for found in labels.values()):
+        return []
+    by_version: dict[str, list[str]] = {}
+    for method, found in labels.items():
+        by_version.setdefault(" + ".join(found), []).append(method)
+    return ["", "Code versions: " + "; ".join(f"{version}: {', '.join(names)}" for version, names in by_version.items())
+            + "."]
+
+
+def predates_draws(records: list[dict]) -> bool:
+    return any(r.get("predates_per_item_draws") for r in records)
 
 
 def seed_averaged_rows(records: list[dict], key: str) -> list[dict]:
@@ -135,7 +179,8 @@ def task_summary(task: str, methods: dict[str, list[dict]]) -> dict:
                            "peak_rss_mb": max(r["peak_rss_mb"] for r in records),
                            "peak_cuda_mb": first.get("peak_cuda_mb"),
                            "train_minutes": float(np.mean([r["train_seconds"] for r in records])) / 60,
-                           "images_seen": first["images_seen"], "seeds": [r["seed"] for r in records]}
+                           "images_seen": first["images_seen"], "seeds": [r["seed"] for r in records],
+                           "code": sorted({code_label(r) for r in records}), "predates_draws": predates_draws(records)}
         common = first["common"]
         compute[method] = {f"{ev['fraction']:.2f}": cell_value(records, key, metrics[0], cluster_of)["mean"]
                            for key, ev in sorted(first["evaluations"].items(), key=lambda kv: kv[1]["fraction"])
@@ -480,14 +525,24 @@ def grid(path: Path, models: dict, test_set, is_mask: bool, count: int = 4) -> N
     save_image_columns(path, columns + [("target", targets, kind)])
 
 
-def write_summary(out: Path, readme: bool = False) -> dict:
-    """summary.md / summary.json / compute-<task>.png from every finished cell under `out`."""
+def marked(label: str, row: dict) -> str:
+    return f"{label} {PREDATES_DRAWS[0]}" if row["predates_draws"] else label
+
+
+def footnote(rows) -> list[str]:
+    return ["", f"{PREDATES_DRAWS[0]} {PREDATES_DRAWS[1]}."] if any(row["predates_draws"] for row in rows) else []
+
+
+def write_summary(out: Path, readme: bool = False, mix_code_versions: bool = False) -> dict:
+    """summary.md / summary.json / compute-<task>.png from every finished cell under `out`; seeds that ran
+    different code are averaged into one row only with `mix_code_versions`."""
     from benchmarks.common import write_report
 
     _averaged_rows.cache_clear()  # the rows files as they are now
     cells = load_cells(out)
     if not cells:
         raise SystemExit(f"{out}: no finished cells (cells/<task>/<method>/seed<N>/cell.json) to summarise")
+    check_code_versions(cells, mix_code_versions)
     summaries = {task: task_summary(task, methods) for task, methods in cells.items()}
     header = [f"# Benchmark suite ({out.name})", "",
              "Values: mean over training seeds [95% cluster-bootstrap interval of the seed-averaged items] ±seed std "
@@ -500,13 +555,16 @@ def write_summary(out: Path, readme: bool = False) -> dict:
         metrics = TASKS[task]["metrics"]
         some = next(iter(cells[task].values()))[0]
         lines += [f"## {task}", "", f"Test items: {some['test_items']} ({summary['units']} {TASKS[task]['unit']}); "
-                  f"training pairs: {some['train_pairs']}; scale {some['scale']}; device {some['device']}.", "",
+                  f"training pairs: {some['train_pairs']}; scale {some['scale']}; device {some['device']}." +
+                  (f" Scored on {some['data_root']}'s test split by the trained models of "
+                   f"{Path(some['source_cell']).parents[3]} (--score-only)." if "source_cell" in some else ""), "",
                   "| method | " + " | ".join(TITLES.get(m, m) for m in metrics) + " | s/image | peak MB | train min | images seen |",
                   "|---" * (len(metrics) + 5) + "|"]
         for label, row in summary["rows"].items():
-            lines.append(f"| {label} | " + " | ".join(format_value(row[m]) for m in metrics) +
+            lines.append(f"| {marked(label, row)} | " + " | ".join(format_value(row[m]) for m in metrics) +
                          f" | {row['seconds_per_image']:.3f} | {row['peak_cuda_mb'] or row['peak_rss_mb']:.0f} | "
                          f"{row['train_minutes']:.1f} | {row['images_seen']} |")
+        lines += footnote(summary["rows"].values()) + version_lines(cells[task])
         if summary["paired"]:
             lines += ["", f"Paired against {REFERENCE}:", "", "| method | metric | difference [95% CI] | clusters |",
                       "|---|---|---|---|"]
@@ -534,8 +592,9 @@ def write_summary(out: Path, readme: bool = False) -> dict:
         brief += [f"**{task}** ({some['test_items']} test items, {metrics[0]} and {metrics[1]}):", "",
                   f"| method | {TITLES.get(metrics[0], metrics[0])} | {TITLES.get(metrics[1], metrics[1])} | s/image |",
                   "|---|---|---|---|"]
-        brief += [f"| {label} | {format_value(row[metrics[0]])} | {format_value(row[metrics[1]])} | "
-                  f"{row['seconds_per_image']:.3f} |" for label, row in summary["rows"].items()] + [""]
+        brief += [f"| {marked(label, row)} | {format_value(row[metrics[0]])} | {format_value(row[metrics[1]])} | "
+                  f"{row['seconds_per_image']:.3f} |" for label, row in summary["rows"].items()]
+        brief += footnote(summary["rows"].values()) + [""]
     verdicts = verdict_lines(summaries)
     if verdicts:
         header += ["## The field ablation's verdicts (docs/cdtsde.md section 4 gives the rules)", "", *verdicts]
@@ -555,8 +614,10 @@ def headline_lines(summaries: dict, cells: dict) -> list[str]:
     method), the mean over its training seeds; the best of each task in bold."""
     tasks = list(summaries)
     methods = sorted({method for task in tasks for method in cells[task]}, key=row_order)
-    values = {task: {row["method"]: row[TASKS[task]["metrics"][0]]["mean"] for row in summaries[task]["rows"].values()
-                     if row["key"] == cells[task][row["method"]][0]["common"]} for task in tasks}
+    at_common = {task: {row["method"]: row for row in summaries[task]["rows"].values()
+                        if row["key"] == cells[task][row["method"]][0]["common"]} for task in tasks}
+    values = {task: {method: row[TASKS[task]["metrics"][0]]["mean"] for method, row in at_common[task].items()}
+              for task in tasks}
     best = {}
     for task in tasks:
         metric, finite = TASKS[task]["metrics"][0], {m: v for m, v in values[task].items() if math.isfinite(v)}
@@ -569,9 +630,10 @@ def headline_lines(summaries: dict, cells: dict) -> list[str]:
         cells_text = []
         for task in tasks:
             text = format_value({"mean": values[task].get(method, math.nan)})
-            cells_text.append(f"**{text}**" if best[task] == method else text)
+            text = f"**{text}**" if best[task] == method else text
+            cells_text.append(marked(text, at_common[task][method]) if method in at_common[task] else text)
         lines.append(f"| {method} | " + " | ".join(cells_text) + " |")
-    return lines
+    return lines + footnote(row for rows in at_common.values() for row in rows.values())
 
 
 def update_block(path: Path, out: Path, lines: list[str], details: str) -> None:

@@ -1,8 +1,9 @@
 """The suite's runner: the cells to run, one process per cell (train or resume, then score), the command line.
 
     python -m benchmarks.suite --scale cpu [--methods ...] [--tasks ...] [--seeds 0 1 2]
-        [--data-root DIR] [--output DIR] [--jobs N] [--sweep]
-    python -m benchmarks.suite --summary-only [--output DIR] [--readme]
+        [--data-root DIR [--data-copy]] [--output DIR] [--jobs N] [--sweep]
+    python -m benchmarks.suite --score-only --from DIR --data-root DIR --output NEW_DIR [--tasks ...] [...]
+    python -m benchmarks.suite --summary-only [--output DIR] [--readme] [--mix-code-versions]
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, machine, test_items
+from benchmarks.common import RESULTS, code_version, machine, test_items
 from benchmarks.suite.presets import (
     COMMON_STEPS,
     DATA,
@@ -78,16 +79,81 @@ def cell_dir(out: Path, task: str, method: str, seed: int) -> Path:
     return out / "cells" / task / method / f"seed{seed}"
 
 
+def scoring_setup(task: str, data_root: Path, scale: str, limit: int | None, final) -> tuple:
+    """The test split of `task` under `data_root` (at most `limit` items, else the scale's number) and the
+    scoring options of the task: brain-restricted metrics and K-Means Dice (fitted on the root's training
+    targets) for MRI, perception metrics for images, mask metrics and defect presence for masks."""
+    from cdtsde.data import build_dataset
+    from cdtsde.data.masks import PV_EL_CLASSES, PV_EL_DEFECT
+    from cdtsde.intensity import model_to_unit
+    from cdtsde.metrics.segmentation import IntensityKMeans
+
+    data = task_data(task, data_root, scale)
+    test_set = test_items(build_dataset(data, "test"), limit if limit is not None else SCALES[scale]["test_items"])
+    is_mask = final.data.target_kind == "mask"
+    options = {"classes": PV_EL_CLASSES, "foreground": PV_EL_DEFECT} if is_mask else {"perception": True}
+    if data["kind"] == "brats":
+        targets = build_dataset(data, "train")
+        fit_on = [model_to_unit(targets[i]["target"]).permute(1, 2, 0).numpy()
+                  for i in range(0, len(targets), max(1, len(targets) // 256))]
+        options.update(nonzero_foreground=True, kmeans=[IntensityKMeans(3).fit(fit_on)])
+    return test_set, options, defect_presence(test_set) if is_mask else {}
+
+
+def evaluation_key(fraction: float, steps: int | None, chosen: dict) -> str:
+    return f"{round(100 * fraction)}%@{steps or 1}" + (f"/gamma{chosen['gamma']:g}" if "gamma" in chosen else "")
+
+
+def score(plan: list[tuple], final, run_dir: Path, max_steps: int, test_set, options: dict, has_defect: dict,
+          folder: Path, evaluations: dict, device: str) -> dict:
+    """Score the plan's (fraction of the budget, steps, gamma) evaluations not yet in `evaluations`: the
+    final model, or the EMA snapshot at that fraction; each one's item rows go to their own file."""
+    from cdtsde.evaluation import evaluate_model
+    from cdtsde.training import load_pretrained
+
+    evaluations = dict(evaluations)
+    for fraction, steps, gamma in plan:
+        chosen = {} if steps is None else {"steps": steps}
+        if gamma is not None and gamma != final.sampling.gamma:
+            chosen["gamma"] = gamma
+        key = evaluation_key(fraction, steps, chosen)
+        if key in evaluations:
+            continue
+        model = final if fraction == 1.0 else load_pretrained(
+            run_dir / "snapshots" / f"step-{round(fraction * max_steps):07d}", device=device)
+        rows, summary = evaluate_model(model, test_set, seed=0, **options, **chosen)
+        summary = {**summary, **add_defect_present(rows, has_defect)} if has_defect else summary
+        rows_file = f"rows-{key.replace('%@', 'pct-').replace('/', '-')}.json"
+        (folder / rows_file).write_text(json.dumps(rows))
+        evaluations[key] = {"fraction": fraction, "steps": steps, "gamma": chosen.get("gamma"),
+                            "nfe": model.network_evaluations(model.sampling_options(**chosen)), "rows": rows_file,
+                            "summary": {k: v for k, v in summary.items() if k != "name"}}
+    return evaluations
+
+
+def scoring_device(scale: str) -> str:
+    device = "cuda" if scale == "gpu" and torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    return device
+
+
+def process_record(device: str, began: float, previous: dict) -> dict:
+    """What a cell records of the process that made it: machine, code, peak memory and time."""
+    return {"machine": machine(), "device": device,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
+            # this cell's processes: training and scoring, and any later scoring added to it
+            "cell_seconds": previous.get("cell_seconds", 0.0) + time.perf_counter() - began,
+            # the code that trained the cell and gave its first scores (scores added later keep it)
+            "code": previous.get("code") if previous else code_version()}
+
+
 def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out: Path,
              limit: int | None, max_steps: int | None, sweep: bool = False) -> dict:
     """Train (or resume) and score one cell; its cell.json is written last. With `sweep` a CDTSDE field is
     also scored at every NFE of SWEEP_NFES with gamma 1 and 0."""
     from cdtsde.atomic import atomic_path
-    from cdtsde.data import build_dataset
-    from cdtsde.data.masks import PV_EL_CLASSES, PV_EL_DEFECT
-    from cdtsde.evaluation import evaluate_model
-    from cdtsde.intensity import model_to_unit
-    from cdtsde.metrics.segmentation import IntensityKMeans
     from cdtsde.run import build_run
     from cdtsde.training import load_pretrained, train
 
@@ -98,20 +164,9 @@ def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out
     model, train_set, _, train_config = build_run(config)
     train(model, train_set, train_config, run_dir, resume=(run_dir / "state.pt").is_file(), run_config=config,
           progress=False)
-    device = "cuda" if scale == "gpu" and torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    data = task_data(task, data_root, scale)
-    test_set = test_items(build_dataset(data, "test"), limit if limit is not None else SCALES[scale]["test_items"])
+    device = scoring_device(scale)
     final = load_pretrained(run_dir, device=device)
-    is_mask = final.data.target_kind == "mask"
-    options = {"classes": PV_EL_CLASSES, "foreground": PV_EL_DEFECT} if is_mask else {"perception": True}
-    if data["kind"] == "brats":
-        targets = build_dataset(data, "train")
-        fit_on = [model_to_unit(targets[i]["target"]).permute(1, 2, 0).numpy()
-                  for i in range(0, len(targets), max(1, len(targets) // 256))]
-        options.update(nonzero_foreground=True, kmeans=[IntensityKMeans(3).fit(fit_on)])
-    has_defect = defect_presence(test_set) if is_mask else {}
+    test_set, options, has_defect = scoring_setup(task, data_root, scale, limit, final)
     common = None if not hasattr(final.sampling, "steps") else COMMON_STEPS
     plan = [(1.0, steps, None) for steps in evaluation_steps(final, scale)]
     if model.optimizers(train_config):  # a method with nothing to learn (the identity) has no snapshots
@@ -120,23 +175,9 @@ def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out
     if swept:
         plan += [(1.0, n, gamma) for gamma in SWEEP_GAMMAS for n in SWEEP_NFES]
     previous = json.loads((folder / "cell.json").read_text()) if (folder / "cell.json").is_file() else {}
-    evaluations = dict(previous.get("evaluations", {}))  # a finished cell asked for more scores only adds them
-    for fraction, steps, gamma in plan:
-        chosen = {} if steps is None else {"steps": steps}
-        if gamma is not None and gamma != final.sampling.gamma:
-            chosen["gamma"] = gamma
-        key = f"{round(100 * fraction)}%@{steps or 1}" + (f"/gamma{gamma:g}" if "gamma" in chosen else "")
-        if key in evaluations:
-            continue
-        model = final if fraction == 1.0 else load_pretrained(
-            run_dir / "snapshots" / f"step-{round(fraction * config['train']['max_steps']):07d}", device=device)
-        rows, summary = evaluate_model(model, test_set, seed=0, **options, **chosen)
-        summary = {**summary, **add_defect_present(rows, has_defect)} if is_mask else summary
-        rows_file = f"rows-{key.replace('%@', 'pct-').replace('/', '-')}.json"
-        (folder / rows_file).write_text(json.dumps(rows))
-        evaluations[key] = {"fraction": fraction, "steps": steps, "gamma": chosen.get("gamma"),
-                            "nfe": model.network_evaluations(model.sampling_options(**chosen)), "rows": rows_file,
-                            "summary": {k: v for k, v in summary.items() if k != "name"}}
+    # a finished cell asked for more scores only adds them
+    evaluations = score(plan, final, run_dir, config["train"]["max_steps"], test_set, options, has_defect, folder,
+                        previous.get("evaluations", {}), device)
     reference = f"100%@{plan[0][1] or 1}"
     with open(run_dir / "metrics.csv", newline="") as handle:
         log = list(csv.DictReader(handle))
@@ -145,14 +186,10 @@ def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out
     batch = config["train"].get("batch_size", 1)
     record = {"task": task, "method": method, "seed": seed, "scale": scale, "config": config,
               "data_root": str(data_root), "limit": limit, "sweep": swept or previous.get("sweep", False),
-              "machine": machine(), "device": device, "test_items": len(test_set),
-              "test_image_size": list(test_set[0]["target"].shape[-2:]),
+              "test_items": len(test_set), "test_image_size": list(test_set[0]["target"].shape[-2:]),
               "train_pairs": len(train_set), "train_seconds": seconds,
               "images_seen": config["train"]["max_steps"] * batch,  # per process: the suite runs one per cell
-              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
-              # this cell's processes: training and scoring, and any later scoring added to it
-              "cell_seconds": previous.get("cell_seconds", 0.0) + time.perf_counter() - began,
+              **process_record(device, began, previous),
               "reference": reference, "common": f"100%@{common or 1}", "evaluations": evaluations,
               "diagnostics": diagnostics}
     with atomic_path(folder / "cell.json") as tmp:
@@ -160,13 +197,56 @@ def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out
     return record
 
 
+def rescore_cell(task: str, method: str, seed: int, source: Path, data_root: Path, out: Path,
+                 limit: int | None) -> dict:
+    """Score the trained models of the finished cell under `source` on the test split of `data_root`,
+    never training: every evaluation the source cell has (final model and snapshots, its NFEs and gammas).
+    The new cell keeps the source's training record and names the source cell and the data root."""
+    from cdtsde.atomic import atomic_path
+    from cdtsde.training import load_pretrained
+
+    began = time.perf_counter()
+    origin = cell_dir(source, task, method, seed)
+    trained = json.loads((origin / "cell.json").read_text())
+    folder = cell_dir(out, task, method, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    device = scoring_device(trained["scale"])
+    final = load_pretrained(origin / "run", device=device)
+    test_set, options, has_defect = scoring_setup(task, data_root, trained["scale"], limit, final)
+    plan = [(ev["fraction"], ev["steps"], ev["gamma"]) for ev in trained["evaluations"].values()]
+    evaluations = score(plan, final, origin / "run", trained["config"]["train"]["max_steps"], test_set, options,
+                        has_defect, folder, {}, device)
+    kept = ("task", "method", "seed", "scale", "config", "sweep", "train_pairs", "train_seconds", "images_seen",
+            "reference", "common", "diagnostics", "predates_per_item_draws")
+    record = {**{key: trained[key] for key in kept if key in trained}, "source_cell": str(origin),
+              "data_root": str(data_root), "limit": limit, "test_items": len(test_set),
+              "test_image_size": list(test_set[0]["target"].shape[-2:]), **process_record(device, began, {}),
+              "evaluations": evaluations}
+    with atomic_path(folder / "cell.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=1, default=str))
+    return record
+
+
 def finished(out: Path, task: str, method: str, seed: int, args) -> bool:
-    """Whether the cell is done. A cell made under another data root (another machine's copy of the data)
-    counts when its configuration is otherwise the one this run would use; a different one is an error."""
+    """Whether the cell is done. A cell made under another data root is refused (its scores are for that
+    root's test split) unless --data-copy says the root is a copy of it (another machine's path); a cell made
+    with another configuration is an error. With --score-only: whether the cell scoring the --from cell on
+    --data-root is done (one scoring another cell or data root is an error)."""
     path = cell_dir(out, task, method, seed) / "cell.json"
     if not path.is_file():
         return False
     record = json.loads(path.read_text())
+    if args.score_only:
+        source = cell_dir(args.source, task, method, seed)
+        if (record.get("source_cell"), record["data_root"]) != (str(source), str(args.data_root)):
+            raise SystemExit(f"{path} scored {record.get('source_cell', 'its own training')} on "
+                             f"{record['data_root']}, not {source} on {args.data_root}; use another --output")
+        return True
+    if record["data_root"] != str(args.data_root) and not args.data_copy:
+        raise SystemExit(f"{path} was made on the data root {record['data_root']}, not {args.data_root}: its scores "
+                         f"are for that root's test split. To score its trained model on {args.data_root}: --score-only "
+                         f"--from {out} --output NEW_FOLDER; if {args.data_root} is a copy of {record['data_root']} "
+                         "(another machine's path): --data-copy")
     expected = cell_config(task, method, seed, args.scale, Path(record["data_root"]), args.max_steps)
     if record["config"] != json.loads(json.dumps(expected)) or record.get("limit") != args.test_items:
         raise SystemExit(f"{path} was made with another configuration; use another --output or delete the cell")
@@ -178,12 +258,44 @@ def cells_of(args) -> list[tuple[str, str, int]]:
             for seed in args.seeds]
 
 
+def scorable(args, cells: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+    """The cells whose trained models --score-only can score: a finished --from cell with its run folder;
+    the others are named and skipped."""
+    kept = []
+    for cell in cells:
+        origin = cell_dir(args.source, *cell)
+        if not (origin / "cell.json").is_file():
+            print(f"{'/'.join(map(str, cell))}: not finished in {args.source}; skipped", flush=True)
+        elif not (origin / "run" / "model").is_dir():
+            print(f"{'/'.join(map(str, cell))}: no trained model in {origin / 'run'} (only its cell.json); "
+                  "skipped", flush=True)
+        else:
+            kept.append(cell)
+    return kept
+
+
+def cell_environment(jobs: int) -> dict[str, str]:
+    """A cell process's environment: the caller's OMP_NUM_THREADS where set (the committed cpu cells ran
+    with 1: --jobs 2 on 2 cores), else the cores shared between the cells running at once."""
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // jobs))
+    return {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
+
+
+def last_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()] if log.is_file() else []
+    return lines[-1].strip() if lines else "no output"
+
+
 def run_suite(args) -> None:
     from tqdm import tqdm
 
-    pending = [cell for cell in cells_of(args) if not finished(args.output, *cell, args)]
-    print(f"{len(cells_of(args)) - len(pending)} cells done, {len(pending)} to run", flush=True)
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    from benchmarks.suite.report import load_cells
+
+    cells = scorable(args, cells_of(args)) if args.score_only else cells_of(args)
+    pending = [cell for cell in cells if not finished(args.output, *cell, args)]
+    print(f"{len(cells) - len(pending)} cells done, {len(pending)} to run", flush=True)
+    env = cell_environment(args.jobs)
 
     def launch(cell):
         task, method, seed = cell
@@ -194,8 +306,7 @@ def run_suite(args) -> None:
         command += ["--test-items", str(args.test_items)] if args.test_items is not None else []
         command += ["--max-steps", str(args.max_steps)] if args.max_steps else []
         command += ["--sweep"] if args.sweep else []
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
+        command += ["--score-only", "--from", str(args.source)] if args.score_only else []
         began = time.perf_counter()
         with open(folder / "log.txt", "a") as log:
             code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -210,10 +321,12 @@ def run_suite(args) -> None:
                       f"in {seconds / 60:.1f} min")
             if code:
                 failed.append(cell)
-    write_summary(args.output, args.readme)
-    if failed:
-        raise SystemExit(f"{len(failed)} cell(s) failed; see their log.txt: " +
-                         ", ".join("/".join(map(str, c)) for c in failed))
+    if load_cells(args.output) or not failed:
+        write_summary(args.output, args.readme, args.mix_code_versions)
+    if failed:  # each failure's last log line (the error), after the summary's output
+        raise SystemExit(f"{len(failed)} cell(s) failed:\n" + "\n".join(
+            f"  {'/'.join(map(str, c))}: {last_line(cell_dir(args.output, *c) / 'log.txt')} "
+            f"({cell_dir(args.output, *c) / 'log.txt'})" for c in failed))
 
 
 def main(argv=None) -> None:
@@ -227,27 +340,43 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--data-root", type=Path, default=DATA, help="a folder with the layout of ../shared/data")
     parser.add_argument("--output", type=Path, help="default: benchmarks/results/suite/<scale>")
-    parser.add_argument("--jobs", type=int, default=1, help="cells run at once (threads split between them)")
+    parser.add_argument("--data-copy", action="store_true",
+                        help="--data-root is a copy of the data the finished cells recorded (another machine's path)")
+    parser.add_argument("--score-only", action="store_true",
+                        help="score the trained models of the finished cells in --from on --data-root's test "
+                             "splits into --output, never training")
+    parser.add_argument("--from", dest="source", type=Path,
+                        help="with --score-only: the suite output whose cells are scored (default: the scale's)")
+    parser.add_argument("--jobs", type=int, default=1, help="cells run at once (the cores split between them unless OMP_NUM_THREADS is set)")
     parser.add_argument("--test-items", type=int, help="override the scale's number of test items")
     parser.add_argument("--max-steps", type=int, help="override every training budget (smoke runs)")
     parser.add_argument("--summary-only", action="store_true", help="rebuild the summary from the finished cells")
     parser.add_argument("--readme", action="store_true", help="also regenerate the results blocks of README.md and docs/results.md")
+    parser.add_argument("--mix-code-versions", action="store_true",
+                        help="average seeds that ran different code versions into one row (refused otherwise)")
     parser.add_argument("--cell", nargs=3, metavar=("TASK", "METHOD", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.output = (args.output or RESULTS / "suite" / args.scale).resolve()
     args.data_root = args.data_root.resolve()
+    args.source = (args.source or RESULTS / "suite" / args.scale).resolve()
+    if args.cell and args.score_only:
+        task, method, seed = args.cell
+        rescore_cell(task, method, int(seed), args.source, args.data_root, args.output, args.test_items)
+        return
     if args.cell:
         task, method, seed = args.cell
         run_cell(task, method, int(seed), args.scale, args.data_root, args.output, args.test_items, args.max_steps,
                  args.sweep)
         return
     if args.summary_only:
-        write_summary(args.output, args.readme)
+        write_summary(args.output, args.readme, args.mix_code_versions)
         return
     if not args.data_root.is_dir():
         raise SystemExit(f"--data-root {args.data_root}: no such folder (expected the layout of ../shared/data)")
     if args.jobs < 1:
         raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
+    if args.score_only and args.output == args.source:
+        raise SystemExit(f"--score-only writes new cells: give an --output other than --from ({args.source})")
     args.output.mkdir(parents=True, exist_ok=True)
     run_suite(args)
 

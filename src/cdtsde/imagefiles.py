@@ -68,6 +68,17 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     )
 
 
+def list_images_under(folder: str | os.PathLike, pattern: str = "*") -> list[Path]:
+    """Image files in `folder` and every (non-hidden) folder below it whose names match `pattern` (a glob,
+    e.g. "*_t1.nii.gz"), sorted by path: one folder per subject, as BraTS and IXI keep them."""
+    import fnmatch
+
+    folder = Path(folder)
+    folders = [folder, *(p for p in folder.rglob("*") if p.is_dir() and not any(
+        part.startswith(".") for part in p.relative_to(folder).parts))]
+    return sorted(p for d in folders for p in list_images(d) if fnmatch.fnmatch(p.name, pattern))
+
+
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
     """Read one image file. Raises ImageReadError naming the file if it is missing, truncated, of an
     unsupported type, or holds NaN/inf values."""

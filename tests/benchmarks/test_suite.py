@@ -19,19 +19,20 @@ from cdtsde.settings import from_plain
 from cdtsde.training import TrainConfig
 
 
-def volkov_like(root: Path) -> None:
-    """Eight SAR/optical pairs of 40 px in volkov-s1s2's layout: four fragments of two crops, two tiles."""
+def volkov_like(root: Path, seed: int = 0, first: int = 0) -> None:
+    """Eight SAR/optical pairs of 40 px in volkov-s1s2's layout: four fragments of two crops (numbered from
+    `first`), two tiles; the last fragment is the test split."""
     folder = root / "sar-optical" / "volkov-s1s2"
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     rows = ["pair_id,fragment,s2_tile"]
-    for fragment in range(4):
+    for fragment in range(first, first + 4):
         for crop in ("r1c1", "r2c2"):
             name = f"{fragment:03d}_{crop}"
             base = rng.random((40, 40))
             for side, image in (("sar", base), ("opt", np.stack([base, 1 - base, base ** 2], -1))):
                 (folder / side).mkdir(parents=True, exist_ok=True)
                 Image.fromarray((image * 255).astype(np.uint8)).save(folder / side / f"{name}.png")
-            rows.append(f"{name},{fragment:03d}.png,{'T14RNT' if fragment == 3 else 'T11SLT'}")
+            rows.append(f"{name},{fragment:03d}.png,{'T14RNT' if fragment == first + 3 else 'T11SLT'}")
     (folder / "pairs.csv").write_text("\n".join(rows) + "\n")
 
 
@@ -64,8 +65,10 @@ def test_the_suite_runs_skips_finished_cells_and_summarises(tmp_path, capsys):
     run.main(argv)
     assert "2 cells done, 0 to run" in capsys.readouterr().out
     assert (out / "cells/sar-optical/identity/seed0/cell.json").stat().st_mtime_ns == stamp
-    shutil.copytree(tmp_path / "data", tmp_path / "copy")  # the cells count as done under another data root
-    run.main([*argv[:7], "--data-root", str(tmp_path / "copy"), *argv[9:]])
+    shutil.copytree(tmp_path / "data", tmp_path / "copy")  # another data root: refused unless it is a copy
+    with pytest.raises(SystemExit, match="not .*copy: its scores are for that root's test split.*--score-only"):
+        run.main([*argv[:7], "--data-root", str(tmp_path / "copy"), *argv[9:]])
+    run.main([*argv[:7], "--data-root", str(tmp_path / "copy"), *argv[9:], "--data-copy"])
     assert "2 cells done, 0 to run" in capsys.readouterr().out
 
     # the field ablation on the same cells: linear only gains its NFE sweep (not retrained); the ELBO field is new
@@ -258,3 +261,119 @@ def test_the_field_verdicts_read_intervals_over_seeds(tmp_path):
     # PSNR and SSIM (x 2 gammas) rise with the value: supported; the five perception metrics are distances or
     # a ratio far above 1, so there the larger values at 10 NFE are worse and linear@5 already beats linear@10
     assert "| cdtsde-dynamic | 4 / 0 / 0 / 10 |" in table
+
+
+def fake_cell(out: Path, method: str, seed: int, psnr: float, **extra) -> dict:
+    """A finished sar-optical cell scored at 5 NFE (eight items of four fragments), as run_cell writes it."""
+    folder = run.cell_dir(out, "sar-optical", method, seed)
+    folder.mkdir(parents=True)
+    rows = [{"name": f"{k:03d}_r{i}", "psnr": psnr + 0.1 * k, "ssim": 0.5} for k in range(4) for i in range(2)]
+    (folder / "rows.json").write_text(json.dumps(rows))
+    summary = {"psnr": {"mean": psnr + 0.15}, "ssim": {"mean": 0.5}, "seconds_per_image": {"mean": 0.01}}
+    record = {"task": "sar-optical", "method": method, "seed": seed, "scale": "cpu", "data_root": str(out / "data"),
+              "test_items": 8, "train_pairs": 6, "device": "cpu", "peak_rss_mb": 100.0, "peak_cuda_mb": None,
+              "train_seconds": 60.0, "images_seen": 3200, "reference": "100%@5", "common": "100%@5",
+              "evaluations": {"100%@5": {"fraction": 1.0, "steps": 5, "nfe": 5, "rows": "rows.json",
+                                         "summary": summary}}, **extra}
+    (folder / "cell.json").write_text(json.dumps(record))
+    return record
+
+
+def test_seeds_of_different_code_versions_are_not_averaged_unless_asked(tmp_path):
+    """Two seeds of one method that ran different commits: the summary refuses (naming them) unless told
+    to mix; cells that recorded no code version are one version ("unrecorded"); a recorded one is named
+    under its task's table, and a row with a seed trained before per-item draws carries the footnote mark."""
+    out = tmp_path / "suite"
+    commit = {"cdtsde": "0.1.0", "commit": "a" * 40, "modified": False}
+    fake_cell(out, "cdtsde-linear", 0, 14.0, predates_per_item_draws=True)
+    fake_cell(out, "cdtsde-linear", 1, 15.0)
+    fake_cell(out, "pix2pix", 0, 16.0, code=commit)
+    fake_cell(out, "pix2pix", 1, 17.0, code={**commit, "commit": "b" * 40, "modified": True})
+    with pytest.raises(SystemExit, match=r"sar-optical/pix2pix \(seed 0: aaaaaaaaaaaa, seed 1: bbbbbbbbbbbb\+modified\)"):
+        run.main(["--summary-only", "--output", str(out)])
+    run.main(["--summary-only", "--output", str(out), "--mix-code-versions"])
+    text = (out / "summary.md").read_text()
+    assert "| cdtsde-linear @ 5 NFE † | 14.65 [" in text and "| pix2pix @ 5 NFE | 16.65" in text
+    assert f"† {report.PREDATES_DRAWS[1]}." in text
+    assert "Code versions: unrecorded: cdtsde-linear; aaaaaaaaaaaa + bbbbbbbbbbbb+modified: pix2pix." in text
+
+    shutil.rmtree(run.cell_dir(out, "sar-optical", "pix2pix", 1))
+    summaries = report.write_summary(out)
+    assert summaries["sar-optical"]["rows"]["pix2pix @ 5 NFE"]["code"] == ["aaaaaaaaaaaa"]
+    headline = report.headline_lines(summaries, report.load_cells(out))
+    assert "| cdtsde-linear | 14.65 † |" in headline and "| pix2pix | **16.15** |" in headline
+    assert report.code_label({"code": {"cdtsde": "0.1.0", "commit": None, "modified": None}}) == "cdtsde 0.1.0 (no commit)"
+
+
+def test_a_cell_records_the_code_and_the_machine_it_ran_on():
+    """The code version is the checkout's commit (this repository is one) and whether its code differs;
+    the machine names the processor model and torch's build libraries."""
+    import subprocess
+
+    from benchmarks.common import ROOT, code_version, machine
+
+    code = code_version()
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert code["commit"] == head and isinstance(code["modified"], bool) and code["cdtsde"]
+    described = machine()
+    assert described["cpu_model"] and any("CPU capability" in line for line in described["torch_build"])
+    assert not any(line.startswith("Build settings") for line in described["torch_build"])
+
+
+def test_trained_cells_are_scored_on_another_data_root_without_training(tmp_path, capsys):
+    """--score-only scores the trained models of finished cells on the test split of another data root
+    (other fragments, other images) into a new output: the scores are those of the other test items, the
+    source's training is untouched and not repeated, a cell without its run folder is named and skipped,
+    and a cell that fails shows its error in the last lines (not only "no finished cells")."""
+    volkov_like(tmp_path / "data")
+    volkov_like(tmp_path / "held-out", seed=1, first=10)
+    trained, rescored = tmp_path / "suite", tmp_path / "rescored"
+    common = ["--scale", "quick", "--tasks", "sar-optical", "--methods", "cdtsde-linear", "identity",
+              "--max-steps", "2", "--test-items", "2"]
+    run.main([*common, "--data-root", str(tmp_path / "data"), "--output", str(trained)])
+    log = (trained / "cells/sar-optical/cdtsde-linear/seed0/run/metrics.csv").read_text()
+    shutil.copytree(trained / "cells/sar-optical/identity", tmp_path / "identity")
+    shutil.rmtree(trained / "cells/sar-optical/identity/seed0/run")  # as committed: cell.json and rows only
+    capsys.readouterr()
+    run.main([*common, "--score-only", "--from", str(trained), "--data-root", str(tmp_path / "held-out"),
+              "--output", str(rescored)])
+    printed = capsys.readouterr().out
+    assert "sar-optical/identity/0: no trained model in" in printed and "1 cells done, 0 to run" not in printed
+    assert not (rescored / "cells/sar-optical/identity").exists()
+    source = json.loads((trained / "cells/sar-optical/cdtsde-linear/seed0/cell.json").read_text())
+    cell = json.loads((rescored / "cells/sar-optical/cdtsde-linear/seed0/cell.json").read_text())
+    assert cell["data_root"] == str(tmp_path / "held-out") and cell["source_cell"] == str(
+        trained / "cells/sar-optical/cdtsde-linear/seed0")
+    assert cell["config"] == source["config"] and cell["train_seconds"] == source["train_seconds"]
+    assert set(cell["evaluations"]) == set(source["evaluations"]) and cell["code"]["commit"]
+    rows = json.loads((rescored / "cells/sar-optical/cdtsde-linear/seed0" / cell["evaluations"]["100%@5"]["rows"]).read_text())
+    assert {row["name"] for row in rows} <= {"013_r1c1", "013_r2c2"}  # the held-out root's test fragment
+    assert cell["evaluations"]["100%@5"]["summary"]["psnr"] != source["evaluations"]["100%@5"]["summary"]["psnr"]
+    assert (trained / "cells/sar-optical/cdtsde-linear/seed0/run/metrics.csv").read_text() == log
+    assert not (rescored / "cells/sar-optical/cdtsde-linear/seed0/run").exists()
+    assert f"Scored on {tmp_path / 'held-out'}'s test split by the trained models of {trained}" in (
+        rescored / "summary.md").read_text()
+
+    # scoring it again is done; the training suite pointed at the held-out root refuses its cells
+    run.main([*common, "--score-only", "--from", str(trained), "--data-root", str(tmp_path / "held-out"),
+              "--output", str(rescored)])
+    assert "1 cells done, 0 to run" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="made on the data root .*--score-only --from"):
+        run.main([*common, "--data-root", str(tmp_path / "held-out"), "--output", str(trained)])
+    # a failing cell: its error is the last thing printed
+    shutil.rmtree(trained / "cells/sar-optical/identity")
+    shutil.copytree(tmp_path / "identity", trained / "cells/sar-optical/identity")
+    (trained / "cells/sar-optical/identity/seed0/run/model/model.safetensors").write_bytes(b"damaged")
+    with pytest.raises(SystemExit) as failure:
+        run.main([*common, "--score-only", "--from", str(trained), "--data-root", str(tmp_path / "held-out"),
+                  "--output", str(tmp_path / "fails"), "--methods", "identity"])
+    assert "1 cell(s) failed" in str(failure.value) and "does not match the SHA-256" in str(failure.value)
+
+
+def test_the_cells_keep_the_callers_thread_setting(monkeypatch):
+    """OMP_NUM_THREADS set by the caller reaches every cell (--jobs 1 too); unset, the cores are shared."""
+    monkeypatch.setattr(run.os, "cpu_count", lambda: 8)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert run.cell_environment(1)["OMP_NUM_THREADS"] == "1"
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert run.cell_environment(1)["OMP_NUM_THREADS"] == "8" and run.cell_environment(3)["OMP_NUM_THREADS"] == "2"

@@ -42,6 +42,12 @@ def add_parser(subparsers) -> None:
                         help="--kind image: K-Means Dice with K intensity clusters (e.g. 3 5), fit on --kmeans-fit")
     parser.add_argument("--kmeans-fit", type=Path,
                         help="folder of target-modality training images the K-Means clusters are fit on")
+    parser.add_argument("--recursive", action="store_true",
+                        help="also the subfolders (one per subject): files pair by their path below --pred and --target")
+    parser.add_argument("--rename", metavar="FROM:TO",
+                        help="pair a prediction named for its input modality with its target's name: "
+                             "<name>FROM against <name>TO (BraTS _t1:_t2, IXI -T1:-T2); targets not ending "
+                             "in TO (the other modalities) are left out")
     parser.add_argument("--out", type=Path, default=Path("evaluation.json"),
                         help="JSON summary; the per-image CSV goes beside it (default evaluation.json)")
     parser.set_defaults(func=run)
@@ -67,6 +73,11 @@ def run(args) -> int:
             raise CdtsdeError(f"--foreground: expected class values separated by commas, got {args.foreground!r}") from exc
     elif args.classes == "pv-el":
         foreground = PV_EL_DEFECT
+    rename = None
+    if args.rename:
+        rename = tuple(args.rename.split(":"))
+        if len(rename) != 2 or not all(rename):
+            raise CdtsdeError(f"--rename: expected FROM:TO name endings (e.g. _t1:_t2), got {args.rename!r}")
     for folder in (args.pred, args.target):
         if not folder.is_dir():
             raise CdtsdeError(f"{folder}: not a folder")
@@ -92,7 +103,8 @@ def run(args) -> int:
                                                foreground_dir=args.foreground_dir,
                                                nonzero_foreground=args.nonzero_foreground, classes=classes,
                                                foreground=foreground, skeleton_tolerance=args.skeleton_tolerance,
-                                               kmeans=kmeans, perception=args.perception)
+                                               kmeans=kmeans, perception=args.perception,
+                                               recursive=args.recursive, rename=rename)
     problems = fit_problems + problems
     if not rows:
         for path, reason in problems:

@@ -7,7 +7,7 @@ from pathlib import Path
 from .sampling import add_sampling_flags, chosen_sampling
 
 COMMAND_FLAGS = {"checkpoint", "method", "input", "output", "overwrite", "skip_existing", "seed", "samples",
-                 "batch_size", "native_size", "device", "precision"}
+                 "batch_size", "native_size", "device", "precision", "recursive"}
 
 
 def add_parser(subparsers) -> None:
@@ -17,6 +17,9 @@ def add_parser(subparsers) -> None:
                                          "(a prior's checkpoint as sdedit); default: the checkpoint's")
     parser.add_argument("--input", required=True, type=Path, help="an image file or a folder of them")
     parser.add_argument("--output", required=True, type=Path, help="output folder (outside the input folder)")
+    parser.add_argument("--recursive", nargs="?", const="*", metavar="PATTERN",
+                        help="--input folder: also its subfolders (one per subject), the files whose names match "
+                             "PATTERN (e.g. '*_t1.nii.gz'; default every image); the output keeps the subfolders")
     parser.add_argument("--overwrite", action="store_true", help="replace translations already in --output")
     parser.add_argument("--skip-existing", action="store_true",
                         help="translate only inputs whose translations are not in --output yet (continue a killed run)")
@@ -37,7 +40,7 @@ def run(args) -> int:
     from tqdm.auto import tqdm
 
     from ..errors import CdtsdeError
-    from ..imagefiles import list_images
+    from ..imagefiles import list_images, list_images_under
     from ..training import load_pretrained
     from ..translate import check_outputs, translate_file
 
@@ -57,18 +60,26 @@ def run(args) -> int:
         sampling = method.sampling_options(**chosen_sampling(args, method))
     except CdtsdeError as exc:
         raise CdtsdeError(str(exc).replace("sampling.", "--")) from exc
-    files = list_images(args.input) if args.input.is_dir() else [args.input]
+    if args.recursive and not args.input.is_dir():
+        raise CdtsdeError(f"--recursive: {args.input} is not a folder")
+    files = (list_images_under(args.input, args.recursive) if args.recursive else list_images(args.input)
+             if args.input.is_dir() else [args.input])
     if not files:
         raise CdtsdeError(f"{args.input}: no image files found")
     total = len(files)
-    files = check_outputs(files, args.output, args.samples, args.overwrite,
-                          args.input if args.input.is_dir() else None, args.skip_existing)
+    # each input's output folder: --output, or with --recursive its subfolder's place below --output
+    destination = {path: args.output / path.parent.relative_to(args.input) if args.recursive else args.output
+                   for path in files}
+    files = [kept for folder in dict.fromkeys(destination.values())
+             for kept in check_outputs([path for path in files if destination[path] == folder], folder, args.samples,
+                                       args.overwrite, args.input if args.input.is_dir() else None,
+                                       args.skip_existing)]
     if len(files) < total:
         print(f"{total - len(files)} of {total} file(s) already translated in {args.output}: skipped")
     failed, diagnostics = [], {}
     for path in tqdm(files, desc="translate", unit="file"):
         try:
-            _, found = translate_file(method, path, args.output, sampling=sampling, seed=args.seed,
+            _, found = translate_file(method, path, destination[path], sampling=sampling, seed=args.seed,
                                       samples=args.samples, batch_size=args.batch_size,
                                       resize_to_training=not args.native_size, precision=args.precision)
             for key, value in found.items():

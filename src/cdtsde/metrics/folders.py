@@ -1,4 +1,5 @@
-"""Evaluate a folder of predictions against a folder of targets, paired by file stem."""
+"""Evaluate a folder of predictions against a folder of targets, paired by file stem (or by relative path
+and a modality suffix: `pairing_names`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 
 from ..data.masks import read_mask
 from ..errors import CdtsdeError
-from ..imagefiles import list_images, read_image, stem
+from ..imagefiles import list_images, list_images_under, read_image, stem
 from ..intensity import to_unit_image
 from .scoring import ScoreAccumulator
 from .segmentation import IntensityKMeans, fit_kmeans
@@ -38,23 +39,45 @@ def check_mask_values(values: np.ndarray, classes: dict[int, str] | None, path) 
                           f"with --classes VALUE:NAME,..., or score grey images with --kind image)")
 
 
+def pairing_names(folder: str | Path, recursive: bool = False, suffix: str | None = None,
+                  renamed: str | None = None) -> dict[str, Path]:
+    """{name: file} of a folder's images: the name is the file's stem, with `recursive` its path below
+    `folder` without the extension ("Brats18_x/Brats18_x_t2"). `suffix` keeps the files whose stem ends
+    with it (the target modality of a folder holding every modality); `renamed` replaces that suffix (a
+    prediction named for its input modality, "_t1", under its target's name, "_t2")."""
+    folder = Path(folder)
+    names = {}
+    for path in list_images_under(folder) if recursive else list_images(folder):
+        name = stem(path)
+        if suffix is not None and not name.endswith(suffix):
+            continue
+        if renamed is not None:
+            name = name[:len(name) - len(suffix)] + renamed
+        names[(path.parent.relative_to(folder) / name).as_posix()] = path
+    return names
+
+
 def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "image",
                      foreground_dir: str | Path | None = None, nonzero_foreground: bool = False,
                      classes: dict[int, str] | None = None, foreground: tuple[int, ...] | None = None,
                      skeleton_tolerance: float = 2.0, kmeans: list[IntensityKMeans] | None = None,
-                     perception: bool = False):
+                     perception: bool = False, recursive: bool = False, rename: tuple[str, str] | None = None):
     """Returns (rows, summary, problems): one row of metrics per pair (with its "name") and their summary
     (`ScoreAccumulator`, which the options configure; no pair scored: no rows, an empty summary), and
     (path, reason) for every file that was unpaired or unreadable (those are skipped, not fatal).
     Images are read into [0, 1]; NIfTI volumes are scored as one image whose slices are channels. With
     `foreground_dir` (masks by stem) the "_fg" metrics are restricted to the mask of each pair's name.
-    `kmeans` are clusterings fit on target-modality training images (`fit_kmeans_on_folder`)."""
+    `kmeans` are clusterings fit on target-modality training images (`fit_kmeans_on_folder`). With `recursive`
+    files pair by their path below each folder; `rename` = (input suffix, target suffix) pairs a prediction
+    "<name><input suffix>" with the target "<name><target suffix>", and only the targets with that suffix
+    count (`pairing_names`)."""
     scores = ScoreAccumulator(kind, classes=classes, foreground=foreground, skeleton_tolerance=skeleton_tolerance,
                               nonzero_foreground=nonzero_foreground, kmeans=kmeans, perception=perception)
     if foreground_dir and kind != "image":
         raise ValueError("a foreground folder restricts image metrics; masks are scored per class")
-    preds = {stem(p): p for p in list_images(pred_dir)}
-    targets = {stem(p): p for p in list_images(target_dir)}
+    source_suffix, target_suffix = rename or (None, None)
+    preds = pairing_names(pred_dir, recursive, source_suffix, target_suffix)
+    targets = pairing_names(target_dir, recursive, target_suffix)
     masks = {stem(p): p for p in list_images(foreground_dir)} if foreground_dir else {}
     problems = [(preds[k], "no target with this name") for k in sorted(set(preds) - set(targets))]
     problems += [(targets[k], "no prediction with this name") for k in sorted(set(targets) - set(preds))]

@@ -1,7 +1,8 @@
 """Checkpoints of any method: `config.json` (format version, package version, method name, what the
 method knows about its data, its configuration, its default sampling options and the SHA-256 of the
 weights file) beside the weights in `model.safetensors`, as diffusers keeps a config next to its weights.
-Loading verifies the checksum and refuses non-finite weights, naming the file.
+The weights file's bytes depend only on the weights (`safetensors_bytes`), so identical runs record the same
+SHA-256. Loading verifies the checksum and refuses non-finite weights, naming the file.
 
 A checkpoint written before methods had names (no "method" key: the CDTSDE model configuration itself)
 loads as CDTSDE.
@@ -10,6 +11,7 @@ loads as CDTSDE.
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import torch
@@ -50,6 +52,23 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def safetensors_bytes(tensors: dict, metadata: dict[str, str]) -> bytes:
+    """The safetensors file of `tensors` and `metadata`, with the metadata keys sorted: safetensors keeps the
+    metadata in a hash map whose order changes from process to process, so the same weights would otherwise
+    give different bytes (and checksums). The format is an 8-byte little-endian header length, the JSON
+    header padded with spaces to a multiple of 8 bytes, then the tensor data; the data offsets in the header
+    are relative to the data, so rewriting the header leaves them valid."""
+    from safetensors.torch import save
+
+    written = memoryview(save(tensors, metadata=metadata))
+    length = struct.unpack("<Q", written[:8])[0]
+    header = json.loads(bytes(written[8:8 + length]))
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + written[8 + length:]
+
+
 def check_finite(tensors: dict, where: Path) -> None:
     bad = [key for key, value in tensors.items() if value.is_floating_point() and not torch.isfinite(value).all()]
     if bad:
@@ -61,8 +80,6 @@ def save_pretrained(method: Method, directory: str | Path, state_dict: dict | No
     """Write `model.safetensors` (the given state dict, e.g. EMA weights, or the method's own, without what
     only training needs: `Method.inference_state_dict`), then `config.json` with the weights' SHA-256,
     each atomically. Non-finite weights are refused."""
-    from safetensors.torch import save_file
-
     check_reading(method.data)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -70,7 +87,7 @@ def save_pretrained(method: Method, directory: str | Path, state_dict: dict | No
     tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
     check_finite(tensors, directory / WEIGHTS_FILE)
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "library": "cdtsde", "method": method.name})
+        tmp.write_bytes(safetensors_bytes(tensors, {"format": "pt", "library": "cdtsde", "method": method.name}))
         checksum = file_sha256(tmp)
     with atomic_path(directory / CONFIG_FILE) as tmp:
         tmp.write_text(json.dumps({**checkpoint_record(method), "weights_sha256": checksum}, indent=2))
