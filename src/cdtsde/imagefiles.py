@@ -166,13 +166,18 @@ def image_shape(path: str | os.PathLike) -> tuple[int, ...]:
         raise ImageReadError(f"{path}: cannot read as {fmt} ({type(exc).__name__}: {exc})") from exc
 
 
-def write_image(path: str | os.PathLike, array: np.ndarray, meta: ImageMeta | None = None) -> Path:
+def write_image(path: str | os.PathLike, array: np.ndarray, meta: ImageMeta | None = None,
+                replace: bool = True) -> Path:
     """Write `array` (native dtype, channels last; NIfTI: volume axes) to `path`, atomically. For NIfTI the
-    affine and header of `meta` are kept, for TIFF its georeference tags (an array of the input's size)."""
+    affine and header of `meta` are kept, for TIFF its georeference tags (an array of the input's size).
+    With `replace` False an existing `path` (one that appeared while the array was written included) is left
+    alone and FileExistsError raised."""
     path = Path(path)
     fmt = image_format(path)
     array = np.asarray(array)
-    with atomic_path(path) as tmp:
+    # nibabel picks gzip from the file name: the temporary ends as the file does
+    suffix = (".nii.gz" if str(path).lower().endswith(".gz") else ".nii") if fmt == "nifti" else ""
+    with atomic_path(path, replace=replace, suffix=suffix) as tmp:
         if fmt in ("png", "jpg"):
             from PIL import Image
 
@@ -207,8 +212,5 @@ def write_image(path: str | os.PathLike, array: np.ndarray, meta: ImageMeta | No
             img = nib.Nifti1Image(array, affine, header=header)
             if header is not None:
                 img.set_data_dtype(array.dtype)
-            # nibabel picks gzip from the file name, so write under the real suffix inside the temp dir
-            real = tmp.with_name(tmp.name + (".nii.gz" if str(path).lower().endswith(".gz") else ".nii"))
-            nib.save(img, str(real))
-            os.replace(real, tmp)
+            nib.save(img, str(tmp))
     return path

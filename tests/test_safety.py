@@ -1,0 +1,270 @@
+"""Nothing mixed, nothing lost, nothing read wrong: folder locks (two real processes), files a command must
+not replace, failures mid-run reported per file, outputs readable by others."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from helpers import TINY_UNET, tiny_model
+from PIL import Image
+
+from cdtsde.atomic import atomic_path
+from cdtsde.cli import main
+from cdtsde.errors import CdtsdeError
+from cdtsde.imagefiles import read_image, write_image
+from cdtsde.locks import LOCK_FILE, FolderLockedError, folder_lock
+from cdtsde.training import save_pretrained
+from cdtsde.translate import TRANSLATIONS_RECORD, check_outputs, translate_file
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def write_run_config(path, seed=1, max_steps=6):
+    path.write_text(yaml.safe_dump({
+        "data": {"kind": "procedural", "task": "el-cell", "n": 24, "size": 16, "seed": 1},
+        "model": {"field": {"variant": "linear"}, "unet": TINY_UNET},
+        "train": {"max_steps": max_steps, "batch_size": 4, "log_every": 2, "checkpoint_every": 3, "sample_every": 0,
+                  "seed": seed}}))
+    return path
+
+
+@pytest.fixture()
+def model_dir(tmp_path):
+    model = tiny_model(size=16)
+    for parameter in model.net.parameters():
+        parameter.data.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    return save_pretrained(model, tmp_path / "model")
+
+
+def grey(path, seed=0, size=16):
+    Image.fromarray((np.random.default_rng(seed).random((size, size)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def translate(model_dir, input_path, output, *extra):
+    return main(["translate", "--checkpoint", str(model_dir), "--input", str(input_path), "--output", str(output),
+                 "--steps", "2", *extra])
+
+
+def wait_for(condition, process, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+# --- locks ---------------------------------------------------------------------------------------------------
+
+def test_a_second_training_into_a_held_run_folder_fails_at_once_and_mixes_nothing(tmp_path):
+    """Two `cdtsde train` processes with different configurations into one folder: the second fails with exit
+    2 naming the folder and the first's pid, before it writes anything; the folder holds the first run only.
+    After the first is killed with SIGKILL the kernel has released its lock: the folder can be taken again."""
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "cdtsde", "train", "--output", str(run)]
+    first = subprocess.Popen([*command, "--config", str(write_run_config(tmp_path / "a.yaml", seed=1, max_steps=5000))],
+                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        wait_for((run / "config.yaml").is_file, first)
+        assert (run / LOCK_FILE).read_text().startswith(f"{first.pid} ")
+        second = subprocess.run([*command, "--config", str(write_run_config(tmp_path / "b.yaml", seed=2))], env=ENV,
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert f"{run}: in use by another cdtsde command (pid {first.pid} (cdtsde train))" in second.stderr
+        assert "training" not in second.stdout  # refused before the data were even built
+        assert first.poll() is None  # the first run goes on
+        assert yaml.safe_load((run / "config.yaml").read_text())["train"]["seed"] == 1
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    with folder_lock(run, "test"):  # SIGKILL released the flock; the stale file does not block
+        assert (run / LOCK_FILE).read_text().startswith(f"{os.getpid()} ")
+    assert not (run / LOCK_FILE).exists()
+
+
+def test_a_translation_into_a_folder_another_process_holds_is_refused(model_dir, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    grey(tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom cdtsde.locks import folder_lock\n"
+                               f"with folder_lock({str(out)!r}, 'cdtsde translate'):\n"
+                               "    print('held', flush=True); time.sleep(120)"],
+                              env={**ENV, "PYTHONPATH": os.pathsep.join(sys.path)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        assert translate(model_dir, tmp_path / "in", out) == 2
+        assert time.monotonic() - started < 30
+        err = capsys.readouterr().err
+        assert f"{out}: in use by another cdtsde command (pid {holder.pid} (cdtsde translate))" in err
+        assert not (out / "a.png").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_is_released_on_exit_and_held_against_the_same_process(tmp_path):
+    folder = tmp_path / "new"
+    with folder_lock(folder, "first"):
+        with pytest.raises(FolderLockedError, match=f"pid {os.getpid()} \\(first\\)"), folder_lock(folder, "second"):
+            pass
+    assert not folder.exists()  # created by the lock, left empty: removed
+    folder.mkdir()
+    with pytest.raises(RuntimeError), folder_lock(folder, "failing"):
+        raise RuntimeError("the command failed")
+    with folder_lock(folder, "again"):
+        pass
+    assert folder.is_dir() and list(folder.iterdir()) == []
+
+
+# --- nothing lost --------------------------------------------------------------------------------------------
+
+def test_training_never_writes_over_the_users_config_or_metrics(tmp_path, capsys):
+    """The user's own config.yaml (with comments) inside --output is the configuration being read: refused,
+    --overwrite included. A folder holding files a run writes but no run is refused, naming them."""
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    config = write_run_config(folder / "config.yaml")
+    config.write_text("# my notes\n" + config.read_text())
+    original = config.read_text()
+    for extra in ([], ["--overwrite"]):
+        assert main(["train", "--config", str(config), "--output", str(folder), *extra]) == 2
+        assert "is the file the run writes its configuration to" in capsys.readouterr().err
+        assert config.read_text() == original
+    (folder / "metrics.csv").write_text("my,table\n")
+    elsewhere = write_run_config(tmp_path / "run.yaml", max_steps=2)
+    assert main(["train", "--config", str(elsewhere), "--output", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder}: holds metrics.csv, config.yaml, which a run writes, but no training run" in err
+    assert (folder / "metrics.csv").read_text() == "my,table\n" and config.read_text() == original
+    assert main(["train", "--config", str(elsewhere), "--output", str(folder), "--overwrite"]) == 0
+    assert (folder / "state.pt").is_file() and not (folder / LOCK_FILE).exists()
+
+
+def test_translate_never_replaces_the_users_files_in_the_output_folder(model_dir, tmp_path, capsys):
+    """`--input dir/e.jpg --output dir` with the user's own dir/e.png: named as a file no translation wrote;
+    files a translation wrote there are replaced with --overwrite as before."""
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    Image.fromarray(np.full((16, 16), 90, np.uint8)).save(folder / "e.jpg")
+    grey(folder / "e.png", seed=3)
+    original = (folder / "e.png").read_bytes()
+    assert translate(model_dir, folder / "e.jpg", folder) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'e.png'}" in err and "that no translation wrote" in err
+    assert (folder / "e.png").read_bytes() == original
+    out = tmp_path / "out"
+    assert translate(model_dir, folder / "e.jpg", out) == 0
+    assert (out / TRANSLATIONS_RECORD).read_text() == "e.png\n"
+    assert translate(model_dir, folder / "e.jpg", out) == 2
+    assert "1 output file(s) exist already" in capsys.readouterr().err
+    assert translate(model_dir, folder / "e.jpg", out, "--overwrite") == 0
+    assert (out / TRANSLATIONS_RECORD).read_text() == "e.png\n"
+
+
+def test_a_file_that_appears_while_translating_is_not_replaced(model_dir, tmp_path):
+    """The outputs are checked at the start, and each again as it is written (created exclusively): a file
+    made in between is left as it is."""
+    from cdtsde.training import load_pretrained
+
+    source = grey(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert check_outputs([source], out) == [source]
+    (out / "a.png").write_bytes(b"made meanwhile")
+    method = load_pretrained(model_dir)
+    with pytest.raises(CdtsdeError, match="a.png: appeared while translating; left as it is"):
+        translate_file(method, source, out, overwrite=False)
+    assert (out / "a.png").read_bytes() == b"made meanwhile"
+    assert [p.name for p in out.iterdir() if ".tmp" in p.name] == []
+    translate_file(method, source, out, overwrite=True)
+    assert Image.open(out / "a.png").size == (16, 16)
+
+
+# --- failures mid-run ----------------------------------------------------------------------------------------
+
+def test_a_failed_write_is_reported_for_its_file_and_the_others_are_written(model_dir, tmp_path, capsys,
+                                                                            monkeypatch):
+    """A full disk while one file is written: that file is named with the reason, its half-written temporary
+    removed, the files after it still translated, and the command exits 1 with the count."""
+    (tmp_path / "in").mkdir()
+    for index in range(3):
+        grey(tmp_path / "in" / f"x{index}.png", seed=index)
+    save = Image.Image.save
+
+    def full_disk(self, fp, *args, **kwargs):
+        if ".x1.png." in str(fp):
+            with open(fp, "wb") as handle:
+                handle.write(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device", str(fp))
+        return save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    out = tmp_path / "out"
+    assert translate(model_dir, tmp_path / "in", out) == 1
+    printed = capsys.readouterr().out
+    assert "translated 2 of 3 file(s)" in printed and "1 of 3 file(s) failed" in printed
+    assert f"failed: {tmp_path / 'in' / 'x1.png'}: cannot write its translation: No space left on device" in printed
+    assert sorted(p.name for p in out.iterdir()) == [TRANSLATIONS_RECORD, "x0.png", "x2.png"]
+
+
+def test_a_failed_nifti_write_leaves_no_temporary(tmp_path, monkeypatch):
+    import nibabel as nib
+
+    def full_disk(img, filename):
+        open(filename, "wb").write(b"half a volume")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(nib, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_image(tmp_path / "v.nii.gz", np.zeros((4, 4, 3), np.float32))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_nifti_writes_temporary_is_removed_at_the_next_start(tmp_path):
+    source = tmp_path / "in.nii.gz"
+    write_image(source, np.zeros((4, 4, 3), np.int16))
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / ".in.nii.gz.k1ll3d.tmp.nii.gz"
+    stale.write_bytes(b"left by a kill")
+    check_outputs([source], out)
+    assert not stale.exists()
+
+
+def test_free_space_is_estimated_from_the_output_format(tmp_path, monkeypatch):
+    """An int16 NIfTI volume of zeros is a few hundred bytes gzipped; its translation is float32 voxels."""
+    import shutil
+
+    source = tmp_path / "in.nii.gz"
+    write_image(source, np.zeros((64, 64, 40), np.int16))
+    voxels_bytes = 64 * 64 * 40 * 4
+    assert source.stat().st_size * 20 < voxels_bytes
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(0, 0, voxels_bytes // 2))
+    with pytest.raises(CdtsdeError, match=r"MiB free, the translations need about 1 MiB"):
+        check_outputs([source], tmp_path / "out")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(0, 0, voxels_bytes * 2))
+    assert check_outputs([source], tmp_path / "out") == [source]
+
+
+# --- outputs readable by others ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_files_are_written_with_the_process_umask(tmp_path, umask):
+    before = os.umask(umask)
+    try:
+        for name in ("a.png", "b.tif", "c.nii.gz", "d.npy"):
+            write_image(tmp_path / name, np.zeros((4, 4), np.uint8))
+        with atomic_path(tmp_path / "config.json") as tmp:
+            tmp.write_text("{}")
+    finally:
+        os.umask(before)
+    for path in tmp_path.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+    assert read_image(tmp_path / "a.png")[0].shape == (4, 4)
