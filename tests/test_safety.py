@@ -268,3 +268,27 @@ def test_files_are_written_with_the_process_umask(tmp_path, umask):
     for path in tmp_path.iterdir():
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
     assert read_image(tmp_path / "a.png")[0].shape == (4, 4)
+
+
+def test_evaluate_checks_its_output_before_the_work_and_never_replaces_results_silently(tmp_path, capsys,
+                                                                                          monkeypatch):
+    import cdtsde.metrics.folders as folders
+
+    for folder in ("pred", "target"):
+        (tmp_path / folder).mkdir()
+        grey(tmp_path / folder / "a.png")
+    command = ["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "target")]
+    (tmp_path / "file").write_text("")
+    evaluate_folders = folders.evaluate_folders
+    monkeypatch.setattr(folders, "evaluate_folders", lambda *a, **k: pytest.fail("the work started"))
+    assert main([*command, "--out", str(tmp_path / "file" / "scores.json")]) == 2
+    assert f"--out {tmp_path / 'file' / 'scores.json'}: cannot write there" in capsys.readouterr().err
+    monkeypatch.setattr(folders, "evaluate_folders", evaluate_folders)
+    monkeypatch.chdir(tmp_path)
+    assert main(command) == 0 and (tmp_path / "evaluation.json").is_file()
+    first = (tmp_path / "evaluation.json").read_text()
+    (tmp_path / "evaluation.json").write_text("earlier results")
+    assert main(command) == 2
+    assert "evaluation.json and evaluation.csv exist(s) already; pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "evaluation.json").read_text() == "earlier results"
+    assert main([*command, "--overwrite"]) == 0 and (tmp_path / "evaluation.json").read_text() == first
