@@ -292,3 +292,80 @@ def test_evaluate_checks_its_output_before_the_work_and_never_replaces_results_s
     assert "evaluation.json and evaluation.csv exist(s) already; pass --overwrite" in capsys.readouterr().err
     assert (tmp_path / "evaluation.json").read_text() == "earlier results"
     assert main([*command, "--overwrite"]) == 0 and (tmp_path / "evaluation.json").read_text() == first
+
+
+# --- inputs read faithfully ----------------------------------------------------------------------------------
+
+def test_a_float_tiff_beyond_unit_range_is_refused_by_name_not_clipped(tmp_path):
+    """0..1000 float32: clipping would saturate 99.9% of the pixels. Without a value_range the file is refused
+    with its range; with one it is scaled by it."""
+    import tifffile
+
+    from cdtsde.data.readers import UnitReader
+
+    values = np.linspace(0, 1000, 400, dtype=np.float32).reshape(20, 20)
+    path = tmp_path / "a.tif"
+    tifffile.imwrite(path, values)
+    with pytest.raises(CdtsdeError, match=r"a.tif: float values 0..1000, outside \[0, 1\], would be clipped.*"
+                                          r"value_range.*\[0, 1000\]"):
+        UnitReader()(path)
+    np.testing.assert_allclose(UnitReader(value_range=(0.0, 1000.0))(path), values / 1000, atol=1e-6)
+    tifffile.imwrite(path, np.clip(values / 1000 + 0.005, 0, 1.005).astype(np.float32))  # a resampling's overshoot
+    assert UnitReader()(path).max() == 1.0
+
+
+def test_a_palette_png_gives_its_colours_as_an_image_and_its_indices_as_a_mask(tmp_path):
+    from cdtsde.data.masks import read_mask
+    from cdtsde.imagefiles import image_shape
+
+    indices = np.zeros((6, 8), np.uint8)
+    indices[2:, 3:] = 1
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette([200, 10, 30, 5, 180, 90] + [0, 0, 0] * 254)
+    image.save(tmp_path / "p.png")
+    colours, _ = read_image(tmp_path / "p.png")
+    expected = np.array([[200, 10, 30], [5, 180, 90]], np.uint8)[indices]
+    np.testing.assert_array_equal(colours, expected)
+    assert image_shape(tmp_path / "p.png") == colours.shape == (6, 8, 3)
+    np.testing.assert_array_equal(read_mask(tmp_path / "p.png"), indices)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_exif_orientation_is_applied_and_the_translation_is_upright(suffix, tmp_path):
+    """Stored 12 x 20 with orientation 6 (shown turned 90 degrees clockwise): read 20 x 12 as a viewer shows it;
+    the identity translation, a PNG without EXIF, is upright."""
+    from cdtsde.imagefiles import image_shape
+    from cdtsde.methods import DataInfo
+    from cdtsde.methods.identity import Identity, IdentityConfig
+
+    stored = np.zeros((12, 20), np.uint8)
+    stored[:4, :] = 250  # a bright band along the stored top edge
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / f"turned{suffix}"
+    Image.fromarray(stored).save(path, exif=exif, **({"quality": 100} if suffix == ".jpg" else {}))
+    upright = np.rot90(stored, k=-1)  # turned clockwise: the stored top edge on the right
+    array, _ = read_image(path)
+    assert array.shape == image_shape(path) == (20, 12)
+    assert np.abs(array.astype(int) - upright).max() <= (0 if suffix == ".png" else 40)
+    method = Identity(IdentityConfig(), DataInfo(source_channels=1, target_channels=1, training_scale="native"))
+    translate_file(method, path, tmp_path / "out")
+    written = Image.open(tmp_path / "out" / "turned.png")
+    assert written.getexif().get(0x0112) is None
+    assert np.asarray(written)[:, -4:].mean() > 200 and np.asarray(written)[:, :-5].mean() < 50
+
+
+def test_the_api_refuses_sources_with_nan_or_inf_for_every_method():
+    from cdtsde.methods import REGISTRY, DataInfo, method_class
+    from cdtsde.settings import from_plain
+
+    sources = torch.zeros(3, 1, 16, 16)
+    sources[1, 0, 2, 3] = float("nan")
+    sources[2, 0, 0, 0] = float("inf")
+    for name in REGISTRY:
+        cls = method_class(name)
+        data = DataInfo(source_channels=None if cls.data_kind == "target-only" else 1, target_channels=1,
+                        image_size=16)
+        method = cls(from_plain(cls.config_class, cls.tiny_config, "model"), data)
+        with pytest.raises(CdtsdeError, match=r"2 NaN or infinite value\(s\), in batch item\(s\) \[1, 2\]"):
+            method.translate(sources, generator=torch.Generator().manual_seed(0))

@@ -25,6 +25,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy", ".nii", ".ni
 GEOTIFF_TAGS = (33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113)
 
 
+EXIF_ORIENTATION = 0x0112
+
+
 @dataclass
 class ImageMeta:
     """What is needed to write a result back in the input's format (NIfTI: affine and header; GeoTIFF:
@@ -68,9 +71,21 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     )
 
 
-def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
-    """Read one image file. Raises ImageReadError naming the file if it is missing, truncated, of an
-    unsupported type, or holds NaN/inf values."""
+PALETTE_READINGS = ("colours", "indices")
+
+
+def palette_mode(img) -> str:
+    """The mode a palette image is read in as colours: RGBA where the palette has transparency, else RGB."""
+    return "RGBA" if "transparency" in img.info else "RGB"
+
+
+def read_image(path: str | os.PathLike, palette: str = "colours") -> tuple[np.ndarray, ImageMeta]:
+    """Read one image file. PNG/JPG are turned upright by their EXIF orientation (as a viewer shows them);
+    a palette PNG gives its colours, or with `palette="indices"` its palette indices (a class-index mask's
+    values). Raises ImageReadError naming the file if it is missing, truncated, of an unsupported type, or
+    holds NaN/inf values."""
+    if palette not in PALETTE_READINGS:
+        raise ValueError(f"palette must be one of {PALETTE_READINGS}, got {palette!r}")
     path = Path(path)
     fmt = image_format(path)
     if not path.is_file():
@@ -79,13 +94,14 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
     extra: dict = {}
     try:
         if fmt in ("png", "jpg"):
-            from PIL import Image
+            from PIL import Image, ImageOps
 
-            with Image.open(path) as img:
-                img.load()
+            with Image.open(path) as opened:
+                opened.load()
+                upright = opened.getexif().get(EXIF_ORIENTATION, 1) in (1, None)
+                img = opened if upright else ImageOps.exif_transpose(opened)
                 if img.mode == "P":
-                    # palette PNGs (class-index masks) keep their indices, not the palette colours
-                    array = np.asarray(img)
+                    array = np.asarray(img if palette == "indices" else img.convert(palette_mode(img)))
                 elif img.mode in ("I;16", "I;16B", "I;16L"):
                     array = np.asarray(img).astype(np.uint16)
                 elif img.mode == "I":
@@ -133,6 +149,21 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
     return array, ImageMeta(path=path, format=fmt, dtype=array.dtype, affine=affine, extra=extra)
 
 
+def header_orientation(img) -> int:
+    """The EXIF orientation of an opened PNG/JPG without decoding its pixels (JPEG: its APP1 segment; PNG: an
+    eXIf chunk before the pixel data, where Pillow writes it), 1 (upright) without one."""
+    from PIL import Image
+
+    if img.format == "PNG":
+        raw = img.info.get("exif")
+        if raw is None:
+            return 1
+        exif = Image.Exif()
+        exif.load(raw)
+        return exif.get(EXIF_ORIENTATION, 1)
+    return img.getexif().get(EXIF_ORIENTATION, 1)
+
+
 def image_shape(path: str | os.PathLike) -> tuple[int, ...]:
     """Shape `read_image` would return, from the file header only (cheap enough to index large
     datasets). Raises ImageReadError naming the file if it is missing or its header is unreadable."""
@@ -145,10 +176,15 @@ def image_shape(path: str | os.PathLike) -> tuple[int, ...]:
             from PIL import Image
 
             with Image.open(path) as img:
-                # mirrors read_image: single-band modes stay 2-D, RGBA keeps alpha, the rest become RGB
-                bands = 1 if img.mode in ("1", "L", "P", "I", "F", "I;16", "I;16B", "I;16L") else 3
-                bands = 4 if img.mode == "RGBA" else bands
-                return (img.height, img.width) if bands == 1 else (img.height, img.width, bands)
+                # mirrors read_image: single-band modes stay 2-D, RGBA (and a palette with transparency) keeps
+                # alpha, palettes and the rest become RGB; EXIF orientations 5-8 turn the image by 90 degrees
+                mode = palette_mode(img) if img.mode == "P" else img.mode
+                bands = 1 if mode in ("1", "L", "I", "F", "I;16", "I;16B", "I;16L") else 3
+                bands = 4 if mode == "RGBA" else bands
+                height, width = img.height, img.width
+                if header_orientation(img) in (5, 6, 7, 8):
+                    height, width = width, height
+                return (height, width) if bands == 1 else (height, width, bands)
         if fmt == "tiff":
             import tifffile
 
