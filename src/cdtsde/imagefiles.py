@@ -2,7 +2,8 @@
 band count, NPY, NIfTI slices and volumes), listing them and pairing them by name.
 
 Arrays are returned as stored (native dtype), channels last for 2-D images (H, W) or (H, W, C); NIfTI
-arrays keep the volume's axis order. Mapping values to [0, 1] is `cdtsde.intensity`'s job; every file is
+volumes in the closest canonical axis order (`canonical_axis_order`: left-right, posterior-anterior,
+inferior-superior, read from the affine; each axis's direction as stored), written back in their own. Mapping values to [0, 1] is `cdtsde.intensity`'s job; every file is
 written atomically (`cdtsde.atomic`).
 """
 
@@ -30,8 +31,9 @@ EXIF_ORIENTATION = 0x0112
 
 @dataclass
 class ImageMeta:
-    """What is needed to write a result back in the input's format (NIfTI: affine and header; GeoTIFF:
-    `extra["geotiff_tags"]`, the georeference tags as (code, TIFF datatype, count, value))."""
+    """What is needed to write a result back in the input's format (NIfTI: affine, header and
+    `extra["axis_order"]`, the volume's `canonical_axis_order`; GeoTIFF: `extra["geotiff_tags"]`, the
+    georeference tags as (code, TIFF datatype, count, value))."""
 
     path: Path
     format: str  # "png", "jpg", "tiff", "npy" or "nifti"
@@ -77,6 +79,20 @@ PALETTE_READINGS = ("colours", "indices")
 def palette_mode(img) -> str:
     """The mode a palette image is read in as colours: RGBA where the palette has transparency, else RGB."""
     return "RGBA" if "transparency" in img.info else "RGB"
+
+
+def canonical_axis_order(affine: np.ndarray) -> tuple[int, int, int]:
+    """The voxel axes of a volume ordered by the world axis each runs closest to (x: left-right, y:
+    posterior-anterior, z: inferior-superior; nibabel's `io_orientation`, the axis permutation of
+    `as_closest_canonical` without its flips), so that axis 2 is the axial axis whatever order the file
+    stores: BraTS (LPS) and RAS volumes are kept as they are, a volume stored superior-inferior first is not
+    cut into sagittal slices where axial ones were meant. (0, 1, 2) for an affine without a clear order."""
+    import nibabel as nib
+
+    world = nib.orientations.io_orientation(affine)[:, 0]
+    if np.isnan(world).any():
+        return (0, 1, 2)
+    return tuple(int(axis) for axis in np.argsort(world))
 
 
 def read_image(path: str | os.PathLike, palette: str = "colours") -> tuple[np.ndarray, ImageMeta]:
@@ -136,6 +152,9 @@ def read_image(path: str | os.PathLike, palette: str = "colours") -> tuple[np.nd
             array = np.asanyarray(img.dataobj)
             affine = img.affine
             extra["header"] = img.header
+            if array.ndim == 3:
+                extra["axis_order"] = canonical_axis_order(affine)
+                array = np.transpose(array, extra["axis_order"])
     except ImageReadError:
         raise
     except Exception as exc:  # every reader has its own exception types; the user needs the file name
@@ -197,7 +216,9 @@ def image_shape(path: str | os.PathLike) -> tuple[int, ...]:
             return tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape)
         import nibabel as nib
 
-        return tuple(nib.load(str(path)).shape)
+        img = nib.load(str(path))
+        shape = tuple(img.shape)
+        return tuple(shape[axis] for axis in canonical_axis_order(img.affine)) if len(shape) == 3 else shape
     except Exception as exc:
         raise ImageReadError(f"{path}: cannot read as {fmt} ({type(exc).__name__}: {exc})") from exc
 
@@ -245,6 +266,9 @@ def write_image(path: str | os.PathLike, array: np.ndarray, meta: ImageMeta | No
 
             affine = meta.affine if meta is not None and meta.affine is not None else np.eye(4)
             header = meta.extra.get("header") if meta is not None else None
+            order = meta.extra.get("axis_order") if meta is not None else None
+            if order is not None and array.ndim == len(order):  # back to the input's own voxel order
+                array = np.transpose(array, np.argsort(order))
             img = nib.Nifti1Image(array, affine, header=header)
             if header is not None:
                 img.set_data_dtype(array.dtype)
