@@ -124,6 +124,19 @@ def test_a_lock_is_released_on_exit_and_held_against_the_same_process(tmp_path):
     assert folder.is_dir() and list(folder.iterdir()) == []
 
 
+def test_without_fcntl_the_lock_file_is_created_exclusively_and_a_dead_holder_is_taken_over(tmp_path,
+                                                                                            monkeypatch):
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # `import fcntl` raises ImportError, as on Windows
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / LOCK_FILE).write_text(f"{dead.stdout.strip()} (cdtsde train)\n")
+    with folder_lock(tmp_path, "cdtsde translate"):
+        assert (tmp_path / LOCK_FILE).read_text() == f"{os.getpid()} (cdtsde translate)\n"
+        with pytest.raises(FolderLockedError, match=f"pid {os.getpid()} \\(cdtsde translate\\)"), \
+                folder_lock(tmp_path, "second"):
+            pass
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
 # --- nothing lost --------------------------------------------------------------------------------------------
 
 def test_training_never_writes_over_the_users_config_or_metrics(tmp_path, capsys):
