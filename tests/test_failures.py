@@ -21,6 +21,7 @@ from cdtsde.errors import CdtsdeError
 from cdtsde.methods import REGISTRY
 from cdtsde.settings import from_plain
 from cdtsde.training import TrainConfig, save_pretrained, train
+from cdtsde.translate import record_translations
 
 
 def config(**overrides):
@@ -222,6 +223,7 @@ def test_existing_translations_are_kept_unless_overwrite_is_given(model_dir, tmp
     out = tmp_path / "out"
     out.mkdir()
     (out / "x1.png").write_bytes(b"an earlier result")
+    record_translations(out, ["x1.png"])  # as a translation into `out` records its files
     assert translate(model_dir, tmp_path / "in", out) == 2
     err = capsys.readouterr().err
     assert "1 output file(s) exist already" in err and "pass --overwrite to replace them" in err
@@ -242,7 +244,7 @@ def test_outputs_never_replace_or_sit_inside_the_inputs(model_dir, tmp_path, cap
     assert source.read_bytes() == original and not (tmp_path / "in" / "translated").exists()
     (tmp_path / "file").write_text("")
     assert translate(model_dir, source, tmp_path / "file") == 2
-    assert "exists and is not a folder" in capsys.readouterr().err
+    assert "exists and is not a directory" in capsys.readouterr().err
 
 
 def test_two_inputs_that_would_write_one_file_are_refused_before_any_work(model_dir, tmp_path, capsys):

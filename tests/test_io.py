@@ -50,14 +50,14 @@ def test_nifti_keeps_its_affine(tmp_path):
     np.testing.assert_allclose(nib.load(tmp_path / "w.nii.gz").affine, affine)
 
 
-def test_palette_png_keeps_class_indices(tmp_path):
+def test_palette_png_keeps_class_indices_when_asked(tmp_path):
     from PIL import Image
 
     indices = RNG.integers(0, 5, (6, 6), dtype=np.uint8)
     image = Image.fromarray(indices, mode="P")
     image.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 0] + [0] * 753)
     image.save(tmp_path / "mask.png")
-    np.testing.assert_array_equal(read_image(tmp_path / "mask.png")[0], indices)
+    np.testing.assert_array_equal(read_image(tmp_path / "mask.png", palette="indices")[0], indices)
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 band count, NPY, NIfTI slices and volumes), listing them and pairing them by name.
 
 Arrays are returned as stored (native dtype), channels last for 2-D images (H, W) or (H, W, C); NIfTI
-arrays keep the volume's axis order. Mapping values to [0, 1] is `cdtsde.intensity`'s job; every file is
+volumes in the closest canonical axis order (`canonical_axis_order`: left-right, posterior-anterior,
+inferior-superior, read from the affine; each axis's direction as stored), written back in their own. Mapping values to [0, 1] is `cdtsde.intensity`'s job; every file is
 written atomically (`cdtsde.atomic`).
 """
 
@@ -25,10 +26,14 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy", ".nii", ".ni
 GEOTIFF_TAGS = (33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113)
 
 
+EXIF_ORIENTATION = 0x0112
+
+
 @dataclass
 class ImageMeta:
-    """What is needed to write a result back in the input's format (NIfTI: affine and header; GeoTIFF:
-    `extra["geotiff_tags"]`, the georeference tags as (code, TIFF datatype, count, value))."""
+    """What is needed to write a result back in the input's format (NIfTI: affine, header and
+    `extra["axis_order"]`, the volume's `canonical_axis_order`; GeoTIFF: `extra["geotiff_tags"]`, the
+    georeference tags as (code, TIFF datatype, count, value))."""
 
     path: Path
     format: str  # "png", "jpg", "tiff", "npy" or "nifti"
@@ -79,9 +84,35 @@ def list_images_under(folder: str | os.PathLike, pattern: str = "*") -> list[Pat
     return sorted(p for d in folders for p in list_images(d) if fnmatch.fnmatch(p.name, pattern))
 
 
-def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
-    """Read one image file. Raises ImageReadError naming the file if it is missing, truncated, of an
-    unsupported type, or holds NaN/inf values."""
+PALETTE_READINGS = ("colours", "indices")
+
+
+def palette_mode(img) -> str:
+    """The mode a palette image is read in as colours: RGBA where the palette has transparency, else RGB."""
+    return "RGBA" if "transparency" in img.info else "RGB"
+
+
+def canonical_axis_order(affine: np.ndarray) -> tuple[int, int, int]:
+    """The voxel axes of a volume ordered by the world axis each runs closest to (x: left-right, y:
+    posterior-anterior, z: inferior-superior; nibabel's `io_orientation`, the axis permutation of
+    `as_closest_canonical` without its flips), so that axis 2 is the axial axis whatever order the file
+    stores: BraTS (LPS) and RAS volumes are kept as they are, a volume stored superior-inferior first is not
+    cut into sagittal slices where axial ones were meant. (0, 1, 2) for an affine without a clear order."""
+    import nibabel as nib
+
+    world = nib.orientations.io_orientation(affine)[:, 0]
+    if np.isnan(world).any():
+        return (0, 1, 2)
+    return tuple(int(axis) for axis in np.argsort(world))
+
+
+def read_image(path: str | os.PathLike, palette: str = "colours") -> tuple[np.ndarray, ImageMeta]:
+    """Read one image file. PNG/JPG are turned upright by their EXIF orientation (as a viewer shows them);
+    a palette PNG gives its colours, or with `palette="indices"` its palette indices (a class-index mask's
+    values). Raises ImageReadError naming the file if it is missing, truncated, of an unsupported type, or
+    holds NaN/inf values."""
+    if palette not in PALETTE_READINGS:
+        raise ValueError(f"palette must be one of {PALETTE_READINGS}, got {palette!r}")
     path = Path(path)
     fmt = image_format(path)
     if not path.is_file():
@@ -90,13 +121,14 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
     extra: dict = {}
     try:
         if fmt in ("png", "jpg"):
-            from PIL import Image
+            from PIL import Image, ImageOps
 
-            with Image.open(path) as img:
-                img.load()
+            with Image.open(path) as opened:
+                opened.load()
+                upright = opened.getexif().get(EXIF_ORIENTATION, 1) in (1, None)
+                img = opened if upright else ImageOps.exif_transpose(opened)
                 if img.mode == "P":
-                    # palette PNGs (class-index masks) keep their indices, not the palette colours
-                    array = np.asarray(img)
+                    array = np.asarray(img if palette == "indices" else img.convert(palette_mode(img)))
                 elif img.mode in ("I;16", "I;16B", "I;16L"):
                     array = np.asarray(img).astype(np.uint16)
                 elif img.mode == "I":
@@ -131,6 +163,9 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
             array = np.asanyarray(img.dataobj)
             affine = img.affine
             extra["header"] = img.header
+            if array.ndim == 3:
+                extra["axis_order"] = canonical_axis_order(affine)
+                array = np.transpose(array, extra["axis_order"])
     except ImageReadError:
         raise
     except Exception as exc:  # every reader has its own exception types; the user needs the file name
@@ -142,6 +177,21 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
         bad = int((~np.isfinite(array)).sum())
         raise ImageReadError(f"{path}: {bad} NaN or infinite values")
     return array, ImageMeta(path=path, format=fmt, dtype=array.dtype, affine=affine, extra=extra)
+
+
+def header_orientation(img) -> int:
+    """The EXIF orientation of an opened PNG/JPG without decoding its pixels (JPEG: its APP1 segment; PNG: an
+    eXIf chunk before the pixel data, where Pillow writes it), 1 (upright) without one."""
+    from PIL import Image
+
+    if img.format == "PNG":
+        raw = img.info.get("exif")
+        if raw is None:
+            return 1
+        exif = Image.Exif()
+        exif.load(raw)
+        return exif.get(EXIF_ORIENTATION, 1)
+    return img.getexif().get(EXIF_ORIENTATION, 1)
 
 
 def image_shape(path: str | os.PathLike) -> tuple[int, ...]:
@@ -156,10 +206,15 @@ def image_shape(path: str | os.PathLike) -> tuple[int, ...]:
             from PIL import Image
 
             with Image.open(path) as img:
-                # mirrors read_image: single-band modes stay 2-D, RGBA keeps alpha, the rest become RGB
-                bands = 1 if img.mode in ("1", "L", "P", "I", "F", "I;16", "I;16B", "I;16L") else 3
-                bands = 4 if img.mode == "RGBA" else bands
-                return (img.height, img.width) if bands == 1 else (img.height, img.width, bands)
+                # mirrors read_image: single-band modes stay 2-D, RGBA (and a palette with transparency) keeps
+                # alpha, palettes and the rest become RGB; EXIF orientations 5-8 turn the image by 90 degrees
+                mode = palette_mode(img) if img.mode == "P" else img.mode
+                bands = 1 if mode in ("1", "L", "I", "F", "I;16", "I;16B", "I;16L") else 3
+                bands = 4 if mode == "RGBA" else bands
+                height, width = img.height, img.width
+                if header_orientation(img) in (5, 6, 7, 8):
+                    height, width = width, height
+                return (height, width) if bands == 1 else (height, width, bands)
         if fmt == "tiff":
             import tifffile
 
@@ -172,18 +227,25 @@ def image_shape(path: str | os.PathLike) -> tuple[int, ...]:
             return tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape)
         import nibabel as nib
 
-        return tuple(nib.load(str(path)).shape)
+        img = nib.load(str(path))
+        shape = tuple(img.shape)
+        return tuple(shape[axis] for axis in canonical_axis_order(img.affine)) if len(shape) == 3 else shape
     except Exception as exc:
         raise ImageReadError(f"{path}: cannot read as {fmt} ({type(exc).__name__}: {exc})") from exc
 
 
-def write_image(path: str | os.PathLike, array: np.ndarray, meta: ImageMeta | None = None) -> Path:
+def write_image(path: str | os.PathLike, array: np.ndarray, meta: ImageMeta | None = None,
+                replace: bool = True) -> Path:
     """Write `array` (native dtype, channels last; NIfTI: volume axes) to `path`, atomically. For NIfTI the
-    affine and header of `meta` are kept, for TIFF its georeference tags (an array of the input's size)."""
+    affine and header of `meta` are kept, for TIFF its georeference tags (an array of the input's size).
+    With `replace` False an existing `path` (one that appeared while the array was written included) is left
+    alone and FileExistsError raised."""
     path = Path(path)
     fmt = image_format(path)
     array = np.asarray(array)
-    with atomic_path(path) as tmp:
+    # nibabel picks gzip from the file name: the temporary ends as the file does
+    suffix = (".nii.gz" if str(path).lower().endswith(".gz") else ".nii") if fmt == "nifti" else ""
+    with atomic_path(path, replace=replace, suffix=suffix) as tmp:
         if fmt in ("png", "jpg"):
             from PIL import Image
 
@@ -215,11 +277,11 @@ def write_image(path: str | os.PathLike, array: np.ndarray, meta: ImageMeta | No
 
             affine = meta.affine if meta is not None and meta.affine is not None else np.eye(4)
             header = meta.extra.get("header") if meta is not None else None
+            order = meta.extra.get("axis_order") if meta is not None else None
+            if order is not None and array.ndim == len(order):  # back to the input's own voxel order
+                array = np.transpose(array, np.argsort(order))
             img = nib.Nifti1Image(array, affine, header=header)
             if header is not None:
                 img.set_data_dtype(array.dtype)
-            # nibabel picks gzip from the file name, so write under the real suffix inside the temp dir
-            real = tmp.with_name(tmp.name + (".nii.gz" if str(path).lower().endswith(".gz") else ".nii"))
-            nib.save(img, str(real))
-            os.replace(real, tmp)
+            nib.save(img, str(tmp))
     return path

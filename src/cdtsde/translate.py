@@ -22,7 +22,7 @@ from .data.masks import decode_classes
 from .data.readers import reading_from_record
 from .data.transforms import resize
 from .errors import CdtsdeError
-from .imagefiles import ImageMeta, image_format, read_image, stem, write_image
+from .imagefiles import ImageMeta, image_format, image_shape, read_image, stem, write_image
 from .intensity import from_unit, model_to_unit, normalise_volume, to_unit_image, unit_to_model
 from .methods import DataInfo, Method
 
@@ -114,13 +114,54 @@ def std_path(path: Path, output_dir: Path) -> Path:
     return output_dir / f"{stem(path)}_std.tif"
 
 
+# the names `translate` writes into an output folder, one a line: files there not in it are the user's own
+TRANSLATIONS_RECORD = ".cdtsde-translations"
+
+
+def recorded_translations(output_dir: Path) -> set[str]:
+    """The names of the files `write_translation` has written into `output_dir`."""
+    try:
+        return set((output_dir / TRANSLATIONS_RECORD).read_text().splitlines())
+    except FileNotFoundError:
+        return set()
+
+
+def record_translations(output_dir: Path, names: list[str]) -> None:
+    """Add `names` to the folder's record, before they are written (a kill in between leaves a name without
+    a file, which is harmless; never a file of ours without its name)."""
+    new = [name for name in dict.fromkeys(names) if name not in recorded_translations(output_dir)]
+    if new:
+        with open(output_dir / TRANSLATIONS_RECORD, "a") as handle:
+            handle.write("".join(f"{name}\n" for name in new))
+
+
+# bytes per value of a translation as written: NIfTI and TIFF/NPY outputs of float inputs are float32; PNG
+# holds 8 or 16 bits. Uncompressed: an upper bound that gzip of noisy float32 values approaches (a BraTS
+# volume, 1.9 MB as int16 .nii.gz: 35.7 MB as float32, a translation of it about 24 MB as .nii.gz)
+OUTPUT_BYTES = {"nifti": 4, "tiff": 4, "npy": 4, "png": 2, "jpg": 2}
+
+
+def output_bytes(path: Path, channels: int, samples: int) -> int:
+    """About the bytes of the translation of `path` (and its std map with several samples), from its header:
+    its pixels (a NIfTI volume's voxels) x `channels` x bytes per value, + 4 per pixel for the std map. 0 for
+    a file whose header is unreadable (translating it reports that)."""
+    try:
+        shape = image_shape(path)
+    except CdtsdeError:
+        return 0
+    fmt = image_format(path)
+    pixels = int(np.prod(shape[:3] if fmt == "nifti" else shape[:2]))
+    return pixels * channels * OUTPUT_BYTES[fmt] + (pixels * 4 if samples > 1 else 0) + 4096
+
+
 def check_outputs(inputs: list[Path], output_dir: Path, samples: int = 1, overwrite: bool = False,
-                  input_folder: Path | None = None, skip_existing: bool = False) -> list[Path]:
+                  input_folder: Path | None = None, skip_existing: bool = False, channels: int = 1) -> list[Path]:
     """Refuse, before any work, what would lose data or fail midway: an output folder that is the input
-    folder or inside it, or an existing file; outputs that would replace an input; two inputs writing the
-    same file (`a.jpg` and `a.png` both give `a.png`); existing outputs unless `overwrite` (replace them)
-    or `skip_existing` (leave those inputs out: an interrupted folder continues); a folder that cannot be
-    written or lacks the free space (estimated as twice the inputs' size). Returns the inputs to translate
+    folder or inside it, or an existing file; outputs that would replace an input (even with `overwrite`);
+    two inputs writing the same file (`a.jpg` and `a.png` both give `a.png`); existing outputs unless
+    `overwrite` (replace them) or `skip_existing` (leave those inputs out: an interrupted folder continues),
+    naming apart the files no translation wrote (the user's own); a folder that cannot be written or lacks
+    the free space (`output_bytes` per input, `channels` the translation's). Returns the inputs to translate
     and removes the temporaries an interrupted run left for their outputs."""
     import shutil
 
@@ -128,7 +169,7 @@ def check_outputs(inputs: list[Path], output_dir: Path, samples: int = 1, overwr
         raise CdtsdeError("--overwrite and --skip-existing exclude each other")
     output = output_dir.resolve()
     if output_dir.exists() and not output_dir.is_dir():
-        raise CdtsdeError(f"--output {output_dir}: exists and is not a folder")
+        raise CdtsdeError(f"--output {output_dir}: exists and is not a directory")
     if input_folder is not None:
         folder = input_folder.resolve()
         if output == folder or folder in output.parents:
@@ -154,15 +195,22 @@ def check_outputs(inputs: list[Path], output_dir: Path, samples: int = 1, overwr
     if skip_existing:
         inputs = [path for path in inputs if not all(target.exists() for target in outputs[path])]
     planned = [target for path in inputs for target in outputs[path]]
-    existing = sorted(str(target) for target in planned if target.exists())
+    existing = sorted(target for target in planned if target.exists())
     if existing and not overwrite:
-        raise CdtsdeError(f"--output {output_dir}: {len(existing)} output file(s) exist already ({', '.join(existing[:3])}"
+        ours = recorded_translations(output_dir)
+        foreign = [str(target) for target in existing if target.name not in ours]
+        if foreign:
+            raise CdtsdeError(f"--output {output_dir}: {len(foreign)} file(s) there would be replaced that no "
+                              f"translation wrote ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}): "
+                              f"your own files? Choose another output folder (--overwrite would destroy them)")
+        shown = [str(target) for target in existing[:3]]
+        raise CdtsdeError(f"--output {output_dir}: {len(existing)} output file(s) exist already ({', '.join(shown)}"
                           f"{', ...' if len(existing) > 3 else ''}); pass --overwrite to replace them")
     try:
         check_writable(output_dir)
     except OSError as exc:
         raise CdtsdeError(f"--output {output_dir}: cannot write there ({exc.strerror or exc})") from exc
-    needed = 2 * sum(path.stat().st_size for path in inputs) * (2 if samples > 1 else 1)
+    needed = sum(output_bytes(path, channels, samples) for path in inputs)
     free = shutil.disk_usage(output_dir).free
     if free < needed:
         raise CdtsdeError(f"--output {output_dir}: {free / 2**20:.0f} MiB free, the translations need about "
@@ -172,16 +220,17 @@ def check_outputs(inputs: list[Path], output_dir: Path, samples: int = 1, overwr
 
 
 def write_translation(translation: Translation, meta: ImageMeta, output_dir: Path, mask: bool,
-                      slice_axis: int = 2) -> list[Path]:
+                      slice_axis: int = 2, overwrite: bool = True) -> list[Path]:
     """Write the translation in the input's format (JPG inputs become lossless PNG; NIfTI slices back along
-    `slice_axis`) and, if present, the uncertainty map as float32 TIFF `<stem>_std.tif`."""
+    `slice_axis`) and, if present, the uncertainty map as float32 TIFF `<stem>_std.tif`; the names join the
+    folder's TRANSLATIONS_RECORD. Without `overwrite` a file that exists by the time it is written (made
+    since the outputs were checked) is left alone and named in a CdtsdeError."""
     target = output_path(meta.path, output_dir)
     array = translation.mean
     is_volume = meta.format == "nifti" and len(meta.extra["header"].get_data_shape()) == 3
     if meta.format == "nifti":
         volume = np.moveaxis(array[..., 0], 0, slice_axis) if is_volume else array[0, ..., 0]
-        volume = volume.astype(np.uint8 if mask else np.float32)
-        written = [write_image(target, volume, meta)]
+        files = [(target, volume.astype(np.uint8 if mask else np.float32), meta)]
     else:
         image = array[0]
         image = image[..., 0] if image.shape[-1] == 1 else image
@@ -193,18 +242,27 @@ def write_translation(translation: Translation, meta: ImageMeta, output_dir: Pat
             out = from_unit(image, np.uint8)
         else:
             out = image.astype(np.float32)
-        written = [write_image(target, out, meta)]
+        files = [(target, out, meta)]
     if translation.std is not None:
         std = translation.std[..., 0]
         std = np.moveaxis(std, 0, slice_axis) if is_volume else std[0]
-        written.append(write_image(std_path(meta.path, output_dir), std.astype(np.float32),
-                                   meta if meta.format == "tiff" else None))
+        files.append((std_path(meta.path, output_dir), std.astype(np.float32), meta if meta.format == "tiff" else None))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record_translations(output_dir, [path.name for path, _, _ in files])
+    written = []
+    for path, data, file_meta in files:
+        try:
+            written.append(write_image(path, data, file_meta, replace=overwrite))
+        except FileExistsError:
+            raise CdtsdeError(f"{path}: appeared while translating; left as it is (pass --overwrite to replace "
+                              f"existing files)") from None
     return written
 
 
-def translate_file(method: Method, path: Path, output_dir: Path, **options) -> tuple[list[Path], dict]:
-    """Translate one file into `output_dir` (`options` as `translate_slices`); returns the files written and
-    the method's diagnostics."""
+def translate_file(method: Method, path: Path, output_dir: Path, overwrite: bool = True,
+                   **options) -> tuple[list[Path], dict]:
+    """Translate one file into `output_dir` (`options` as `translate_slices`; `overwrite` as
+    `write_translation`); returns the files written and the method's diagnostics."""
     array, meta = read_image(path)
     slices = source_slices(array, meta, method.data)
     if method.data.source_channels is not None:
@@ -214,5 +272,5 @@ def translate_file(method: Method, path: Path, output_dir: Path, **options) -> t
         raise CdtsdeError(f"{path}: the translation holds NaN or infinite values (the model or this input is "
                           f"numerically broken); nothing written for it")
     written = write_translation(translation, meta, output_dir, mask=method.data.target_kind == "mask",
-                                slice_axis=method.data.slice_axis)
+                                slice_axis=method.data.slice_axis, overwrite=overwrite)
     return written, translation.diagnostics

@@ -50,7 +50,27 @@ def add_parser(subparsers) -> None:
                              "in TO (the other modalities) are left out")
     parser.add_argument("--out", type=Path, default=Path("evaluation.json"),
                         help="JSON summary; the per-image CSV goes beside it (default evaluation.json)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out and its CSV")
     parser.set_defaults(func=run)
+
+
+def check_out(out: Path, csv_path: Path, overwrite: bool) -> None:
+    """Before any work: the results can be written, and replace earlier ones only with `overwrite` (as
+    `translate` does with its outputs)."""
+    from ..atomic import check_writable
+    from ..errors import CdtsdeError
+
+    for path in (out, csv_path):
+        if path.is_dir():
+            raise CdtsdeError(f"--out {out}: {path} is a folder; name a file, e.g. {path / 'evaluation.json'}")
+    existing = [str(path) for path in (out, csv_path) if path.exists()]
+    if existing and not overwrite:
+        raise CdtsdeError(f"--out {out}: {' and '.join(existing)} exist(s) already; pass --overwrite to replace "
+                          f"them, or another --out")
+    try:
+        check_writable(out.parent)
+    except OSError as exc:
+        raise CdtsdeError(f"--out {out}: cannot write there ({exc.strerror or exc})") from exc
 
 
 def run(args) -> int:
@@ -87,18 +107,21 @@ def run(args) -> int:
         given = [flag for flag, value in image_only.items() if value]
         if given:
             raise CdtsdeError(f"{given[0]} compares images: use it with --kind image (masks are scored per class)")
-    kmeans, fit_problems = [], []
     if args.kmeans:
         if args.kmeans_fit is None or not args.kmeans_fit.is_dir():
             raise CdtsdeError("--kmeans needs --kmeans-fit FOLDER: target-modality training images to fit the "
                               f"clusters on (got {args.kmeans_fit})")
         if min(args.kmeans) < 2:
             raise CdtsdeError(f"--kmeans: cluster counts must be >= 2, got {args.kmeans}")
+    elif args.kmeans_fit is not None:
+        raise CdtsdeError("--kmeans-fit without --kmeans: give the cluster counts, e.g. --kmeans 3 5")
+    csv_path = args.out.with_suffix(".csv")
+    check_out(args.out, csv_path, args.overwrite)
+    kmeans, fit_problems = [], []
+    if args.kmeans:
         if args.kmeans_fit.resolve() == args.target.resolve():
             print("warning: --kmeans-fit is the target folder itself: the clusters see the test targets")
         kmeans, fit_problems = fit_kmeans_on_folder(args.kmeans_fit, args.kmeans)
-    elif args.kmeans_fit is not None:
-        raise CdtsdeError("--kmeans-fit without --kmeans: give the cluster counts, e.g. --kmeans 3 5")
     rows, summary, problems = evaluate_folders(args.pred, args.target, kind=args.kind,
                                                foreground_dir=args.foreground_dir,
                                                nonzero_foreground=args.nonzero_foreground, classes=classes,
@@ -110,7 +133,6 @@ def run(args) -> int:
         for path, reason in problems:
             print(f"problem: {path}: {reason}")
         raise CdtsdeError(f"no pairs to evaluate between {args.pred} and {args.target}")
-    csv_path = args.out.with_suffix(".csv")
     columns = list(dict.fromkeys(key for row in rows for key in row))
     with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)

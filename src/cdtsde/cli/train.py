@@ -20,19 +20,33 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    import contextlib
+
+    from ..locks import folder_lock
+    from ..training.run_directory import launched_rank_zero
+
+    output = args.output or Path("runs") / args.config.stem
+    # under DDP every rank runs this command; rank 0 holds the folder and reports
+    with folder_lock(output, "cdtsde train") if launched_rank_zero() else contextlib.nullcontext():
+        return train_into(args, output)
+
+
+def train_into(args, output: Path) -> int:
+    from ..errors import CdtsdeError
     from ..run import build_run, load_run_config, validation_data
     from ..training import train
     from ..training.run_directory import launched_rank_zero
     from ..visualize import previews_of
 
-    speak = launched_rank_zero()  # under DDP every rank runs this command; one reports
-
+    speak = launched_rank_zero()
+    if not args.resume and args.config.resolve() == (output / "config.yaml").resolve():
+        raise CdtsdeError(f"--config {args.config}: is the file the run writes its configuration to in --output "
+                          f"{output}; keep your configuration outside the run folder (or choose another --output)")
     config = load_run_config(args.config)
     if args.max_steps is not None:
         config.setdefault("train", {})["max_steps"] = args.max_steps
     if args.method:
         config["method"] = args.method
-    output = args.output or Path("runs") / args.config.stem
     method, train_set, preview_set, train_config = build_run(config, base_dir=args.config.resolve().parent)
     for dataset in (train_set, preview_set):
         for path, reason in getattr(dataset, "skipped", []) if speak else []:

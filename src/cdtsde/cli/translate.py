@@ -37,12 +37,11 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     import torch
-    from tqdm.auto import tqdm
 
     from ..errors import CdtsdeError
     from ..imagefiles import list_images, list_images_under
+    from ..locks import folder_lock
     from ..training import load_pretrained
-    from ..translate import check_outputs, translate_file
 
     for flag in ("samples", "batch_size"):
         if getattr(args, flag) < 1:
@@ -66,30 +65,48 @@ def run(args) -> int:
              if args.input.is_dir() else [args.input])
     if not files:
         raise CdtsdeError(f"{args.input}: no image files found")
+    with folder_lock(args.output, "cdtsde translate"):
+        return translate_files(args, method, sampling, files)
+
+
+def translate_files(args, method, sampling, files: list[Path]) -> int:
+    """Translate `files` into the (locked) output folder; a file that cannot be read, translated or written
+    is reported, and the others are still translated."""
+    from tqdm.auto import tqdm
+
+    from ..errors import CdtsdeError
+    from ..translate import check_outputs, translate_file
+
     total = len(files)
+    channels = 1 if method.data.target_kind == "mask" else method.data.target_channels
     # each input's output folder: --output, or with --recursive its subfolder's place below --output
     destination = {path: args.output / path.parent.relative_to(args.input) if args.recursive else args.output
                    for path in files}
     files = [kept for folder in dict.fromkeys(destination.values())
              for kept in check_outputs([path for path in files if destination[path] == folder], folder, args.samples,
                                        args.overwrite, args.input if args.input.is_dir() else None,
-                                       args.skip_existing)]
+                                       args.skip_existing, channels)]
     if len(files) < total:
         print(f"{total - len(files)} of {total} file(s) already translated in {args.output}: skipped")
     failed, diagnostics = [], {}
     for path in tqdm(files, desc="translate", unit="file"):
         try:
-            _, found = translate_file(method, path, destination[path], sampling=sampling, seed=args.seed,
-                                      samples=args.samples, batch_size=args.batch_size,
+            _, found = translate_file(method, path, destination[path], overwrite=args.overwrite, sampling=sampling,
+                                      seed=args.seed, samples=args.samples, batch_size=args.batch_size,
                                       resize_to_training=not args.native_size, precision=args.precision)
             for key, value in found.items():
                 diagnostics[key] = diagnostics.get(key, 0) + value
         except (CdtsdeError, ValueError) as exc:
             failed.append((path, str(exc)))
+        except OSError as exc:  # a full disk, a folder made read-only meanwhile: this file, not the rest
+            where = f" ({exc.filename})" if exc.filename else ""
+            failed.append((path, f"{path}: cannot write its translation: {exc.strerror or exc}{where}"))
     print(f"translated {len(files) - len(failed)} of {len(files)} file(s) into {args.output}")
     for key, value in diagnostics.items():
         if value:
             print(f"note: {key} = {value:g}: {method.diagnostics_help.get(key, '')}")
     for path, reason in failed:
         print(f"failed: {reason}" if str(path) in reason else f"failed: {path}: {reason}")
+    if failed:
+        print(f"{len(failed)} of {len(files)} file(s) failed")
     return 1 if failed else 0

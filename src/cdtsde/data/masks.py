@@ -43,8 +43,9 @@ def decode_classes(encoded) -> np.ndarray:
 
 
 def read_mask(path) -> np.ndarray:
-    """A class-index mask file -> (H, W) integer class indices (`mask_to_indices`)."""
-    array, _ = read_image(path)
+    """A class-index mask file -> (H, W) integer class indices (`mask_to_indices`); a palette PNG's
+    indices are its classes."""
+    array, _ = read_image(path, palette="indices")
     return mask_to_indices(array, path)
 
 

@@ -1,6 +1,7 @@
 """File -> float32 array in [0, 1], channels last. Integer images use their dtype's full range (8-bit
 PNG/JPG, 16-bit PNG, uint16 TIFF); float images are taken as already in [0, 1] unless a `value_range`
-[low, high] says otherwise (values are clipped to it).
+[low, high] says otherwise (values are clipped to it); a float image beyond [0, 1] (by more than
+UNIT_OVERSHOOT) without one is refused, naming the file and its range, not clipped.
 
 Every reader is a `FileReading` and every one lives here (the dataset modules build them, this module
 imports none of them): `to_unit(array, path)` maps a decoded file to [0, 1], and `record()` describes it as
@@ -48,7 +49,7 @@ class UnitReader(FileReading):
     bands: tuple[int, ...] | None = None  # indices of the channels to keep (e.g. RGB of a 4-band TIFF: 0, 1, 2)
 
     def to_unit(self, array: np.ndarray, path) -> np.ndarray:
-        return scale_to_unit(select_bands(array, self.bands, path), self.value_range)
+        return scale_to_unit(select_bands(array, self.bands, path), self.value_range, path)
 
 
 def select_bands(array: np.ndarray, bands: tuple[int, ...] | None, path) -> np.ndarray:
@@ -73,12 +74,23 @@ class NiftiReading(FileReading):
         return normalise_volume(array, self.percentile)
 
 
-def scale_to_unit(array: np.ndarray, value_range=None) -> np.ndarray:
+# how far a float image without a value_range may stray outside [0, 1] and be clipped (a resampling's
+# overshoot); beyond it the file is refused: clipping would flatten its values silently
+UNIT_OVERSHOOT = 0.01
+
+
+def scale_to_unit(array: np.ndarray, value_range=None, path=None) -> np.ndarray:
     if value_range is not None:
         low, high = (float(v) for v in value_range)
         return np.clip((array.astype(np.float32) - low) / (high - low), 0.0, 1.0)
     if array.dtype.kind == "f":
-        return np.clip(array.astype(np.float32), 0.0, 1.0)
+        values = array.astype(np.float32)
+        low, high = float(values.min()), float(values.max())
+        if low < -UNIT_OVERSHOOT or high > 1 + UNIT_OVERSHOOT:
+            raise CdtsdeError(f"{path}: float values {low:g}..{high:g}, outside [0, 1], would be clipped; give "
+                              f"the data spec the range of your data as its value_range (docs/data.md; this "
+                              f"file's: [{low:g}, {high:g}])")
+        return np.clip(values, 0.0, 1.0)
     return to_unit(array)
 
 
@@ -111,7 +123,7 @@ class OpticalReader(FileReading):
         array = select_bands(array, self.bands, path)
         if array.dtype == np.uint16:
             return np.clip(array.astype(np.float32) / self.reflectance_max, 0.0, 1.0)
-        return to_unit(array) if array.dtype.kind in "ui" else np.clip(array.astype(np.float32), 0.0, 1.0)
+        return scale_to_unit(array, None, path)
 
 
 READINGS: dict[str, type[FileReading]] = {cls.kind: cls for cls in (UnitReader, NiftiReading, SarReader, OpticalReader)}

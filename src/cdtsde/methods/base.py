@@ -185,8 +185,10 @@ class Method(nn.Module):
     @torch.no_grad()
     def translate(self, sources: torch.Tensor, sampling=None, generator: torch.Generator | None = None,
                   **overrides) -> TranslationOutput:
-        """Translate a batch of sources (B, C_src, H, W) in [-1, 1] to the target modality."""
+        """Translate a batch of sources (B, C_src, H, W) in [-1, 1] to the target modality; sources holding NaN
+        or infinite values are refused (they would come out as a NaN translation), as the CLI refuses files."""
         self.check_source(sources)
+        check_finite_sources(sources)
         return self.generate(sources, self.sampling_options(sampling, **overrides), generator)
 
     def generate(self, sources: torch.Tensor, sampling, generator: torch.Generator | None) -> TranslationOutput:
@@ -216,6 +218,7 @@ class Method(nn.Module):
 
     # --- shared helpers -------------------------------------------------------------------------------
     def check_source(self, sources: torch.Tensor) -> None:
+        """The sources' shape (every translation and training step); translations also `check_finite_sources`."""
         channels = self.data.source_channels
         if sources.ndim != 4 or (channels is not None and sources.shape[1] != channels):
             raise CdtsdeError(
@@ -229,3 +232,14 @@ class Method(nn.Module):
         if sources.shape[1] == channels:
             return sources
         return sources.mean(dim=1, keepdim=True).expand(-1, channels, -1, -1)
+
+
+def check_finite_sources(sources: torch.Tensor) -> None:
+    """Refuse sources holding NaN or infinite values, naming how many and in which batch items: a method
+    would turn them into a NaN translation without a word. Every `translate` calls it (not the training
+    steps, where it would cost a device synchronisation per step)."""
+    finite = torch.isfinite(sources)
+    if not finite.all():
+        items = (~finite).flatten(1).any(1).nonzero().flatten().tolist()
+        raise CdtsdeError(f"the sources hold {int((~finite).sum())} NaN or infinite value(s), in batch item(s) "
+                          f"{items}; translate finite values only")

@@ -40,17 +40,24 @@ def launched_rank_zero() -> bool:
 
 
 def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to start a new run over an existing one unless told to overwrite it; remove the files of the
-    old run then (only the files a run writes), and the temporaries a kill left behind."""
+    """Refuse to start a new run over an existing one, or over files a run writes (config.yaml, metrics.csv,
+    ...) in a folder without a run, unless told to overwrite them; remove those files then (only the files a
+    run writes), and the temporaries a kill left behind."""
     if resume and overwrite:
         raise CdtsdeError("resume and overwrite exclude each other: resume continues the run, overwrite restarts it")
     if run_dir.exists() and not run_dir.is_dir():
         raise CdtsdeError(f"{run_dir}: exists and is not a directory")
     holds_run = any((run_dir / name).exists() for name in (STATE_FILE, PREVIOUS_STATE_FILE, "model"))
-    if holds_run and not resume:
-        if not overwrite:
-            raise CdtsdeError(f"{run_dir}: already holds a training run; resume it (--resume) or start again "
-                              f"(--overwrite, which deletes it)")
+    if holds_run and not resume and not overwrite:
+        raise CdtsdeError(f"{run_dir}: already holds a training run; resume it (--resume) or start again "
+                          f"(--overwrite, which deletes it)")
+    # files a run writes without the state of one: a run killed before its first checkpoint, or the user's own
+    # files (a config.yaml, a metrics.csv) that a new run would write over
+    taken = [name for name in (*RUN_FILES, *RUN_FOLDERS) if (run_dir / name).exists()]
+    if taken and not holds_run and not resume and not overwrite:
+        raise CdtsdeError(f"{run_dir}: holds {', '.join(taken)}, which a run writes, but no training run; choose "
+                          f"another folder, or pass --overwrite to delete them")
+    if overwrite:
         for name in RUN_FILES:
             (run_dir / name).unlink(missing_ok=True)
         for name in RUN_FOLDERS:

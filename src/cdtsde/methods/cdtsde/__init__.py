@@ -16,7 +16,7 @@ import torch
 from ... import draws
 from ...networks.conditional_unet import TINY_UNET, ConditionalUNet, UNetConfig
 from ...settings import check_positive
-from ..base import DataInfo, Method, TranslationOutput, frozen
+from ..base import DataInfo, Method, TranslationOutput, check_finite_sources, frozen
 from .domain_shift import DomainShiftSchedule, DomainShiftScheduleConfig, q_sample, timestep_grid
 from .fields import FieldConfig, make_field, mixer_statistics
 from .sampler import SamplerOptions, sample
@@ -154,6 +154,7 @@ class CDTSDE(Method):
     @torch.no_grad()
     def translate(self, sources, sampling=None, generator=None, x_start=None, callback=None, **overrides):
         self.check_source(sources)
+        check_finite_sources(sources)
         return self.generate(sources, self.sampling_options(sampling, **overrides), generator, x_start, callback)
 
     def preview_maps(self, sources: torch.Tensor) -> dict[str, torch.Tensor]:

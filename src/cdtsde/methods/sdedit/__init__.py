@@ -38,7 +38,7 @@ import torch
 from ...diffusion.schedule import CLEAN_END
 from ...errors import CdtsdeError
 from ...settings import check_count, check_unit_interval
-from ..base import TranslationOutput
+from ..base import TranslationOutput, check_finite_sources
 from ..prior import Prior
 
 
@@ -86,6 +86,7 @@ class SDEdit(Prior):
     def translate(self, sources, sampling=None, generator=None, mask=None, **overrides):
         """`mask` (1: edit, 0: keep the source; module docstring) is an argument of the Python API only."""
         self.check_source(sources)
+        check_finite_sources(sources)
         return self.generate(sources, self.sampling_options(sampling, **overrides), generator, mask)
 
     def generate(self, sources: torch.Tensor, sampling: SDEditSampling, generator: torch.Generator | None,
