@@ -23,6 +23,9 @@ def parse_classes(text: str | None) -> dict[int, str] | None:
     return classes
 
 
+FIGURE_VOLUMES = 6  # rows of the volume figure: the first volumes by name
+
+
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("evaluate", help="metrics of predictions against targets (paired by file name)")
     parser.add_argument("--pred", required=True, type=Path, help="folder of predictions")
@@ -42,6 +45,15 @@ def add_parser(subparsers) -> None:
                         help="--kind image: K-Means Dice with K intensity clusters (e.g. 3 5), fit on --kmeans-fit")
     parser.add_argument("--kmeans-fit", type=Path,
                         help="folder of target-modality training images the K-Means clusters are fit on")
+    parser.add_argument("--slice-axis", type=int, choices=[0, 1, 2], default=2,
+                        help="NIfTI volumes: the array axis the translation cut them along, for the flicker ratio "
+                             "(cdtsde translate: the training data's axis, 2 by default)")
+    parser.add_argument("--figure", type=Path,
+                        help="NIfTI volumes: PNG of the axial, coronal and sagittal cuts of the first "
+                             f"{FIGURE_VOLUMES} volumes (default: <out>-volumes.png beside the JSON)")
+    parser.add_argument("--source", type=Path,
+                        help="NIfTI volumes: folder of the translations' sources (named as the predictions), "
+                             "drawn beside them in the figure")
     parser.add_argument("--out", type=Path, default=Path("evaluation.json"),
                         help="JSON summary; the per-image CSV goes beside it (default evaluation.json)")
     parser.set_defaults(func=run)
@@ -88,11 +100,13 @@ def run(args) -> int:
         kmeans, fit_problems = fit_kmeans_on_folder(args.kmeans_fit, args.kmeans)
     elif args.kmeans_fit is not None:
         raise CdtsdeError("--kmeans-fit without --kmeans: give the cluster counts, e.g. --kmeans 3 5")
-    rows, summary, problems = evaluate_folders(args.pred, args.target, kind=args.kind,
-                                               foreground_dir=args.foreground_dir,
-                                               nonzero_foreground=args.nonzero_foreground, classes=classes,
-                                               foreground=foreground, skeleton_tolerance=args.skeleton_tolerance,
-                                               kmeans=kmeans, perception=args.perception)
+    if args.source is not None and not args.source.is_dir():
+        raise CdtsdeError(f"--source {args.source}: not a folder")
+    rows, summary, problems, (volume_rows, volume_summary) = evaluate_folders(
+        args.pred, args.target, kind=args.kind, foreground_dir=args.foreground_dir,
+        nonzero_foreground=args.nonzero_foreground, classes=classes, foreground=foreground,
+        skeleton_tolerance=args.skeleton_tolerance, kmeans=kmeans, perception=args.perception,
+        slice_axis=args.slice_axis)
     problems = fit_problems + problems
     if not rows:
         for path, reason in problems:
@@ -106,6 +120,9 @@ def run(args) -> int:
         writer.writerows(rows)
     payload = {"pred": str(args.pred), "target": str(args.target), "kind": args.kind, "pairs": len(rows),
                "summary": summary, "problems": [{"path": str(p), "reason": r} for p, r in problems]}
+    if volume_rows:
+        payload["volumes"] = {"count": len(volume_rows), "slice_axis": args.slice_axis, "summary": volume_summary,
+                              "rows": volume_rows}
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(payload, indent=2))
     if args.kind == "mask":
@@ -113,9 +130,43 @@ def run(args) -> int:
     else:
         print(format_table({args.pred.name or str(args.pred): summary}))
     print(f"{len(rows)} pair(s); per-image rows in {csv_path}, summary in {args.out}")
+    if volume_rows:
+        print(format_table({args.pred.name or str(args.pred): volume_summary}, label="volumes"))
+        figure = draw_volumes(args, volume_rows)
+        print(f"{len(volume_rows)} volume(s) scored in 3-D (the \"volumes\" section of {args.out}); "
+              f"cuts of {min(len(volume_rows), FIGURE_VOLUMES)} in {figure}")
+    elif args.figure or args.source:
+        print("note: --figure and --source draw NIfTI volumes; there were none")
     shown = 20
     for path, reason in problems[:shown]:
         print(f"problem: {reason}" if str(path) in reason else f"problem: {path}: {reason}")
     if len(problems) > shown:
         print(f"... and {len(problems) - shown} more problem(s), all listed in {args.out}")
     return 1 if problems else 0
+
+
+def draw_volumes(args, volume_rows: list[dict]) -> Path:
+    """The figure of `cdtsde.visualize.save_volume_cuts` for the first FIGURE_VOLUMES scored volumes by name:
+    source (with --source), translation and target, cut through the centre of the foreground (the target's
+    nonzero voxels with --nonzero-foreground, the --foreground-dir mask) or of the volume."""
+    from ..imagefiles import list_images, read_image, stem
+    from ..metrics.folders import read_scored
+    from ..metrics.volume import axis_codes
+    from ..visualize import VolumeRow, save_volume_cuts
+
+    def by_stem(folder):
+        return {stem(path): path for path in list_images(folder)} if folder else {}
+
+    preds, targets, sources, masks = (by_stem(folder) for folder in (args.pred, args.target, args.source,
+                                                                    args.foreground_dir))
+    figure_rows = []
+    for name in sorted(row["name"] for row in volume_rows)[:FIGURE_VOLUMES]:
+        target, meta = read_scored(targets[name])
+        volumes = {"translation": read_scored(preds[name])[0], "target": target}
+        source = read_scored(sources[name])[0] if name in sources else None
+        if source is not None and source.shape == target.shape:
+            volumes = {"source": source, **volumes}
+        region = read_image(masks[name])[0] > 0 if name in masks else target > 0 if args.nonzero_foreground else None
+        figure_rows.append(VolumeRow(name, volumes, region, axis_codes(meta.affine)))
+    path = args.figure or args.out.with_name(f"{args.out.stem}-volumes.png")
+    return save_volume_cuts(path, figure_rows)
