@@ -3,15 +3,18 @@ path (ScoreAccumulator.update_volume) and in evaluate_model; the figure of ortho
 
 import json
 import math
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+from cdtsde.imagefiles import ImageMeta
 from cdtsde.metrics import ScoreAccumulator, image_metrics
 from cdtsde.metrics.volume import (
     ARRAY_AXCODES,
     axis_codes,
+    axis_codes_of,
     flicker_ratio,
     plane_axes,
     plane_metrics,
@@ -109,6 +112,11 @@ def test_axis_codes_from_the_affine():
     permuted = np.array([[0, 0, 1, 0], [1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1]], float)
     assert axis_codes(permuted) == ("A", "I", "R")
     assert plane_axes(axis_codes(permuted)) == {"coronal": 0, "axial": 1, "sagittal": 2}
+    # a volume as read: the codes follow the axes in the order the reader put them in
+    meta = ImageMeta(path=Path("v.nii.gz"), format="nifti", dtype=np.dtype(np.float32), affine=permuted)
+    assert axis_codes_of(meta) == ("A", "I", "R") and axis_codes_of(None) == ARRAY_AXCODES
+    meta.extra["axis_order"] = (2, 0, 1)  # left-right, posterior-anterior, inferior-superior
+    assert axis_codes_of(meta) == ("R", "A", "I")
 
 
 def test_the_accumulator_scores_volumes_beside_items_with_the_brain_mask_in_3d():

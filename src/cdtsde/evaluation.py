@@ -95,14 +95,13 @@ def _stack(volume: str, cuts: dict[int, tuple], slice_axis: int) -> tuple[np.nda
 
 
 def _axis_codes_of(dataset, volume: str) -> tuple[str, str, str]:
-    """The anatomical directions of the volume's array axes, from its target file's affine when the
-    dataset is a `NiftiSliceDataset` (the header alone is read), else the array axes (`axis_codes(None)`)."""
-    from .metrics.volume import axis_codes
+    """The anatomical directions of the volume's array axes, from its target file as read (`axis_codes_of`)
+    when the dataset is a `NiftiSliceDataset`, else the array axes (ARRAY_AXCODES)."""
+    from .imagefiles import read_image
+    from .metrics.volume import ARRAY_AXCODES, axis_codes_of
 
     if isinstance(dataset, NiftiSliceDataset):
         for _, target_path, name in dataset.paths:
             if name == volume:
-                import nibabel
-
-                return axis_codes(nibabel.load(target_path).affine)
-    return axis_codes(None)
+                return axis_codes_of(read_image(target_path)[1])
+    return ARRAY_AXCODES

@@ -102,7 +102,7 @@ def run(args) -> int:
         raise CdtsdeError("--kmeans-fit without --kmeans: give the cluster counts, e.g. --kmeans 3 5")
     if args.source is not None and not args.source.is_dir():
         raise CdtsdeError(f"--source {args.source}: not a folder")
-    rows, summary, problems, (volume_rows, volume_summary) = evaluate_folders(
+    rows, summary, problems, volumes = evaluate_folders(
         args.pred, args.target, kind=args.kind, foreground_dir=args.foreground_dir,
         nonzero_foreground=args.nonzero_foreground, classes=classes, foreground=foreground,
         skeleton_tolerance=args.skeleton_tolerance, kmeans=kmeans, perception=args.perception,
@@ -120,9 +120,9 @@ def run(args) -> int:
         writer.writerows(rows)
     payload = {"pred": str(args.pred), "target": str(args.target), "kind": args.kind, "pairs": len(rows),
                "summary": summary, "problems": [{"path": str(p), "reason": r} for p, r in problems]}
-    if volume_rows:
-        payload["volumes"] = {"count": len(volume_rows), "slice_axis": args.slice_axis, "summary": volume_summary,
-                              "rows": volume_rows}
+    if volumes.rows:
+        payload["volumes"] = {"count": len(volumes.rows), "slice_axis": args.slice_axis, "summary": volumes.summary,
+                              "rows": volumes.rows}
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(payload, indent=2))
     if args.kind == "mask":
@@ -130,11 +130,11 @@ def run(args) -> int:
     else:
         print(format_table({args.pred.name or str(args.pred): summary}))
     print(f"{len(rows)} pair(s); per-image rows in {csv_path}, summary in {args.out}")
-    if volume_rows:
-        print(format_table({args.pred.name or str(args.pred): volume_summary}, label="volumes"))
-        figure = draw_volumes(args, volume_rows)
-        print(f"{len(volume_rows)} volume(s) scored in 3-D (the \"volumes\" section of {args.out}); "
-              f"cuts of {min(len(volume_rows), FIGURE_VOLUMES)} in {figure}")
+    if volumes.rows:
+        print(format_table({args.pred.name or str(args.pred): volumes.summary}, label="volumes"))
+        figure = draw_volumes(args, volumes.files)
+        print(f"{len(volumes.rows)} volume(s) scored in 3-D (the \"volumes\" section of {args.out}); "
+              f"cuts of {min(len(volumes.rows), FIGURE_VOLUMES)} in {figure}")
     elif args.figure or args.source:
         print("note: --figure and --source draw NIfTI volumes; there were none")
     shown = 20
@@ -145,28 +145,32 @@ def run(args) -> int:
     return 1 if problems else 0
 
 
-def draw_volumes(args, volume_rows: list[dict]) -> Path:
-    """The figure of `cdtsde.visualize.save_volume_cuts` for the first FIGURE_VOLUMES scored volumes by name:
-    source (with --source), translation and target, cut through the centre of the foreground (the target's
-    nonzero voxels with --nonzero-foreground, the --foreground-dir mask) or of the volume."""
+def draw_volumes(args, files: dict[str, tuple[Path, Path]]) -> Path:
+    """The figure of `cdtsde.visualize.save_volume_cuts` for the first FIGURE_VOLUMES scored volumes by name
+    ({name: (prediction, target)}): the source (with --source: the file of the prediction's name and
+    subfolder there), translation and target, cut through the centre of the foreground (the target's
+    nonzero voxels with --nonzero-foreground, the --foreground-dir mask of the target's name) or of the
+    volume."""
     from ..imagefiles import list_images, read_image, stem
     from ..metrics.folders import read_scored
-    from ..metrics.volume import axis_codes
+    from ..metrics.volume import axis_codes_of
     from ..visualize import VolumeRow, save_volume_cuts
 
-    def by_stem(folder):
-        return {stem(path): path for path in list_images(folder)} if folder else {}
-
-    preds, targets, sources, masks = (by_stem(folder) for folder in (args.pred, args.target, args.source,
-                                                                    args.foreground_dir))
+    masks = {stem(path): path for path in list_images(args.foreground_dir)} if args.foreground_dir else {}
     figure_rows = []
-    for name in sorted(row["name"] for row in volume_rows)[:FIGURE_VOLUMES]:
-        target, meta = read_scored(targets[name])
-        volumes = {"translation": read_scored(preds[name])[0], "target": target}
-        source = read_scored(sources[name])[0] if name in sources else None
+    for name in sorted(files)[:FIGURE_VOLUMES]:
+        pred_path, target_path = files[name]
+        target, meta = read_scored(target_path)
+        volumes = {"translation": read_scored(pred_path)[0], "target": target}
+        source_path = args.source / pred_path.relative_to(args.pred) if args.source else None
+        source = read_scored(source_path)[0] if source_path is not None and source_path.is_file() else None
         if source is not None and source.shape == target.shape:
             volumes = {"source": source, **volumes}
-        region = read_image(masks[name])[0] > 0 if name in masks else target > 0 if args.nonzero_foreground else None
-        figure_rows.append(VolumeRow(name, volumes, region, axis_codes(meta.affine)))
+        region = None
+        if stem(target_path) in masks:
+            region = read_image(masks[stem(target_path)])[0] > 0
+        elif args.nonzero_foreground:
+            region = target > 0
+        figure_rows.append(VolumeRow(name, volumes, region, axis_codes_of(meta)))
     path = args.figure or args.out.with_name(f"{args.out.stem}-volumes.png")
     return save_volume_cuts(path, figure_rows)

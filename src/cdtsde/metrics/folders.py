@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -12,7 +13,7 @@ from ..imagefiles import ImageMeta, list_images, read_image, stem
 from ..intensity import to_unit_image
 from .scoring import ScoreAccumulator
 from .segmentation import IntensityKMeans, fit_kmeans
-from .volume import axis_codes
+from .volume import axis_codes_of
 
 
 def read_scored(path: Path, kind: str = "image") -> tuple[np.ndarray, ImageMeta | None]:
@@ -46,15 +47,24 @@ def check_mask_values(values: np.ndarray, classes: dict[int, str] | None, path) 
                           f"with --classes VALUE:NAME,..., or score grey images with --kind image)")
 
 
+class VolumeScores(NamedTuple):
+    """The volumes among the scored pairs: their rows and summary (`ScoreAccumulator.compute_volumes`) and
+    {name: (prediction file, target file)} of each."""
+
+    rows: list[dict]
+    summary: dict
+    files: dict[str, tuple[Path, Path]]
+
+
 def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "image",
                      foreground_dir: str | Path | None = None, nonzero_foreground: bool = False,
                      classes: dict[int, str] | None = None, foreground: tuple[int, ...] | None = None,
                      skeleton_tolerance: float = 2.0, kmeans: list[IntensityKMeans] | None = None,
                      perception: bool = False, slice_axis: int = 2):
-    """Returns (rows, summary, problems, (volume_rows, volume_summary)): one row of metrics per pair (with its
-    "name") and their summary (`ScoreAccumulator`, which the options configure; no pair scored: no rows, an
-    empty summary), (path, reason) for every file that was unpaired or unreadable (those are skipped, not
-    fatal), and the volume rows and their summary with intervals over volumes (`compute_volumes`).
+    """Returns (rows, summary, problems, volumes): one row of metrics per pair (with its "name") and their
+    summary (`ScoreAccumulator`, which the options configure; no pair scored: no rows, an empty summary),
+    (path, reason) for every file that was unpaired or unreadable (those are skipped, not fatal), and the
+    `VolumeScores` of the volumes, with intervals over volumes.
     Images are read into [0, 1]; NIfTI volumes are scored as one image whose slices are channels, and as
     volumes (`ScoreAccumulator.update_volume`, planes named by the target's affine, the flicker along
     `slice_axis`, the array axis the translation cut them along; the foreground in 3-D). With
@@ -69,6 +79,7 @@ def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "
     masks = {stem(p): p for p in list_images(foreground_dir)} if foreground_dir else {}
     problems = [(preds[k], "no target with this name") for k in sorted(set(preds) - set(targets))]
     problems += [(targets[k], "no prediction with this name") for k in sorted(set(targets) - set(preds))]
+    volume_files = {}
     for name in sorted(set(preds) & set(targets)):
         try:
             (pred, _), (target, meta) = read_scored(preds[name], kind), read_scored(targets[name], kind)
@@ -86,11 +97,12 @@ def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "
                     region = region.any(-1)  # an RGB mask image
             scores.update(name, pred, target, region)
             if is_volume(target, meta):
-                scores.update_volume(name, pred, target, region, axis_codes(meta.affine), slice_axis)
+                scores.update_volume(name, pred, target, region, axis_codes_of(meta), slice_axis)
+                volume_files[name] = (preds[name], targets[name])
         except (CdtsdeError, ValueError) as exc:
             problems.append((preds[name], str(exc)))
     rows, summary = scores.compute() if len(scores) else ([], {})
-    return rows, summary, problems, scores.compute_volumes()
+    return rows, summary, problems, VolumeScores(*scores.compute_volumes(), volume_files)
 
 
 def fit_kmeans_on_folder(folder: str | Path, clusters: list[int], seed: int = 0) -> tuple[list[IntensityKMeans], list]:

@@ -10,9 +10,10 @@ scores miss.
 * "psnr_<plane>", "ssim_<plane>" (axial, coronal, sagittal): the mean over the volume's cuts in that plane
   of the 2-D `image_metrics` (PSNR; SSIM as scikit-image's defaults, the paper's); cuts without a score
   (an empty mask, or identical cuts, whose PSNR is infinite) are left out of the mean, as `summarise` leaves
-  out non-finite values; every cut identical gives +inf; NaN for a plane whose cuts are under 7 voxels. Which array axis a plane cuts is read from the
-  NIfTI affine's axis codes (`nibabel.aff2axcodes`: the axis along L/R is cut in sagittal planes, A/P in
-  coronal, S/I in axial); without an affine the array axes are taken as (R, A, S), NIfTI's own order.
+  out non-finite values; every cut identical gives +inf; NaN for a plane whose cuts are under 7 voxels.
+  Which array axis a plane cuts is read from the NIfTI affine's axis codes (`nibabel.aff2axcodes`: the axis
+  along L/R is cut in sagittal planes, A/P in coronal, S/I in axial; `axis_codes_of` a volume as read);
+  without an affine the array axes are taken as (R, A, S), NIfTI's own order.
 * "flicker": the mean squared difference between adjacent slices along the slice axis (the axis the
   translation cut the volume along) of the prediction over that of the target. 1 is ideal: the prediction
   changes from slice to slice as much as the target; above 1 it flickers (slices translated alone, noise
@@ -50,6 +51,16 @@ def axis_codes(affine: np.ndarray | None) -> tuple[str, str, str]:
 
     codes = tuple(nibabel.aff2axcodes(np.asarray(affine)))
     return codes if sorted(PLANE_OF_CODE[c] for c in codes if c in PLANE_OF_CODE) == sorted(PLANES) else ARRAY_AXCODES
+
+
+def axis_codes_of(meta) -> tuple[str, str, str]:
+    """The anatomical direction of each axis of a volume as `cdtsde.imagefiles.read_image` returned it
+    (`meta` its ImageMeta): the affine's axis codes, in the order the reader put the voxel axes in when it
+    reordered them (`meta.extra["axis_order"]`); ARRAY_AXCODES without an affine."""
+    if meta is None or meta.affine is None:
+        return ARRAY_AXCODES
+    codes = axis_codes(meta.affine)
+    return tuple(codes[axis] for axis in meta.extra.get("axis_order", (0, 1, 2)))
 
 
 def plane_axes(codes: tuple[str, str, str] = ARRAY_AXCODES) -> dict[str, int]:
