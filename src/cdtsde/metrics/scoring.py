@@ -84,7 +84,7 @@ class ScoreAccumulator:
         """Score one volume, 3-D arrays in [0, 1], and add its volume row: {"name", `volume_metrics`, then
         `columns`}. The foreground is `region` (the target's shape), else with `nonzero_foreground` the
         target's nonzero voxels, the brain mask in 3-D; `codes` are the array axes' anatomical directions
-        (`cdtsde.metrics.volume.axis_codes` of the NIfTI affine), `slice_axis` the axis the prediction was
+        (`cdtsde.metrics.volume.axis_codes_of` a NIfTI volume as read), `slice_axis` the axis the prediction was
         translated along. A volume that cannot be scored raises and leaves the accumulator as it was."""
         if self.kind != "image":
             raise ValueError("volume metrics score intensity images, not masks")
