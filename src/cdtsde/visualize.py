@@ -1,9 +1,10 @@
 """PNG figures: translation grids beside a method's own maps (CDTSDE: the mixing field), for training
-previews, the demo and benchmarks."""
+previews, the demo and benchmarks; the three orthogonal cuts of translated volumes."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +95,79 @@ def previews_of(dataset, count: int = 4) -> Callable[[torch.nn.Module, Path], Pa
     """What draws the training loop's previews (`cdtsde.training.train(preview=...)`): `save_preview` of the
     first `count` items of `dataset`, with the weights and at the path the loop gives."""
     return lambda method, path: save_preview(method, dataset, path, count)
+
+
+VOLUME_PANEL_INCHES, VOLUME_DPI = 2.0, 100
+ANATOMICAL_AXES = (("R", "L"), ("A", "P"), ("S", "I"))  # RAS+: the direction an index increases towards
+CUTS = ("axial", "coronal", "sagittal")
+
+
+@dataclass(frozen=True)
+class VolumeRow:
+    """One row of `save_volume_cuts`: its label, {column title: volume (3-D, in [0, 1])}, the region whose
+    bounding-box centre the cuts pass through (None: the volume's centre), and the anatomical direction of
+    each array axis (nibabel's axis codes, e.g. ("L", "P", "S"); NIfTI's own ("R", "A", "S") by default)."""
+
+    name: str
+    volumes: dict[str, np.ndarray]
+    region: np.ndarray | None = None
+    codes: tuple[str, str, str] = ("R", "A", "S")
+
+
+def to_ras(volume: np.ndarray, codes: tuple[str, str, str]) -> np.ndarray:
+    """The volume with its axes permuted and flipped so that indices increase towards R, A and S."""
+    order, flips = [], []
+    for positive, negative in ANATOMICAL_AXES:
+        axis = next(i for i, code in enumerate(codes) if code in (positive, negative))
+        order.append(axis)
+        flips.append(codes[axis] == negative)
+    volume = np.transpose(volume, order)
+    return volume[tuple(slice(None, None, -1) if flip else slice(None) for flip in flips)]
+
+
+def _centre(shape: tuple[int, ...], region: np.ndarray | None) -> tuple[int, ...]:
+    if region is None or not region.any():
+        return tuple(size // 2 for size in shape)
+    return tuple((int(where.min()) + int(where.max())) // 2 for where in np.nonzero(region))
+
+
+def save_volume_cuts(path: str | Path, rows: list[VolumeRow]) -> Path:
+    """One row per volume: for each of its volumes (e.g. source, translation, target) the axial, coronal and
+    sagittal cut through the centre of its row's region, grey on 0..1, square voxels, in the neurological
+    convention (the patient's right on the right; anterior up in the axial cut, superior up in the others).
+    The figure is VOLUME_PANEL_INCHES per panel at VOLUME_DPI: 200 x 200 px a panel. A translation whose
+    slices were translated alone shows its flicker as streaks across the cuts perpendicular to the slices
+    (the sagittal and coronal cuts of axially translated volumes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    titles = list(dict.fromkeys(title for row in rows for title in row.volumes))
+    columns = [(title, cut) for title in titles for cut in CUTS]
+    figure, axes = plt.subplots(len(rows), len(columns), squeeze=False,
+                                figsize=(VOLUME_PANEL_INCHES * len(columns), VOLUME_PANEL_INCHES * len(rows)))
+    for i, row in enumerate(rows):
+        region = None if row.region is None else to_ras(np.asarray(row.region, dtype=bool), row.codes)
+        shape = to_ras(next(iter(row.volumes.values())), row.codes).shape
+        x, y, z = _centre(shape, region)
+        for j, (title, cut) in enumerate(columns):
+            axis = axes[i, j]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if title not in row.volumes:
+                axis.set_frame_on(False)
+                continue
+            volume = to_ras(np.asarray(row.volumes[title], dtype=np.float32), row.codes)
+            # each cut transposed so that its second RAS axis runs upwards (origin lower)
+            shown = {"axial": volume[:, :, z], "coronal": volume[:, y, :], "sagittal": volume[x, :, :]}[cut].T
+            axis.imshow(shown, cmap="gray", vmin=0, vmax=1, origin="lower", interpolation="nearest")
+            axis.set_title(f"{title} {cut}", fontsize=8)
+            if j == 0:
+                axis.set_ylabel(row.name, fontsize=8)
+    figure.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=VOLUME_DPI)
+    plt.close(figure)
+    return path

@@ -138,3 +138,61 @@ def test_a_pair_with_a_wrong_foreground_is_a_problem_left_out_of_every_score(tmp
     assert with_problem["pairs"] == 3 and with_problem["summary"]["perception/patch_swd"]["n"] == 3
     for key in ("perception/patch_swd", "perception/sharpness_ratio", "psnr"):
         assert with_problem["summary"][key] == without["summary"][key]
+
+
+def test_nifti_volumes_get_volume_rows_a_table_and_a_figure_of_their_cuts(tmp_path, capsys):
+    """Two volumes in [0, 1] (read as they are): the JSON's "volumes" section holds `volume_metrics` of
+    each (the brain mask in 3-D, LPS planes from the affine, the flicker along --slice-axis), the table is
+    printed, the per-file rows stay, and the figure of source, translation and target cuts is written
+    beside the JSON, 9 panels of 200 px a volume."""
+    import nibabel as nib
+    from PIL import Image
+
+    from cdtsde.metrics.volume import volume_metrics
+
+    rng = np.random.default_rng(4)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0])
+    expected = {}
+    for name in ("s1", "s2"):
+        target = (0.2 + 0.6 * rng.random((16, 14, 12))).astype(np.float32)
+        target[:3] = 0  # outside the brain
+        pred = np.clip(target + 0.05 * (-1.0) ** np.arange(12), 0, 1).astype(np.float32) * (target > 0)
+        for folder, volume in (("target", target), ("pred", pred), ("source", 1 - target)):
+            (tmp_path / folder).mkdir(exist_ok=True)
+            nib.save(nib.Nifti1Image(volume, lps), tmp_path / folder / f"{name}.nii.gz")
+        expected[name] = volume_metrics(pred, target, target > 0, ("L", "P", "S"), slice_axis=1)
+    out = tmp_path / "scores.json"
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "target"),
+                 "--source", str(tmp_path / "source"), "--nonzero-foreground", "--slice-axis", "1",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    payload = json.loads(out.read_text())
+    assert payload["pairs"] == 2 and [row["name"] for row in csv.DictReader(open(tmp_path / "scores.csv"))] == ["s1",
+                                                                                                                "s2"]
+    volumes = payload["volumes"]
+    assert volumes["count"] == 2 and volumes["slice_axis"] == 1
+    for row in volumes["rows"]:
+        assert {k: v for k, v in row.items() if k != "name"} == pytest.approx(expected[row["name"]], abs=1e-6)
+    flicker = [expected[name]["flicker_fg"] for name in ("s1", "s2")]
+    assert volumes["summary"]["flicker_fg"]["mean"] == pytest.approx(np.mean(flicker))
+    assert {"ci_low", "ci_high"} <= set(volumes["summary"]["psnr3d"])
+    assert "| volumes |" in printed and "flicker_fg" in printed and "scores-volumes.png" in printed
+    with Image.open(tmp_path / "scores-volumes.png") as image:
+        assert image.size == (9 * 200, 2 * 200)
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "target"),
+                 "--figure", str(tmp_path / "cuts.png"), "--out", str(tmp_path / "plain.json")]) == 0
+    with Image.open(tmp_path / "cuts.png") as image:
+        assert image.size == (6 * 200, 2 * 200)  # no source: translation and target
+    plain = json.loads((tmp_path / "plain.json").read_text())["volumes"]
+    assert plain["slice_axis"] == 2 and "flicker_fg" not in plain["summary"]
+
+
+def test_image_folders_have_no_volume_section(tmp_path, capsys):
+    image = (np.random.default_rng(5).random((24, 24)) * 255).astype(np.uint8)
+    write_png(tmp_path / "target" / "a.png", image)
+    write_png(tmp_path / "pred" / "a.png", image)
+    out = tmp_path / "scores.json"
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "target"),
+                 "--figure", str(tmp_path / "cuts.png"), "--out", str(out)]) == 0
+    assert "volumes" not in json.loads(out.read_text()) and not (tmp_path / "cuts.png").exists()
+    assert "there were none" in capsys.readouterr().out

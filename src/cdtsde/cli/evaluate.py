@@ -23,6 +23,9 @@ def parse_classes(text: str | None) -> dict[int, str] | None:
     return classes
 
 
+FIGURE_VOLUMES = 6  # rows of the volume figure: the first volumes by name
+
+
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("evaluate", help="metrics of predictions against targets (paired by file name)")
     parser.add_argument("--pred", required=True, type=Path, help="folder of predictions")
@@ -48,6 +51,17 @@ def add_parser(subparsers) -> None:
                         help="pair a prediction named for its input modality with its target's name: "
                              "<name>FROM against <name>TO (BraTS _t1:_t2, IXI -T1:-T2); targets not ending "
                              "in TO (the other modalities) are left out")
+
+
+    parser.add_argument("--slice-axis", type=int, choices=[0, 1, 2], default=2,
+                        help="NIfTI volumes: the array axis the translation cut them along, for the flicker ratio "
+                             "(cdtsde translate: the training data's axis, 2 by default)")
+    parser.add_argument("--figure", type=Path,
+                        help="NIfTI volumes: PNG of the axial, coronal and sagittal cuts of the first "
+                             f"{FIGURE_VOLUMES} volumes (default: <out>-volumes.png beside the JSON)")
+    parser.add_argument("--source", type=Path,
+                        help="NIfTI volumes: folder of the translations' sources (named as the predictions), "
+                             "drawn beside them in the figure")
     parser.add_argument("--out", type=Path, default=Path("evaluation.json"),
                         help="JSON summary; the per-image CSV goes beside it (default evaluation.json)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out and its CSV")
@@ -115,6 +129,8 @@ def run(args) -> int:
             raise CdtsdeError(f"--kmeans: cluster counts must be >= 2, got {args.kmeans}")
     elif args.kmeans_fit is not None:
         raise CdtsdeError("--kmeans-fit without --kmeans: give the cluster counts, e.g. --kmeans 3 5")
+    if args.source is not None and not args.source.is_dir():
+        raise CdtsdeError(f"--source {args.source}: not a folder")
     csv_path = args.out.with_suffix(".csv")
     check_out(args.out, csv_path, args.overwrite)
     kmeans, fit_problems = [], []
@@ -122,12 +138,11 @@ def run(args) -> int:
         if args.kmeans_fit.resolve() == args.target.resolve():
             print("warning: --kmeans-fit is the target folder itself: the clusters see the test targets")
         kmeans, fit_problems = fit_kmeans_on_folder(args.kmeans_fit, args.kmeans)
-    rows, summary, problems = evaluate_folders(args.pred, args.target, kind=args.kind,
-                                               foreground_dir=args.foreground_dir,
-                                               nonzero_foreground=args.nonzero_foreground, classes=classes,
-                                               foreground=foreground, skeleton_tolerance=args.skeleton_tolerance,
-                                               kmeans=kmeans, perception=args.perception,
-                                               recursive=args.recursive, rename=rename)
+    rows, summary, problems, volumes = evaluate_folders(
+        args.pred, args.target, kind=args.kind, foreground_dir=args.foreground_dir,
+        nonzero_foreground=args.nonzero_foreground, classes=classes, foreground=foreground,
+        skeleton_tolerance=args.skeleton_tolerance, kmeans=kmeans, perception=args.perception,
+        recursive=args.recursive, rename=rename, slice_axis=args.slice_axis)
     problems = fit_problems + problems
     if not rows:
         for path, reason in problems:
@@ -140,6 +155,9 @@ def run(args) -> int:
         writer.writerows(rows)
     payload = {"pred": str(args.pred), "target": str(args.target), "kind": args.kind, "pairs": len(rows),
                "summary": summary, "problems": [{"path": str(p), "reason": r} for p, r in problems]}
+    if volumes.rows:
+        payload["volumes"] = {"count": len(volumes.rows), "slice_axis": args.slice_axis, "summary": volumes.summary,
+                              "rows": volumes.rows}
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(payload, indent=2))
     if args.kind == "mask":
@@ -147,9 +165,47 @@ def run(args) -> int:
     else:
         print(format_table({args.pred.name or str(args.pred): summary}))
     print(f"{len(rows)} pair(s); per-image rows in {csv_path}, summary in {args.out}")
+    if volumes.rows:
+        print(format_table({args.pred.name or str(args.pred): volumes.summary}, label="volumes"))
+        figure = draw_volumes(args, volumes.files)
+        print(f"{len(volumes.rows)} volume(s) scored in 3-D (the \"volumes\" section of {args.out}); "
+              f"cuts of {min(len(volumes.rows), FIGURE_VOLUMES)} in {figure}")
+    elif args.figure or args.source:
+        print("note: --figure and --source draw NIfTI volumes; there were none")
     shown = 20
     for path, reason in problems[:shown]:
         print(f"problem: {reason}" if str(path) in reason else f"problem: {path}: {reason}")
     if len(problems) > shown:
         print(f"... and {len(problems) - shown} more problem(s), all listed in {args.out}")
     return 1 if problems else 0
+
+
+def draw_volumes(args, files: dict[str, tuple[Path, Path]]) -> Path:
+    """The figure of `cdtsde.visualize.save_volume_cuts` for the first FIGURE_VOLUMES scored volumes by name
+    ({name: (prediction, target)}): the source (with --source: the file of the prediction's name and
+    subfolder there), translation and target, cut through the centre of the foreground (the target's
+    nonzero voxels with --nonzero-foreground, the --foreground-dir mask of the target's name) or of the
+    volume."""
+    from ..imagefiles import list_images, read_image, stem
+    from ..metrics.folders import read_scored
+    from ..metrics.volume import axis_codes_of
+    from ..visualize import VolumeRow, save_volume_cuts
+
+    masks = {stem(path): path for path in list_images(args.foreground_dir)} if args.foreground_dir else {}
+    figure_rows = []
+    for name in sorted(files)[:FIGURE_VOLUMES]:
+        pred_path, target_path = files[name]
+        target, meta = read_scored(target_path)
+        volumes = {"translation": read_scored(pred_path)[0], "target": target}
+        source_path = args.source / pred_path.relative_to(args.pred) if args.source else None
+        source = read_scored(source_path)[0] if source_path is not None and source_path.is_file() else None
+        if source is not None and source.shape == target.shape:
+            volumes = {"source": source, **volumes}
+        region = None
+        if stem(target_path) in masks:
+            region = read_image(masks[stem(target_path)])[0] > 0
+        elif args.nonzero_foreground:
+            region = target > 0
+        figure_rows.append(VolumeRow(name, volumes, region, axis_codes_of(meta)))
+    path = args.figure or args.out.with_name(f"{args.out.stem}-volumes.png")
+    return save_volume_cuts(path, figure_rows)

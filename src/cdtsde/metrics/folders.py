@@ -4,22 +4,31 @@ and a modality suffix: `pairing_names`)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from ..data.masks import read_mask
 from ..errors import CdtsdeError
-from ..imagefiles import list_images, list_images_under, read_image, stem
+from ..imagefiles import ImageMeta, list_images, list_images_under, read_image, stem
 from ..intensity import to_unit_image
 from .scoring import ScoreAccumulator
 from .segmentation import IntensityKMeans, fit_kmeans
+from .volume import axis_codes_of
 
 
-def _load(path: Path, kind: str) -> np.ndarray:
+def read_scored(path: Path, kind: str = "image") -> tuple[np.ndarray, ImageMeta | None]:
+    """A file as it is scored: a class-index mask (no meta), or an image in [0, 1] (NIfTI normalised per
+    volume, as training reads it) with its meta (a NIfTI's affine)."""
     if kind == "mask":
-        return read_mask(path)
+        return read_mask(path), None
     array, meta = read_image(path)
-    return to_unit_image(array, meta.format == "nifti")
+    return to_unit_image(array, meta.format == "nifti"), meta
+
+
+def is_volume(array: np.ndarray, meta: ImageMeta | None) -> bool:
+    """A NIfTI image with three axes of more than one voxel: scored as a volume too."""
+    return meta is not None and meta.format == "nifti" and array.ndim == 3 and min(array.shape) > 1
 
 
 # more distinct values than any class-index mask of this field holds: a grey image, not a mask
@@ -57,15 +66,28 @@ def pairing_names(folder: str | Path, recursive: bool = False, suffix: str | Non
     return names
 
 
+class VolumeScores(NamedTuple):
+    """The volumes among the scored pairs: their rows and summary (`ScoreAccumulator.compute_volumes`) and
+    {name: (prediction file, target file)} of each."""
+
+    rows: list[dict]
+    summary: dict
+    files: dict[str, tuple[Path, Path]]
+
+
 def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "image",
                      foreground_dir: str | Path | None = None, nonzero_foreground: bool = False,
                      classes: dict[int, str] | None = None, foreground: tuple[int, ...] | None = None,
                      skeleton_tolerance: float = 2.0, kmeans: list[IntensityKMeans] | None = None,
-                     perception: bool = False, recursive: bool = False, rename: tuple[str, str] | None = None):
-    """Returns (rows, summary, problems): one row of metrics per pair (with its "name") and their summary
-    (`ScoreAccumulator`, which the options configure; no pair scored: no rows, an empty summary), and
-    (path, reason) for every file that was unpaired or unreadable (those are skipped, not fatal).
-    Images are read into [0, 1]; NIfTI volumes are scored as one image whose slices are channels. With
+                     perception: bool = False, recursive: bool = False, rename: tuple[str, str] | None = None,
+                     slice_axis: int = 2):
+    """Returns (rows, summary, problems, volumes): one row of metrics per pair (with its "name") and their
+    summary (`ScoreAccumulator`, which the options configure; no pair scored: no rows, an empty summary),
+    (path, reason) for every file that was unpaired or unreadable (those are skipped, not fatal), and the
+    `VolumeScores` of the volumes, with intervals over volumes.
+    Images are read into [0, 1]; NIfTI volumes are scored as one image whose slices are channels, and as
+    volumes (`ScoreAccumulator.update_volume`, planes named by the target's affine, the flicker along
+    `slice_axis`, the array axis the translation cut them along; the foreground in 3-D). With
     `foreground_dir` (masks by stem) the "_fg" metrics are restricted to the mask of each pair's name.
     `kmeans` are clusterings fit on target-modality training images (`fit_kmeans_on_folder`). With `recursive`
     files pair by their path below each folder; `rename` = (input suffix, target suffix) pairs a prediction
@@ -81,9 +103,10 @@ def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "
     masks = {stem(p): p for p in list_images(foreground_dir)} if foreground_dir else {}
     problems = [(preds[k], "no target with this name") for k in sorted(set(preds) - set(targets))]
     problems += [(targets[k], "no prediction with this name") for k in sorted(set(targets) - set(preds))]
+    volume_files = {}
     for name in sorted(set(preds) & set(targets)):
         try:
-            pred, target = _load(preds[name], kind), _load(targets[name], kind)
+            (pred, _), (target, meta) = read_scored(preds[name], kind), read_scored(targets[name], kind)
             if pred.shape != target.shape:
                 raise CdtsdeError(f"{preds[name]}: shape {pred.shape} differs from the target's {target.shape}")
             if kind == "mask":
@@ -97,10 +120,13 @@ def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "
                 if region.ndim == 3 and region.shape != target.shape:
                     region = region.any(-1)  # an RGB mask image
             scores.update(name, pred, target, region)
+            if is_volume(target, meta):
+                scores.update_volume(name, pred, target, region, axis_codes_of(meta), slice_axis)
+                volume_files[name] = (preds[name], targets[name])
         except (CdtsdeError, ValueError) as exc:
             problems.append((preds[name], str(exc)))
     rows, summary = scores.compute() if len(scores) else ([], {})
-    return rows, summary, problems
+    return rows, summary, problems, VolumeScores(*scores.compute_volumes(), volume_files)
 
 
 def fit_kmeans_on_folder(folder: str | Path, clusters: list[int], seed: int = 0) -> tuple[list[IntensityKMeans], list]:
@@ -109,7 +135,7 @@ def fit_kmeans_on_folder(folder: str | Path, clusters: list[int], seed: int = 0)
     images, problems = [], []
     for path in list_images(folder):
         try:
-            images.append(_load(path, "image"))
+            images.append(read_scored(path)[0])
         except CdtsdeError as exc:
             problems.append((path, str(exc)))
     if not images:

@@ -9,7 +9,8 @@ from .image import image_metrics
 from .masks import mask_metrics
 from .perception import perception_metrics
 from .segmentation import IntensityKMeans, kmeans_dice
-from .summary import set_level, summarise
+from .summary import mean_interval, set_level, summarise
+from .volume import ARRAY_AXCODES, volume_metrics
 
 KINDS = ("image", "mask")
 
@@ -26,7 +27,11 @@ class ScoreAccumulator:
     skull-stripped MRI). `perception` adds the set-level perception metrics ("perception/...", summary only;
     images of one size).
     kind "mask": class-index arrays (H, W) scored per class of `classes` and for the `foreground` group of
-    classes (`mask_metrics`, with `skeleton_tolerance` pixels)."""
+    classes (`mask_metrics`, with `skeleton_tolerance` pixels).
+
+    Whole volumes (kind "image") are scored beside the items: `update_volume` adds a row of volume metrics
+    (`cdtsde.metrics.volume`), `compute_volumes` returns those rows and their summary with intervals over
+    the volumes."""
 
     def __init__(self, kind: str = "image", classes: dict[int, str] | None = None,
                  foreground: tuple[int, ...] | None = None, skeleton_tolerance: float = 2.0,
@@ -43,6 +48,7 @@ class ScoreAccumulator:
         self.skeleton_tolerance, self.nonzero_foreground = skeleton_tolerance, nonzero_foreground
         self.kmeans, self.perception = list(kmeans or []), perception
         self._rows: list[dict] = []
+        self._volume_rows: list[dict] = []
         self._sets: tuple[list, list] = ([], [])  # predictions and targets, for the set-level metrics
 
     def __len__(self) -> int:
@@ -72,6 +78,33 @@ class ScoreAccumulator:
             self._sets[0].append(prediction)
             self._sets[1].append(target)
         return dict(row)
+
+    def update_volume(self, name: str, prediction, target, region=None, codes: tuple[str, str, str] = ARRAY_AXCODES,
+                      slice_axis: int = 2, **columns) -> dict:
+        """Score one volume, 3-D arrays in [0, 1], and add its volume row: {"name", `volume_metrics`, then
+        `columns`}. The foreground is `region` (the target's shape), else with `nonzero_foreground` the
+        target's nonzero voxels, the brain mask in 3-D; `codes` are the array axes' anatomical directions
+        (`cdtsde.metrics.volume.axis_codes_of` a NIfTI volume as read), `slice_axis` the axis the prediction was
+        translated along. A volume that cannot be scored raises and leaves the accumulator as it was."""
+        if self.kind != "image":
+            raise ValueError("volume metrics score intensity images, not masks")
+        target = np.asarray(target)
+        if region is None and self.nonzero_foreground:
+            region = target > 0
+        row = {"name": name, **volume_metrics(prediction, target, region, codes, slice_axis), **columns}
+        self._volume_rows.append(row)
+        return dict(row)
+
+    def compute_volumes(self) -> tuple[list[dict], dict]:
+        """(volume rows, summary): the rows in the order added and per metric `summarise`'s statistics with
+        the BCa bootstrap interval of the mean over the volumes (`mean_interval`: ci_low, ci_high; NaN
+        under two finite values); no volumes scored: ([], {})."""
+        rows = [dict(row) for row in self._volume_rows]
+        summary = summarise([{k: v for k, v in row.items() if k != "name"} for row in rows])
+        for key, stats in summary.items():
+            interval = mean_interval([row for row in rows if key in row], key)
+            stats.update(ci_low=interval["ci_low"], ci_high=interval["ci_high"])
+        return rows, summary
 
     def compute(self) -> tuple[list[dict], dict]:
         """(rows, summary): the rows in the order added, and per metric its mean, std, min, max and counts
