@@ -154,13 +154,18 @@ def write_subject(root, subject, affine, shape=(14, 12, 13), seed=0):
 def test_evaluate_model_stacks_slices_back_into_volumes(tmp_path, axis):
     """The identity's translations of a NIfTI slice dataset, grouped by subject and slice index and put
     back along the data's axis, score as `volume_metrics` of the stacked sources against the stacked
-    targets, with the planes of the target file's affine."""
+    targets, with the planes of the target file's affine (in the canonical axis order the reader puts the
+    voxels in: R, A, I for a file stored A, I, R)."""
     from cdtsde.data import build_dataset
     from cdtsde.evaluation import evaluate_model
+    from cdtsde.imagefiles import canonical_axis_order
     from cdtsde.methods.identity import Identity, IdentityConfig
     from cdtsde.run import data_info
 
     permuted = np.array([[0, 0, 1, 0], [1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1]], float)  # codes A, I, R
+    order = canonical_axis_order(permuted)
+    shape, codes = tuple((14, 12, 13)[i] for i in order), tuple(("A", "I", "R")[i] for i in order)
+    assert codes == ("R", "A", "I")
     for index, subject in enumerate(("subjA", "subjB")):
         write_subject(tmp_path, subject, permuted, seed=index)
     spec = {"kind": "nifti", "root": str(tmp_path), "axis": axis, "min_foreground": 0.0, "val_subjects": 0,
@@ -169,14 +174,14 @@ def test_evaluate_model_stacks_slices_back_into_volumes(tmp_path, axis):
     method = Identity(IdentityConfig(), data_info(dataset, spec))
     rows, summary, volume_rows, volume_summary = evaluate_model(method, dataset, batch_size=5, volumes=True,
                                                                 nonzero_foreground=True)
-    assert len(rows) == len(dataset) == 2 * (14, 12, 13)[axis] and [r["name"] for r in volume_rows] == ["subjA",
+    assert len(rows) == len(dataset) == 2 * shape[axis] and [r["name"] for r in volume_rows] == ["subjA",
                                                                                                         "subjB"]
     for row in volume_rows:
         items = [item for item in (dataset[i] for i in range(len(dataset))) if item["name"].startswith(row["name"])]
         source, target = (np.moveaxis(np.stack([(item[key][0].numpy() + 1) / 2 for item in items]), 0, axis)
                           for key in ("source", "target"))
-        assert target.shape == (14, 12, 13)
-        expected = volume_metrics(source, target, target > 0, ("A", "I", "R"), axis)
+        assert target.shape == shape
+        expected = volume_metrics(source, target, target > 0, codes, axis)
         assert {k: v for k, v in row.items() if k != "name"} == pytest.approx(expected, abs=1e-6)
     assert volume_summary["flicker_fg"]["n"] == 2
     plain_rows, _ = evaluate_model(method, dataset, batch_size=5, nonzero_foreground=True)  # no volumes: as before
