@@ -202,3 +202,47 @@ def test_cli_tiles_a_multiband_16_bit_geotiff_keeping_format_and_georeference(tm
     error = capsys.readouterr().err
     assert "out of memory translating a batch of 6 window(s) of 16 px (" in error
     assert "can't allocate memory" in error and "lower the tile batch (--tile-batch, now 6)" in error
+
+
+def test_training_out_of_memory_names_the_batch_size(tmp_path, monkeypatch):
+    """A step whose allocation fails ends with an error naming train.batch_size (a CdtsdeError: the CLI
+    exits with 2); a batch whose measured activations exceed the memory available is refused before the
+    first update, and the trial that measures them leaves the run unchanged."""
+    from helpers import InversionPairs
+
+    import cdtsde.training.loop as loop
+    from cdtsde.errors import CdtsdeError
+    from cdtsde.methods.cdtsde import CDTSDE
+    from cdtsde.training import TrainConfig, train
+
+    def settings(**overrides):
+        return TrainConfig(**{"max_steps": 2, "batch_size": 4, "sample_every": 0, "checkpoint_every": 2, "seed": 1,
+                              **overrides})
+
+    # the trial leaves the run unchanged: the same losses as a run without it (no memory figure known)
+    measured = train(tiny_model(), InversionPairs(n=8), settings(), tmp_path / "measured", progress=False)
+    monkeypatch.setattr(loop, "available_memory", lambda device: None)
+    unmeasured = train(tiny_model(), InversionPairs(n=8), settings(), tmp_path / "unmeasured", progress=False)
+    assert measured["losses"] == unmeasured["losses"]
+
+    monkeypatch.setattr(loop, "available_memory", lambda device: 2**20)  # 1 MiB left
+    with pytest.raises(OutOfMemory, match=r"train.batch_size 64 needs about .* GiB for its activations alone "
+                                          r"\(.* MiB per item, measured on one\).*lower train.batch_size \(now 64\)"):
+        train(tiny_model(), InversionPairs(n=8), settings(batch_size=64), tmp_path / "refused", progress=False)
+    assert not (tmp_path / "refused" / "state.pt").exists()
+
+    monkeypatch.setattr(loop, "available_memory", lambda device: None)
+    original = CDTSDE.forward
+
+    def fails_at_the_second_step(self, batch, *args, **kwargs):
+        if len(self.seen) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        self.seen.append(1)
+        return original(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(CDTSDE, "forward", fails_at_the_second_step)
+    method = tiny_model()
+    method.seen = []
+    with pytest.raises(CdtsdeError, match=r"out of memory in training step 1 at train.batch_size 4 \(CUDA out of "
+                                          r"memory.*\); lower train.batch_size \(now 4\)"):
+        train(method, InversionPairs(n=8), settings(), tmp_path / "failed", progress=False)
