@@ -155,7 +155,8 @@ def translate_tiled(method: Method, sources: torch.Tensor, sampling=None, seed: 
                                  f"{f' x {samples} samples' if samples > 1 else ''}", lower):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 result = method.translate(source, sampling, generator)
-                found = {f"map:{title}": value.float() for title, value in method.preview_maps(windows.to(device)).items()} if maps else {}
+                found = {f"map:{title}": value.float()
+                         for title, value in method.preview_maps(windows.to(device)).items()} if maps else {}
         for key, value in result.diagnostics.items():
             diagnostics[key] = diagnostics.get(key, 0) + value
         out = result.images.float().view(len(origins), samples, *result.images.shape[1:])
@@ -170,8 +171,9 @@ def translate_tiled(method: Method, sources: torch.Tensor, sampling=None, seed: 
                           window, overlap, tiling.batch, tiling.blend, bar.update)
                     for index, source in enumerate(sources.detach().to("cpu", torch.float32))]
 
-    def gathered(name: str) -> torch.Tensor:
-        return torch.stack([found[name] for found in stitched])
+    def gathered(name: str) -> torch.Tensor:  # one source (a scene): its output as it is, not a stacked copy
+        values = [found[name] for found in stitched]
+        return values[0][None] if len(values) == 1 else torch.stack(values)
 
     return TiledTranslation(images=gathered("images"), std=gathered("std") if samples > 1 else None,
                             maps={name.removeprefix("map:"): gathered(name) for name in stitched[0]
