@@ -18,7 +18,7 @@ channels:
 
 The model is far from converged (its error is the error of a few minutes of training); what is measured
 is whether the windows add to it at their borders. Writes benchmarks/results/tiled_seams.json and
-benchmarks/results/tiled_seams.png (SAR source, translation without and with blending, target, a 384 px
+benchmarks/results/tiled_seams.png (SAR source, translation without and with blending, target, a 256 px
 region at full resolution).
 """
 
@@ -120,7 +120,7 @@ def main() -> None:
                       "seconds": time.perf_counter() - start}
         panels[name] = prediction
         print(f"{name:24s}: " + ", ".join(f"{key} {value:.4f}" for key, value in rows[name].items()), flush=True)
-    region = slice(0, 384)
+    region = slice(0, 256)
     figure = np.concatenate([np.repeat(source[region, region].mean(-1, keepdims=True), 3, -1),
                              panels["no overlap, no blending"][region, region],
                              panels["overlap 1/4, gaussian"][region, region], target[region, region]], axis=1)
@@ -129,7 +129,7 @@ def main() -> None:
     path = write_results("tiled_seams", {
         "config": {**config, "crop": [top, left, args.crop], "window": WINDOW, "threads": args.threads,
                    "tilings": {name: vars(tiling) for name, tiling in TILINGS.items()},
-                   "figure": f"{figure_path.name}: the crop's top-left 384 px, left to right SAR source, translation "
+                   "figure": f"{figure_path.name}: the crop's top-left 256 px, left to right SAR source, translation "
                              "without overlap, with overlap 1/4 and Gaussian blending, optical target",
                    "command": "OMP_NUM_THREADS=1 python -m benchmarks.tiled_seams"},
         "training_seconds": trained, "rows": rows, "total_seconds": time.perf_counter() - started})
