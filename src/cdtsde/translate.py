@@ -5,6 +5,9 @@ Inputs reach the network exactly as training data did: each file through the rea
 used, which the checkpoint records (`DataInfo.source_reading`, cdtsde.data.readers: NIfTI normalisation
 with its percentile, dB SAR clipped to its range with its bands, integer images by their dtype's range,
 floats by their value range), and every slice resized by the training transform's `resize`.
+
+Inputs larger than a window can be translated window by window (`Tiling`, `translate_tiled`): models trained
+on native-scale tiles do so by default, so that memory depends on the window batch and not on the scene.
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ from .data.base import adapt_channels
 from .data.masks import decode_classes
 from .data.readers import reading_from_record
 from .data.transforms import resize
+from .draws import ItemGenerators, mixed_seed
 from .errors import CdtsdeError
 from .imagefiles import ImageMeta, image_format, image_shape, read_image, stem, write_image
 from .intensity import from_unit, model_to_unit, normalise_volume, to_unit_image, unit_to_model
+from .memory import named_out_of_memory
 from .methods import DataInfo, Method
+from .tiling import BLENDS, tiled, window_count
 
 
 @dataclass
@@ -60,6 +66,120 @@ def source_slices(array: np.ndarray, meta: ImageMeta, data: DataInfo) -> np.ndar
     return (unit if unit.ndim == 3 else unit[..., None])[None]
 
 
+@dataclass(frozen=True)
+class Tiling:
+    """Window-by-window translation of inputs larger than a window (cdtsde.tiling): windows of `size`
+    pixels (None: the model's training size, `DataInfo.image_size`) overlapping by the share `overlap` of
+    a window, `batch` windows per network batch, blended with `blend` ("gaussian" or "linear") weights."""
+
+    size: int | None = None
+    overlap: float = 0.25
+    batch: int = 8
+    blend: str = "gaussian"
+
+    def __post_init__(self):
+        if self.size is not None and self.size < 1:
+            raise CdtsdeError(f"the tile size must be >= 1, got {self.size}")
+        if not 0 <= self.overlap < 1:
+            raise CdtsdeError(f"the tile overlap is a share of the window in [0, 1), got {self.overlap}")
+        if self.batch < 1:
+            raise CdtsdeError(f"the tile batch must be >= 1, got {self.batch}")
+        if self.blend not in BLENDS:
+            raise CdtsdeError(f"blend must be one of {', '.join(BLENDS)}, got {self.blend!r}")
+
+    def window(self, method: Method) -> int | None:
+        return self.size or method.data.image_size
+
+    def applies(self, method: Method, height: int, width: int) -> bool:
+        """Whether an input of this size is cut into windows (it is larger than one)."""
+        window = self.window(method)
+        return window is not None and max(height, width) > window
+
+
+def default_tiling(method: Method) -> Tiling | None:
+    """What `translate_file` tiles with unless told: models trained at the files' own scale (native-scale
+    crops or tiles) translate inputs larger than their training size window by window; models trained on
+    resized images translate each input whole."""
+    return Tiling() if method.data.training_scale == "native" and method.data.image_size else None
+
+
+# the purpose a tiled translation's per-window generators are seeded with (cdtsde.draws.ItemGenerators)
+TILE_DRAWS = 7
+
+
+@dataclass
+class TiledTranslation:
+    """`translate_tiled`'s result: the mean translation (B, C_target, H, W) in [-1, 1]; with several
+    samples the per-pixel standard deviation across them, averaged over channels (B, 1, H, W; in the
+    [-1, 1] range's units); with `maps`, the method's preview maps ({title: (B, C, H, W)}, CDTSDE's
+    Lambda_t fields) stitched alike; the method's diagnostics summed over windows."""
+
+    images: torch.Tensor
+    std: torch.Tensor | None
+    maps: dict[str, torch.Tensor]
+    diagnostics: dict[str, float]
+
+
+@torch.no_grad()
+def translate_tiled(method: Method, sources: torch.Tensor, sampling=None, seed: int = 0, samples: int = 1,
+                    tiling: Tiling | None = None, precision: str = "32", maps: bool = False,
+                    progress: bool = False) -> TiledTranslation:
+    """Translate sources (B, C_src, H, W) in [-1, 1] window by window (`tiling`, default `Tiling()`), each
+    window of the model's training size (or `tiling.size`) at the input's scale, in batches of
+    `tiling.batch` windows on the method's device, blended back on the CPU. Every window sample draws from
+    its own generator, seeded by (seed, source index, window origin, sample index), so a window's result
+    does not depend on which windows share its batch. An input no larger than a window is one window.
+    `progress` shows a bar of windows."""
+    from tqdm.auto import tqdm
+
+    tiling = tiling or Tiling()
+    if precision not in PRECISIONS:
+        raise CdtsdeError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    method.check_source(sources)
+    height, width = sources.shape[-2:]
+    window = tiling.window(method)
+    if window is None:
+        raise CdtsdeError(f"the {method.name} model records no training size: give the tile size")
+    window = min(window, max(height, width))
+    overlap = min(round(tiling.overlap * window), window - 1)
+    device = next(method.parameters(), torch.empty(0)).device
+    diagnostics: dict[str, float] = {}
+    total = len(sources) * window_count(height, width, window, overlap)
+    lower = f"the tile batch (--tile-batch, now {tiling.batch}) or the tile size (--tile-size, now {window})"
+
+    def translate_windows(index: int, windows: torch.Tensor, origins: list[tuple[int, int]]) -> dict:
+        source = windows.to(device).repeat_interleave(samples, dim=0)
+        generator = ItemGenerators(seed, index, TILE_DRAWS, [mixed_seed(top, left, sample) for top, left in origins
+                                                            for sample in range(samples)], device)
+        with named_out_of_memory(f"translating a batch of {len(origins)} window(s) of {window} px"
+                                 f"{f' x {samples} samples' if samples > 1 else ''}", lower):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                result = method.translate(source, sampling, generator)
+                found = {f"map:{title}": value.float()
+                         for title, value in method.preview_maps(windows.to(device)).items()} if maps else {}
+        for key, value in result.diagnostics.items():
+            diagnostics[key] = diagnostics.get(key, 0) + value
+        out = result.images.float().view(len(origins), samples, *result.images.shape[1:])
+        found["images"] = out.mean(1)
+        if samples > 1:
+            found["std"] = out.std(1).mean(1, keepdim=True)
+        return found
+
+    with tqdm(total=total, desc="windows", unit="window", leave=False,
+              disable=not progress or total <= tiling.batch) as bar:
+        stitched = [tiled(lambda windows, origins, index=index: translate_windows(index, windows, origins), source,
+                          window, overlap, tiling.batch, tiling.blend, bar.update)
+                    for index, source in enumerate(sources.detach().to("cpu", torch.float32))]
+
+    def gathered(name: str) -> torch.Tensor:  # one source (a scene): its output as it is, not a stacked copy
+        values = [found[name] for found in stitched]
+        return values[0][None] if len(values) == 1 else torch.stack(values)
+
+    return TiledTranslation(images=gathered("images"), std=gathered("std") if samples > 1 else None,
+                            maps={name.removeprefix("map:"): gathered(name) for name in stitched[0]
+                                  if name.startswith("map:")}, diagnostics=diagnostics)
+
+
 # translation precisions: float32, or the network under bf16 autocast (measured on the 2-core AVX512-BF16 CPU:
 # 1.58x faster, pixels moved by up to 0.015 of the [-1, 1] range; benchmarks/roofline.py --levers)
 PRECISIONS = ("32", "bf16")
@@ -67,14 +187,19 @@ PRECISIONS = ("32", "bf16")
 
 @torch.no_grad()
 def translate_slices(method: Method, slices: np.ndarray, sampling=None, seed: int = 0, samples: int = 1,
-                     batch_size: int = 16, resize_to_training: bool = True, precision: str = "32") -> Translation:
+                     batch_size: int = 16, resize_to_training: bool = True, precision: str = "32",
+                     tiling: Tiling | None = None, progress: bool = False) -> Translation:
     """Translate (S, H, W, C_src) slices in [0, 1] with the method's sampling options (`sampling`, default:
     the checkpoint's). With `resize_to_training`, slices of a model trained on resized images
     (`DataInfo.training_scale`) are resized to the training size (by the training transform) and the result
     back to the input's size; a model trained on native-scale crops or tiles sees every input at its size. `precision` "bf16" runs the method under bf16
-    autocast (faster where the hardware has bf16 arithmetic; not equal to float32)."""
+    autocast (faster where the hardware has bf16 arithmetic; not equal to float32). With `tiling`, slices
+    larger than its window are translated window by window at their own scale (`translate_tiled`;
+    `progress`: a bar of windows)."""
     if precision not in PRECISIONS:
         raise CdtsdeError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if tiling is not None and tiling.applies(method, *slices.shape[1:3]):
+        return tiled_slices(method, slices, sampling, seed, samples, tiling, precision, progress)
     device = next(method.parameters(), torch.empty(0)).device
     generator = torch.Generator(device).manual_seed(seed)
     size = method.data.image_size if resize_to_training and method.data.training_scale == "resized" else None
@@ -85,8 +210,11 @@ def translate_slices(method: Method, slices: np.ndarray, sampling=None, seed: in
         if size and (height, width) != (size, size):
             chunk = resize(chunk, size, size)
         source = unit_to_model(chunk).repeat_interleave(samples, dim=0)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            result = method.translate(source, sampling, generator)
+        with named_out_of_memory(f"translating a batch of {len(chunk)} slice(s) of {height} x {width} px"
+                                 f"{f' x {samples} samples' if samples > 1 else ''}",
+                                 f"--batch-size (now {batch_size}) or translate window by window (--tiling on)"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                result = method.translate(source, sampling, generator)
         result.images = result.images.float()
         for key, value in result.diagnostics.items():
             diagnostics[key] = diagnostics.get(key, 0) + value
@@ -103,6 +231,19 @@ def translate_slices(method: Method, slices: np.ndarray, sampling=None, seed: in
     if method.data.target_kind == "mask":
         return Translation(mean=decode_classes(mean).astype(np.uint8)[..., None], std=std, diagnostics=diagnostics)
     return Translation(mean=mean.permute(0, 2, 3, 1).cpu().numpy(), std=std, diagnostics=diagnostics)
+
+
+def tiled_slices(method: Method, slices: np.ndarray, sampling, seed: int, samples: int, tiling: Tiling,
+                 precision: str, progress: bool) -> Translation:
+    """`translate_slices` window by window: `translate_tiled` on the slices, as a `Translation`."""
+    sources = unit_to_model(torch.from_numpy(np.ascontiguousarray(slices)).permute(0, 3, 1, 2))
+    result = translate_tiled(method, sources, sampling, seed, samples, tiling, precision, progress=progress)
+    std = (result.std / 2).permute(0, 2, 3, 1).numpy() if result.std is not None else None  # in [0, 1] units
+    mean = model_to_unit(result.images)
+    if method.data.target_kind == "mask":
+        return Translation(mean=decode_classes(mean).astype(np.uint8)[..., None], std=std,
+                           diagnostics=result.diagnostics)
+    return Translation(mean=mean.permute(0, 2, 3, 1).numpy(), std=std, diagnostics=result.diagnostics)
 
 
 def output_path(path: Path, output_dir: Path) -> Path:
@@ -260,9 +401,11 @@ def write_translation(translation: Translation, meta: ImageMeta, output_dir: Pat
 
 
 def translate_file(method: Method, path: Path, output_dir: Path, overwrite: bool = True,
-                   **options) -> tuple[list[Path], dict]:
+                   tiling: Tiling | None | str = "auto", **options) -> tuple[list[Path], dict]:
     """Translate one file into `output_dir` (`options` as `translate_slices`; `overwrite` as
-    `write_translation`); returns the files written and the method's diagnostics."""
+    `write_translation`; `tiling` "auto": the method's `default_tiling`); returns the files written and the
+    method's diagnostics."""
+    options["tiling"] = default_tiling(method) if tiling == "auto" else tiling
     array, meta = read_image(path)
     slices = source_slices(array, meta, method.data)
     if method.data.source_channels is not None:

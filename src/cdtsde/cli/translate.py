@@ -7,7 +7,8 @@ from pathlib import Path
 from .sampling import add_sampling_flags, chosen_sampling
 
 COMMAND_FLAGS = {"checkpoint", "method", "input", "output", "overwrite", "skip_existing", "seed", "samples",
-                 "batch_size", "native_size", "device", "precision", "recursive"}
+                 "batch_size", "native_size", "device", "precision", "recursive", "tiling", "tile_size",
+                 "tile_overlap", "tile_batch", "blend"}
 
 
 def add_parser(subparsers) -> None:
@@ -31,6 +32,16 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--precision", choices=("32", "bf16"), default="32",
                         help="bf16: the network under bf16 autocast, faster on hardware with bf16 arithmetic "
                              "(1.58x on an AVX512-BF16 CPU) but not equal to float32 (up to 0.015 here)")
+    parser.add_argument("--tiling", choices=("auto", "on", "off"), default="auto",
+                        help="translate inputs larger than a window window by window and blend them: auto (the "
+                             "default) for models trained on native-scale crops or tiles, on for every model, off "
+                             "for none (one pass over the whole input)")
+    parser.add_argument("--tile-size", type=int, help="window side in pixels (default: the training size)")
+    parser.add_argument("--tile-overlap", type=float, default=0.25,
+                        help="share of a window that neighbouring windows overlap, in [0, 1) (default 0.25)")
+    parser.add_argument("--tile-batch", type=int, default=8, help="windows per network batch (default 8)")
+    parser.add_argument("--blend", choices=("gaussian", "linear"), default="gaussian",
+                        help="weights blending overlapping windows (default gaussian)")
     add_sampling_flags(parser, reserved=COMMAND_FLAGS)
     parser.set_defaults(func=run)
 
@@ -42,6 +53,7 @@ def run(args) -> int:
     from ..imagefiles import list_images, list_images_under
     from ..locks import folder_lock
     from ..training import load_pretrained
+    from ..translate import Tiling, default_tiling
 
     for flag in ("samples", "batch_size"):
         if getattr(args, flag) < 1:
@@ -54,7 +66,10 @@ def run(args) -> int:
         raise CdtsdeError(f"--device {args.device!r}: not a device name (cpu, cuda, cuda:N)") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CdtsdeError(f"--device {args.device}: no CUDA device is available (torch {torch.__version__}); use --device cpu")
+    tiling = Tiling(args.tile_size, args.tile_overlap, args.tile_batch, args.blend)
     method = load_pretrained(args.checkpoint, device=device, method=args.method)
+    if args.tiling == "off" or (args.tiling == "auto" and default_tiling(method) is None):
+        tiling = None
     try:
         sampling = method.sampling_options(**chosen_sampling(args, method))
     except CdtsdeError as exc:
@@ -66,15 +81,17 @@ def run(args) -> int:
     if not files:
         raise CdtsdeError(f"{args.input}: no image files found")
     with folder_lock(args.output, "cdtsde translate"):
-        return translate_files(args, method, sampling, files)
+        return translate_files(args, method, sampling, tiling, files)
 
 
-def translate_files(args, method, sampling, files: list[Path]) -> int:
-    """Translate `files` into the (locked) output folder; a file that cannot be read, translated or written
-    is reported, and the others are still translated."""
+def translate_files(args, method, sampling, tiling, files: list[Path]) -> int:
+    """Translate `files` into the (locked) output folder, window by window with `tiling` (None: whole); a file
+    that cannot be read, translated or written is reported, and the others are still translated; running out
+    of memory stops the run (the next file would not fit either)."""
     from tqdm.auto import tqdm
 
     from ..errors import CdtsdeError
+    from ..memory import OutOfMemory
     from ..translate import check_outputs, translate_file
 
     total = len(files)
@@ -93,9 +110,12 @@ def translate_files(args, method, sampling, files: list[Path]) -> int:
         try:
             _, found = translate_file(method, path, destination[path], overwrite=args.overwrite, sampling=sampling,
                                       seed=args.seed, samples=args.samples, batch_size=args.batch_size,
-                                      resize_to_training=not args.native_size, precision=args.precision)
+                                      resize_to_training=not args.native_size, precision=args.precision,
+                                      tiling=tiling, progress=True)
             for key, value in found.items():
                 diagnostics[key] = diagnostics.get(key, 0) + value
+        except OutOfMemory:  # the next file would not fit either: stop, naming what to lower
+            raise
         except (CdtsdeError, ValueError) as exc:
             failed.append((path, str(exc)))
         except OSError as exc:  # a full disk, a folder made read-only meanwhile: this file, not the rest

@@ -34,6 +34,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from .. import draws
+
 
 @dataclass
 class PathPoint:
@@ -143,7 +145,7 @@ def sample_path(denoiser: Callable, y: torch.Tensor, coefficients: Callable[[obj
         raise ValueError(f"eta must lie in [0, 1], got {eta}")
 
     def noise() -> torch.Tensor:
-        return torch.randn(x_start.shape, generator=generator, device=x_start.device, dtype=x_start.dtype)
+        return draws.normal(x_start.shape, generator, device=x_start.device, dtype=x_start.dtype)
 
     x, clamped = x_start, 0
     now = coefficients(times[0])

@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..atomic import atomic_path
 from ..draws import ItemGenerators
 from ..errors import CdtsdeError
+from ..memory import OutOfMemory, available_memory, named_out_of_memory
 from ..methods import Method
 from .batches import StepBatchSampler, collate, random_flips, step_seed, stream_sizes
 from .checkpoint import save_pretrained
@@ -75,7 +76,7 @@ from .validation import (
 )
 
 # the purposes of the per-item random streams (cdtsde.draws)
-METHOD_DRAWS, FLIP_DRAWS = 1, 2
+METHOD_DRAWS, FLIP_DRAWS, FOOTPRINT_DRAWS = 1, 2, 3
 # what draws a training preview (e.g. cdtsde.visualize.previews_of): called on rank 0 with the EMA weights
 # and the PNG to write
 Preview = Callable[[Method, Path], object]
@@ -259,15 +260,65 @@ class TrainingRun:
         generator = ItemGenerators(config.seed, step, METHOD_DRAWS, positions, self.fabric.device)
         if config.flips:
             batch = random_flips(batch, ItemGenerators(config.seed, step, FLIP_DRAWS, positions), self.paired)
+        if step == self.start_step:
+            self.check_footprint(batch, step)
         shared: dict = {}
         losses = {}
-        for phase, optimizer in self.optimizers.items():
-            losses[phase] = self.update(phase, optimizer, step, batch, generator, shared)
+        with named_out_of_memory(f"in training step {step} at train.batch_size {config.batch_size}"
+                                 f"{' per process' if self.fabric.world_size > 1 else ''}", self.lower_batch):
+            for phase, optimizer in self.optimizers.items():
+                losses[phase] = self.update(phase, optimizer, step, batch, generator, shared)
         self.ema.update(self.method, step)
         self.phase_losses.append(losses)
         for phase, value in losses.items():
             self.interval.setdefault("loss" if len(losses) == 1 else f"loss_{phase}", []).append(value)
         return losses
+
+    @property
+    def lower_batch(self) -> str:
+        return (f"train.batch_size (now {self.config.batch_size}), the image size or the network "
+                f"(model.unet.base_channels), or train on a device with more memory")
+
+    def check_footprint(self, batch: dict, step: int) -> None:
+        """Refuse, before the first update, a batch whose activations alone would not fit: every phase's
+        forward on the batch's first item, the bytes of the tensors it keeps for the backward pass counted
+        (the weights left out), times `batch_size`, against the memory the device has available. It runs
+        on a copy of the method, under a forked global random state and its own draws: the run is left as
+        it was."""
+        import copy
+
+        available = available_memory(self.fabric.device)
+        if available is None or not self.optimizers:
+            return
+        trial = copy.deepcopy(self.method)
+        weights = {parameter.untyped_storage().data_ptr() for parameter in trial.parameters()}
+        item = {key: value[:1] if torch.is_tensor(value) or isinstance(value, list) else value
+                for key, value in batch.items()}
+        device, precision = self.fabric.device, self.fabric.strategy.precision
+        item = precision.convert_input(item)  # as the wrapped module converts its inputs (bf16-true)
+        per_item = 0
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            shared: dict = {}
+            generator = ItemGenerators(self.config.seed, step, FOOTPRINT_DRAWS, [0], device)
+            for phase in self.optimizers:
+                kept: dict[int, int] = {}
+
+                def count(tensor: torch.Tensor, kept: dict[int, int] = kept) -> torch.Tensor:
+                    storage = tensor.untyped_storage()
+                    if storage.data_ptr() not in weights:
+                        kept[storage.data_ptr()] = storage.nbytes()
+                    return tensor
+
+                with named_out_of_memory("in a trial forward pass of one item", self.lower_batch), precision.forward_context(), \
+                        torch.autograd.graph.saved_tensors_hooks(count, lambda tensor: tensor):
+                    trial(item, phase=phase, generator=generator, shared=shared)
+                per_item = max(per_item, sum(kept.values()))
+        del trial, shared
+        needed = per_item * self.config.batch_size
+        if needed > available:
+            raise OutOfMemory(f"train.batch_size {self.config.batch_size} needs about {needed / 2**30:.1f} GiB for "
+                              f"its activations alone ({per_item / 2**20:.1f} MiB per item, measured on one), "
+                              f"and {device} has {available / 2**30:.1f} GiB available; lower {self.lower_batch}")
 
     def update(self, phase: str, optimizer, step: int, batch: dict, generator: ItemGenerators, shared: dict) -> float:
         """One phase of a step: its loss, a gradient step of its optimiser; its statistics kept for the log.

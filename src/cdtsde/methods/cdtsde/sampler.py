@@ -17,6 +17,7 @@ from dataclasses import field as option
 
 import torch
 
+from ... import draws
 from ...diffusion.gaussian_path import PathPoint, SecondOrderRefiner, sample_path
 from ...settings import check_count, check_unit_interval
 from .domain_shift import SPACINGS, DomainShiftPath, check_spacing
@@ -125,8 +126,8 @@ def sample(
         return path.point(step, x_src, mixing)
 
     if x_start is None:  # x(t1) ~ N(sqrt(abar_t1) x_src, sigma_t1^2): Lambda = 1 at t1
-        x_start = schedule.sqrt_abar(grid[0], x_src) * x_src + schedule.sigma(grid[0], x_src) * torch.randn(
-            shape, generator=generator, device=x_src.device, dtype=x_src.dtype)
+        x_start = schedule.sqrt_abar(grid[0], x_src) * x_src + schedule.sigma(grid[0], x_src) * draws.normal(
+            shape, generator, device=x_src.device, dtype=x_src.dtype)
 
     def report(index: int, s: int, t: int, x: torch.Tensor, x0_hat: torch.Tensor) -> None:
         callback(SamplerStep(index=index, s=s, t=t, x=x, x0_hat=x0_hat, mixing=mixings[s]))

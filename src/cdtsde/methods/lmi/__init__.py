@@ -28,6 +28,7 @@ from dataclasses import field as option
 
 import torch
 
+from ... import draws
 from ...mutual_information import LMIOptions, lmi_condition, local_mutual_information
 from ..base import TranslationOutput
 from ..prior import Prior, PriorConfig, PriorSampling
@@ -80,7 +81,7 @@ class LMIGuided(Prior):
                  generator: torch.Generator | None) -> TranslationOutput:
         """The prior's chain from N(0, I), conditioned on the source's maps at every step."""
         reference = self.in_target_space(sources)
-        x_start = torch.randn(reference.shape, generator=generator, device=reference.device, dtype=reference.dtype)
+        x_start = draws.normal(reference.shape, generator, device=reference.device, dtype=reference.dtype)
         with torch.no_grad():
             self._own = (reference, local_mutual_information(reference, reference, self.config.lmi).similarity)
         try:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...draws import Draws
+from ...draws import Draws, ItemGenerators
 from ...networks.patchgan import NORMS, PatchGANDiscriminator
 from ...networks.unet_generator import UNetGenerator
 from ...settings import check_unit_interval
@@ -197,11 +197,13 @@ class Pix2Pix(Method):
         finally:
             self.generator.train(was_training)
 
-    def with_dropout(self, sources: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def with_dropout(self, sources: torch.Tensor, generator: Draws) -> torch.Tensor:
         """G(sources) with its dropout masks drawn from `generator`: nn.Dropout draws from the global random
         state, so that state is seeded from `generator` inside a fork and restored afterwards."""
         if generator is None:
             return self.generator(sources)
+        if isinstance(generator, ItemGenerators):  # one generator per item (tiled windows): each its own masks
+            return torch.cat([self.with_dropout(sources[i:i + 1], generator.item(i)) for i in range(len(generator))])
         seed = int(torch.randint(2**62, (), generator=generator, device=generator.device))
         device = sources.device
         # the CPU state is always forked; an accelerator's only when named ("cuda" is fork_rng's default type)

@@ -132,7 +132,7 @@ class Prior(Method):
         """Samples of the prior, one per source, from x_{T-1} ~ N(0, I): unconditional for the plain prior
         (the sources give the shape only), conditioned on the sources through the hook for a subclass."""
         reference = self.in_target_space(sources)
-        x_start = torch.randn(reference.shape, generator=generator, device=reference.device, dtype=reference.dtype)
+        x_start = draws.normal(reference.shape, generator, device=reference.device, dtype=reference.dtype)
         images = self.denoise(x_start, reference, self.path.times(sampling.steps), sampling.eta,
                               sampling.clip_denoised, generator)
         return TranslationOutput(images)

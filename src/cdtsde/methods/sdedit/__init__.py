@@ -35,6 +35,7 @@ from dataclasses import field as option
 
 import torch
 
+from ... import draws
 from ...diffusion.schedule import CLEAN_END
 from ...errors import CdtsdeError
 from ...settings import check_count, check_unit_interval
@@ -100,7 +101,7 @@ class SDEdit(Prior):
         times = self.path.times(sampling.steps, start=start)
         x = source
         for _ in range(sampling.repeats):
-            noise = torch.randn(source.shape, generator=generator, device=source.device, dtype=source.dtype)
+            noise = draws.normal(source.shape, generator, device=source.device, dtype=source.dtype)
             x_start = self.path.point(start, x).draw(x, x, noise)  # sqrt(abar_s0) x + sigma_s0 z (A = 0)
             x = self.denoise(x_start, source, times, sampling.eta, sampling.clip_denoised, generator,
                              keep=None if mask is None else source, mask=mask)

@@ -1,0 +1,154 @@
+"""Sliding-window processing of images larger than a model's window: an image is cut into overlapping
+windows in raster order, a function maps batches of windows to per-window maps, and the maps are blended
+back into images of the input's size (as MONAI's `sliding_window_inference`: window, overlap, windows per
+batch, Gaussian or linear-ramp weights).
+
+Memory: the blended sums live in a band of one window's height that moves down the image (rows no later
+window touches are normalised and written out as soon as the windows above them are done), so beyond the
+input and the output themselves only one batch of windows and one band are held. The sums are float64, so
+that a constant over overlapping windows comes back exactly, and every pixel's weights are positive, so
+that every pixel is normalised by a sum that is not zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+BLENDS = ("gaussian", "linear")
+# MONAI's sigma_scale: the Gaussian's standard deviation as a share of the window's side
+GAUSSIAN_SIGMA_SCALE = 0.125
+
+
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Start offsets of windows of `window` pixels every `stride` along `length`, the last one flush with
+    the end (so every window lies inside); one window at 0 when `length <= window`."""
+    if stride < 1:
+        raise ValueError(f"the stride between windows must be >= 1, got {stride}")
+    if length <= window:
+        return [0]
+    return [*range(0, length - window, stride), length - window]
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """The windows of a `height` x `width` image: squares of side `window` (cut to the image where it is
+    smaller), `overlap` pixels shared by neighbours, origins (top, left) in raster order."""
+
+    height: int
+    width: int
+    window: int
+    overlap: int
+
+    def __post_init__(self):
+        if self.window < 1 or not 0 <= self.overlap < self.window:
+            raise ValueError(f"tiling needs window >= 1 and 0 <= overlap < window, got window {self.window}, "
+                             f"overlap {self.overlap}")
+
+    @property
+    def window_shape(self) -> tuple[int, int]:
+        return min(self.window, self.height), min(self.window, self.width)
+
+    def origins(self) -> list[tuple[int, int]]:
+        stride = self.window - self.overlap
+        tops = window_starts(self.height, self.window, stride)
+        lefts = window_starts(self.width, self.window, stride)
+        return [(top, left) for top in tops for left in lefts]
+
+
+def axis_weights(length: int, blend: str, overlap: int) -> torch.Tensor:
+    """One axis of the blending weights (float64, all > 0): a Gaussian centred on the window (sigma =
+    `GAUSSIAN_SIGMA_SCALE` x the side) or a ramp rising linearly over the `overlap` pixels at each end."""
+    position = torch.arange(length, dtype=torch.float64)
+    if blend == "gaussian":
+        sigma = GAUSSIAN_SIGMA_SCALE * length
+        return torch.exp(-0.5 * ((position - (length - 1) / 2) / sigma) ** 2)
+    if blend == "linear":
+        to_edge = torch.minimum(position, length - 1 - position)
+        return ((to_edge + 1) / (overlap + 1)).clamp(max=1.0)
+    raise ValueError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
+
+
+def blend_weights(height: int, width: int, blend: str, overlap: int) -> torch.Tensor:
+    """(height, width) float64 weights of one window: the outer product of the two axes' weights."""
+    return axis_weights(height, blend, overlap)[:, None] * axis_weights(width, blend, overlap)[None, :]
+
+
+class BlendedCanvas:
+    """One blended output (C, H, W) built from windows that arrive in raster order (`add`); `finish`
+    returns it (float32). Holds the weighted sums of a band of `band` rows only."""
+
+    def __init__(self, channels: int, height: int, width: int, band: int):
+        self.out = torch.empty(channels, height, width, dtype=torch.float32)
+        self.top = 0
+        self.sums = torch.zeros(channels, band, width, dtype=torch.float64)
+        self.weights = torch.zeros(1, band, width, dtype=torch.float64)
+
+    def add(self, value: torch.Tensor, weights: torch.Tensor, top: int, left: int) -> None:
+        """Add a (C, h, w) window with its (h, w) weights at (top, left); no later window may start higher."""
+        if top < self.top:
+            raise ValueError(f"windows must arrive in raster order: row {top} after row {self.top}")
+        self.flush(top)
+        h, w = weights.shape
+        row = top - self.top
+        self.sums[:, row:row + h, left:left + w] += value.to(torch.float64) * weights
+        self.weights[:, row:row + h, left:left + w] += weights
+
+    def flush(self, until: int) -> None:
+        """Normalise the rows above `until` (every window touching them has been added) into the output."""
+        rows = until - self.top
+        if rows <= 0:
+            return
+        self.out[:, self.top:until] = (self.sums[:, :rows] / self.weights[:, :rows]).to(torch.float32)
+        for buffer in (self.sums, self.weights):
+            buffer[:, :-rows] = buffer[:, rows:].clone()
+            buffer[:, -rows:] = 0
+        self.top = until
+
+    def finish(self) -> torch.Tensor:
+        self.flush(self.out.shape[1])
+        return self.out
+
+
+WindowFunction = Callable[[torch.Tensor, list[tuple[int, int]]], dict[str, torch.Tensor]]
+
+
+def tiled(function: WindowFunction, image: torch.Tensor, window: int, overlap: int, batch: int = 8,
+          blend: str = "gaussian", on_batch: Callable[[int], None] | None = None) -> dict[str, torch.Tensor]:
+    """Apply `function(windows, origins) -> {name: (N, C_name, h, w)}` to `image` (C, H, W) window batch by
+    window batch (at most `batch` windows of `window` pixels overlapping by `overlap`; `origins` their
+    (top, left)) and blend each named map back into a (C_name, H, W) float32 tensor on the CPU.
+    `on_batch(n)` is told how many windows each batch held (a progress bar)."""
+    if blend not in BLENDS:
+        raise ValueError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
+    if batch < 1:
+        raise ValueError(f"the window batch must be >= 1, got {batch}")
+    height, width = image.shape[-2:]
+    grid = TileGrid(height, width, window, overlap)
+    h, w = grid.window_shape
+    weights = blend_weights(h, w, blend, overlap)
+    origins = grid.origins()
+    canvases: dict[str, BlendedCanvas] = {}
+    for start in range(0, len(origins), batch):
+        chosen = origins[start:start + batch]
+        windows = torch.stack([image[:, top:top + h, left:left + w] for top, left in chosen])
+        maps = function(windows, chosen)
+        for name, values in maps.items():
+            values = values.detach().to("cpu")
+            canvas = canvases.get(name)
+            if canvas is None:
+                canvas = canvases[name] = BlendedCanvas(values.shape[1], height, width, h)
+            for value, (top, left) in zip(values, chosen):
+                canvas.add(value, weights, top, left)
+        if on_batch is not None:
+            on_batch(len(chosen))
+    return {name: canvas.finish() for name, canvas in canvases.items()}
+
+
+def window_count(height: int, width: int, window: int, overlap: int) -> int:
+    """How many windows `tiled` cuts a `height` x `width` image into."""
+    stride = window - overlap
+    return math.prod(len(window_starts(length, window, stride)) for length in (height, width))
