@@ -123,6 +123,7 @@ def stub_subjects(monkeypatch, subjects=tuple(f"s{i}" for i in range(8))):
     monkeypatch.setattr(presets, "training_subjects", lambda data: list(subjects))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale,tasks", [("cpu", list(presets.TASKS)), ("gpu", ["brats-t2t1", "sar-bigearthnet"])])
 def test_every_cell_of_a_scale_builds_its_method(scale, tasks, monkeypatch):
     """Every (task, method) cell's configuration is valid at the scale (no data read: CycleGAN's subject

@@ -7,6 +7,7 @@ from cdtsde.run import build_run, load_run_config
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_configurations_build(path, shared_data):
     config = load_run_config(path)

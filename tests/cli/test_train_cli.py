@@ -1,3 +1,4 @@
+import pytest
 import yaml
 from helpers import TINY_UNET
 
@@ -14,6 +15,7 @@ def write_config(path, **train):
     return path
 
 
+@pytest.mark.slow
 def test_train_resume_and_translate_from_the_command_line(tmp_path, capsys):
     config = write_config(tmp_path / "run.yaml")
     run = tmp_path / "run"

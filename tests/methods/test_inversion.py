@@ -60,6 +60,7 @@ def test_demodulation_keeps_unit_variance_whatever_the_style():
     assert conv(x, torch.randn(4, 16) * 30)[..., 1:-1, 1:-1].std() > 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("similarity", ["nmi", "lmi"])
 def test_the_inversion_loss_decreases_and_recovers_a_generated_target(similarity):
     method = make()
@@ -76,6 +77,7 @@ def test_the_inversion_loss_decreases_and_recovers_a_generated_target(similarity
     assert (result.images - target).pow(2).mean() < (start - target).pow(2).mean()
 
 
+@pytest.mark.slow
 def test_inverting_a_contrast_inverted_image_gives_the_same_image():
     """NMI is unchanged by y -> -y (the Parzen bins are symmetric: the joint histogram is permuted), so the
     whole optimisation is: inverting -t finds what inverting t finds."""

@@ -384,6 +384,7 @@ def test_sdedit_trains_exactly_as_the_prior(tmp_path):
         assert torch.equal(states[1][key], tensor), key
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prediction, floor", [("x0", 35.0), ("eps", 16.0)])
 def test_a_prior_trained_on_one_image_makes_sdedit_return_it(prediction, floor, tmp_path):
     """150 steps of batch 8 on one 16 px image (about 4 s on 2 cores), the learning rate falling to 0 over

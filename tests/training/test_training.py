@@ -15,6 +15,7 @@ def config(**overrides):
     return TrainConfig(**options)
 
 
+@pytest.mark.slow
 def test_loss_falls_in_fifty_steps(tmp_path):
     result = train(tiny_model(), InversionPairs(), config(), tmp_path, progress=False)
     losses = result["losses"]
@@ -25,6 +26,7 @@ def test_loss_falls_in_fifty_steps(tmp_path):
     assert {"step", "loss", "lr", "seconds", "g_mean", "g_spatial_std", "g_at_lower", "g_at_upper"} <= set(header)
 
 
+@pytest.mark.slow
 def test_resume_after_a_stop_equals_one_straight_run(tmp_path):
     straight = train(tiny_model(), InversionPairs(), config(max_steps=20, checkpoint_every=10), tmp_path / "a",
                      progress=False)

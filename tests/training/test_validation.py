@@ -174,6 +174,7 @@ def test_early_stopping_ends_the_run_and_model_holds_the_best_weights_last_the_l
     assert again["step"] == 10 and again["losses"] == [] and again["best_step"] == 4
 
 
+@pytest.mark.slow
 def test_without_patience_the_run_keeps_its_best_weights_and_trains_on(tmp_path):
     result = early_stopping_run(tmp_path, [1.0, 3.0] + [2.0] * 18, monitor="val/psnr", patience=None)
     assert result["step"] == 40 and result["best_step"] == 4 and result["stopped"] == "max_steps (40) reached"
