@@ -14,6 +14,19 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture()
+def model_dir(tmp_path) -> Path:
+    """A tiny CDTSDE checkpoint with small random weights, for translation tests."""
+    from helpers import tiny_model
+
+    from cdtsde.training import save_pretrained
+
+    model = tiny_model(size=16)
+    for parameter in model.net.parameters():
+        parameter.data.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    return save_pretrained(model, tmp_path / "model")
+
+
 def randomise(module: torch.nn.Module, seed: int, scale: float = 1.0) -> torch.nn.Module:
     """Give every parameter random values, so that learned fields are really spatially varying."""
     generator = torch.Generator().manual_seed(seed)

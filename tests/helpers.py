@@ -2,9 +2,12 @@
 
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
+from cdtsde.cli import main
 from cdtsde.methods import DataInfo, method_class
 from cdtsde.methods.cdtsde import CDTSDE, CDTSDEConfig
 from cdtsde.methods.cdtsde.fields import FieldConfig
@@ -70,3 +73,15 @@ def kill_when(command: list[str], ready, env: dict, delay: float = 0.0, timeout:
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the process ended before it could be killed"
+
+
+def grey(path, seed=0, size=16):
+    """A random grey PNG of `size` px at `path`."""
+    Image.fromarray((np.random.default_rng(seed).random((size, size)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def translate(model_dir, input_path, output, *extra):
+    """`cdtsde translate` of `input_path` into `output` at 2 steps; its exit code."""
+    return main(["translate", "--checkpoint", str(model_dir), "--input", str(input_path), "--output", str(output),
+                 "--steps", "2", *extra])

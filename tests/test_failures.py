@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import TINY_UNET, InversionPairs, kill_when, tiny_model, tiny_run_config
+from helpers import TINY_UNET, InversionPairs, grey, kill_when, tiny_model, tiny_run_config, translate
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -20,7 +20,7 @@ from cdtsde.cli import main
 from cdtsde.errors import CdtsdeError
 from cdtsde.methods import REGISTRY
 from cdtsde.settings import from_plain
-from cdtsde.training import TrainConfig, save_pretrained, train
+from cdtsde.training import TrainConfig, train
 from cdtsde.translate import record_translations
 
 
@@ -197,24 +197,6 @@ def test_bad_settings_on_the_command_line_are_errors_not_tracebacks(tmp_path, ca
 
 
 # --- translation ------------------------------------------------------------------------------------------
-
-@pytest.fixture()
-def model_dir(tmp_path):
-    model = tiny_model(size=16)
-    for parameter in model.net.parameters():
-        parameter.data.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
-    return save_pretrained(model, tmp_path / "model")
-
-
-def grey(path, seed=0, size=16):
-    Image.fromarray((np.random.default_rng(seed).random((size, size)) * 255).astype(np.uint8)).save(path)
-    return path
-
-
-def translate(model_dir, input_path, output, *extra):
-    return main(["translate", "--checkpoint", str(model_dir), "--input", str(input_path), "--output", str(output),
-                 "--steps", "2", *extra])
-
 
 def test_existing_translations_are_kept_unless_overwrite_is_given(model_dir, tmp_path, capsys):
     (tmp_path / "in").mkdir()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import TINY_UNET, tiny_model
+from helpers import TINY_UNET, grey, translate
 from PIL import Image
 
 from cdtsde.atomic import atomic_path
@@ -20,7 +20,6 @@ from cdtsde.cli import main
 from cdtsde.errors import CdtsdeError
 from cdtsde.imagefiles import read_image, write_image
 from cdtsde.locks import LOCK_FILE, FolderLockedError, folder_lock
-from cdtsde.training import save_pretrained
 from cdtsde.translate import TRANSLATIONS_RECORD, check_outputs, translate_file
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -33,24 +32,6 @@ def write_run_config(path, seed=1, max_steps=6):
         "train": {"max_steps": max_steps, "batch_size": 4, "log_every": 2, "checkpoint_every": 3, "sample_every": 0,
                   "seed": seed}}))
     return path
-
-
-@pytest.fixture()
-def model_dir(tmp_path):
-    model = tiny_model(size=16)
-    for parameter in model.net.parameters():
-        parameter.data.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
-    return save_pretrained(model, tmp_path / "model")
-
-
-def grey(path, seed=0, size=16):
-    Image.fromarray((np.random.default_rng(seed).random((size, size)) * 255).astype(np.uint8)).save(path)
-    return path
-
-
-def translate(model_dir, input_path, output, *extra):
-    return main(["translate", "--checkpoint", str(model_dir), "--input", str(input_path), "--output", str(output),
-                 "--steps", "2", *extra])
 
 
 def wait_for(condition, process, timeout=120.0):
