@@ -120,6 +120,7 @@ open(sys.argv[2], "wb").write(safetensors_bytes({"b": torch.arange(3.0), "a": to
 """
 
 
+@pytest.mark.slow
 def test_identical_weights_give_identical_files_in_any_process(tmp_path):
     """Two processes (different hash seeds) saving the same weights and metadata write the same bytes, so
     config.json records the same SHA-256; the file is a valid safetensors file with every tensor and the

@@ -44,6 +44,7 @@ def wait_for(condition, process, timeout=120.0):
 
 # --- locks ---------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_second_training_into_a_held_run_folder_fails_at_once_and_mixes_nothing(tmp_path):
     """Two `cdtsde train` processes with different configurations into one folder: the second fails with exit
     2 naming the folder and the first's pid, before it writes anything; the folder holds the first run only.

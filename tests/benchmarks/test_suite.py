@@ -321,6 +321,7 @@ def test_a_cell_records_the_code_and_the_machine_it_ran_on():
     assert not any(line.startswith("Build settings") for line in described["torch_build"])
 
 
+@pytest.mark.slow
 def test_trained_cells_are_scored_on_another_data_root_without_training(tmp_path, capsys):
     """--score-only scores the trained models of finished cells on the test split of another data root
     (other fragments, other images) into a new output: the scores are those of the other test items, the
