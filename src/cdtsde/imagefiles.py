@@ -10,6 +10,7 @@ written atomically (`cdtsde.atomic`).
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy", ".nii", ".ni
 # GeoTIFF's georeference (ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory with its
 # double and ASCII parameters: CRS and pixel-to-map transform) and GDAL's metadata and nodata tags
 GEOTIFF_TAGS = (33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113)
+GDAL_METADATA, GDAL_NODATA = 42112, 42113
 
 
 EXIF_ORIENTATION = 0x0112
@@ -33,7 +35,9 @@ EXIF_ORIENTATION = 0x0112
 class ImageMeta:
     """What is needed to write a result back in the input's format (NIfTI: affine, header and
     `extra["axis_order"]`, the volume's `canonical_axis_order`; GeoTIFF: `extra["geotiff_tags"]`, the
-    georeference tags as (code, TIFF datatype, count, value))."""
+    georeference tags as (code, TIFF datatype, count, value), `extra["nodata_mask"]`, the (H, W) pixels its
+    GDAL_NODATA value marks, and, set by the writer's caller, `extra["band_descriptions"]`, one name per band
+    of the array written)."""
 
     path: Path
     format: str  # "png", "jpg", "tiff", "npy" or "nifti"
@@ -154,6 +158,9 @@ def read_image(path: str | os.PathLike, palette: str = "colours") -> tuple[np.nd
             # tifffile gives (bands, H, W) for planar multi-band files: move bands last
             if array.ndim == 3 and array.shape[0] < min(array.shape[1:]) and array.shape[0] <= 16:
                 array = np.moveaxis(array, 0, -1)
+            nodata = gdal_nodata(geo)
+            if nodata is not None:
+                array = filled_nodata(array, nodata, path, extra)
         elif fmt == "npy":
             array = np.load(path, allow_pickle=False)
         else:
@@ -177,6 +184,100 @@ def read_image(path: str | os.PathLike, palette: str = "colours") -> tuple[np.nd
         bad = int((~np.isfinite(array)).sum())
         raise ImageReadError(f"{path}: {bad} NaN or infinite values")
     return array, ImageMeta(path=path, format=fmt, dtype=array.dtype, affine=affine, extra=extra)
+
+
+def gdal_nodata(tags: list[tuple]) -> float | None:
+    """The value a GeoTIFF's GDAL_NODATA tag (ASCII, e.g. "-9999" or "nan") marks nodata pixels with; None
+    without the tag or with one that is no number."""
+    text = next((str(value) for code, _, _, value in tags if code == GDAL_NODATA), None)
+    try:
+        return float(text.strip().rstrip("\x00")) if text is not None else None
+    except ValueError:
+        return None
+
+
+def nodata_pixels(array: np.ndarray, nodata: float) -> np.ndarray:
+    """(H, W): the pixels where any band holds `nodata` (NaN matches NaN)."""
+    hits = np.isnan(array) if np.isnan(nodata) else array == nodata
+    return hits.any(axis=-1) if array.ndim == 3 else hits
+
+
+def filled_nodata(array: np.ndarray, nodata: float, path: Path, extra: dict) -> np.ndarray:
+    """`array` with its nodata pixels (`nodata_pixels`) filled, band by band, with the band's mean over the
+    valid pixels (in the file's own units, so every reader scales it as a valid value: neutral for the
+    network, and no -9999 or NaN stretches a value range); the pixels are recorded as `extra["nodata_mask"]`
+    for the writer to mark again, and reported in a warning naming the file and their count. A file with no
+    valid pixel is refused."""
+    mask = nodata_pixels(array, nodata)
+    count = int(mask.sum())
+    if count == 0:
+        return array
+    if count == mask.size:
+        raise ImageReadError(f"{path}: every pixel is nodata (GDAL_NODATA {nodata:g}); nothing to read")
+    warnings.warn(f"{path}: {count} nodata pixel(s) (GDAL_NODATA {nodata:g}) filled with each band's valid mean "
+                  f"to be read; a translation writes them back as nodata", stacklevel=3)
+    extra["nodata_mask"] = mask
+    filled = array.copy()
+    bands = filled[..., None] if filled.ndim == 2 else filled  # a view: filling it fills `filled`
+    for band in range(bands.shape[-1]):
+        mean = bands[~mask, band].astype(np.float64).mean()
+        bands[mask, band] = np.round(mean) if array.dtype.kind in "ui" else mean
+    return filled
+
+
+def band_metadata(original: str | None, descriptions: list[str]) -> str:
+    """GDAL_METADATA XML naming each band (`<Item name="DESCRIPTION" sample="i" role="description">`, sample
+    0 being GDAL's band 1), keeping the dataset-wide items of the input's `original` XML and leaving out its
+    per-band items: they describe the input's bands, not the ones written."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.Element("GDALMetadata")
+    if original:
+        try:
+            root.extend(item for item in ET.fromstring(original.rstrip("\x00")) if "sample" not in item.attrib)
+        except ET.ParseError:
+            pass  # an unreadable input metadata block holds nothing to keep
+    for sample, description in enumerate(descriptions):
+        ET.SubElement(root, "Item", name="DESCRIPTION", sample=str(sample), role="description").text = description
+    return ET.tostring(root, encoding="unicode")
+
+
+def dtype_holds(dtype: np.dtype, value: float) -> bool:
+    """Whether `value` is exactly one of `dtype`'s values (NaN and infinities: of float dtypes)."""
+    if dtype.kind == "f":
+        return not np.isfinite(value) or abs(value) <= np.finfo(dtype).max
+    if dtype.kind in "ui":
+        return float(value).is_integer() and np.iinfo(dtype).min <= value <= np.iinfo(dtype).max
+    return False
+
+
+def geotiff_extratags(array: np.ndarray, meta: ImageMeta | None, path: Path) -> tuple[np.ndarray, list[tuple]]:
+    """The array with the input's nodata pixels (`meta.extra["nodata_mask"]`) set to its GDAL_NODATA value,
+    and tifffile's extratags: the input's georeference and nodata tags, valid as written (the output has the
+    input's height and width), and GDAL_METADATA with `meta.extra["band_descriptions"]`. A nodata value the
+    array's dtype cannot hold (-9999 in a uint8 mask) is left out, with a warning."""
+    if meta is None:
+        return array, []
+    tags = [(code, dtype, count, value, True) for code, dtype, count, value in meta.extra.get("geotiff_tags", [])
+            if code != GDAL_METADATA]
+    nodata = gdal_nodata(meta.extra.get("geotiff_tags", []))
+    mask = meta.extra.get("nodata_mask")
+    if nodata is not None and mask is not None and mask.shape == array.shape[:2]:
+        if not dtype_holds(array.dtype, nodata):
+            warnings.warn(f"{path}: nodata value {nodata:g} does not fit {array.dtype}; nodata left unmarked",
+                          stacklevel=3)
+            tags = [tag for tag in tags if tag[0] != GDAL_NODATA]
+        else:
+            array = array.copy()
+            array[mask] = nodata
+    descriptions = list(meta.extra.get("band_descriptions", []))
+    bands = array.shape[-1] if array.ndim == 3 else 1
+    if descriptions and len(descriptions) != bands:
+        raise ValueError(f"{len(descriptions)} band description(s) for an image of {bands} band(s)")
+    original = next((value for code, _, _, value in meta.extra.get("geotiff_tags", []) if code == GDAL_METADATA), None)
+    if original is not None or descriptions:
+        tags.append((GDAL_METADATA, 2, 0, band_metadata(original, descriptions), True))
+    return array, tags
 
 
 def header_orientation(img) -> int:
@@ -237,7 +338,8 @@ def image_shape(path: str | os.PathLike) -> tuple[int, ...]:
 def write_image(path: str | os.PathLike, array: np.ndarray, meta: ImageMeta | None = None,
                 replace: bool = True) -> Path:
     """Write `array` (native dtype, channels last; NIfTI: volume axes) to `path`, atomically. For NIfTI the
-    affine and header of `meta` are kept, for TIFF its georeference tags (an array of the input's size).
+    affine and header of `meta` are kept, for TIFF its georeference and nodata tags and nodata pixels, and the
+    band descriptions it is given (`geotiff_extratags`; an array of the input's size).
     With `replace` False an existing `path` (one that appeared while the array was written included) is left
     alone and FileExistsError raised."""
     path = Path(path)
@@ -259,10 +361,7 @@ def write_image(path: str | os.PathLike, array: np.ndarray, meta: ImageMeta | No
         elif fmt == "tiff":
             import tifffile
 
-            # the input's georeference (CRS, pixel-to-map transform, nodata), valid as written: the output
-            # has the input's height and width
-            geo = [(code, dtype, count, value, True) for code, dtype, count, value in
-                   (meta.extra.get("geotiff_tags", []) if meta is not None else [])]
+            array, geo = geotiff_extratags(array, meta, path)
             if array.ndim == 3 and not (array.shape[-1] == 3 and array.dtype in (np.uint8, np.uint16)):
                 # multi-band data as separate planes (the GeoTIFF convention), which read_image moves back last
                 tifffile.imwrite(tmp, np.moveaxis(array, -1, 0), photometric="minisblack", planarconfig="separate",

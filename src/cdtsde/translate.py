@@ -12,7 +12,7 @@ on native-scale tiles do so by default, so that memory depends on the window bat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -360,6 +360,12 @@ def check_outputs(inputs: list[Path], output_dir: Path, samples: int = 1, overwr
     return inputs
 
 
+def described(meta: ImageMeta, bands: list[str]) -> ImageMeta:
+    """The input's meta naming the bands of an output (a TIFF's band descriptions): the checkpoint records no
+    names of its target bands, so they are numbered; the input's own names describe other bands."""
+    return replace(meta, extra={**meta.extra, "band_descriptions": bands})
+
+
 def write_translation(translation: Translation, meta: ImageMeta, output_dir: Path, mask: bool,
                       slice_axis: int = 2, overwrite: bool = True) -> list[Path]:
     """Write the translation in the input's format (JPG inputs become lossless PNG; NIfTI slices back along
@@ -383,11 +389,13 @@ def write_translation(translation: Translation, meta: ImageMeta, output_dir: Pat
             out = from_unit(image, np.uint8)
         else:
             out = image.astype(np.float32)
-        files = [(target, out, meta)]
+        bands = [f"translated band {band + 1}" for band in range(out.shape[-1] if out.ndim == 3 else 1)]
+        files = [(target, out, described(meta, bands) if meta.format == "tiff" else meta)]
     if translation.std is not None:
         std = translation.std[..., 0]
         std = np.moveaxis(std, 0, slice_axis) if is_volume else std[0]
-        files.append((std_path(meta.path, output_dir), std.astype(np.float32), meta if meta.format == "tiff" else None))
+        files.append((std_path(meta.path, output_dir), std.astype(np.float32),
+                      described(meta, ["standard deviation across samples"]) if meta.format == "tiff" else None))
     output_dir.mkdir(parents=True, exist_ok=True)
     record_translations(output_dir, [path.name for path, _, _ in files])
     written = []

@@ -1,0 +1,103 @@
+"""GeoTIFF nodata and band descriptions: nodata pixels are read (filled with the band's valid mean, reported)
+instead of refusing the file and written back as nodata; a translation names its own bands, never the
+input's."""
+
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+import tifffile
+from helpers import tiny_model, translate
+
+from cdtsde.imagefiles import GDAL_METADATA, GDAL_NODATA, read_image, write_image
+
+GEO_TAGS = [(33550, 12, 3, (10.0, 10.0, 0.0), True),
+            (33922, 12, 6, (0.0, 0.0, 0.0, 500000.0, 5800000.0, 0.0), True),
+            (34735, 3, 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), True)]
+# the input's GDAL metadata: a dataset-wide item and its own (SAR) band names
+INPUT_METADATA = ('<GDALMetadata><Item name="MISSION">S1A</Item>'
+                  '<Item name="DESCRIPTION" sample="0" role="description">VV</Item>'
+                  '<Item name="DESCRIPTION" sample="1" role="description">VH</Item></GDALMetadata>')
+
+
+def scene_with_nodata(path, nodata="-9999"):
+    """A 3-band float32 GeoTIFF (20 x 24) whose pixels in rows 2-4, columns 5-8 hold `nodata` in one band
+    (band 1, and band 0 of one more pixel); returns the values and the nodata pixels."""
+    values = np.random.default_rng(0).random((20, 24, 3)).astype(np.float32)
+    mask = np.zeros((20, 24), bool)
+    mask[2:5, 5:9] = True
+    values[2:5, 5:9, 1] = float(nodata)
+    values[10, 10, 0] = float(nodata)
+    mask[10, 10] = True
+    tags = [*GEO_TAGS, (GDAL_NODATA, 2, 0, nodata, True), (GDAL_METADATA, 2, 0, INPUT_METADATA, True)]
+    tifffile.imwrite(path, np.moveaxis(values, -1, 0), photometric="minisblack", planarconfig="separate",
+                     extratags=tags)
+    return values, mask
+
+
+def tags_of(path):
+    with tifffile.TiffFile(path) as tif:
+        return {tag.code: tag.value for tag in tif.pages[0].tags.values()}
+
+
+def band_descriptions(xml):
+    return {int(item.get("sample")): item.text for item in ET.fromstring(xml.rstrip("\x00"))
+            if item.get("name") == "DESCRIPTION"}
+
+
+@pytest.mark.parametrize("nodata", ["-9999", "nan"])
+def test_nodata_pixels_are_read_filled_with_the_valid_mean_and_reported(tmp_path, nodata):
+    """Today's main refused a NaN nodata file whole and passed -9999 to the network as a value."""
+    values, mask = scene_with_nodata(tmp_path / "scene.tif", nodata)
+    with pytest.warns(UserWarning, match=r"scene\.tif: 13 nodata pixel\(s\) \(GDAL_NODATA (-9999|nan)\)"):
+        array, meta = read_image(tmp_path / "scene.tif")
+    assert array.shape == (20, 24, 3) and np.isfinite(array).all()
+    np.testing.assert_array_equal(meta.extra["nodata_mask"], mask)
+    np.testing.assert_array_equal(array[~mask], values[~mask])  # valid pixels as stored
+    for band in range(3):  # every band's nodata pixels (also those valid in this band) hold its valid mean
+        np.testing.assert_allclose(array[mask, band], values[~mask, band].astype(np.float64).mean(), rtol=1e-6)
+
+
+def test_a_file_of_nodata_only_is_refused(tmp_path):
+    from cdtsde.errors import ImageReadError
+
+    tifffile.imwrite(tmp_path / "empty.tif", np.full((8, 8), -9999, np.float32),
+                     extratags=[*GEO_TAGS, (GDAL_NODATA, 2, 0, "-9999", True)])
+    with pytest.raises(ImageReadError, match=r"empty\.tif: every pixel is nodata"):
+        read_image(tmp_path / "empty.tif")
+
+
+def test_a_nodata_value_the_output_cannot_hold_is_left_unmarked(tmp_path):
+    """A class-index (uint8) output of a scene whose nodata is -9999: no false nodata tag, a warning."""
+    scene_with_nodata(tmp_path / "scene.tif")
+    with pytest.warns(UserWarning, match="nodata pixel"):
+        _, meta = read_image(tmp_path / "scene.tif")
+    with pytest.warns(UserWarning, match=r"nodata value -9999 does not fit uint8"):
+        write_image(tmp_path / "classes.tif", np.ones((20, 24), np.uint8), meta)
+    written = tags_of(tmp_path / "classes.tif")
+    assert GDAL_NODATA not in written and written[33550] == (10.0, 10.0, 0.0)
+    assert (tifffile.imread(tmp_path / "classes.tif") == 1).all()
+
+
+def test_translation_keeps_georeference_and_nodata_and_names_its_own_bands(tmp_path):
+    """`cdtsde translate` of the 3-band scene: georeference and GDAL_NODATA as the input's, the nodata pixels
+    (and only they) hold -9999 in the translation and its std map, each band described as a translated band
+    (not VV/VH), the input's dataset-wide metadata kept."""
+    from cdtsde.training import save_pretrained
+
+    save_pretrained(tiny_model(3, 3), tmp_path / "model")
+    _, mask = scene_with_nodata(tmp_path / "scene.tif")
+    with pytest.warns(UserWarning, match=r"scene\.tif: 13 nodata pixel\(s\)"):
+        assert translate(tmp_path / "model", tmp_path / "scene.tif", tmp_path / "out", "--samples", "2") == 0
+    source = tags_of(tmp_path / "scene.tif")
+    for name, bands in (("scene.tif", [f"translated band {band}" for band in (1, 2, 3)]),
+                        ("scene_std.tif", ["standard deviation across samples"])):
+        written = tags_of(tmp_path / "out" / name)
+        for code in (33550, 33922, 34735, GDAL_NODATA):
+            assert written[code] == source[code]
+        assert band_descriptions(written[GDAL_METADATA]) == dict(enumerate(bands))
+        assert "VV" not in written[GDAL_METADATA] and '<Item name="MISSION">S1A</Item>' in written[GDAL_METADATA]
+        out = tifffile.imread(tmp_path / "out" / name)
+        out = np.moveaxis(out, 0, -1) if out.ndim == 3 else out[..., None]
+        assert out.shape[:2] == (20, 24) and out.dtype == np.float32
+        np.testing.assert_array_equal(out == -9999, np.repeat(mask[..., None], out.shape[-1], axis=-1))
