@@ -3,7 +3,9 @@ band count, NPY, NIfTI slices and volumes), listing them and pairing them by nam
 
 Arrays are returned as stored (native dtype), channels last for 2-D images (H, W) or (H, W, C); NIfTI
 volumes in the closest canonical axis order (`canonical_axis_order`: left-right, posterior-anterior,
-inferior-superior, read from the affine; each axis's direction as stored), written back in their own. Mapping values to [0, 1] is `cdtsde.intensity`'s job; every file is
+inferior-superior, read from the affine; each axis's direction as stored), written back in their own. GeoTIFFs
+keep their georeference; their nodata pixels are filled to be read and marked again when written
+(`filled_nodata`, `geotiff_extratags`). Mapping values to [0, 1] is `cdtsde.intensity`'s job; every file is
 written atomically (`cdtsde.atomic`).
 """
 
