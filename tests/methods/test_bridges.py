@@ -13,8 +13,9 @@ from cdtsde.diffusion.bridge_paths import BrownianBridge, VPBridge
 from cdtsde.diffusion.ddpm import DDPMPath
 from cdtsde.diffusion.gaussian_path import GaussianPath, lambda_ratio, posterior_step, sample_path
 from cdtsde.diffusion.schedule import CLEAN_END
-from cdtsde.methods import DataInfo, method_class
+from cdtsde.methods import REGISTRY, DataInfo, method_class
 from cdtsde.methods.abridge import ABridgeConfig, ABridgePathConfig, DualEstimate, noise_share
+from cdtsde.methods.bridge_base import BridgeMethod
 from cdtsde.methods.cdtsde.domain_shift import DomainShiftPath, DomainShiftSchedule
 from cdtsde.methods.cdtsde.fields import make_field
 from cdtsde.networks.conditional_unet import UNetConfig
@@ -411,13 +412,19 @@ def test_dbim_preconditioning_at_the_ends():
     assert float(c_skip) == pytest.approx(1.0, abs=1e-3) and float(c_out) < 0.01  # near the clean end: x_t is x0
 
 
+# every registered bridge (a new one is picked up), with the floor its measured PSNR clears
+BRIDGES = [name for name in REGISTRY if issubclass(method_class(name), BridgeMethod)]
+OVERFIT_FLOOR = {"i2sb": 35.0}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["bbdm", "dbim", "abridge"])
+@pytest.mark.parametrize("name", BRIDGES)
 def test_each_bridge_overfits_one_real_pair(name, shared_data, tmp_path):
     """A BraTS T1 -> T2 slice pair at 16 px, 200 steps of batch 8 (about 10-20 s on 2 cores), the learning
-    rate falling to 0 over the last 100: the method must reproduce the target above 30 dB PSNR at 20
-    evaluations and its default eta (measured over seeds 0-2: BBDM 43-49, DBIM 34-36, ABridge 38-51 dB).
-    Without the decay the last weights, and the PSNR, depend on the seed (BBDM 26-34, ABridge 21-38 dB)."""
+    rate falling to 0 over the last 100: the method must reproduce the target above 30 dB PSNR (I2SB: 35) at
+    20 evaluations and its default eta, where the source itself scores 23.8 dB (measured over seeds 0-2:
+    BBDM 43-49, DBIM 34-36, ABridge 38-51, I2SB 49.9-50.6 dB). Without the decay the last weights, and the
+    PSNR, depend on the seed (BBDM 26-34, ABridge 21-38 dB)."""
     from cdtsde.data import build_dataset
     from cdtsde.intensity import model_to_unit
     from cdtsde.metrics import image_metrics
@@ -441,4 +448,4 @@ def test_each_bridge_overfits_one_real_pair(name, shared_data, tmp_path):
           tmp_path, progress=False)
     out = method.eval().translate(item["source"][None], steps=20, generator=torch.Generator().manual_seed(0)).images
     psnr = image_metrics(model_to_unit(out[0]).permute(1, 2, 0).numpy(), model_to_unit(item["target"]).permute(1, 2, 0).numpy())["psnr"]
-    assert psnr > 30, psnr
+    assert psnr > OVERFIT_FLOOR.get(name, 30.0), psnr
