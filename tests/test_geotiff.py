@@ -1,13 +1,14 @@
 """GeoTIFF nodata and band descriptions: nodata pixels are read (filled with the band's valid mean, reported)
-instead of refusing the file and written back as nodata; a translation names its own bands, never the
-input's."""
+instead of refusing the file and written back as nodata; a translation names its bands as the training
+targets' (recorded in the checkpoint), never as the input's, and names none where the checkpoint records
+none."""
 
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
 import tifffile
-from helpers import tiny_model, translate
+from helpers import grey, tiny_model, tiny_model_options, translate
 
 from cdtsde.imagefiles import GDAL_METADATA, GDAL_NODATA, read_image, write_image
 
@@ -79,10 +80,11 @@ def test_a_nodata_value_the_output_cannot_hold_is_left_unmarked(tmp_path):
     assert (tifffile.imread(tmp_path / "classes.tif") == 1).all()
 
 
-def test_translation_keeps_georeference_and_nodata_and_names_its_own_bands(tmp_path):
-    """`cdtsde translate` of the 3-band scene: georeference and GDAL_NODATA as the input's, the nodata pixels
-    (and only they) hold -9999 in the translation and its std map, each band described as a translated band
-    (not VV/VH), the input's dataset-wide metadata kept."""
+def test_translation_keeps_georeference_and_nodata_and_names_no_bands_the_checkpoint_does_not_name(tmp_path):
+    """`cdtsde translate` of the 3-band scene by a checkpoint recording no target band names (as every one
+    written before they were): georeference and GDAL_NODATA as the input's, the nodata pixels (and only they)
+    hold -9999 in the translation and its std map, no band of the translation named (not VV/VH), the std map
+    named as such, the input's dataset-wide metadata kept."""
     from cdtsde.training import save_pretrained
 
     save_pretrained(tiny_model(3, 3), tmp_path / "model")
@@ -90,7 +92,7 @@ def test_translation_keeps_georeference_and_nodata_and_names_its_own_bands(tmp_p
     with pytest.warns(UserWarning, match=r"scene\.tif: 13 nodata pixel\(s\)"):
         assert translate(tmp_path / "model", tmp_path / "scene.tif", tmp_path / "out", "--samples", "2") == 0
     source = tags_of(tmp_path / "scene.tif")
-    for name, bands in (("scene.tif", [f"translated band {band}" for band in (1, 2, 3)]),
+    for name, bands in (("scene.tif", []),
                         ("scene_std.tif", ["standard deviation across samples"])):
         written = tags_of(tmp_path / "out" / name)
         for code in (33550, 33922, 34735, GDAL_NODATA):
@@ -101,3 +103,92 @@ def test_translation_keeps_georeference_and_nodata_and_names_its_own_bands(tmp_p
         out = np.moveaxis(out, 0, -1) if out.ndim == 3 else out[..., None]
         assert out.shape[:2] == (20, 24) and out.dtype == np.float32
         np.testing.assert_array_equal(out == -9999, np.repeat(mask[..., None], out.shape[-1], axis=-1))
+
+
+SENTINEL2 = ("B4", "B3", "B2", "B8")
+
+
+def geotiff(path, bands, names, dtype, seed=0, size=16):
+    """A band-first GeoTIFF of `bands` random bands described by `names` (None: no descriptions)."""
+    rng = np.random.default_rng(seed)
+    values = rng.uniform(-20, -5, (bands, size, size)) if dtype == np.float32 else rng.integers(0, 3000, (bands, size, size))
+    tags = list(GEO_TAGS)
+    if names is not None:
+        items = "".join(f'<Item name="DESCRIPTION" sample="{i}" role="description">{n}</Item>' for i, n in enumerate(names))
+        tags.append((GDAL_METADATA, 2, 0, f"<GDALMetadata>{items}</GDALMetadata>", True))
+    tifffile.imwrite(path, values.astype(dtype), photometric="minisblack", planarconfig="separate", extratags=tags)
+    return path
+
+
+def sar_optical(root, target_names=SENTINEL2, scenes=3):
+    """sar-patches data: Sentinel-1 chips (VV, VH dB) and 4-band Sentinel-2 chips named `target_names`."""
+    for folder in ("s1", "s2"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for scene in range(scenes):
+        for patch in range(2):
+            seed = 10 * scene + patch
+            geotiff(root / "s1" / f"ROI_{scene}_s1_p{patch}.tif", 2, ("VV", "VH"), np.float32, seed)
+            names = target_names[scene] if isinstance(target_names, list) else target_names
+            geotiff(root / "s2" / f"ROI_{scene}_s2_p{patch}.tif", 4, names, np.uint16, seed)
+
+
+def spec_of(root, **options):
+    return {"kind": "sar-patches", "root": str(root), "val_scenes": 0, "test_scenes": 0, "hflip": False,
+            "vflip": False, **options}
+
+
+def test_band_descriptions_of_a_file_name_every_band_or_none(tmp_path):
+    from cdtsde.imagefiles import band_descriptions
+
+    assert band_descriptions(geotiff(tmp_path / "a.tif", 4, SENTINEL2, np.uint16)) == SENTINEL2
+    assert band_descriptions(geotiff(tmp_path / "b.tif", 4, None, np.uint16)) is None
+    assert band_descriptions(geotiff(tmp_path / "c.tif", 4, ("B4", "B3"), np.uint16)) is None  # some bands only
+    assert band_descriptions(grey(tmp_path / "d.png")) is None
+
+
+@pytest.mark.parametrize(("options", "names"), [({"target_bands": [0, 1, 2]}, ("B4", "B3", "B2")),
+                                                ({"target_bands": [3, 0]}, ("B8", "B4")),
+                                                ({}, SENTINEL2)])
+def test_the_target_band_names_are_the_target_files_descriptions_of_the_bands_kept(tmp_path, options, names):
+    from cdtsde.data import build_dataset
+    from cdtsde.run import data_info
+
+    sar_optical(tmp_path)
+    spec = spec_of(tmp_path, **options)
+    assert data_info(build_dataset(spec, "train"), spec).target_band_names == names
+
+
+@pytest.mark.parametrize("target_names", [None, ("B4", "B3", "B2"), [SENTINEL2, SENTINEL2, ("R", "G", "B", "N")]],
+                         ids=["undescribed", "band-4-undescribed", "scenes-differ"])
+def test_targets_without_names_or_with_differing_names_record_none(tmp_path, target_names):
+    from cdtsde.data import build_dataset
+    from cdtsde.run import data_info
+
+    sar_optical(tmp_path, target_names)
+    spec = spec_of(tmp_path, target_bands=[0, 1, 2])
+    assert data_info(build_dataset(spec, "train"), spec).target_band_names is None
+
+
+def test_a_trained_sar_to_optical_model_names_its_output_bands_as_its_targets_not_as_its_input(tmp_path):
+    """Trained on Sentinel-1 (VV, VH) -> Sentinel-2 bands [B4, B3, B2]: the checkpoint records the target's
+    band names and the translation of a VV/VH GeoTIFF describes its bands as B4, B3, B2."""
+    import json
+
+    import yaml
+
+    from cdtsde.cli import main
+
+    sar_optical(tmp_path / "data")
+    config = {"method": "pix2pix", "data": spec_of(tmp_path / "data", target_bands=[0, 1, 2], size=16),
+              "model": tiny_model_options("pix2pix"),
+              "train": {"max_steps": 1, "batch_size": 2, "sample_every": 0, "checkpoint_every": 1}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "--config", str(tmp_path / "config.yaml"), "--output", str(tmp_path / "run")]) == 0
+    record = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert record["data"]["target_band_names"] == ["B4", "B3", "B2"]
+    chip = geotiff(tmp_path / "chip.tif", 2, ("VV", "VH"), np.float32, seed=99)
+    assert main(["translate", "--checkpoint", str(tmp_path / "run"), "--input", str(chip), "--output",
+                 str(tmp_path / "out")]) == 0
+    written = tags_of(tmp_path / "out" / "chip.tif")
+    assert band_descriptions(written[GDAL_METADATA]) == {0: "B4", 1: "B3", 2: "B2"}
+    assert "VV" not in written[GDAL_METADATA] and written[33550] == (10.0, 10.0, 0.0)

@@ -365,33 +365,3 @@ def test_the_api_refuses_sources_with_nan_or_inf_for_every_method():
         with pytest.raises(CdtsdeError, match=r"2 NaN or infinite value\(s\), in batch item\(s\) \[1, 2\]"):
             method.translate(sources, generator=torch.Generator().manual_seed(0))
 
-
-def test_a_nifti_volume_stored_in_another_axis_order_is_cut_along_the_same_anatomical_axis(tmp_path):
-    """One LPS volume (x, y, z), and the same voxels stored z-first (z, x, y) with the affine saying so: both
-    read as the same (x, y, z) array, so slice_axis 2 cuts both axially; a translation is written back in the
-    file's own voxel order and affine."""
-    import nibabel as nib
-
-    from cdtsde.imagefiles import image_shape
-    from cdtsde.methods import DataInfo
-    from cdtsde.methods.identity import Identity, IdentityConfig
-
-    volume = np.arange(5 * 6 * 4, dtype=np.int16).reshape(5, 6, 4)
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0])
-    nib.save(nib.Nifti1Image(volume, lps), tmp_path / "xyz.nii.gz")
-    z_first = lps[:, [2, 0, 1, 3]]  # voxel axis 0 runs along z, 1 along x, 2 along y
-    stored = np.transpose(volume, (2, 0, 1))
-    nib.save(nib.Nifti1Image(stored, z_first), tmp_path / "zxy.nii.gz")
-    for name in ("xyz", "zxy"):
-        array, _ = read_image(tmp_path / f"{name}.nii.gz")
-        np.testing.assert_array_equal(array, volume)
-        assert image_shape(tmp_path / f"{name}.nii.gz") == (5, 6, 4)
-    method = Identity(IdentityConfig(), DataInfo(source_channels=1, target_channels=1, training_scale="native"))
-    for name in ("xyz", "zxy"):
-        translate_file(method, tmp_path / f"{name}.nii.gz", tmp_path / "out")
-    written = nib.load(tmp_path / "out" / "zxy.nii.gz")
-    assert written.shape == stored.shape
-    np.testing.assert_allclose(written.affine, z_first)
-    along_xyz = np.asarray(nib.load(tmp_path / "out" / "xyz.nii.gz").dataobj)
-    assert np.ptp(along_xyz) > 0.5
-    np.testing.assert_array_equal(np.asarray(written.dataobj), np.transpose(along_xyz, (2, 0, 1)))

@@ -2,8 +2,9 @@
 band count, NPY, NIfTI slices and volumes), listing them and pairing them by name.
 
 Arrays are returned as stored (native dtype), channels last for 2-D images (H, W) or (H, W, C); NIfTI
-volumes in the closest canonical axis order (`canonical_axis_order`: left-right, posterior-anterior,
-inferior-superior, read from the affine; each axis's direction as stored), written back in their own. GeoTIFFs
+volumes in the closest canonical RAS orientation (`canonical_orientation`, nibabel's `as_closest_canonical`:
+axes ordered and flipped to run right, anterior, superior, read from the affine), written back in the file's
+own voxel order, directions and affine. GeoTIFFs
 keep their georeference; their nodata pixels are filled to be read and marked again when written
 (`filled_nodata`, `geotiff_extratags`). Mapping values to [0, 1] is `cdtsde.intensity`'s job; every file is
 written atomically (`cdtsde.atomic`).
@@ -36,7 +37,7 @@ EXIF_ORIENTATION = 0x0112
 @dataclass
 class ImageMeta:
     """What is needed to write a result back in the input's format (NIfTI: affine, header and
-    `extra["axis_order"]`, the volume's `canonical_axis_order`; GeoTIFF: `extra["geotiff_tags"]`, the
+    `extra["orientation"]`, the volume's `canonical_orientation`; GeoTIFF: `extra["geotiff_tags"]`, the
     georeference tags as (code, TIFF datatype, count, value), `extra["nodata_mask"]`, the (H, W) pixels its
     GDAL_NODATA value marks, and, set by the writer's caller, `extra["band_descriptions"]`, one name per band
     of the array written)."""
@@ -98,18 +99,35 @@ def palette_mode(img) -> str:
     return "RGBA" if "transparency" in img.info else "RGB"
 
 
-def canonical_axis_order(affine: np.ndarray) -> tuple[int, int, int]:
-    """The voxel axes of a volume ordered by the world axis each runs closest to (x: left-right, y:
-    posterior-anterior, z: inferior-superior; nibabel's `io_orientation`, the axis permutation of
-    `as_closest_canonical` without its flips), so that axis 2 is the axial axis whatever order the file
-    stores: BraTS (LPS) and RAS volumes are kept as they are, a volume stored superior-inferior first is not
-    cut into sagittal slices where axial ones were meant. (0, 1, 2) for an affine without a clear order."""
+def canonical_orientation(affine: np.ndarray) -> np.ndarray:
+    """nibabel's orientation (`io_orientation`: one row per voxel axis, the world axis it runs closest to and
+    its direction) taking a volume to its closest canonical RAS order, as `as_closest_canonical` does: axis 0
+    runs to the right, 1 anterior, 2 superior, so that a BraTS (LPS) volume, an RAS one and one stored
+    superior-inferior first are sliced alike and slice_axis 2 is axial for every file. The identity for an
+    affine without a clear orientation."""
     import nibabel as nib
 
-    world = nib.orientations.io_orientation(affine)[:, 0]
-    if np.isnan(world).any():
-        return (0, 1, 2)
-    return tuple(int(axis) for axis in np.argsort(world))
+    orientation = nib.orientations.io_orientation(affine)
+    if np.isnan(orientation).any():
+        return np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+    return orientation
+
+
+def inverse_orientation(orientation: np.ndarray) -> np.ndarray:
+    """The orientation taking a volume in canonical order (`canonical_orientation`) back to the voxel order
+    and directions the file stores: canonical axis j is the file's axis i, flipped back as it was flipped."""
+    inverse = np.empty_like(orientation)
+    for axis, (canonical, flip) in enumerate(orientation):
+        inverse[int(canonical)] = (axis, flip)
+    return inverse
+
+
+def canonical_shape(shape: tuple[int, ...], orientation: np.ndarray) -> tuple[int, ...]:
+    """The shape of a volume of `shape` put in canonical order by `orientation`."""
+    canonical = [0] * len(shape)
+    for axis, (target, _) in enumerate(orientation):
+        canonical[int(target)] = shape[axis]
+    return tuple(canonical)
 
 
 def read_image(path: str | os.PathLike, palette: str = "colours") -> tuple[np.ndarray, ImageMeta]:
@@ -173,8 +191,8 @@ def read_image(path: str | os.PathLike, palette: str = "colours") -> tuple[np.nd
             affine = img.affine
             extra["header"] = img.header
             if array.ndim == 3:
-                extra["axis_order"] = canonical_axis_order(affine)
-                array = np.transpose(array, extra["axis_order"])
+                extra["orientation"] = canonical_orientation(affine)
+                array = nib.orientations.apply_orientation(array, extra["orientation"])
     except ImageReadError:
         raise
     except Exception as exc:  # every reader has its own exception types; the user needs the file name
@@ -242,6 +260,42 @@ def band_metadata(original: str | None, descriptions: list[str]) -> str:
     for sample, description in enumerate(descriptions):
         ET.SubElement(root, "Item", name="DESCRIPTION", sample=str(sample), role="description").text = description
     return ET.tostring(root, encoding="unicode")
+
+
+def described_bands(metadata: str) -> dict[int, str]:
+    """{band index (GDAL's band 1 is 0): its description} from GDAL_METADATA XML; empty for XML that cannot
+    be read."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        items = ET.fromstring(metadata.rstrip("\x00"))
+    except ET.ParseError:
+        return {}
+    return {int(item.get("sample")): item.text or "" for item in items
+            if item.get("role") == "description" and str(item.get("sample", "")).isdigit()}
+
+
+def band_descriptions(path: str | os.PathLike) -> tuple[str, ...] | None:
+    """The name of each band of a TIFF from its header (GDAL's band descriptions in GDAL_METADATA, e.g. "B4"
+    or "VV"); None for other formats and for a TIFF that does not name every band. Raises ImageReadError
+    naming the file if its header is unreadable."""
+    path = Path(path)
+    if image_format(path) != "tiff":
+        return None
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            tag = tif.pages[0].tags.get(GDAL_METADATA)
+            metadata = None if tag is None else str(tag.value)
+    except Exception as exc:
+        raise ImageReadError(f"{path}: cannot read as tiff ({type(exc).__name__}: {exc})") from exc
+    if metadata is None:
+        return None
+    shape = image_shape(path)
+    names = described_bands(metadata)
+    bands = shape[-1] if len(shape) == 3 else 1
+    return tuple(names[band] for band in range(bands)) if set(names) == set(range(bands)) else None
 
 
 def dtype_holds(dtype: np.dtype, value: float) -> bool:
@@ -332,7 +386,7 @@ def image_shape(path: str | os.PathLike) -> tuple[int, ...]:
 
         img = nib.load(str(path))
         shape = tuple(img.shape)
-        return tuple(shape[axis] for axis in canonical_axis_order(img.affine)) if len(shape) == 3 else shape
+        return canonical_shape(shape, canonical_orientation(img.affine)) if len(shape) == 3 else shape
     except Exception as exc:
         raise ImageReadError(f"{path}: cannot read as {fmt} ({type(exc).__name__}: {exc})") from exc
 
@@ -378,9 +432,9 @@ def write_image(path: str | os.PathLike, array: np.ndarray, meta: ImageMeta | No
 
             affine = meta.affine if meta is not None and meta.affine is not None else np.eye(4)
             header = meta.extra.get("header") if meta is not None else None
-            order = meta.extra.get("axis_order") if meta is not None else None
-            if order is not None and array.ndim == len(order):  # back to the input's own voxel order
-                array = np.transpose(array, np.argsort(order))
+            orientation = meta.extra.get("orientation") if meta is not None else None
+            if orientation is not None and array.ndim == len(orientation):  # the input's own voxel order
+                array = nib.orientations.apply_orientation(array, inverse_orientation(orientation))
             img = nib.Nifti1Image(array, affine, header=header)
             if header is not None:
                 img.set_data_dtype(array.dtype)

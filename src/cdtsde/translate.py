@@ -360,18 +360,20 @@ def check_outputs(inputs: list[Path], output_dir: Path, samples: int = 1, overwr
     return inputs
 
 
-def described(meta: ImageMeta, bands: list[str]) -> ImageMeta:
-    """The input's meta naming the bands of an output (a TIFF's band descriptions): the checkpoint records no
-    names of its target bands, so they are numbered; the input's own names describe other bands."""
-    return replace(meta, extra={**meta.extra, "band_descriptions": bands})
+def described(meta: ImageMeta, bands: tuple[str, ...] | list[str] | None) -> ImageMeta:
+    """The input's meta naming the bands of an output (a TIFF's band descriptions), or naming none (`bands`
+    None): the input's own names describe the input's bands, never the output's."""
+    return replace(meta, extra={**meta.extra, "band_descriptions": list(bands or [])})
 
 
 def write_translation(translation: Translation, meta: ImageMeta, output_dir: Path, mask: bool,
-                      slice_axis: int = 2, overwrite: bool = True) -> list[Path]:
+                      slice_axis: int = 2, overwrite: bool = True,
+                      band_names: tuple[str, ...] | None = None) -> list[Path]:
     """Write the translation in the input's format (JPG inputs become lossless PNG; NIfTI slices back along
-    `slice_axis`) and, if present, the uncertainty map as float32 TIFF `<stem>_std.tif`; the names join the
-    folder's TRANSLATIONS_RECORD. Without `overwrite` a file that exists by the time it is written (made
-    since the outputs were checked) is left alone and named in a CdtsdeError."""
+    `slice_axis`; a TIFF's bands described by `band_names`, the target's as the checkpoint records them, and
+    by no names without them) and, if present, the uncertainty map as float32 TIFF `<stem>_std.tif`; the
+    names join the folder's TRANSLATIONS_RECORD. Without `overwrite` a file that exists by the time it is
+    written (made since the outputs were checked) is left alone and named in a CdtsdeError."""
     target = output_path(meta.path, output_dir)
     array = translation.mean
     is_volume = meta.format == "nifti" and len(meta.extra["header"].get_data_shape()) == 3
@@ -389,8 +391,7 @@ def write_translation(translation: Translation, meta: ImageMeta, output_dir: Pat
             out = from_unit(image, np.uint8)
         else:
             out = image.astype(np.float32)
-        bands = [f"translated band {band + 1}" for band in range(out.shape[-1] if out.ndim == 3 else 1)]
-        files = [(target, out, described(meta, bands) if meta.format == "tiff" else meta)]
+        files = [(target, out, described(meta, band_names) if meta.format == "tiff" else meta)]
     if translation.std is not None:
         std = translation.std[..., 0]
         std = np.moveaxis(std, 0, slice_axis) if is_volume else std[0]
@@ -423,5 +424,6 @@ def translate_file(method: Method, path: Path, output_dir: Path, overwrite: bool
         raise CdtsdeError(f"{path}: the translation holds NaN or infinite values (the model or this input is "
                           f"numerically broken); nothing written for it")
     written = write_translation(translation, meta, output_dir, mask=method.data.target_kind == "mask",
-                                slice_axis=method.data.slice_axis, overwrite=overwrite)
+                                slice_axis=method.data.slice_axis, overwrite=overwrite,
+                                band_names=method.data.target_band_names)
     return written, translation.diagnostics

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cdtsde.imagefiles import ImageMeta
+from cdtsde.imagefiles import ImageMeta, canonical_orientation
 from cdtsde.metrics import ScoreAccumulator, image_metrics
 from cdtsde.metrics.volume import (
     ARRAY_AXCODES,
@@ -115,8 +115,11 @@ def test_axis_codes_from_the_affine():
     # a volume as read: the codes follow the axes in the order the reader put them in
     meta = ImageMeta(path=Path("v.nii.gz"), format="nifti", dtype=np.dtype(np.float32), affine=permuted)
     assert axis_codes_of(meta) == ("A", "I", "R") and axis_codes_of(None) == ARRAY_AXCODES
-    meta.extra["axis_order"] = (2, 0, 1)  # left-right, posterior-anterior, inferior-superior
-    assert axis_codes_of(meta) == ("R", "A", "I")
+    meta.extra["orientation"] = canonical_orientation(permuted)  # as read: moved and flipped to R, A, S
+    assert axis_codes_of(meta) == ("R", "A", "S")
+    meta.affine = np.diag([-1.0, -1.0, 1.0, 1.0])  # BraTS' LPS, flipped in x and y as read
+    meta.extra["orientation"] = canonical_orientation(meta.affine)
+    assert axis_codes_of(meta) == ("R", "A", "S")
 
 
 def test_the_accumulator_scores_volumes_beside_items_with_the_brain_mask_in_3d():
@@ -154,18 +157,17 @@ def write_subject(root, subject, affine, shape=(14, 12, 13), seed=0):
 def test_evaluate_model_stacks_slices_back_into_volumes(tmp_path, axis):
     """The identity's translations of a NIfTI slice dataset, grouped by subject and slice index and put
     back along the data's axis, score as `volume_metrics` of the stacked sources against the stacked
-    targets, with the planes of the target file's affine (in the canonical axis order the reader puts the
-    voxels in: R, A, I for a file stored A, I, R)."""
+    targets, with the planes of the target file's affine (in the canonical orientation the reader puts the
+    voxels in: R, A, S for a file stored A, I, R)."""
     from cdtsde.data import build_dataset
     from cdtsde.evaluation import evaluate_model
-    from cdtsde.imagefiles import canonical_axis_order
+    from cdtsde.imagefiles import canonical_shape
     from cdtsde.methods.identity import Identity, IdentityConfig
     from cdtsde.run import data_info
 
     permuted = np.array([[0, 0, 1, 0], [1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1]], float)  # codes A, I, R
-    order = canonical_axis_order(permuted)
-    shape, codes = tuple((14, 12, 13)[i] for i in order), tuple(("A", "I", "R")[i] for i in order)
-    assert codes == ("R", "A", "I")
+    shape, codes = canonical_shape((14, 12, 13), canonical_orientation(permuted)), ("R", "A", "S")
+    assert shape == (13, 14, 12)
     for index, subject in enumerate(("subjA", "subjB")):
         write_subject(tmp_path, subject, permuted, seed=index)
     spec = {"kind": "nifti", "root": str(tmp_path), "axis": axis, "min_foreground": 0.0, "val_subjects": 0,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -69,6 +70,11 @@ class PairedDataset(Dataset, ABC):
     @abstractmethod
     def describe(self, entry) -> str:
         """The file (or file region) an entry comes from, for error reports."""
+
+    def target_files(self) -> list[Path]:
+        """The files the targets are read whole from, whose headers say more of them (their band names);
+        none for data that are not (volumes cut into slices, scenes cut into tiles, generated images)."""
+        return []
 
     def finish(self, transform: PairedTransform, channels: dict | None, verify: bool) -> None:
         self.transform = transform

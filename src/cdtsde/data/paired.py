@@ -52,6 +52,9 @@ class PairedFilesDataset(PairedDataset):
     def describe(self, entry) -> str:
         return f"{entry[0]} | {entry[1]}"
 
+    def target_files(self) -> list[Path]:
+        return [target for _, target, _ in self.entries]
+
 
 def find_pair_folders(root: Path, source_dir: str | None, target_dir: str | None) -> tuple[Path, Path]:
     if source_dir or target_dir:

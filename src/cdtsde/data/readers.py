@@ -41,6 +41,11 @@ class FileReading:
     def record(self) -> dict:
         return {"kind": self.kind, **to_plain(self)}
 
+    def band_names(self, file_bands: tuple[str, ...]) -> tuple[str, ...] | None:
+        """The names of the bands this reading gives of a file whose bands are named `file_bands`; None where
+        it does not keep a file's bands as they are or picked by index (NIfTI volumes, dB SAR)."""
+        return None
+
 
 @dataclass(frozen=True)
 class UnitReader(FileReading):
@@ -50,6 +55,9 @@ class UnitReader(FileReading):
 
     def to_unit(self, array: np.ndarray, path) -> np.ndarray:
         return scale_to_unit(select_bands(array, self.bands, path), self.value_range, path)
+
+    def band_names(self, file_bands: tuple[str, ...]) -> tuple[str, ...] | None:
+        return selected_band_names(file_bands, self.bands)
 
 
 def select_bands(array: np.ndarray, bands: tuple[int, ...] | None, path) -> np.ndarray:
@@ -61,6 +69,14 @@ def select_bands(array: np.ndarray, bands: tuple[int, ...] | None, path) -> np.n
         raise CdtsdeError(f"{path}: bands {list(bands)} asked of an image with {channels} band(s) "
                           f"(indices start at 0)")
     return array[..., list(bands)] if array.ndim == 3 else array[..., None]
+
+
+def selected_band_names(file_bands: tuple[str, ...], bands: tuple[int, ...] | None) -> tuple[str, ...] | None:
+    """The names of the bands `select_bands` keeps of a file whose bands are named `file_bands`; None where
+    it asks for a band the file does not have."""
+    if bands is None:
+        return tuple(file_bands)
+    return tuple(file_bands[band] for band in bands) if max(bands) < len(file_bands) and min(bands) >= 0 else None
 
 
 @dataclass(frozen=True)
@@ -118,6 +134,9 @@ class OpticalReader(FileReading):
     kind: ClassVar[str] = "optical"
     reflectance_max: float = 3000.0
     bands: tuple[int, ...] | None = None  # indices of the bands to keep (BigEarthNet [B4, B3, B2, B8] -> RGB: 0, 1, 2)
+
+    def band_names(self, file_bands: tuple[str, ...]) -> tuple[str, ...] | None:
+        return selected_band_names(file_bands, self.bands)
 
     def to_unit(self, array: np.ndarray, path) -> np.ndarray:
         array = select_bands(array, self.bands, path)

@@ -4,7 +4,8 @@ method's data kind; the training loop draws their index streams, `stream_sizes`)
 * unpaired: `UnpairedData(sources, targets)`, two sets drawn independently (index pairs (i, j));
 * target-only: `TargetOnlyData(dataset)`, the targets alone.
 
-`input_reading` says how such training data read the files `translate` will later be given.
+`input_reading` says how such training data read the files `translate` will later be given, and
+`target_band_names` what the bands of the target they teach are called.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+from ..imagefiles import band_descriptions
 from .readers import FileReading
 
 
@@ -75,3 +77,27 @@ def input_reading(dataset) -> dict | None:
         dataset, read_side = dataset.dataset, "target"
     reader = getattr(dataset, f"{read_side}_reader", None)
     return reader.record() if isinstance(reader, FileReading) else None
+
+
+def target_band_names(dataset) -> tuple[str, ...] | None:
+    """The names of the target's bands as the training data read them: the band descriptions every target
+    file gives alike (a GeoTIFF's, e.g. Sentinel-2 "B4", "B3", "B2", "B8"), picked as the target's reader
+    picks its bands (`target_bands`). None where the targets are not files of named bands (a mask, NIfTI
+    slices, PNGs), where their files name their bands differently or where the names do not count the
+    target's channels."""
+    channels = dataset.target_channels  # as the method is told them: after any change of channel count
+    if isinstance(dataset, UnpairedData):
+        dataset = dataset.targets
+    elif isinstance(dataset, TargetOnlyData):
+        dataset = dataset.dataset
+    reader = getattr(dataset, "target_reader", None)
+    if not isinstance(reader, FileReading) or getattr(dataset, "target_classes", None):
+        return None
+    named = None
+    for path in dataset.target_files():
+        names = band_descriptions(path)
+        if names is None or named not in (None, names):
+            return None
+        named = names
+    names = None if named is None else reader.band_names(named)
+    return names if names is not None and len(names) == channels else None

@@ -61,6 +61,10 @@ class DataInfo:
     # "native": training saw windows at the files' own scale (`resize: crop`, scene tiles), and `translate`
     # keeps each input's size (the networks are fully convolutional)
     training_scale: str = "resized"
+    # the name of each target band (the target files' GeoTIFF band descriptions, e.g. Sentinel-2 "B4", "B3",
+    # "B2"), which `translate` gives the bands of a GeoTIFF output; None where the targets name no bands and
+    # in checkpoints written before they were recorded (outputs then name no bands)
+    target_band_names: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.target_kind not in TARGET_KINDS:
@@ -71,6 +75,9 @@ class DataInfo:
             raise ValueError(f"training_scale must be 'resized' or 'native', got {self.training_scale!r}")
         if self.target_channels < 1 or (self.source_channels is not None and self.source_channels < 1):
             raise ValueError("source_channels and target_channels must be >= 1")
+        if self.target_band_names is not None and len(self.target_band_names) != self.target_channels:
+            raise ValueError(f"target_band_names names {len(self.target_band_names)} band(s) of a target of "
+                             f"{self.target_channels} channel(s)")
 
 
 @dataclass

@@ -36,6 +36,7 @@ from .image import WINDOW_SIZES, image_metrics_batch
 
 PLANES = ("axial", "coronal", "sagittal")
 PLANE_OF_CODE = {"R": "sagittal", "L": "sagittal", "A": "coronal", "P": "coronal", "S": "axial", "I": "axial"}
+OPPOSITE_CODE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
 ARRAY_AXCODES = ("R", "A", "S")  # NIfTI's own voxel order, assumed when no affine is known
 SSIM_SIGMA, SSIM_WINDOW = 1.5, 11
 CUTS_PER_BATCH = 32  # 2-D cuts scored at once: bounds the memory of the float64 SSIM maps
@@ -55,12 +56,19 @@ def axis_codes(affine: np.ndarray | None) -> tuple[str, str, str]:
 
 def axis_codes_of(meta) -> tuple[str, str, str]:
     """The anatomical direction of each axis of a volume as `cdtsde.imagefiles.read_image` returned it
-    (`meta` its ImageMeta): the affine's axis codes, in the order the reader put the voxel axes in when it
-    reordered them (`meta.extra["axis_order"]`); ARRAY_AXCODES without an affine."""
+    (`meta` its ImageMeta): the affine's axis codes, moved and flipped as the reader put the voxels in
+    canonical order (`meta.extra["orientation"]`: R, A, S for any clear affine); ARRAY_AXCODES without an
+    affine."""
     if meta is None or meta.affine is None:
         return ARRAY_AXCODES
     codes = axis_codes(meta.affine)
-    return tuple(codes[axis] for axis in meta.extra.get("axis_order", (0, 1, 2)))
+    orientation = meta.extra.get("orientation")
+    if orientation is None:
+        return codes
+    canonical = list(codes)
+    for axis, (target, flip) in enumerate(orientation):
+        canonical[int(target)] = codes[axis] if flip > 0 else OPPOSITE_CODE[codes[axis]]
+    return tuple(canonical)
 
 
 def plane_axes(codes: tuple[str, str, str] = ARRAY_AXCODES) -> dict[str, int]:
