@@ -192,3 +192,17 @@ def test_a_trained_sar_to_optical_model_names_its_output_bands_as_its_targets_no
     written = tags_of(tmp_path / "out" / "chip.tif")
     assert band_descriptions(written[GDAL_METADATA]) == {0: "B4", 1: "B3", 2: "B2"}
     assert "VV" not in written[GDAL_METADATA] and written[33550] == (10.0, 10.0, 0.0)
+
+
+def test_a_checkpoint_naming_another_count_of_target_bands_is_named_at_load(tmp_path):
+    import json
+
+    from cdtsde.errors import CdtsdeError
+    from cdtsde.training import load_pretrained, save_pretrained
+
+    save_pretrained(tiny_model(2, 3), tmp_path / "model")
+    record = json.loads((tmp_path / "model" / "config.json").read_text())
+    record["data"]["target_band_names"] = ["B4", "B3"]
+    (tmp_path / "model" / "config.json").write_text(json.dumps(record))
+    with pytest.raises(CdtsdeError, match=r"target_band_names names 2 band\(s\) of a target of 3 channel\(s\)"):
+        load_pretrained(tmp_path / "model")
