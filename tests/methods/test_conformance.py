@@ -195,10 +195,12 @@ def with_neighbours(name, seed=0):
 
 
 @pytest.mark.parametrize("name", PAIRED)
-def test_neighbouring_slices_condition_the_translation_and_the_slice_itself_anchors_it(name):
+def test_neighbouring_slices_condition_the_translation_and_the_slice_itself_anchors_it(name, monkeypatch):
     """With context the network sees every slice: changing only the neighbours changes the translation; the
     source end of a path and the mixing anchor are the slice itself (`Method.centre_slice`), so a method
-    without a network returns it."""
+    without a network returns it; previews draw the slice itself as the source."""
+    import cdtsde.visualize as visualize
+
     method = perturbed(with_neighbours(name)).eval()
     stack = sources(seed=4).repeat(1, 2 * CONTEXT + 1, 1, 1)[:, :2 * CONTEXT + 1]
     stack = stack + 0.3 * torch.rand(stack.shape, generator=seeded(6)) - 0.15
@@ -216,6 +218,11 @@ def test_neighbouring_slices_condition_the_translation_and_the_slice_itself_anch
         assert (first - again).abs().max() > 1e-4, f"{name}: the neighbouring slices do not reach the network"
     else:
         assert torch.equal(first, centre) and torch.equal(again, centre)
+    drawn = []
+    method.sampling = method.sampling_options(**overrides)  # what the preview translates with
+    monkeypatch.setattr(visualize, "save_translation_grid", lambda path, shown, *rest, **options: drawn.append(shown))
+    visualize.save_preview(method, [{"source": source, "target": source[:1]} for source in stack], "preview.png")
+    assert torch.equal(drawn[0], centre)
 
 
 @pytest.mark.parametrize("name", [name for name in METHODS if name not in PAIRED])
