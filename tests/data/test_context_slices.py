@@ -89,3 +89,22 @@ def test_kinds_without_slices_refuse_context_by_name_and_take_zero(kind):
 def test_context_with_another_source_channel_count_is_refused_by_name():
     with pytest.raises(CdtsdeError, match=r"data.channels.source must be 1 .* with data.context_slices, got 3"):
         data_spec({"kind": "brats", "root": "data", "context_slices": 1, "channels": {"source": 3}})
+
+
+def test_inspect_counts_the_context_channels_and_draws_the_slice_itself(tmp_path, monkeypatch, capsys):
+    import cdtsde.cli.data as data_cli
+    from cdtsde.cli import main
+
+    (tmp_path / "ixi").mkdir()
+    ixi_volumes(tmp_path / "ixi", subjects=1, shape=(8, 8, 4))
+    (tmp_path / "spec.yaml").write_text("kind: ixi\nroot: ixi\nval_subjects: 0\ntest_subjects: 0\n"
+                                        "context_slices: 1\nhflip: false\n")
+    drawn = []
+    monkeypatch.setattr(data_cli, "draw_grid", lambda examples, path: drawn.extend(examples))
+    assert main(["data", "inspect", str(tmp_path / "spec.yaml"), "--examples", "2"]) == 0
+    assert "4 pairs, source 3 ch, target 1 ch" in capsys.readouterr().out
+    dataset = build_dataset({"kind": "ixi", "root": str(tmp_path / "ixi"), "val_subjects": 0, "test_subjects": 0,
+                             "context_slices": 1, "hflip": False}, "train")
+    assert [item["source"].shape[0] for item, _ in drawn] == [1, 1]
+    by_name = {item["name"]: item for item in (dataset[i] for i in range(len(dataset)))}
+    assert all(np.array_equal(item["source"][0], by_name[item["name"]]["source"][1]) for item, _ in drawn)
