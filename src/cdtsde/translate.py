@@ -48,8 +48,9 @@ def source_slices(array: np.ndarray, meta: ImageMeta, data: DataInfo) -> np.ndar
     """(S, H, W, C) float32 in [0, 1], read exactly as the training data were (`data.source_reading`, the
     reader the checkpoint records): one slice for a 2-D image, one per position along the last axis for a
     NIfTI volume, normalised over the whole volume as the training datasets do, each slice with its
-    `data.context_slices` neighbours on each side as the training data were (a 2-D image has none: an error). Checkpoints without a
-    record: NIfTI by `data.nifti_percentile`, other files by `cdtsde.intensity.to_unit_image`."""
+    `data.context_slices` neighbours on each side as the training data had them (`with_context`; a 2-D image
+    has none: an error naming the file and k). Checkpoints without a record: NIfTI by
+    `data.nifti_percentile`, other files by `cdtsde.intensity.to_unit_image`."""
     if data.source_reading is not None:
         unit = reading_from_record(data.source_reading, f"{meta.path}: the checkpoint's data.source_reading").to_unit(
             array, meta.path)

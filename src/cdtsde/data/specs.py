@@ -210,6 +210,7 @@ class NiftiSpec(DataSpec):
     seed: int = 0
 
     def __post_init__(self):
+        super().__post_init__()
         if self.context_slices and self.channels is not None and self.channels.source not in (None, 1):
             raise ValueError(f"data.channels.source must be 1 (a NIfTI slice has one channel) with "
                              f"data.context_slices, got {self.channels.source}")
