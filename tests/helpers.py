@@ -75,6 +75,22 @@ def kill_when(command: list[str], ready, env: dict, delay: float = 0.0, timeout:
     assert process.returncode == -signal.SIGKILL, "the process ended before it could be killed"
 
 
+def ixi_volumes(root, subjects=3, shape=(16, 16, 6), seed=0, affine=None):
+    """IXI-named T1/T2 volume pairs of `shape` under `root`, one per subject (`IXI00<i>-Guys-0001`): smooth
+    random T1 whose slices all differ, T2 its contrast inversion; returns `root`."""
+    import nibabel as nib
+
+    generator = torch.Generator().manual_seed(seed)
+    affine = np.eye(4) if affine is None else affine
+    for subject in range(subjects):
+        coarse = torch.rand(1, 1, 4, 4, 4, generator=generator)
+        t1 = torch.nn.functional.interpolate(coarse, size=shape, mode="trilinear")[0, 0].numpy()
+        t1 = 100 + 800 * t1 + np.arange(shape[2]) * 10  # slices that differ along the slice axis
+        for modality, volume in (("T1", t1), ("T2", 1100 - t1)):
+            nib.save(nib.Nifti1Image(volume.astype(np.int16), affine), root / f"IXI00{subject}-Guys-0001-{modality}.nii.gz")
+    return root
+
+
 def grey(path, seed=0, size=16):
     """A random grey PNG of `size` px at `path`."""
     Image.fromarray((np.random.default_rng(seed).random((size, size)) * 255).astype(np.uint8)).save(path)

@@ -108,11 +108,13 @@ def data_info(train_set, spec: dict) -> DataInfo:
                       NIFTI_PERCENTILE)
     axis = next((s.get("axis", 2) for s in sides if s.get("kind") in NIFTI_KINDS), 2)
     native = any(s.get("kind") == "scene-tiles" or (s.get("size") and s.get("resize") == "crop") for s in sides)
+    sources = spec.get("source", {}) if spec.get("kind") == "unpaired" else spec
     return DataInfo(source_channels=train_set.source_channels, target_channels=train_set.target_channels,
                     target_kind="mask" if getattr(train_set, "target_classes", None) else "image",
                     image_size=size, nifti_percentile=percentile, source_reading=input_reading(train_set),
                     slice_axis=axis, training_scale="native" if native else "resized",
-                    target_band_names=target_band_names(train_set))
+                    target_band_names=target_band_names(train_set),
+                    context_slices=sources.get("context_slices", 0))
 
 
 def build_run(config: dict, base_dir: str | Path | None = None, method: str | None = None):

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from .atomic import check_writable, remove_stale_temporaries
 from .data.base import adapt_channels
 from .data.masks import decode_classes
+from .data.nifti import with_context
 from .data.readers import reading_from_record
 from .data.transforms import resize
 from .draws import ItemGenerators, mixed_seed
@@ -46,8 +47,10 @@ class Translation:
 def source_slices(array: np.ndarray, meta: ImageMeta, data: DataInfo) -> np.ndarray:
     """(S, H, W, C) float32 in [0, 1], read exactly as the training data were (`data.source_reading`, the
     reader the checkpoint records): one slice for a 2-D image, one per position along the last axis for a
-    NIfTI volume, normalised over the whole volume as the training datasets do. Checkpoints without a
-    record: NIfTI by `data.nifti_percentile`, other files by `cdtsde.intensity.to_unit_image`."""
+    NIfTI volume, normalised over the whole volume as the training datasets do, each slice with its
+    `data.context_slices` neighbours on each side as the training data had them (`with_context`; a 2-D image
+    has none: an error naming the file and k). Checkpoints without a record: NIfTI by
+    `data.nifti_percentile`, other files by `cdtsde.intensity.to_unit_image`."""
     if data.source_reading is not None:
         unit = reading_from_record(data.source_reading, f"{meta.path}: the checkpoint's data.source_reading").to_unit(
             array, meta.path)
@@ -55,11 +58,17 @@ def source_slices(array: np.ndarray, meta: ImageMeta, data: DataInfo) -> np.ndar
         unit = normalise_volume(array, data.nifti_percentile)
     else:
         unit = to_unit_image(array, is_nifti=False)
+    if meta.format == "nifti" and unit.ndim == 3:  # cut along the axis training cut its volumes along
+        slices = np.moveaxis(unit, data.slice_axis, 0)[..., None]
+        if len(slices) > 1 or not data.context_slices:
+            return with_context(slices, data.context_slices)
+    if data.context_slices:
+        raise CdtsdeError(f"{meta.path}: a 2-D image, but the model was trained with context_slices: "
+                          f"{data.context_slices} (each slice with its {data.context_slices} neighbouring slice(s) "
+                          f"on each side); translate the NIfTI volume the slice comes from")
     if meta.format == "nifti":
         if unit.ndim == 2:
             return unit[None, :, :, None]
-        if unit.ndim == 3:  # cut along the axis training cut its volumes along
-            return np.moveaxis(unit, data.slice_axis, 0)[..., None]
         raise CdtsdeError(f"{meta.path}: NIfTI with {unit.ndim} dimensions; expected a 2-D slice or a 3-D volume")
     if unit.ndim not in (2, 3):
         raise CdtsdeError(f"{meta.path}: image of shape {array.shape}; expected (H, W) or (H, W, C)")

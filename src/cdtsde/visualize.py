@@ -87,8 +87,9 @@ def save_preview(method, dataset, path: str | Path, count: int = 4, seed: int = 
     sources = torch.stack([item["source"] for item in items]).to(device)
     targets = torch.stack([item["target"] for item in items])
     result = method.translate(sources, generator=torch.Generator(device).manual_seed(seed))
-    return save_translation_grid(path, sources, result.images, targets, method.preview_maps(sources),
-                                 target_kind=method.data.target_kind)
+    # the source slice itself: neighbouring slices given as context are not drawn
+    return save_translation_grid(path, method.centre_slice(sources), result.images, targets,
+                                 method.preview_maps(sources), target_kind=method.data.target_kind)
 
 
 def previews_of(dataset, count: int = 4) -> Callable[[torch.nn.Module, Path], Path | None]:

@@ -2,12 +2,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 import tifffile
+import torch
 from helpers import tiny_model
 from PIL import Image
 
 from cdtsde.cli import main
 from cdtsde.imagefiles import read_image
 from cdtsde.methods import DataInfo, method_class
+from cdtsde.networks.conditional_unet import TINY_UNET, UNetConfig
 from cdtsde.training import load_pretrained, save_pretrained
 from cdtsde.translate import source_slices, translate_slices
 
@@ -97,6 +99,39 @@ def test_nifti_volume_is_translated_slice_by_slice_with_its_affine(checkpoint, t
     assert 0 <= data.min() and data.max() <= 1
     std = read_image(tmp_path / "out" / "vol_std.tif")[0]
     assert std.shape == (18, 17, 3) and std.max() > 0
+
+
+def test_a_model_trained_with_context_translates_each_slice_with_its_neighbours(tmp_path, capsys):
+    """`data.context_slices` recorded as 1: each slice of a volume goes in with the slices before and after
+    it (the first and last slice repeated at the edges), as the hand-built stack here; a 2-D image has no
+    neighbours and is refused, naming the file and k."""
+    cls = method_class("cdtsde")
+    torch.manual_seed(0)
+    model = cls(cls.config_class(unet=UNetConfig(**TINY_UNET)),
+                DataInfo(source_channels=3, target_channels=1, image_size=16, context_slices=1))
+    for parameter in model.net.parameters():  # translations that depend on every input channel
+        parameter.data.normal_(0, 0.05)
+    save_pretrained(model, tmp_path / "model")
+    volume = (np.random.default_rng(3).random((16, 16, 4)) * 800).astype(np.int16)
+    affine = np.diag([0.9, 1.1, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(volume, affine), tmp_path / "vol.nii.gz")
+    assert run_translate(tmp_path / "model", tmp_path / "vol.nii.gz", tmp_path / "out") == 0
+    out = nib.load(tmp_path / "out" / "vol.nii.gz")
+    np.testing.assert_allclose(out.affine, affine)
+
+    unit = np.clip(volume / np.percentile(volume[volume != 0], 99.5), 0, 1).astype(np.float32)
+    neighbours = [(0, 0, 1), (0, 1, 2), (1, 2, 3), (2, 3, 3)]
+    stacks = np.stack([unit[:, :, list(around)] for around in neighbours])  # (S, H, W, 3)
+    loaded = load_pretrained(tmp_path / "model")
+    expected = translate_slices(loaded, stacks, loaded.sampling_options(steps=2)).mean[..., 0]
+    np.testing.assert_allclose(out.get_fdata(), np.moveaxis(expected, 0, -1), atol=2e-3)
+
+    Image.fromarray((unit[:, :, 0] * 255).astype(np.uint8)).save(tmp_path / "slice.png")
+    assert run_translate(tmp_path / "model", tmp_path / "slice.png", tmp_path / "out2") == 1
+    printed = capsys.readouterr().out
+    assert (f"{tmp_path / 'slice.png'}: a 2-D image, but the model was trained with context_slices: 1" in printed
+            and "translate the NIfTI volume" in printed)
+    assert not (tmp_path / "out2" / "slice.png").exists()
 
 
 def test_mask_model_writes_class_indices(mask_checkpoint, tmp_path):

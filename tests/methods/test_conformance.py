@@ -9,6 +9,7 @@ a short training run, the refusal of unknown sampling options, and, for every di
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 from helpers import tiny_run_config
@@ -179,3 +180,106 @@ def test_an_oracle_estimate_makes_translation_return_the_target(name):
         images = method.translate(sources(), generator=seeded(), **overrides).images
         torch.testing.assert_close(images, target, rtol=0, atol=1e-5, msg=f"{name} with {overrides}")
         assert 1 <= len(calls) <= method.network_evaluations(method.sampling_options(**overrides))
+
+
+PAIRED = [name for name in METHODS if method_class(name).data_kind == "paired"]
+CONTEXT = 1  # neighbouring slices on each side (DataInfo.context_slices)
+
+
+def with_neighbours(name, seed=0):
+    """`name` built for sources of a slice and its CONTEXT neighbours on each side (3 one-channel slices)."""
+    cls = method_class(name)
+    torch.manual_seed(seed)
+    data = DataInfo(source_channels=2 * CONTEXT + 1, target_channels=1, image_size=SIZE, context_slices=CONTEXT)
+    return cls(from_plain(cls.config_class, cls.tiny_config, "model"), data)
+
+
+@pytest.mark.parametrize("name", PAIRED)
+def test_neighbouring_slices_condition_the_translation_and_the_slice_itself_anchors_it(name, monkeypatch):
+    """With context the network sees every slice: changing only the neighbours changes the translation; the
+    source end of a path and the mixing anchor are the slice itself (`Method.centre_slice`), so a method
+    without a network returns it; previews draw the slice itself as the source."""
+    import cdtsde.visualize as visualize
+
+    method = perturbed(with_neighbours(name)).eval()
+    stack = sources(seed=4).repeat(1, 2 * CONTEXT + 1, 1, 1)[:, :2 * CONTEXT + 1]
+    stack = stack + 0.3 * torch.rand(stack.shape, generator=seeded(6)) - 0.15
+    centre = stack[:, CONTEXT:CONTEXT + 1]
+    assert torch.equal(method.centre_slice(stack), centre)
+    assert torch.equal(method.in_target_space(stack), centre)
+    moved = stack.clone()
+    moved[:, :CONTEXT] = -moved[:, :CONTEXT]
+    moved[:, CONTEXT + 1:] = 0.5
+    overrides = method.tiny_sampling[0]
+    first = method.translate(stack, generator=seeded(), **overrides).images
+    again = method.translate(moved, generator=seeded(), **overrides).images
+    assert torch.isfinite(first).all() and first.shape == (2, 1, SIZE, SIZE)
+    if any(True for _ in method.parameters()):
+        assert (first - again).abs().max() > 1e-4, f"{name}: the neighbouring slices do not reach the network"
+    else:
+        assert torch.equal(first, centre) and torch.equal(again, centre)
+    drawn = []
+    method.sampling = method.sampling_options(**overrides)  # what the preview translates with
+    monkeypatch.setattr(visualize, "save_translation_grid", lambda path, shown, *rest, **options: drawn.append(shown))
+    visualize.save_preview(method, [{"source": source, "target": source[:1]} for source in stack], "preview.png")
+    assert torch.equal(drawn[0], centre)
+
+
+@pytest.mark.parametrize("name", [name for name in METHODS if name not in PAIRED])
+def test_unpaired_and_target_only_methods_refuse_context_by_name(name):
+    with pytest.raises(ValueError, match=f"context_slices is for paired methods .* the {name} method is"):
+        with_neighbours(name)
+
+
+@pytest.fixture(scope="module")
+def context_volumes(tmp_path_factory):
+    from helpers import ixi_volumes
+
+    return ixi_volumes(tmp_path_factory.mktemp("ixi"), subjects=3, shape=(SIZE, SIZE, 5))
+
+
+@pytest.mark.parametrize("name", PAIRED)
+def test_a_model_trained_with_context_records_it_and_translates_a_volume_through_the_cli(name, context_volumes,
+                                                                                        tmp_path):
+    """Two training steps on NIfTI slices with CONTEXT neighbours; the checkpoint records k (config.json), and
+    `cdtsde translate` of a volume builds each slice's neighbours, writing the volume with its affine; a 2-D
+    image is refused naming the file and k (exit 1: that file failed)."""
+    import json
+
+    import nibabel as nib
+    from helpers import ixi_volumes
+
+    from cdtsde.cli import main
+    from cdtsde.run import build_run
+    from cdtsde.translate import translate_file
+
+    cls = method_class(name)
+    config = tiny_run_config(name, size=SIZE)
+    config["data"] = {"kind": "ixi", "root": str(context_volumes), "size": SIZE, "context_slices": CONTEXT,
+                      "val_subjects": 1, "test_subjects": 0}
+    config["sampling"] = dict(cls.tiny_sampling[0])
+    method, train_set, _, train_config = build_run(config)
+    assert method.data.context_slices == CONTEXT and method.data.source_channels == train_set.source_channels == 3
+    train(method, train_set, train_config, tmp_path / "run", progress=False)
+    assert json.loads((tmp_path / "run" / "model" / "config.json").read_text())["data"]["context_slices"] == CONTEXT
+    assert load_pretrained(tmp_path / "run").data == method.data
+
+    affine = np.diag([0.9, 1.1, 2.0, 1.0])
+    ixi_volumes(tmp_path, subjects=1, shape=(SIZE, SIZE, 4), seed=9, affine=affine)
+    volume = tmp_path / "IXI000-Guys-0001-T1.nii.gz"
+    assert main(["translate", "--checkpoint", str(tmp_path / "run"), "--input", str(volume),
+                 "--output", str(tmp_path / "out")]) == 0
+    out = nib.load(tmp_path / "out" / volume.name)
+    assert out.shape == (SIZE, SIZE, 4)
+    np.testing.assert_allclose(out.affine, affine)
+    data = out.get_fdata()
+    assert np.isfinite(data).all() and 0 <= data.min() and data.max() <= 1
+
+    slice_file = tmp_path / "slice.nii.gz"
+    nib.save(nib.Nifti1Image(nib.load(volume).get_fdata()[:, :, 1], affine), slice_file)
+    with pytest.raises(CdtsdeError, match=rf"{slice_file}: a 2-D image, but the model was trained with "
+                                          rf"context_slices: {CONTEXT}"):
+        translate_file(load_pretrained(tmp_path / "run"), slice_file, tmp_path / "out2")
+    assert main(["translate", "--checkpoint", str(tmp_path / "run"), "--input", str(slice_file),
+                 "--output", str(tmp_path / "out2")]) == 1
+    assert not (tmp_path / "out2" / slice_file.name).exists()

@@ -134,12 +134,22 @@ def test_checkpoint_records_method_versions_data_and_sampling(tmp_path):
     assert record["method"] == "cdtsde" and record["format_version"] == 2 and record["cdtsde_version"] == __version__
     assert record["data"] == {"source_channels": 1, "target_channels": 1, "target_kind": "image", "image_size": 16,
                               "nifti_percentile": 99.5, "source_reading": None, "slice_axis": 2,
-                              "training_scale": "resized", "target_band_names": None}
+                              "training_scale": "resized", "target_band_names": None,
+                              "context_slices": 0}
     assert len(record["weights_sha256"]) == 64
     assert record["config"]["field"]["variant"] == "channel" and record["config"]["unet"]["channel_mults"] == [1, 2]
     assert record["sampling"]["steps"] == 7 and record["sampling"]["gamma"] == 0.0
     loaded = load_pretrained(tmp_path)
     assert loaded.sampling.steps == 7 and loaded.config == model.config and loaded.data == model.data
+    del record["data"]["context_slices"]  # checkpoints written before it was recorded: no context
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    assert load_pretrained(tmp_path).data == model.data
+    record["data"]["context_slices"] = 1  # 3 slices of one channel each cannot make 1 source channel
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    with pytest.raises(CdtsdeError, match="context_slices 1 needs sources of 3 slices x the modality's channels, "
+                                          "got 1 source channel"):
+        load_pretrained(tmp_path)
+    record["data"]["context_slices"] = 0
     record["format_version"] = 99
     (tmp_path / "config.json").write_text(json.dumps(record))
     with pytest.raises(CdtsdeError, match="format 99 by a newer cdtsde"):

@@ -121,8 +121,10 @@ def run_inspect(args) -> int:
             + f" (of {len(sample)} sampled)"
             + held_out_units(dataset)
         )
+        context = getattr(dataset, "context_slices", 0)  # a NIfTI slice's neighbours: drawn is the slice itself
         examples += [
-            (item, getattr(dataset, "target_classes", None))
+            ({**item, "source": item["source"][context:context + 1]} if context else item,
+             getattr(dataset, "target_classes", None))
             for item in sample[: max(0, args.examples - len(examples))]
         ]
     for path, reason in dict.fromkeys(skipped):

@@ -76,5 +76,8 @@ def build_dataset(spec: dict | DataSpec, split: str, base_dir=None) -> PairedDat
         }
         dataset = builders[spec.kind](base / Path(spec.root).expanduser(), split, spec)
     transform = PairedTransform(spec.size, spec.resize, train=split == "train", hflip=spec.hflip, vflip=spec.vflip)
-    dataset.finish(transform, to_plain(spec.channels), spec.verify)
+    channels = to_plain(spec.channels) or {}
+    if spec.context_slices:  # one channel per slice: the slice and its neighbours (cdtsde.data.nifti)
+        channels = {**channels, "source": 2 * spec.context_slices + 1}
+    dataset.finish(transform, channels, spec.verify)
     return dataset

@@ -5,6 +5,11 @@ File names give subject and modality: BraTS `<id>/<id>_t1.nii.gz`, IXI `IXI002-G
 scaled to [0, 1] by `cdtsde.intensity.volume_steps` (a high percentile of its non-zero voxels maps to 1),
 the same function `translate` applies to a NIfTI file. Slices whose foreground (normalised source or target above
 `FOREGROUND_LEVEL`) covers less than `min_foreground` of the slice are left out.
+
+With `context_slices` k each source slice carries its k neighbours on each side of the volume (the slices
+left out included) as extra channels, in volume order, so that the slice itself is the middle one; at the
+volume's edges the first and last slices stand in for the missing ones (`with_context`, which `translate`
+applies to a volume in the same way). The target stays the one slice.
 """
 
 from __future__ import annotations
@@ -74,13 +79,32 @@ def as_slices(volume: np.ndarray, axis: int, path) -> np.ndarray:
     return np.moveaxis(volume, axis, 0)
 
 
-class NiftiSliceDataset(PairedDataset):
-    """Entries are (pair index, slice index); decoded, normalised slices are kept per instance."""
+def context_indices(count: int, context_slices: int) -> np.ndarray:
+    """(count, 2k + 1) slice indices: row i holds i - k .. i + k, those outside the volume replaced by its
+    first or last slice (edges replicated)."""
+    offsets = np.arange(-context_slices, context_slices + 1)
+    return np.clip(np.arange(count)[:, None] + offsets, 0, count - 1)
 
-    def __init__(self, pairs, axis=2, min_foreground=0.1, percentile=NIFTI_PERCENTILE, slice_step=1):
+
+def with_context(slices: np.ndarray, context_slices: int) -> np.ndarray:
+    """(S, H, W, C) slices of one volume -> (S, H, W, (2k + 1) C): each slice with its k neighbours on each
+    side as extra channels, slice-major (slice i - k's C channels first), so the slice itself is the middle
+    C channels; edges replicated (`context_indices`)."""
+    count, height, width, channels = slices.shape
+    stacked = slices[context_indices(count, context_slices)]  # (S, 2k + 1, H, W, C)
+    return np.moveaxis(stacked, 1, 3).reshape(count, height, width, -1)
+
+
+class NiftiSliceDataset(PairedDataset):
+    """Entries are (pair index, slice index); decoded, normalised volumes are kept per instance (the source's
+    whole, for its slices' neighbours)."""
+
+    def __init__(self, pairs, axis=2, min_foreground=0.1, percentile=NIFTI_PERCENTILE, slice_step=1,
+                 context_slices=0):
         # what `translate` replays (cdtsde.data.readers); the volumes are read below, in uint16 steps
         self.source_reader = self.target_reader = NiftiReading(percentile)
         super().__init__()
+        self.context_slices = context_slices
         self.paths, self.slices = [], []
         for (subject, tag), (source_path, target_path) in pairs:
             try:
@@ -94,13 +118,17 @@ class NiftiSliceDataset(PairedDataset):
                     (f"{source_path} | {target_path}", f"shape mismatch {source.shape} vs {target.shape}")
                 )
                 continue
+            if context_slices and len(source) == 1:
+                self.skipped.append((str(source_path), f"a 2-D slice has no neighbouring slices for "
+                                                       f"context_slices: {context_slices}"))
+                continue
             foreground = ((source > FOREGROUND_LEVEL * VOLUME_STEPS) | (target > FOREGROUND_LEVEL * VOLUME_STEPS)).mean(
                 axis=(1, 2)
             )
             keep = np.flatnonzero(foreground >= min_foreground)[::slice_step]
             pair_index = len(self.paths)
             self.paths.append((source_path, target_path, f"{subject}{tag}"))
-            self.slices.append((source[keep], target[keep], keep))
+            self.slices.append((source, target[keep], keep))
             self.entries.extend((pair_index, position) for position in range(len(keep)))
 
     @staticmethod
@@ -112,10 +140,13 @@ class NiftiSliceDataset(PairedDataset):
     def read(self, entry):
         pair_index, position = entry
         source, target, numbers = self.slices[pair_index]
+        number = int(numbers[position])
         pair_name = self.paths[pair_index][2]
         # a 2-D slice file already names its slice (`..._slice90`)
-        name = pair_name if "_slice" in pair_name else f"{pair_name}_slice{int(numbers[position]):03d}"
-        return source[position] / np.float32(VOLUME_STEPS), target[position] / np.float32(VOLUME_STEPS), name
+        name = pair_name if "_slice" in pair_name else f"{pair_name}_slice{number:03d}"
+        around = context_indices(len(source), self.context_slices)[number]  # the slice and its neighbours
+        return (np.moveaxis(source[around], 0, -1) / np.float32(VOLUME_STEPS),
+                target[position] / np.float32(VOLUME_STEPS), name)
 
     def describe(self, entry) -> str:
         source_path, target_path, _ = self.paths[entry[0]]
@@ -135,7 +166,8 @@ def build_nifti(root: Path, split: str, spec: NiftiSpec) -> NiftiSliceDataset:
     assignment = split_groups([key[0] for key in pairs], spec.val_subjects, spec.test_subjects, spec.seed)
     chosen = [(key, paths) for key, paths in pairs.items() if assignment[key[0]] == split]
     dataset = NiftiSliceDataset(chosen, axis=spec.axis, min_foreground=spec.min_foreground,
-                                percentile=spec.percentile, slice_step=spec.slice_step)
+                                percentile=spec.percentile, slice_step=spec.slice_step,
+                                context_slices=spec.context_slices)
     dataset.subjects = sorted({key[0] for key, _ in chosen})
     dataset.skipped[:0] = unmatched
     return dataset

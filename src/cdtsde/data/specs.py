@@ -20,6 +20,7 @@ from .procedural import TASKS
 from .readers import SAR_BANDS
 
 Count = Annotated[int, Rule("an integer >= 1", lambda value: value >= 1)]
+ContextSlices = Annotated[int, Rule("an integer >= 0", lambda value: value >= 0)]
 Fraction = Annotated[float, Rule("a number in [0, 1]", lambda value: 0 <= value <= 1)]
 # held-out subjects, scenes or groups: how many (drawn with `seed`), or which by name
 HeldOut = Annotated[int | tuple[str, ...], Rule("an integer >= 0 or a list of names",
@@ -92,8 +93,12 @@ GroupsRule = Annotated[Groups, Rule("{table: FILE, column: NAME[, key: NAME]} or
 @dataclass(frozen=True, kw_only=True)
 class DataSpec:
     """The keys of every kind: the training size (None: native) and how to reach it (`resize` scales,
-    `crop` takes a window), paired random flips (training split only), channel counts, and `verify`
-    (decode every pair up front so `.skipped` is complete)."""
+    `crop` takes a window), paired random flips (training split only), channel counts, `verify`
+    (decode every pair up front so `.skipped` is complete), and `context_slices`: the k neighbouring
+    slices on each side of a source slice given as extra source channels, which only kinds cut from
+    volumes (`has_slices`) take."""
+
+    has_slices: ClassVar[bool] = False
 
     kind: str
     size: Count | None = None
@@ -102,6 +107,13 @@ class DataSpec:
     vflip: bool = False
     channels: Channels | None = None
     verify: bool = False
+    context_slices: ContextSlices = 0
+
+    def __post_init__(self):
+        if self.context_slices and not self.has_slices:
+            volumes = ", ".join(kind for kind, cls in DATA_SPECS.items() if cls.has_slices)
+            raise ValueError(f"data.context_slices applies to slices cut from volumes (kinds {volumes}); "
+                             f"kind {self.kind!r} has no neighbouring slices, got {self.context_slices}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +139,7 @@ class PairedFilesSpec(FileSplitSpec):
     target_bands: BandIndices | None = None
 
     def __post_init__(self):
+        super().__post_init__()
         if self.classes is not None and self.target_bands is not None:
             raise ValueError("data.target_bands does not apply to a mask target (data.classes is set)")
 
@@ -179,7 +192,10 @@ class ImageFolderSpec(FileSplitSpec):
 @dataclass(frozen=True, kw_only=True)
 class NiftiSpec(DataSpec):
     """Volumes paired by subject (`subjects` restricts them), split by subject, cut into slices along
-    `axis`; slices whose foreground covers less than `min_foreground` are left out."""
+    `axis`; slices whose foreground covers less than `min_foreground` are left out. With `context_slices`
+    k each source slice comes with its k neighbours on each side (cdtsde.data.nifti.with_context)."""
+
+    has_slices: ClassVar[bool] = True
 
     root: str
     source: str = "t1"
@@ -192,6 +208,12 @@ class NiftiSpec(DataSpec):
     val_subjects: HeldOut = 1
     test_subjects: HeldOut = 1
     seed: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.context_slices and self.channels is not None and self.channels.source not in (None, 1):
+            raise ValueError(f"data.channels.source must be 1 (a NIfTI slice has one channel) with "
+                             f"data.context_slices, got {self.channels.source}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -65,6 +65,11 @@ class DataInfo:
     # "B2"), which `translate` gives the bands of a GeoTIFF output; None where the targets name no bands and
     # in checkpoints written before they were recorded (outputs then name no bands)
     target_band_names: tuple[str, ...] | None = None
+    # k: each source is a NIfTI slice with its k neighbouring slices on each side, (2k + 1) x the modality's
+    # channels, slice-major with the slice itself in the middle (cdtsde.data.nifti.with_context); `translate`
+    # builds the same from a volume. Every channel conditions the network; the slice itself alone is the
+    # source a path starts from or mixes with (`Method.centre_slice`). 0: the slice alone
+    context_slices: int = 0
 
     def __post_init__(self):
         if self.target_kind not in TARGET_KINDS:
@@ -78,6 +83,16 @@ class DataInfo:
         if self.target_band_names is not None and len(self.target_band_names) != self.target_channels:
             raise ValueError(f"target_band_names names {len(self.target_band_names)} band(s) of a target of "
                              f"{self.target_channels} channel(s)")
+        if self.context_slices < 0:
+            raise ValueError(f"context_slices must be >= 0, got {self.context_slices!r}")
+        if self.context_slices and self.source_channels is not None and self.source_channels % self.slices_per_source:
+            raise ValueError(f"context_slices {self.context_slices} needs sources of {self.slices_per_source} slices "
+                             f"x the modality's channels, got {self.source_channels} source channel(s)")
+
+    @property
+    def slices_per_source(self) -> int:
+        """The slices a source holds: itself and its `context_slices` neighbours on each side."""
+        return 2 * self.context_slices + 1
 
 
 @dataclass
@@ -132,6 +147,9 @@ class Method(nn.Module):
 
     def __init__(self, config, data: DataInfo):
         super().__init__()
+        if data.context_slices and self.data_kind != "paired":
+            raise ValueError(f"context_slices is for paired methods (the neighbouring slices condition the "
+                             f"translation of a source slice); the {self.name} method is {self.data_kind}")
         self.config = config
         self.data = data
         self.sampling = self.sampling_class()  # the defaults a checkpoint records
@@ -231,10 +249,20 @@ class Method(nn.Module):
             raise CdtsdeError(
                 f"the model expects sources of shape (B, {channels or 'C'}, H, W), got {tuple(sources.shape)}")
 
+    def centre_slice(self, sources: torch.Tensor) -> torch.Tensor:
+        """The source slice itself, without the neighbouring slices it carries as context
+        (`DataInfo.context_slices`: the middle of its slice-major channels); without context, the sources."""
+        if not self.data.context_slices:
+            return sources
+        per_slice = sources.shape[1] // self.data.slices_per_source
+        return sources[:, self.data.context_slices * per_slice:(self.data.context_slices + 1) * per_slice]
+
     def in_target_space(self, sources: torch.Tensor) -> torch.Tensor:
-        """The source in the target's channel space: equal channel counts as they are, otherwise the
-        source's channel mean repeated over the target's channels (grey EL image -> one copy per mask
-        class, SAR -> RGB)."""
+        """The source slice (`centre_slice`: a path's source end and the mixing anchor never hold the
+        neighbouring slices, which only condition the network) in the target's channel space: equal channel
+        counts as they are, otherwise its channel mean repeated over the target's channels (grey EL image ->
+        one copy per mask class, SAR -> RGB)."""
+        sources = self.centre_slice(sources)
         channels = self.data.target_channels
         if sources.shape[1] == channels:
             return sources
