@@ -77,3 +77,41 @@ def test_evaluate_scores_a_prediction_and_target_stored_in_other_orientations_as
     assert [row["psnr"] for row in rows] == [math.inf, math.inf]
     assert [row["psnr3d"] for row in volumes.rows] == [math.inf, math.inf]
     assert [row["ssim3d"] for row in volumes.rows] == pytest.approx([1.0, 1.0])
+
+
+def test_a_checkpoint_from_before_ras_reading_translates_volumes_in_their_stored_directions(tmp_path):
+    """A checkpoint whose record has no `data.nifti_orientation` was trained on volumes with their axes
+    reordered but not flipped (a BraTS volume, stored LPS, upside down and mirrored against RAS): it loads as
+    "axes" and `translate` slices an LPS volume as it was trained to, where a new model reads RAS; both write
+    the volume back in its own orientation and affine."""
+    import json
+
+    from cdtsde.training import load_pretrained, save_pretrained
+
+    anatomy = (np.arange(5 * 6 * 4).reshape(5, 6, 4) % 7 * 100 + 50).astype(np.int16)
+    lps = stored_as(nib.Nifti1Image(anatomy, np.eye(4)), ("L", "P", "S"))
+    nib.save(lps, tmp_path / "lps.nii.gz")
+    np.testing.assert_array_equal(read_image(tmp_path / "lps.nii.gz", nifti_orientation="axes")[0],
+                                  np.asarray(lps.dataobj))
+    save_pretrained(Identity(IdentityConfig(), DataInfo(source_channels=1, target_channels=1)), tmp_path / "new")
+    record = json.loads((tmp_path / "new" / "config.json").read_text())
+    assert record["data"]["nifti_orientation"] == "ras"
+    del record["data"]["nifti_orientation"]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps(record))
+    (tmp_path / "old" / "model.safetensors").write_bytes((tmp_path / "new" / "model.safetensors").read_bytes())
+    old, new = load_pretrained(tmp_path / "old"), load_pretrained(tmp_path / "new")
+    assert (old.data.nifti_orientation, new.data.nifti_orientation) == ("axes", "ras")
+    slices = {}
+    for name, model in (("old", old), ("new", new)):
+        ramp = RowRamp(IdentityConfig(), model.data)
+        translate_file(ramp, tmp_path / "lps.nii.gz", tmp_path / name)
+        written = nib.load(tmp_path / name / "lps.nii.gz")
+        np.testing.assert_allclose(written.affine, lps.affine)
+        slices[name] = np.asarray(written.dataobj)
+    # the old model translates the stored voxels as they lie: as the new one translates the same voxels
+    # declared RAS
+    nib.save(nib.Nifti1Image(np.asarray(lps.dataobj), np.eye(4)), tmp_path / "as_stored.nii.gz")
+    translate_file(RowRamp(IdentityConfig(), new.data), tmp_path / "as_stored.nii.gz", tmp_path / "new")
+    np.testing.assert_array_equal(slices["old"], np.asarray(nib.load(tmp_path / "new" / "as_stored.nii.gz").dataobj))
+    assert not np.allclose(slices["old"], slices["new"])

@@ -92,6 +92,7 @@ def list_images_under(folder: str | os.PathLike, pattern: str = "*") -> list[Pat
 
 
 PALETTE_READINGS = ("colours", "indices")
+NIFTI_ORIENTATIONS = ("ras", "axes")
 
 
 def palette_mode(img) -> str:
@@ -99,17 +100,20 @@ def palette_mode(img) -> str:
     return "RGBA" if "transparency" in img.info else "RGB"
 
 
-def canonical_orientation(affine: np.ndarray) -> np.ndarray:
+def canonical_orientation(affine: np.ndarray, flips: bool = True) -> np.ndarray:
     """nibabel's orientation (`io_orientation`: one row per voxel axis, the world axis it runs closest to and
     its direction) taking a volume to its closest canonical RAS order, as `as_closest_canonical` does: axis 0
     runs to the right, 1 anterior, 2 superior, so that a BraTS (LPS) volume, an RAS one and one stored
     superior-inferior first are sliced alike and slice_axis 2 is axial for every file. The identity for an
-    affine without a clear orientation."""
+    affine without a clear orientation. Without `flips` the axes are only reordered, each keeping the direction
+    it is stored in (the reading of checkpoints written before volumes were read in RAS: NIFTI_ORIENTATIONS)."""
     import nibabel as nib
 
     orientation = nib.orientations.io_orientation(affine)
     if np.isnan(orientation).any():
         return np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+    if not flips:
+        orientation[:, 1] = 1
     return orientation
 
 
@@ -130,13 +134,18 @@ def canonical_shape(shape: tuple[int, ...], orientation: np.ndarray) -> tuple[in
     return tuple(canonical)
 
 
-def read_image(path: str | os.PathLike, palette: str = "colours") -> tuple[np.ndarray, ImageMeta]:
+def read_image(path: str | os.PathLike, palette: str = "colours",
+               nifti_orientation: str = "ras") -> tuple[np.ndarray, ImageMeta]:
     """Read one image file. PNG/JPG are turned upright by their EXIF orientation (as a viewer shows them);
     a palette PNG gives its colours, or with `palette="indices"` its palette indices (a class-index mask's
-    values). Raises ImageReadError naming the file if it is missing, truncated, of an unsupported type, or
-    holds NaN/inf values."""
+    values). A NIfTI volume comes in closest-canonical RAS, or with `nifti_orientation="axes"` with its axes
+    reordered but each in its stored direction (how checkpoints written before RAS reading saw volumes).
+    Raises ImageReadError naming the file if it is missing, truncated, of an unsupported type, or holds
+    NaN/inf values."""
     if palette not in PALETTE_READINGS:
         raise ValueError(f"palette must be one of {PALETTE_READINGS}, got {palette!r}")
+    if nifti_orientation not in NIFTI_ORIENTATIONS:
+        raise ValueError(f"nifti_orientation must be one of {NIFTI_ORIENTATIONS}, got {nifti_orientation!r}")
     path = Path(path)
     fmt = image_format(path)
     if not path.is_file():
@@ -191,7 +200,7 @@ def read_image(path: str | os.PathLike, palette: str = "colours") -> tuple[np.nd
             affine = img.affine
             extra["header"] = img.header
             if array.ndim == 3:
-                extra["orientation"] = canonical_orientation(affine)
+                extra["orientation"] = canonical_orientation(affine, flips=nifti_orientation == "ras")
                 array = nib.orientations.apply_orientation(array, extra["orientation"])
     except ImageReadError:
         raise

@@ -424,7 +424,7 @@ def translate_file(method: Method, path: Path, output_dir: Path, overwrite: bool
     `write_translation`; `tiling` "auto": the method's `default_tiling`); returns the files written and the
     method's diagnostics."""
     options["tiling"] = default_tiling(method) if tiling == "auto" else tiling
-    array, meta = read_image(path)
+    array, meta = read_image(path, nifti_orientation=method.data.nifti_orientation)
     slices = source_slices(array, meta, method.data)
     if method.data.source_channels is not None:
         slices = adapt_channels(slices, method.data.source_channels, path)

@@ -135,7 +135,7 @@ def test_checkpoint_records_method_versions_data_and_sampling(tmp_path):
     assert record["data"] == {"source_channels": 1, "target_channels": 1, "target_kind": "image", "image_size": 16,
                               "nifti_percentile": 99.5, "source_reading": None, "slice_axis": 2,
                               "training_scale": "resized", "target_band_names": None,
-                              "context_slices": 0}
+                              "context_slices": 0, "nifti_orientation": "ras"}
     assert len(record["weights_sha256"]) == 64
     assert record["config"]["field"]["variant"] == "channel" and record["config"]["unet"]["channel_mults"] == [1, 2]
     assert record["sampling"]["steps"] == 7 and record["sampling"]["gamma"] == 0.0

@@ -70,6 +70,11 @@ class DataInfo:
     # builds the same from a volume. Every channel conditions the network; the slice itself alone is the
     # source a path starts from or mixes with (`Method.centre_slice`). 0: the slice alone
     context_slices: int = 0
+    # how NIfTI volumes were oriented before slicing (cdtsde.imagefiles.NIFTI_ORIENTATIONS): "ras", the closest
+    # canonical RAS orientation the data readers use; "axes", axes reordered in their stored directions, what
+    # checkpoints written before RAS reading saw (loaded as such: a BraTS volume, stored LPS, then has its
+    # slices turned 180 degrees), so `translate` replays the orientation a model was trained on
+    nifti_orientation: str = "ras"
 
     def __post_init__(self):
         if self.target_kind not in TARGET_KINDS:
@@ -83,6 +88,8 @@ class DataInfo:
         if self.target_band_names is not None and len(self.target_band_names) != self.target_channels:
             raise ValueError(f"target_band_names names {len(self.target_band_names)} band(s) of a target of "
                              f"{self.target_channels} channel(s)")
+        if self.nifti_orientation not in ("ras", "axes"):
+            raise ValueError(f"nifti_orientation must be 'ras' or 'axes', got {self.nifti_orientation!r}")
         if self.context_slices < 0:
             raise ValueError(f"context_slices must be >= 0, got {self.context_slices!r}")
         if self.context_slices and self.source_channels is not None and self.source_channels % self.slices_per_source:

@@ -112,7 +112,8 @@ def method_from_record(record: dict, where: str) -> Method:
     cls = method_class(record["method"])
     try:
         config = from_plain(cls.config_class, record.get("config"), "model")
-        data = from_plain(DataInfo, record.get("data"), "data")
+        # a record without nifti_orientation predates RAS reading: its model saw volumes in their stored directions
+        data = from_plain(DataInfo, {"nifti_orientation": "axes", **(record.get("data") or {})}, "data")
         check_reading(data)
         method = cls(config, data)
         method.sampling = from_plain(cls.sampling_class, record.get("sampling"), "sampling")
