@@ -134,12 +134,17 @@ def build_run(config: dict, base_dir: str | Path | None = None, method: str | No
     return built, train_set, preview_set, train_config
 
 
+def is_pv_el_masks(spec: dict) -> bool:
+    """Whether a data spec's masks hold the pv-el-cracks classes (PV_EL_CLASSES)."""
+    return any(all(spec.get(key) == value for key, value in kind.items()) for kind in PV_EL_MASKS)
+
+
 def headline_score(spec: dict, data: DataInfo) -> HeadlineScore:
     """The task's headline figure, as the suite leads with it: brain PSNR for MRI (NIfTI data), the
     defect Dice for masks (the pv-el-cracks defects; for other masks every class but the background),
     PSNR for other images."""
     if data.target_kind == "mask":
-        pv_el = any(all(spec.get(key) == value for key, value in kind.items()) for kind in PV_EL_MASKS)
+        pv_el = is_pv_el_masks(spec)
         classes = len(PV_EL_CLASSES) if pv_el else data.target_channels
         return HeadlineScore("dice/defect", PV_EL_DEFECT if pv_el else tuple(range(1, classes)))
     return HeadlineScore("psnr_fg" if spec.get("kind") in NIFTI_KINDS else "psnr")

@@ -196,3 +196,126 @@ def test_image_folders_have_no_volume_section(tmp_path, capsys):
                  "--figure", str(tmp_path / "cuts.png"), "--out", str(out)]) == 0
     assert "volumes" not in json.loads(out.read_text()) and not (tmp_path / "cuts.png").exists()
     assert "there were none" in capsys.readouterr().out
+
+
+def test_prediction_names_that_clash_without_their_extension_are_refused(tmp_path, capsys):
+    image = (np.random.default_rng(6).random((16, 16)) * 255).astype(np.uint8)
+    write_png(tmp_path / "target" / "a.png", image)
+    write_png(tmp_path / "pred" / "a.png", image)
+    Image.fromarray(255 - image).save(tmp_path / "pred" / "a.tif")
+    code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "target"),
+                 "--out", str(tmp_path / "s.json")])
+    error = capsys.readouterr().err
+    assert code == 2 and "a.png" in error and "a.tif" in error and "'a'" in error
+    assert not (tmp_path / "s.json").exists()
+
+
+MRI_PHANTOM = {"kind": "procedural", "task": "mri-phantom", "n": 8, "n_test": 3, "size": 16}
+EL_CELL = {"kind": "procedural", "task": "el-cell", "n": 8, "n_test": 4, "size": 16}
+
+
+def write_yaml(path, document):
+    import yaml
+
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def without_timing(rows):
+    return [{k: v for k, v in row.items() if k != "seconds_per_image"} for row in rows]
+
+
+def test_checkpoint_on_a_data_spec_scores_as_evaluate_model_does(model_dir, tmp_path, capsys):
+    """The tiny CDTSDE model at 2 steps on the test split of a procedural spec: the CSV rows and the JSON
+    summary are those of `evaluate_model` on `build_dataset(spec, "test")`, whether the YAML holds a
+    `data:` mapping alone or a whole run configuration; --split val scores the val split's items."""
+    from cdtsde.data import build_dataset
+    from cdtsde.evaluation import evaluate_model
+    from cdtsde.training import load_pretrained
+
+    model = load_pretrained(model_dir)
+    rows, summary = evaluate_model(model, build_dataset(MRI_PHANTOM, "test"), steps=2)
+    spec = write_yaml(tmp_path / "spec.yaml", {"data": MRI_PHANTOM})
+    run_config = write_yaml(tmp_path / "run.yaml", {"method": "bbdm", "data": MRI_PHANTOM, "train": {"max_steps": 9}})
+    for name, yaml_file in (("spec", spec), ("run", run_config)):
+        out = tmp_path / f"{name}.json"
+        assert main(["evaluate", "--checkpoint", str(model_dir), "--data", str(yaml_file), "--steps", "2",
+                     "--out", str(out)]) == 0
+        payload = json.loads(out.read_text())
+        assert payload["split"] == "test" and payload["pairs"] == len(rows) and payload["sampling"]["steps"] == 2
+        assert without_timing([payload["summary"]["psnr"], payload["summary"]["ssim"]]) == \
+            without_timing([summary["psnr"], summary["ssim"]])
+        written = list(csv.DictReader(open(out.with_suffix(".csv"))))
+        assert [r["name"] for r in written] == [r["name"] for r in rows]
+        assert [float(r["psnr"]) for r in written] == pytest.approx([r["psnr"] for r in rows], rel=1e-12)
+        printed = capsys.readouterr().out
+        assert f"| {model_dir.name} |" in printed and f"{len(rows)} item(s) of the test split" in printed
+    val_out = tmp_path / "val.json"
+    assert main(["evaluate", "--checkpoint", str(model_dir), "--data", str(spec), "--split", "val", "--steps", "2",
+                 "--out", str(val_out)]) == 0
+    val_rows, _ = evaluate_model(model, build_dataset(MRI_PHANTOM, "val"), steps=2)
+    val_summary = json.loads(val_out.read_text())["summary"]
+    assert val_summary["psnr"]["mean"] == pytest.approx(np.mean([r["psnr"] for r in val_rows]))
+    assert val_summary["psnr"]["n"] == len(val_rows) != len(rows)
+
+
+def test_identity_on_el_masks_gives_the_mask_metrics(tmp_path, capsys):
+    """The identity's all-background masks, scored per class with the pv-el classes (the data spec is
+    pv-el mask data): the scores of `evaluate_model` with PV_EL_CLASSES and PV_EL_DEFECT, where a class's
+    Dice is 1 on the items without it (empty on empty) and 0 on the others, and the mask table printed."""
+    from cdtsde.data import build_dataset
+    from cdtsde.data.masks import decode_classes
+    from cdtsde.evaluation import evaluate_model
+    from cdtsde.metrics import PV_EL_CLASSES, PV_EL_DEFECT
+    from cdtsde.run import build_run
+    from cdtsde.training import save_pretrained
+
+    identity = build_run({"method": "identity", "data": EL_CELL})[0]
+    model_dir = save_pretrained(identity, tmp_path / "identity")
+    test_set = build_dataset(EL_CELL, "test")
+    _, summary = evaluate_model(identity, test_set, classes=PV_EL_CLASSES, foreground=PV_EL_DEFECT)
+    out = tmp_path / "masks.json"
+    assert main(["evaluate", "--checkpoint", str(model_dir), "--data",
+                 str(write_yaml(tmp_path / "el.yaml", {"data": EL_CELL})), "--out", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["kind"] == "mask" and payload["method"] == "identity" and payload["pairs"] == 4
+    scores = {key: value["mean"] for key, value in payload["summary"].items() if key.startswith(("dice/", "iou/"))}
+    assert scores == pytest.approx({key: summary[key]["mean"] for key in scores}) and len(scores) == 10
+    targets = [decode_classes(item["target"]) for item in test_set]
+    for value, name in PV_EL_CLASSES.items():
+        if value:
+            assert scores[f"dice/{name}"] == pytest.approx(np.mean([not (t == value).any() for t in targets]))
+    assert scores["dice/defect"] == pytest.approx(np.mean([not np.isin(t, PV_EL_DEFECT).any() for t in targets]))
+    assert "| cross crack |" in capsys.readouterr().out
+
+
+def test_checkpoint_mode_refusals(model_dir, tmp_path, capsys):
+    spec = str(write_yaml(tmp_path / "spec.yaml", {"data": MRI_PHANTOM}))
+    out = tmp_path / "s.json"
+    cases = [
+        (["--checkpoint", str(model_dir), "--data", spec, "--pred", str(tmp_path)], "give one pair, not both"),
+        (["--checkpoint", str(model_dir)], "--data is missing"),
+        (["--pred", str(tmp_path)], "--target is missing"),
+        ([], "give --pred and --target"),
+        (["--checkpoint", str(model_dir), "--data", spec, "--split", "tset"], "split must be one of"),
+        (["--checkpoint", str(model_dir), "--data", str(write_yaml(tmp_path / "el.yaml", {"data": EL_CELL}))],
+         "channel(s) of masks, but the model"),
+        (["--checkpoint", str(model_dir), "--data", spec, "--recursive"], "--recursive is for --pred/--target"),
+        (["--checkpoint", str(model_dir), "--data", spec, "--kind", "mask"], "translates into images"),
+        (["--checkpoint", str(model_dir), "--data", spec, "--gamma", "0.5", "--steps", "2"], None),
+        (["--pred", str(tmp_path), "--target", str(tmp_path), "--steps", "2"], "--steps is for --checkpoint"),
+    ]
+    for extra, message in cases:
+        code = main(["evaluate", *extra, "--out", str(out)])
+        error = capsys.readouterr().err
+        if message is None:  # a sampling option the method has, given: scored
+            assert code == 0
+            continue
+        assert code == 2 and message in error, (extra, error)
+    # the output written above is kept unless --overwrite replaces it
+    before = out.read_text()
+    assert main(["evaluate", "--checkpoint", str(model_dir), "--data", spec, "--steps", "3", "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and out.read_text() == before
+    assert main(["evaluate", "--checkpoint", str(model_dir), "--data", spec, "--steps", "3", "--overwrite",
+                 "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["sampling"]["steps"] == 3

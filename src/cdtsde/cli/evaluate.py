@@ -1,8 +1,20 @@
-"""`cdtsde evaluate`: score a folder of predictions against a folder of targets."""
+"""`cdtsde evaluate`: score a folder of predictions against a folder of targets (--pred/--target), or a
+trained model on a data spec's split (--checkpoint/--data)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from .sampling import add_sampling_flags, chosen_sampling
+
+COMMAND_FLAGS = {"pred", "target", "checkpoint", "method", "data", "split", "seed", "batch_size", "device", "kind",
+                 "foreground_dir", "nonzero_foreground", "classes", "foreground", "skeleton_tolerance", "perception",
+                 "kmeans", "kmeans_fit", "recursive", "rename", "slice_axis", "figure", "source", "out", "overwrite"}
+# the flags that name files of the folder mode, meaningless for a model scored on a data spec
+FOLDER_FLAGS = {"--foreground-dir": "foreground_dir", "--recursive": "recursive", "--rename": "rename",
+                "--figure": "figure", "--source": "source"}
+# training targets the K-Means clusters of the model mode are fit on, at most (evenly spaced over the split)
+KMEANS_FIT_ITEMS = 256
 
 
 def parse_classes(text: str | None) -> dict[int, str] | None:
@@ -27,11 +39,24 @@ FIGURE_VOLUMES = 6  # rows of the volume figure: the first volumes by name
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("evaluate", help="metrics of predictions against targets (paired by file name)")
-    parser.add_argument("--pred", required=True, type=Path, help="folder of predictions")
-    parser.add_argument("--target", required=True, type=Path, help="folder of targets")
-    parser.add_argument("--kind", choices=["image", "mask"], default="image",
-                        help="image: intensity metrics; mask: class-index masks, scored per class")
+    parser = subparsers.add_parser("evaluate", help="metrics of predictions against targets (paired by file name), "
+                                                    "or of a trained model on a data spec's split")
+    parser.add_argument("--pred", type=Path, help="folder of predictions (with --target)")
+    parser.add_argument("--target", type=Path, help="folder of targets (with --pred)")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="run or model directory of a trained model, scored on --data (instead of --pred/--target)")
+    parser.add_argument("--method", help="--checkpoint: run it as another method sharing its weights "
+                                         "(a prior's checkpoint as sdedit)")
+    parser.add_argument("--data", type=Path,
+                        help="--checkpoint: the data to score it on: a YAML data spec (a `data:` mapping, or a whole "
+                             "run configuration), or a data folder")
+    parser.add_argument("--split", default="test", help="--checkpoint: the split of --data scored (default test)")
+    parser.add_argument("--seed", type=int, default=0, help="--checkpoint: seed of the sampler's draws")
+    parser.add_argument("--batch-size", type=int, default=16, help="--checkpoint: items translated at once")
+    parser.add_argument("--device", default="cpu", help="--checkpoint: cpu, cuda or cuda:N")
+    parser.add_argument("--kind", choices=["image", "mask"],
+                        help="image (default): intensity metrics; mask: class-index masks, scored per class "
+                             "(--checkpoint: the model's, which this must match)")
     parser.add_argument("--foreground-dir", type=Path, help="--kind image: foreground masks, paired by name")
     parser.add_argument("--nonzero-foreground", action="store_true",
                         help="--kind image: also score the target's non-zero region (skull-stripped MRI)")
@@ -44,15 +69,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--kmeans", type=int, nargs="+", metavar="K",
                         help="--kind image: K-Means Dice with K intensity clusters (e.g. 3 5), fit on --kmeans-fit")
     parser.add_argument("--kmeans-fit", type=Path,
-                        help="folder of target-modality training images the K-Means clusters are fit on")
+                        help="folder of target-modality training images the K-Means clusters are fit on "
+                             "(--checkpoint: by default the train split's targets of --data)")
     parser.add_argument("--recursive", action="store_true",
                         help="also the subfolders (one per subject): files pair by their path below --pred and --target")
     parser.add_argument("--rename", metavar="FROM:TO",
                         help="pair a prediction named for its input modality with its target's name: "
                              "<name>FROM against <name>TO (BraTS _t1:_t2, IXI -T1:-T2); targets not ending "
                              "in TO (the other modalities) are left out")
-
-
     parser.add_argument("--slice-axis", type=int, choices=[0, 1, 2], default=2,
                         help="NIfTI volumes: the array axis the translation cut them along, for the flicker ratio "
                              "(cdtsde translate: the training data's axis, 2 by default)")
@@ -65,6 +89,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", type=Path, default=Path("evaluation.json"),
                         help="JSON summary; the per-image CSV goes beside it (default evaluation.json)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out and its CSV")
+    add_sampling_flags(parser, reserved=COMMAND_FLAGS)
     parser.set_defaults(func=run)
 
 
@@ -88,13 +113,38 @@ def check_out(out: Path, csv_path: Path, overwrite: bool) -> None:
 
 
 def run(args) -> int:
-    import csv
-    import json
-
-    from ..atomic import atomic_path
     from ..errors import CdtsdeError
-    from ..metrics import PV_EL_DEFECT, format_mask_table, format_table
-    from ..metrics.folders import evaluate_folders, fit_kmeans_on_folder
+
+    folder_mode = {"--pred": args.pred, "--target": args.target}
+    model_mode = {"--checkpoint": args.checkpoint, "--data": args.data}
+    for mode, other in ((folder_mode, model_mode), (model_mode, folder_mode)):
+        if any(value is not None for value in mode.values()):
+            if any(value is not None for value in other.values()):
+                raise CdtsdeError("--pred/--target score files of predictions, --checkpoint/--data a trained model: "
+                                  "give one pair, not both")
+            missing = [flag for flag, value in mode.items() if value is None]
+            if missing:
+                raise CdtsdeError(f"{' and '.join(mode)} go together: {missing[0]} is missing")
+    if args.pred is None and args.checkpoint is None:
+        raise CdtsdeError("give --pred and --target (folders of predictions and targets) or --checkpoint and --data "
+                          "(a trained model and the data spec to score it on)")
+    classes, foreground = scoring_classes(args)
+    if args.kmeans:
+        if min(args.kmeans) < 2:
+            raise CdtsdeError(f"--kmeans: cluster counts must be >= 2, got {args.kmeans}")
+        if args.kmeans_fit is not None and not args.kmeans_fit.is_dir():
+            raise CdtsdeError(f"--kmeans-fit {args.kmeans_fit}: not a folder")
+    elif args.kmeans_fit is not None:
+        raise CdtsdeError("--kmeans-fit without --kmeans: give the cluster counts, e.g. --kmeans 3 5")
+    if args.checkpoint is not None:
+        return run_model(args, classes, foreground)
+    return run_folders(args, classes, foreground)
+
+
+def scoring_classes(args) -> tuple[dict[int, str] | None, tuple[int, ...] | None]:
+    """The declared mask classes and the classes grouped as "defect" (--classes, --foreground)."""
+    from ..errors import CdtsdeError
+    from ..metrics import PV_EL_DEFECT
 
     if not args.skeleton_tolerance >= 0:
         raise CdtsdeError(f"--skeleton-tolerance must be >= 0 pixels, got {args.skeleton_tolerance}")
@@ -107,6 +157,162 @@ def run(args) -> int:
             raise CdtsdeError(f"--foreground: expected class values separated by commas, got {args.foreground!r}") from exc
     elif args.classes == "pv-el":
         foreground = PV_EL_DEFECT
+    return classes, foreground
+
+
+def check_image_options(args, kind: str) -> None:
+    """Masks are scored per class: the options of intensity images are refused for them."""
+    from ..errors import CdtsdeError
+
+    if kind == "mask":
+        image_only = {"--perception": args.perception, "--kmeans": args.kmeans,
+                      "--nonzero-foreground": args.nonzero_foreground, "--foreground-dir": args.foreground_dir}
+        given = [flag for flag, value in image_only.items() if value]
+        if given:
+            raise CdtsdeError(f"{given[0]} compares images: use it with --kind image (masks are scored per class)")
+
+
+def write_results(out: Path, csv_path: Path, rows: list[dict], payload: dict) -> None:
+    """The per-item rows as CSV at `csv_path` and the JSON `payload` at `out`, each atomically."""
+    import csv
+    import json
+
+    from ..atomic import atomic_path
+
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2))
+
+
+def print_summary(label: str, kind: str, summary: dict) -> None:
+    from ..metrics import format_mask_table, format_table
+
+    print(format_mask_table(summary) if kind == "mask" else format_table({label: summary}))
+
+
+def run_model(args, classes: dict[int, str] | None, foreground: tuple[int, ...] | None) -> int:
+    """Score the model of --checkpoint on the --split of the --data spec, built as training builds it
+    (`build_dataset`) and scored on the one scoring path (`evaluate_model`): masks per class (the pv-el
+    classes for pv-el mask data), MRI also over the brain (the target's nonzero voxels) as the suite does."""
+    import dataclasses
+
+    import torch
+
+    from ..data import build_dataset
+    from ..data.splits import check_split
+    from ..errors import CdtsdeError
+    from ..evaluation import evaluate_model
+    from ..metrics import PV_EL_CLASSES
+    from ..metrics.folders import fit_kmeans_on_folder
+    from ..run import headline_score, is_pv_el_masks
+    from ..training import load_pretrained
+    from .data import load_spec
+
+    given = [flag for flag, dest in FOLDER_FLAGS.items() if getattr(args, dest)]
+    if given:
+        raise CdtsdeError(f"{given[0]} is for --pred/--target folders; a model is scored on the items of --data")
+    check_split(args.split)
+    if args.batch_size < 1:
+        raise CdtsdeError(f"--batch-size must be >= 1, got {args.batch_size}")
+    spec, base = load_spec(args.data)
+    csv_path = args.out.with_suffix(".csv")
+    check_out(args.out, csv_path, args.overwrite)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as exc:
+        raise CdtsdeError(f"--device {args.device!r}: not a device name (cpu, cuda, cuda:N)") from exc
+    method = load_pretrained(args.checkpoint, device=device, method=args.method)
+    try:
+        sampling = method.sampling_options(**chosen_sampling(args, method))
+    except CdtsdeError as exc:
+        raise CdtsdeError(str(exc).replace("sampling.", "--")) from exc
+    kind = method.data.target_kind
+    if args.kind is not None and args.kind != kind:
+        raise CdtsdeError(f"--kind {args.kind}: the model of {args.checkpoint} translates into {kind}s")
+    check_image_options(args, kind)
+    try:
+        dataset = build_dataset(spec, args.split, base_dir=base)
+    except (ValueError, TypeError, KeyError) as exc:  # CdtsdeError from the data module passes as it is
+        raise CdtsdeError(f"--data {args.data}: {exc}") from exc
+    check_data_fits(method, dataset, args)
+    headline = headline_score(spec, method.data)
+    if kind == "mask" and classes is None and is_pv_el_masks(spec):
+        classes = dict(PV_EL_CLASSES)
+    foreground = foreground or (headline.defect or None)
+    kmeans, problems = [], []
+    if args.kmeans:
+        if args.kmeans_fit is not None:
+            kmeans, problems = fit_kmeans_on_folder(args.kmeans_fit, args.kmeans)
+        else:
+            kmeans = fit_kmeans_on_training_targets(spec, base, args.kmeans)
+    rows, summary = evaluate_model(method, dataset, sampling, seed=args.seed, batch_size=args.batch_size,
+                                   classes=classes, foreground=foreground, kmeans=kmeans, perception=args.perception,
+                                   nonzero_foreground=args.nonzero_foreground or headline.name == "psnr_fg")
+    payload = {"checkpoint": str(args.checkpoint), "method": method.name, "data": str(args.data), "split": args.split,
+               "sampling": dataclasses.asdict(sampling), "seed": args.seed, "kind": kind, "pairs": len(rows),
+               "summary": summary, "problems": [{"path": str(p), "reason": r} for p, r in problems]}
+    write_results(args.out, csv_path, rows, payload)
+    print_summary(args.checkpoint.name or str(args.checkpoint), kind, summary)
+    print(f"{len(rows)} item(s) of the {args.split} split of {args.data}; per-item rows in {csv_path}, "
+          f"summary in {args.out}")
+    for path, reason in problems:
+        print(f"problem: {path}: {reason}")
+    return 1 if problems else 0
+
+
+def check_data_fits(method, dataset, args) -> None:
+    """The split has source-target pairs in the model's channel counts and target kind."""
+    from ..errors import CdtsdeError
+
+    if len(dataset) == 0:
+        raise CdtsdeError(f"--data {args.data}: the {args.split} split is empty")
+    if "source" not in dataset[0]:
+        raise CdtsdeError(f"--data {args.data}: holds one modality; scoring a model needs source-target pairs")
+    model = method.data
+    data_kind = "mask" if getattr(dataset, "target_classes", None) else "image"
+    # a model trained without sources (a prior) translates sources in the target's channels
+    expected = {"source": model.source_channels or model.target_channels, "target": model.target_channels}
+    found = {"source": dataset.source_channels, "target": dataset.target_channels}
+    if data_kind != model.target_kind or expected != found:
+        raise CdtsdeError(f"--data {args.data}: {found['source']} source and {found['target']} target channel(s) of "
+                          f"{data_kind}s, but the model of {args.checkpoint} translates {expected['source']} into "
+                          f"{expected['target']} channel(s) of {model.target_kind}s (set data.channels, or score "
+                          f"it on data of its task)")
+
+
+def fit_kmeans_on_training_targets(spec: dict, base: Path, clusters: list[int]):
+    """`fit_kmeans` on the targets of the spec's train split in [0, 1] (at most KMEANS_FIT_ITEMS, evenly
+    spaced), as the suite fits them: target-modality training images, never the scored targets."""
+    from ..data import build_dataset
+    from ..errors import CdtsdeError
+    from ..intensity import model_to_unit
+    from ..metrics.segmentation import fit_kmeans
+
+    targets = build_dataset(spec, "train", base_dir=base)
+    if len(targets) == 0:
+        raise CdtsdeError("--kmeans: the train split of --data is empty; give --kmeans-fit FOLDER")
+    images = [model_to_unit(targets[i]["target"]).permute(1, 2, 0).numpy()
+              for i in range(0, len(targets), max(1, len(targets) // KMEANS_FIT_ITEMS))]
+    return fit_kmeans(images, clusters)
+
+
+def run_folders(args, classes: dict[int, str] | None, foreground: tuple[int, ...] | None) -> int:
+    from ..errors import CdtsdeError
+    from ..metrics import format_table
+    from ..metrics.folders import evaluate_folders, fit_kmeans_on_folder
+    from .sampling import PREFIX, flag
+
+    args.kind = args.kind or "image"
+    given = [name for name, value in (("--method", args.method), ("--split", args.split != "test"),
+                                      ("--seed", args.seed != 0)) if value]
+    given += [flag(dest[len(PREFIX):]) for dest, value in vars(args).items()
+              if dest.startswith(PREFIX) and value is not None]
+    if given:
+        raise CdtsdeError(f"{given[0]} is for --checkpoint/--data: --pred/--target score translations already made")
     rename = None
     if args.rename:
         rename = tuple(args.rename.split(":"))
@@ -115,20 +321,10 @@ def run(args) -> int:
     for folder in (args.pred, args.target):
         if not folder.is_dir():
             raise CdtsdeError(f"{folder}: not a folder")
-    if args.kind == "mask":
-        image_only = {"--perception": args.perception, "--kmeans": args.kmeans,
-                      "--nonzero-foreground": args.nonzero_foreground, "--foreground-dir": args.foreground_dir}
-        given = [flag for flag, value in image_only.items() if value]
-        if given:
-            raise CdtsdeError(f"{given[0]} compares images: use it with --kind image (masks are scored per class)")
-    if args.kmeans:
-        if args.kmeans_fit is None or not args.kmeans_fit.is_dir():
-            raise CdtsdeError("--kmeans needs --kmeans-fit FOLDER: target-modality training images to fit the "
-                              f"clusters on (got {args.kmeans_fit})")
-        if min(args.kmeans) < 2:
-            raise CdtsdeError(f"--kmeans: cluster counts must be >= 2, got {args.kmeans}")
-    elif args.kmeans_fit is not None:
-        raise CdtsdeError("--kmeans-fit without --kmeans: give the cluster counts, e.g. --kmeans 3 5")
+    check_image_options(args, args.kind)
+    if args.kmeans and args.kmeans_fit is None:
+        raise CdtsdeError("--kmeans needs --kmeans-fit FOLDER: target-modality training images to fit the "
+                          "clusters on")
     if args.source is not None and not args.source.is_dir():
         raise CdtsdeError(f"--source {args.source}: not a folder")
     csv_path = args.out.with_suffix(".csv")
@@ -148,22 +344,13 @@ def run(args) -> int:
         for path, reason in problems:
             print(f"problem: {path}: {reason}")
         raise CdtsdeError(f"no pairs to evaluate between {args.pred} and {args.target}")
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
     payload = {"pred": str(args.pred), "target": str(args.target), "kind": args.kind, "pairs": len(rows),
                "summary": summary, "problems": [{"path": str(p), "reason": r} for p, r in problems]}
     if volumes.rows:
         payload["volumes"] = {"count": len(volumes.rows), "slice_axis": args.slice_axis, "summary": volumes.summary,
                               "rows": volumes.rows}
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2))
-    if args.kind == "mask":
-        print(format_mask_table(summary))
-    else:
-        print(format_table({args.pred.name or str(args.pred): summary}))
+    write_results(args.out, csv_path, rows, payload)
+    print_summary(args.pred.name or str(args.pred), args.kind, summary)
     print(f"{len(rows)} pair(s); per-image rows in {csv_path}, summary in {args.out}")
     if volumes.rows:
         print(format_table({args.pred.name or str(args.pred): volumes.summary}, label="volumes"))

@@ -53,7 +53,8 @@ def pairing_names(folder: str | Path, recursive: bool = False, suffix: str | Non
     """{name: file} of a folder's images: the name is the file's stem, with `recursive` its path below
     `folder` without the extension ("Brats18_x/Brats18_x_t2"). `suffix` keeps the files whose stem ends
     with it (the target modality of a folder holding every modality); `renamed` replaces that suffix (a
-    prediction named for its input modality, "_t1", under its target's name, "_t2")."""
+    prediction named for its input modality, "_t1", under its target's name, "_t2"). Two files of one name
+    (a.png and a.tif) are an error naming both: pairing either would silently drop the other."""
     folder = Path(folder)
     names = {}
     for path in list_images_under(folder) if recursive else list_images(folder):
@@ -62,7 +63,10 @@ def pairing_names(folder: str | Path, recursive: bool = False, suffix: str | Non
             continue
         if renamed is not None:
             name = name[:len(name) - len(suffix)] + renamed
-        names[(path.parent.relative_to(folder) / name).as_posix()] = path
+        key = (path.parent.relative_to(folder) / name).as_posix()
+        if key in names:
+            raise CdtsdeError(f"{names[key]} and {path} both pair as {key!r}: rename or move one of them")
+        names[key] = path
     return names
 
 
