@@ -316,6 +316,7 @@ def test_evaluate_masks_refuses_grey_images_and_undeclared_values(tmp_path, caps
     ("data", "target_channels", "3", "data.target_channels must be an integer, got '3'"),
     ("sampling", "steps", -2, "steps must be an integer >= 1, got -2"),
     ("data", "source_reading", {"kind": "zip"}, "unknown input reading 'zip'"),
+    ("data", "target_reading", {"kind": "optical", "gain": 2}, "unknown data.target_reading option"),
 ])
 def test_a_checkpoint_config_with_wrong_values_is_named(model_dir, section, key, value, message):
     import json

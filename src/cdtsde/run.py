@@ -18,7 +18,7 @@ import yaml
 
 from .data import TargetOnlyData, UnpairedData, build_dataset
 from .data.specs import data_spec
-from .data.views import input_reading, target_band_names
+from .data.views import file_reading, input_reading, target_band_names
 from .errors import CdtsdeError
 from .intensity import NIFTI_PERCENTILE
 from .methods import DataInfo, Method, method_class
@@ -112,8 +112,8 @@ def data_info(train_set, spec: dict) -> DataInfo:
     return DataInfo(source_channels=train_set.source_channels, target_channels=train_set.target_channels,
                     target_kind="mask" if getattr(train_set, "target_classes", None) else "image",
                     image_size=size, nifti_percentile=percentile, source_reading=input_reading(train_set),
-                    slice_axis=axis, training_scale="native" if native else "resized",
-                    target_band_names=target_band_names(train_set),
+                    target_reading=file_reading(train_set, "target"), slice_axis=axis,
+                    training_scale="native" if native else "resized", target_band_names=target_band_names(train_set),
                     context_slices=sources.get("context_slices", 0))
 
 

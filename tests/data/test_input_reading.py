@@ -12,7 +12,7 @@ from PIL import Image
 
 from cdtsde.data import TargetOnlyData, UnpairedData, build_dataset
 from cdtsde.data.readers import reading_from_record
-from cdtsde.data.views import input_reading
+from cdtsde.data.views import file_reading, input_reading
 from cdtsde.errors import CdtsdeError
 from cdtsde.methods.identity import Identity, IdentityConfig
 from cdtsde.run import data_info
@@ -85,6 +85,8 @@ def test_a_sentinel1_db_geotiff_reaches_the_network_as_in_training(tmp_path):
     dataset = build_dataset(spec, "train")
     method = through_a_checkpoint(dataset, spec, tmp_path)
     assert method.data.source_reading == {"kind": "sar-db", "db_range": [-25.0, 0.0], "bands": ["VH"]}
+    # the uint16 reflectance targets as training scaled them, for `evaluate` to score targets alike
+    assert method.data.target_reading == {"kind": "optical", "reflectance_max": 3000.0, "bands": None}
     seen = network_inputs(method, tmp_path / "s1" / "scene_s1_p1.tif", tmp_path)
     assert seen.shape == (1, 1, 16, 16) and torch.equal(seen[0], dataset[0]["source"])
 
@@ -115,6 +117,8 @@ def test_target_only_and_unpaired_methods_record_the_side_their_inputs_come_from
     assert input_reading(dataset)["kind"] == "sar-db"
     assert input_reading(UnpairedData(dataset, dataset))["kind"] == "sar-db"
     assert input_reading(TargetOnlyData(dataset)) == {"kind": "optical", "reflectance_max": 3000.0, "bands": None}
+    for view in (dataset, UnpairedData(dataset, dataset), TargetOnlyData(dataset)):
+        assert file_reading(view, "target") == {"kind": "optical", "reflectance_max": 3000.0, "bands": None}
 
 
 def test_a_damaged_reading_record_is_named():

@@ -133,8 +133,8 @@ def test_checkpoint_records_method_versions_data_and_sampling(tmp_path):
     record = json.loads((tmp_path / "config.json").read_text())
     assert record["method"] == "cdtsde" and record["format_version"] == 2 and record["cdtsde_version"] == __version__
     assert record["data"] == {"source_channels": 1, "target_channels": 1, "target_kind": "image", "image_size": 16,
-                              "nifti_percentile": 99.5, "source_reading": None, "slice_axis": 2,
-                              "training_scale": "resized", "target_band_names": None,
+                              "nifti_percentile": 99.5, "source_reading": None, "target_reading": None,
+                              "slice_axis": 2, "training_scale": "resized", "target_band_names": None,
                               "context_slices": 0, "nifti_orientation": "ras"}
     assert len(record["weights_sha256"]) == 64
     assert record["config"]["field"]["variant"] == "channel" and record["config"]["unet"]["channel_mults"] == [1, 2]

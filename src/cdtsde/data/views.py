@@ -4,7 +4,8 @@ method's data kind; the training loop draws their index streams, `stream_sizes`)
 * unpaired: `UnpairedData(sources, targets)`, two sets drawn independently (index pairs (i, j));
 * target-only: `TargetOnlyData(dataset)`, the targets alone.
 
-`input_reading` says how such training data read the files `translate` will later be given, and
+`input_reading` says how such training data read the files `translate` will later be given, `file_reading`
+how they read either side (the targets: how `evaluate` reads the targets a model is scored against), and
 `target_band_names` what the bands of the target they teach are called.
 """
 
@@ -67,16 +68,27 @@ class TargetOnlyData(Dataset):
         return {"target": side(item, "target"), "name": item["name"]}
 
 
+def side_set(dataset, read_side: str):
+    """The built set whose `read_side` ("source" or "target") files a training set reads: an unpaired set's
+    set of that side, a target-only set's images, else the set itself."""
+    if isinstance(dataset, UnpairedData):
+        return dataset.sources if read_side == "source" else dataset.targets
+    if isinstance(dataset, TargetOnlyData):
+        return dataset.dataset
+    return dataset
+
+
+def file_reading(dataset, read_side: str) -> dict | None:
+    """The record of how a built training set read its `read_side` files (`side_set`); None where no file
+    reader applies (generated data, class-index masks)."""
+    reader = getattr(side_set(dataset, read_side), f"{read_side}_reader", None)
+    return reader.record() if isinstance(reader, FileReading) else None
+
+
 def input_reading(dataset) -> dict | None:
     """The record of how the training data read the files `translate` will be given: the sources, or, for
     a target-only method (its inputs are images of another modality stored alike), the targets."""
-    read_side = "source"
-    if isinstance(dataset, UnpairedData):
-        dataset = dataset.sources
-    elif isinstance(dataset, TargetOnlyData):
-        dataset, read_side = dataset.dataset, "target"
-    reader = getattr(dataset, f"{read_side}_reader", None)
-    return reader.record() if isinstance(reader, FileReading) else None
+    return file_reading(dataset, "target" if isinstance(dataset, TargetOnlyData) else "source")
 
 
 def target_band_names(dataset) -> tuple[str, ...] | None:
@@ -86,10 +98,7 @@ def target_band_names(dataset) -> tuple[str, ...] | None:
     slices, PNGs), where their files name their bands differently or where the names do not count the
     target's channels."""
     channels = dataset.target_channels  # as the method is told them: after any change of channel count
-    if isinstance(dataset, UnpairedData):
-        dataset = dataset.targets
-    elif isinstance(dataset, TargetOnlyData):
-        dataset = dataset.dataset
+    dataset = side_set(dataset, "target")
     reader = getattr(dataset, "target_reader", None)
     if not isinstance(reader, FileReading) or getattr(dataset, "target_classes", None):
         return None

@@ -55,6 +55,10 @@ class DataInfo:
     # None in checkpoints written before it was recorded (then: NIfTI by nifti_percentile, else the dtype).
     # Plain data here (methods know nothing of readers); checkpoints check it when written and loaded
     source_reading: dict | None = None
+    # how training read its target images (the same records), replayed by `evaluate` on target files so that
+    # they are scored in the scale the model learnt (raw Sentinel-2 reflectance as training scaled it); None
+    # for mask targets, generated data and checkpoints written before it was recorded (then `evaluate` guesses)
+    target_reading: dict | None = None
     # the axis along which training cut NIfTI volumes into slices; `translate` cuts and reassembles along it
     slice_axis: int = 2
     # "resized": training images were scaled to image_size, and `translate` scales inputs to it and back;

@@ -36,10 +36,11 @@ def checkpoint_record(method: Method) -> dict:
 
 
 def check_reading(data: DataInfo) -> None:
-    """The input reading a checkpoint records is one `translate` can rebuild: an unknown kind or setting
-    fails when the checkpoint is written or loaded, named, not at its first translation."""
-    if data.source_reading is not None:
-        reading_from_record(data.source_reading)
+    """The readings a checkpoint records are ones `translate` and `evaluate` can rebuild: an unknown kind or
+    setting fails when the checkpoint is written or loaded, named, not at its first translation."""
+    for where in ("source_reading", "target_reading"):
+        if getattr(data, where) is not None:
+            reading_from_record(getattr(data, where), f"data.{where}")
 
 
 def file_sha256(path: Path) -> str:
