@@ -1,8 +1,10 @@
 import csv
 import json
+import warnings
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 from cdtsde.cli import main
@@ -294,7 +296,10 @@ def test_checkpoint_mode_refusals(model_dir, tmp_path, capsys):
     spec = str(write_yaml(tmp_path / "spec.yaml", {"data": MRI_PHANTOM}))
     out = tmp_path / "s.json"
     cases = [
-        (["--checkpoint", str(model_dir), "--data", spec, "--pred", str(tmp_path)], "give one pair, not both"),
+        (["--checkpoint", str(model_dir), "--data", spec, "--pred", str(tmp_path)], "--target is missing"),
+        (["--checkpoint", str(model_dir), "--data", spec, "--pred", str(tmp_path), "--target", str(tmp_path)],
+         "give one of the two"),
+        (["--data", spec], "--checkpoint is missing"),
         (["--checkpoint", str(model_dir)], "--data is missing"),
         (["--pred", str(tmp_path)], "--target is missing"),
         ([], "give --pred and --target"),
@@ -320,3 +325,71 @@ def test_checkpoint_mode_refusals(model_dir, tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(model_dir), "--data", spec, "--steps", "3", "--overwrite",
                  "--out", str(out)]) == 0
     assert json.loads(out.read_text())["sampling"]["steps"] == 3
+
+
+def sentinel_patches(root, rng):
+    """Two scenes of Sentinel-1 dB (VV, VH) / raw Sentinel-2 uint16 reflectance patches (x 10000 as stored,
+    here up to 4000) in the sar-patches layout; {target stem: reflectance}."""
+    reflectances = {}
+    for folder in ("s1", "s2"):
+        (root / folder).mkdir(parents=True)
+    for scene in ("alpha", "beta"):
+        db = rng.uniform(-30, 0, (2, 16, 16)).astype(np.float32)
+        tifffile.imwrite(root / "s1" / f"{scene}_s1_p1.tif", db, photometric="minisblack", planarconfig="separate")
+        reflectance = rng.integers(0, 4000, (16, 16, 3)).astype(np.uint16)
+        tifffile.imwrite(root / "s2" / f"{scene}_s2_p1.tif", reflectance)
+        reflectances[f"{scene}_s2_p1"] = reflectance
+    return reflectances
+
+
+def psnr(prediction, target):
+    return 10 * np.log10(1 / np.mean((prediction.astype(np.float64) - target) ** 2))
+
+
+def test_uint16_targets_are_read_as_the_training_data_read_them(tmp_path, capsys):
+    """Raw Sentinel-2 targets (uint16; training divided them by reflectance_max 3000): with --checkpoint (its
+    recorded target reading) or --data (the spec's) each target is read as training read it, so predictions
+    near the training-scaled targets score the PSNR against those; without either the target is scaled by its
+    uint16 range, a guess that is warned about and scores otherwise. In the model mode a spec that reads the
+    files otherwise than training did is said."""
+    from cdtsde.data import build_dataset
+    from cdtsde.methods.identity import Identity, IdentityConfig
+    from cdtsde.run import data_info
+    from cdtsde.training import save_pretrained
+
+    rng = np.random.default_rng(4)
+    reflectances = sentinel_patches(tmp_path / "sen", rng)
+    spec = {"kind": "sar-patches", "root": str(tmp_path / "sen"), "source_bands": ["VH"], "val_scenes": 0,
+            "test_scenes": 1}
+    model_dir = save_pretrained(Identity(IdentityConfig(), data_info(build_dataset(spec, "train"), spec)),
+                                tmp_path / "model")
+    (tmp_path / "pred").mkdir()
+    expected = {"training": [], "dtype": []}
+    for name, reflectance in reflectances.items():
+        prediction = np.clip(reflectance / 3000 + rng.normal(0, 0.05, reflectance.shape), 0, 1).astype(np.float32)
+        tifffile.imwrite(tmp_path / "pred" / f"{name}.tif", np.moveaxis(prediction, -1, 0), photometric="minisblack",
+                         planarconfig="separate")
+        expected["training"].append(psnr(prediction, np.clip(reflectance / 3000, 0, 1)))
+        expected["dtype"].append(psnr(prediction, reflectance / 65535))
+    folders = ["evaluate", "--pred", str(tmp_path / "pred"), "--target", str(tmp_path / "sen" / "s2")]
+    spec_file = str(write_yaml(tmp_path / "spec.yaml", {"data": spec}))
+    scores = {}
+    for how, extra in (("checkpoint", ["--checkpoint", str(model_dir)]), ("data", ["--data", spec_file]),
+                       ("guess", [])):
+        out = tmp_path / f"{how}.json"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert main([*folders, *extra, "--out", str(out)]) == 0
+        guessed = [str(w.message) for w in caught if "by a guess" in str(w.message)]
+        assert guessed == ([] if extra else [guessed[0]]) and (extra or "2 uint16 by its full range" in guessed[0])
+        scores[how] = json.loads(out.read_text())["summary"]["psnr"]["mean"]
+    assert scores["checkpoint"] == scores["data"] == pytest.approx(np.mean(expected["training"]), rel=1e-5)
+    assert scores["guess"] == pytest.approx(np.mean(expected["dtype"]), rel=1e-5)
+    assert scores["checkpoint"] - scores["guess"] > 10
+    capsys.readouterr()
+    other_scale = write_yaml(tmp_path / "other.yaml", {"data": {**spec, "reflectance_max": 10000}})
+    assert main(["evaluate", "--checkpoint", str(model_dir), "--data", str(other_scale),
+                 "--out", str(tmp_path / "model.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "reads its targets as {'kind': 'optical', 'reflectance_max': 10000.0" in printed
+    assert "reads its sources" not in printed

@@ -44,12 +44,15 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--pred", type=Path, help="folder of predictions (with --target)")
     parser.add_argument("--target", type=Path, help="folder of targets (with --pred)")
     parser.add_argument("--checkpoint", type=Path,
-                        help="run or model directory of a trained model, scored on --data (instead of --pred/--target)")
+                        help="run or model directory of a trained model, scored on --data; with --pred/--target: the "
+                             "model whose training data's reading the targets are read by (e.g. Sentinel-2 "
+                             "reflectance divided by 3000, not by its uint16 range)")
     parser.add_argument("--method", help="--checkpoint: run it as another method sharing its weights "
                                          "(a prior's checkpoint as sdedit)")
     parser.add_argument("--data", type=Path,
                         help="--checkpoint: the data to score it on: a YAML data spec (a `data:` mapping, or a whole "
-                             "run configuration), or a data folder")
+                             "run configuration), or a data folder; with --pred/--target: the spec whose reading "
+                             "of its targets (its train split's) the targets are read by")
     parser.add_argument("--split", default="test", help="--checkpoint: the split of --data scored (default test)")
     parser.add_argument("--seed", type=int, default=0, help="--checkpoint: seed of the sampler's draws")
     parser.add_argument("--batch-size", type=int, default=16, help="--checkpoint: items translated at once")
@@ -115,19 +118,19 @@ def check_out(out: Path, csv_path: Path, overwrite: bool) -> None:
 def run(args) -> int:
     from ..errors import CdtsdeError
 
-    folder_mode = {"--pred": args.pred, "--target": args.target}
-    model_mode = {"--checkpoint": args.checkpoint, "--data": args.data}
-    for mode, other in ((folder_mode, model_mode), (model_mode, folder_mode)):
-        if any(value is not None for value in mode.values()):
-            if any(value is not None for value in other.values()):
-                raise CdtsdeError("--pred/--target score files of predictions, --checkpoint/--data a trained model: "
-                                  "give one pair, not both")
-            missing = [flag for flag, value in mode.items() if value is None]
-            if missing:
-                raise CdtsdeError(f"{' and '.join(mode)} go together: {missing[0]} is missing")
-    if args.pred is None and args.checkpoint is None:
+    if args.pred is not None or args.target is not None:
+        missing = [flag for flag, value in (("--pred", args.pred), ("--target", args.target)) if value is None]
+        if missing:
+            raise CdtsdeError(f"--pred and --target go together: {missing[0]} is missing")
+        if args.checkpoint is not None and args.data is not None:
+            raise CdtsdeError("--pred/--target read the targets as --checkpoint's training data were read or as the "
+                              "--data spec reads them: give one of the two")
+    elif args.checkpoint is None and args.data is None:
         raise CdtsdeError("give --pred and --target (folders of predictions and targets) or --checkpoint and --data "
                           "(a trained model and the data spec to score it on)")
+    elif args.checkpoint is None or args.data is None:
+        raise CdtsdeError(f"--checkpoint and --data go together: {'--data' if args.data is None else '--checkpoint'} "
+                          f"is missing (or give --pred and --target to score translations already made)")
     classes, foreground = scoring_classes(args)
     if args.kmeans:
         if min(args.kmeans) < 2:
@@ -136,7 +139,7 @@ def run(args) -> int:
             raise CdtsdeError(f"--kmeans-fit {args.kmeans_fit}: not a folder")
     elif args.kmeans_fit is not None:
         raise CdtsdeError("--kmeans-fit without --kmeans: give the cluster counts, e.g. --kmeans 3 5")
-    if args.checkpoint is not None:
+    if args.pred is None:
         return run_model(args, classes, foreground)
     return run_folders(args, classes, foreground)
 
@@ -239,6 +242,7 @@ def run_model(args, classes: dict[int, str] | None, foreground: tuple[int, ...] 
     except (ValueError, TypeError, KeyError) as exc:  # CdtsdeError from the data module passes as it is
         raise CdtsdeError(f"--data {args.data}: {exc}") from exc
     check_data_fits(method, dataset, args)
+    warn_reading_differs(method, dataset, args)
     headline = headline_score(spec, method.data)
     if kind == "mask" and classes is None and is_pv_el_masks(spec):
         classes = dict(PV_EL_CLASSES)
@@ -284,6 +288,19 @@ def check_data_fits(method, dataset, args) -> None:
                           f"it on data of its task)")
 
 
+def warn_reading_differs(method, dataset, args) -> None:
+    """The --data spec reads its files as it declares; where the model's training data were read otherwise
+    (another Sentinel-2 reflectance_max, NIfTI percentile, value_range) the model sees other inputs and is
+    scored against targets on another scale: said, not refused (the spec may describe other data rightly)."""
+    from ..data.views import file_reading
+
+    for side in ("source", "target"):
+        trained, read = getattr(method.data, f"{side}_reading"), file_reading(dataset, side)
+        if trained is not None and read is not None and trained != read:
+            print(f"warning: --data {args.data} reads its {side}s as {read}, the training data of {args.checkpoint} "
+                  f"were read as {trained}: the scores are of differently scaled {side}s")
+
+
 def fit_kmeans_on_training_targets(spec: dict, base: Path, clusters: list[int]):
     """`fit_kmeans` on the targets of the spec's train split in [0, 1] (at most KMEANS_FIT_ITEMS, evenly
     spaced), as the suite fits them: target-modality training images, never the scored targets."""
@@ -298,6 +315,35 @@ def fit_kmeans_on_training_targets(spec: dict, base: Path, clusters: list[int]):
     images = [model_to_unit(targets[i]["target"]).permute(1, 2, 0).numpy()
               for i in range(0, len(targets), max(1, len(targets) // KMEANS_FIT_ITEMS))]
     return fit_kmeans(images, clusters)
+
+
+def training_target_reading(args):
+    """The reader of the target files in the folder mode (`FileReading`): the one --checkpoint's training data
+    read their targets with (`DataInfo.target_reading`) or the --data spec's (its train split's targets);
+    None without either, or for a checkpoint that records none: the targets' scaling is then guessed, with a
+    warning where it is a guess (`cdtsde.metrics.folders.unit_scored`)."""
+    from ..data import build_dataset
+    from ..data.readers import reading_from_record
+    from ..data.views import file_reading
+    from ..errors import CdtsdeError
+    from ..training import load_pretrained
+    from .data import load_spec
+
+    if args.checkpoint is not None:
+        record = load_pretrained(args.checkpoint).data.target_reading
+        if record is None:
+            print(f"note: {args.checkpoint} records no reading of its training targets (mask or generated data, or "
+                  f"written before it was recorded); --data SPEC (its training data spec) reads them as training did")
+            return None
+        return reading_from_record(record, f"{args.checkpoint}: data.target_reading")
+    if args.data is None:
+        return None
+    spec, base = load_spec(args.data)
+    try:
+        record = file_reading(build_dataset(spec, "train", base_dir=base), "target")
+    except (ValueError, TypeError, KeyError) as exc:  # CdtsdeError from the data module passes as it is
+        raise CdtsdeError(f"--data {args.data}: {exc}") from exc
+    return None if record is None else reading_from_record(record)
 
 
 def run_folders(args, classes: dict[int, str] | None, foreground: tuple[int, ...] | None) -> int:
@@ -329,6 +375,7 @@ def run_folders(args, classes: dict[int, str] | None, foreground: tuple[int, ...
         raise CdtsdeError(f"--source {args.source}: not a folder")
     csv_path = args.out.with_suffix(".csv")
     check_out(args.out, csv_path, args.overwrite)
+    reading = training_target_reading(args)
     kmeans, fit_problems = [], []
     if args.kmeans:
         if args.kmeans_fit.resolve() == args.target.resolve():
@@ -338,7 +385,7 @@ def run_folders(args, classes: dict[int, str] | None, foreground: tuple[int, ...
         args.pred, args.target, kind=args.kind, foreground_dir=args.foreground_dir,
         nonzero_foreground=args.nonzero_foreground, classes=classes, foreground=foreground,
         skeleton_tolerance=args.skeleton_tolerance, kmeans=kmeans, perception=args.perception,
-        recursive=args.recursive, rename=rename, slice_axis=args.slice_axis)
+        recursive=args.recursive, rename=rename, slice_axis=args.slice_axis, target_reading=reading)
     problems = fit_problems + problems
     if not rows:
         for path, reason in problems:
@@ -354,7 +401,7 @@ def run_folders(args, classes: dict[int, str] | None, foreground: tuple[int, ...
     print(f"{len(rows)} pair(s); per-image rows in {csv_path}, summary in {args.out}")
     if volumes.rows:
         print(format_table({args.pred.name or str(args.pred): volumes.summary}, label="volumes"))
-        figure = draw_volumes(args, volumes.files)
+        figure = draw_volumes(args, volumes.files, reading)
         print(f"{len(volumes.rows)} volume(s) scored in 3-D (the \"volumes\" section of {args.out}); "
               f"cuts of {min(len(volumes.rows), FIGURE_VOLUMES)} in {figure}")
     elif args.figure or args.source:
@@ -367,9 +414,9 @@ def run_folders(args, classes: dict[int, str] | None, foreground: tuple[int, ...
     return 1 if problems else 0
 
 
-def draw_volumes(args, files: dict[str, tuple[Path, Path]]) -> Path:
+def draw_volumes(args, files: dict[str, tuple[Path, Path]], reading) -> Path:
     """The figure of `cdtsde.visualize.save_volume_cuts` for the first FIGURE_VOLUMES scored volumes by name
-    ({name: (prediction, target)}): the source (with --source: the file of the prediction's name and
+    ({name: (prediction, target)}), the targets read by `reading` as they were scored: the source (with --source: the file of the prediction's name and
     subfolder there), translation and target, cut through the centre of the foreground (the target's
     nonzero voxels with --nonzero-foreground, the --foreground-dir mask of the target's name) or of the
     volume."""
@@ -382,7 +429,7 @@ def draw_volumes(args, files: dict[str, tuple[Path, Path]]) -> Path:
     figure_rows = []
     for name in sorted(files)[:FIGURE_VOLUMES]:
         pred_path, target_path = files[name]
-        target, meta = read_scored(target_path)
+        target, meta = read_scored(target_path, reading=reading)
         volumes = {"translation": read_scored(pred_path)[0], "target": target}
         source_path = args.source / pred_path.relative_to(args.pred) if args.source else None
         source = read_scored(source_path)[0] if source_path is not None and source_path.is_file() else None

@@ -3,12 +3,14 @@ and a modality suffix: `pairing_names`)."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from ..data.masks import read_mask
+from ..data.readers import FileReading
 from ..errors import CdtsdeError
 from ..imagefiles import ImageMeta, list_images, list_images_under, read_image, stem
 from ..intensity import to_unit_image
@@ -17,13 +19,32 @@ from .segmentation import IntensityKMeans, fit_kmeans
 from .volume import axis_codes_of
 
 
-def read_scored(path: Path, kind: str = "image") -> tuple[np.ndarray, ImageMeta | None]:
-    """A file as it is scored: a class-index mask (no meta), or an image in [0, 1] (NIfTI normalised per
-    volume, as training reads it) with its meta (a NIfTI's affine)."""
+def read_scored(path: Path, kind: str = "image", reading: FileReading | None = None) -> tuple[np.ndarray, ImageMeta | None]:
+    """A file as it is scored: a class-index mask (no meta), or an image in [0, 1] (`unit_scored`) with its
+    meta (a NIfTI's affine)."""
     if kind == "mask":
         return read_mask(path), None
     array, meta = read_image(path)
-    return to_unit_image(array, meta.format == "nifti"), meta
+    return unit_scored(array, meta, reading)[0], meta
+
+
+def unit_scored(array: np.ndarray, meta: ImageMeta, reading: FileReading | None = None) -> tuple[np.ndarray, str | None]:
+    """An image in [0, 1] as it is scored, and how it was scaled where that is a guess: by `reading`, the
+    training data's reader (a target read as the model's targets were), else by `to_unit_image` (the dtype's
+    range; NIfTI normalised per volume at the default percentile), which guesses for all but 8-bit images and
+    floats already in [0, 1] (raw uint16 Sentinel-2 reflectance, divided by 3000 in training, would be
+    divided by 65535)."""
+    if reading is not None:
+        return reading.to_unit(array, meta.path), None
+    in_unit_range = array.dtype.kind == "f" and array.min() >= 0 and array.max() <= 1
+    guess = None
+    if meta.format == "nifti" and not in_unit_range:
+        guess = "NIfTI normalised at the default percentile"
+    elif array.dtype.kind in "ui" and array.dtype.itemsize > 1:
+        guess = f"{array.dtype} by its full range"
+    elif array.dtype.kind == "f" and not in_unit_range:
+        guess = "float by its 0.5-99.5th percentiles"
+    return to_unit_image(array, meta.format == "nifti"), guess
 
 
 def is_volume(array: np.ndarray, meta: ImageMeta | None) -> bool:
@@ -84,7 +105,7 @@ def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "
                      classes: dict[int, str] | None = None, foreground: tuple[int, ...] | None = None,
                      skeleton_tolerance: float = 2.0, kmeans: list[IntensityKMeans] | None = None,
                      perception: bool = False, recursive: bool = False, rename: tuple[str, str] | None = None,
-                     slice_axis: int = 2):
+                     slice_axis: int = 2, target_reading: FileReading | None = None):
     """Returns (rows, summary, problems, volumes): one row of metrics per pair (with its "name") and their
     summary (`ScoreAccumulator`, which the options configure; no pair scored: no rows, an empty summary),
     (path, reason) for every file that was unpaired or unreadable (those are skipped, not fatal), and the
@@ -96,7 +117,10 @@ def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "
     `kmeans` are clusterings fit on target-modality training images (`fit_kmeans_on_folder`). With `recursive`
     files pair by their path below each folder; `rename` = (input suffix, target suffix) pairs a prediction
     "<name><input suffix>" with the target "<name><target suffix>", and only the targets with that suffix
-    count (`pairing_names`)."""
+    count (`pairing_names`). `target_reading` (the training data's reader of its targets,
+    `DataInfo.target_reading`) reads the image targets as the model's targets were read; without it they are
+    scaled by `to_unit_image`, with a warning where that guesses (`unit_scored`). Predictions, written by
+    `translate` in [0, 1] or an integer dtype's range, are read by `read_scored`."""
     scores = ScoreAccumulator(kind, classes=classes, foreground=foreground, skeleton_tolerance=skeleton_tolerance,
                               nonzero_foreground=nonzero_foreground, kmeans=kmeans, perception=perception)
     if foreground_dir and kind != "image":
@@ -107,10 +131,17 @@ def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "
     masks = {stem(p): p for p in list_images(foreground_dir)} if foreground_dir else {}
     problems = [(preds[k], "no target with this name") for k in sorted(set(preds) - set(targets))]
     problems += [(targets[k], "no prediction with this name") for k in sorted(set(targets) - set(preds))]
-    volume_files = {}
+    volume_files, guesses = {}, {}
     for name in sorted(set(preds) & set(targets)):
         try:
-            (pred, _), (target, meta) = read_scored(preds[name], kind), read_scored(targets[name], kind)
+            pred, _ = read_scored(preds[name], kind)
+            if kind == "mask":
+                target, meta = read_scored(targets[name], kind)
+            else:
+                array, meta = read_image(targets[name])
+                target, guess = unit_scored(array, meta, target_reading)
+                if guess:
+                    guesses[guess] = guesses.get(guess, 0) + 1
             if pred.shape != target.shape:
                 raise CdtsdeError(f"{preds[name]}: shape {pred.shape} differs from the target's {target.shape}")
             if kind == "mask":
@@ -129,6 +160,10 @@ def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "
                 volume_files[name] = (preds[name], targets[name])
         except (CdtsdeError, ValueError) as exc:
             problems.append((preds[name], str(exc)))
+    if guesses:
+        warnings.warn(f"targets scaled into [0, 1] by a guess, not as the model's training data were read "
+                      f"({', '.join(f'{count} {how}' for how, count in guesses.items())}): pass the training "
+                      f"data's target_reading (cdtsde evaluate --checkpoint RUN or --data SPEC)", stacklevel=2)
     rows, summary = scores.compute() if len(scores) else ([], {})
     return rows, summary, problems, VolumeScores(*scores.compute_volumes(), volume_files)
 
