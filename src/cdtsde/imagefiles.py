@@ -69,6 +69,14 @@ def stem(path: str | os.PathLike) -> str:
     return Path(name).stem
 
 
+def renamed(name: str, rename: tuple[str, str]) -> str:
+    """A file name `name` (a stem) ending in rename[0] with that ending replaced by rename[1]: the name of an
+    input modality's file as the target modality's (BraTS "_t1" -> "_t2", IXI "-T1" -> "-T2"); the caller
+    checks that it ends so."""
+    ending, replacement = rename
+    return name[:len(name) - len(ending)] + replacement
+
+
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files directly inside `folder`, sorted by name. Hidden files are left out: macOS `._name.png`
     metadata and half-written temporaries are not images."""

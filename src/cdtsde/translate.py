@@ -27,7 +27,7 @@ from .data.readers import reading_from_record
 from .data.transforms import resize
 from .draws import ItemGenerators, mixed_seed
 from .errors import CdtsdeError
-from .imagefiles import ImageMeta, image_format, image_shape, read_image, stem, write_image
+from .imagefiles import ImageMeta, image_format, image_shape, read_image, renamed, stem, write_image
 from .intensity import from_unit, model_to_unit, normalise_volume, to_unit_image, unit_to_model
 from .memory import named_out_of_memory
 from .methods import DataInfo, Method
@@ -255,13 +255,20 @@ def tiled_slices(method: Method, slices: np.ndarray, sampling, seed: int, sample
     return Translation(mean=mean.permute(0, 2, 3, 1).numpy(), std=std, diagnostics=result.diagnostics)
 
 
-def output_path(path: Path, output_dir: Path) -> Path:
+def output_name(path: Path, rename: tuple[str, str] | None = None) -> str:
+    """The name (without extension) a translation of `path` is written under: the input's, or with `rename`
+    (an ending of the input modality's names and the target modality's, ("_t1", "_t2")) the target's, so
+    that the translation pairs by name with the target it stands for."""
+    return stem(path) if rename is None else renamed(stem(path), rename)
+
+
+def output_path(path: Path, output_dir: Path, rename: tuple[str, str] | None = None) -> Path:
     suffixes = {"nifti": ".nii.gz" if str(path).endswith(".gz") else ".nii", "jpg": ".png"}
-    return output_dir / (stem(path) + suffixes.get(image_format(path), path.suffix))
+    return output_dir / (output_name(path, rename) + suffixes.get(image_format(path), path.suffix))
 
 
-def std_path(path: Path, output_dir: Path) -> Path:
-    return output_dir / f"{stem(path)}_std.tif"
+def std_path(path: Path, output_dir: Path, rename: tuple[str, str] | None = None) -> Path:
+    return output_dir / f"{output_name(path, rename)}_std.tif"
 
 
 # the names `translate` writes into an output folder, one a line: files there not in it are the user's own
@@ -305,13 +312,15 @@ def output_bytes(path: Path, channels: int, samples: int) -> int:
 
 
 def check_outputs(inputs: list[Path], output_dir: Path, samples: int = 1, overwrite: bool = False,
-                  input_folder: Path | None = None, skip_existing: bool = False, channels: int = 1) -> list[Path]:
+                  input_folder: Path | None = None, skip_existing: bool = False, channels: int = 1,
+                  rename: tuple[str, str] | None = None) -> list[Path]:
     """Refuse, before any work, what would lose data or fail midway: an output folder that is the input
     folder or inside it, or an existing file; outputs that would replace an input (even with `overwrite`);
     two inputs writing the same file (`a.jpg` and `a.png` both give `a.png`); existing outputs unless
     `overwrite` (replace them) or `skip_existing` (leave those inputs out: an interrupted folder continues),
     naming apart the files no translation wrote (the user's own); a folder that cannot be written or lacks
-    the free space (`output_bytes` per input, `channels` the translation's). Returns the inputs to translate
+    the free space (`output_bytes` per input, `channels` the translation's); outputs named as
+    `write_translation` names them with `rename`. Returns the inputs to translate
     and removes the temporaries an interrupted run left for their outputs."""
     import shutil
 
@@ -325,8 +334,8 @@ def check_outputs(inputs: list[Path], output_dir: Path, samples: int = 1, overwr
         if output == folder or folder in output.parents:
             raise CdtsdeError(f"--output {output_dir}: is the input folder {input_folder} or inside it; choose a "
                               f"folder outside the inputs")
-    outputs = {path: [target.resolve() for target in [output_path(path, output_dir)]
-                      + ([std_path(path, output_dir)] if samples > 1 else [])] for path in inputs}
+    outputs = {path: [target.resolve() for target in [output_path(path, output_dir, rename)]
+                      + ([std_path(path, output_dir, rename)] if samples > 1 else [])] for path in inputs}
     writers: dict[Path, list[Path]] = {}
     for path, targets in outputs.items():
         for target in targets:
@@ -376,14 +385,15 @@ def described(meta: ImageMeta, bands: tuple[str, ...] | list[str] | None) -> Ima
 
 
 def write_translation(translation: Translation, meta: ImageMeta, output_dir: Path, mask: bool,
-                      slice_axis: int = 2, overwrite: bool = True,
-                      band_names: tuple[str, ...] | None = None) -> list[Path]:
+                      slice_axis: int = 2, overwrite: bool = True, band_names: tuple[str, ...] | None = None,
+                      rename: tuple[str, str] | None = None) -> list[Path]:
     """Write the translation in the input's format (JPG inputs become lossless PNG; NIfTI slices back along
     `slice_axis`; a TIFF's bands described by `band_names`, the target's as the checkpoint records them, and
     by no names without them) and, if present, the uncertainty map as float32 TIFF `<stem>_std.tif`; the
     names join the folder's TRANSLATIONS_RECORD. Without `overwrite` a file that exists by the time it is
-    written (made since the outputs were checked) is left alone and named in a CdtsdeError."""
-    target = output_path(meta.path, output_dir)
+    written (made since the outputs were checked) is left alone and named in a CdtsdeError. The files are
+    named for the input (`output_name`), or with `rename` for the target modality."""
+    target = output_path(meta.path, output_dir, rename)
     array = translation.mean
     is_volume = meta.format == "nifti" and len(meta.extra["header"].get_data_shape()) == 3
     if meta.format == "nifti":
@@ -404,7 +414,7 @@ def write_translation(translation: Translation, meta: ImageMeta, output_dir: Pat
     if translation.std is not None:
         std = translation.std[..., 0]
         std = np.moveaxis(std, 0, slice_axis) if is_volume else std[0]
-        files.append((std_path(meta.path, output_dir), std.astype(np.float32),
+        files.append((std_path(meta.path, output_dir, rename), std.astype(np.float32),
                       described(meta, ["standard deviation across samples"]) if meta.format == "tiff" else None))
     output_dir.mkdir(parents=True, exist_ok=True)
     record_translations(output_dir, [path.name for path, _, _ in files])
@@ -419,8 +429,9 @@ def write_translation(translation: Translation, meta: ImageMeta, output_dir: Pat
 
 
 def translate_file(method: Method, path: Path, output_dir: Path, overwrite: bool = True,
-                   tiling: Tiling | None | str = "auto", **options) -> tuple[list[Path], dict]:
-    """Translate one file into `output_dir` (`options` as `translate_slices`; `overwrite` as
+                   tiling: Tiling | None | str = "auto", rename: tuple[str, str] | None = None,
+                   **options) -> tuple[list[Path], dict]:
+    """Translate one file into `output_dir` (`options` as `translate_slices`; `overwrite` and `rename` as
     `write_translation`; `tiling` "auto": the method's `default_tiling`); returns the files written and the
     method's diagnostics."""
     options["tiling"] = default_tiling(method) if tiling == "auto" else tiling
@@ -434,5 +445,5 @@ def translate_file(method: Method, path: Path, output_dir: Path, overwrite: bool
                           f"numerically broken); nothing written for it")
     written = write_translation(translation, meta, output_dir, mask=method.data.target_kind == "mask",
                                 slice_axis=method.data.slice_axis, overwrite=overwrite,
-                                band_names=method.data.target_band_names)
+                                band_names=method.data.target_band_names, rename=rename)
     return written, translation.diagnostics

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .renaming import add_rename_flag, parse_rename
 from .sampling import add_sampling_flags, chosen_sampling
 
 COMMAND_FLAGS = {"pred", "target", "checkpoint", "method", "data", "split", "seed", "batch_size", "device", "kind",
@@ -74,12 +75,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--kmeans-fit", type=Path,
                         help="folder of target-modality training images the K-Means clusters are fit on "
                              "(--checkpoint: by default the train split's targets of --data)")
-    parser.add_argument("--recursive", action="store_true",
-                        help="also the subfolders (one per subject): files pair by their path below --pred and --target")
-    parser.add_argument("--rename", metavar="FROM:TO",
-                        help="pair a prediction named for its input modality with its target's name: "
-                             "<name>FROM against <name>TO (BraTS _t1:_t2, IXI -T1:-T2); targets not ending "
-                             "in TO (the other modalities) are left out")
+    parser.add_argument("--recursive", nargs="?", const="*", metavar="PATTERN",
+                        help="also the subfolders (one per subject): files pair by their path below --pred and "
+                             "--target; only those whose names match PATTERN (e.g. '*_t2.nii.gz', the target "
+                             "modality's files; default every image)")
+    add_rename_flag(parser, "pair a prediction named for its input modality with its target's name: <name>FROM "
+                            "against <name>TO; targets not ending in TO (the other modalities) are left out")
     parser.add_argument("--slice-axis", type=int, choices=[0, 1, 2], default=2,
                         help="NIfTI volumes: the array axis the translation cut them along, for the flicker ratio "
                              "(cdtsde translate: the training data's axis, 2 by default)")
@@ -359,11 +360,7 @@ def run_folders(args, classes: dict[int, str] | None, foreground: tuple[int, ...
               if dest.startswith(PREFIX) and value is not None]
     if given:
         raise CdtsdeError(f"{given[0]} is for --checkpoint/--data: --pred/--target score translations already made")
-    rename = None
-    if args.rename:
-        rename = tuple(args.rename.split(":"))
-        if len(rename) != 2 or not all(rename):
-            raise CdtsdeError(f"--rename: expected FROM:TO name endings (e.g. _t1:_t2), got {args.rename!r}")
+    rename = parse_rename(args.rename)
     for folder in (args.pred, args.target):
         if not folder.is_dir():
             raise CdtsdeError(f"{folder}: not a folder")

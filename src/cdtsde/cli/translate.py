@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .renaming import add_rename_flag, parse_rename
 from .sampling import add_sampling_flags, chosen_sampling
 
 COMMAND_FLAGS = {"checkpoint", "method", "input", "output", "overwrite", "skip_existing", "seed", "samples",
                  "batch_size", "native_size", "device", "precision", "recursive", "tiling", "tile_size",
-                 "tile_overlap", "tile_batch", "blend"}
+                 "tile_overlap", "tile_batch", "blend", "rename"}
 
 
 def add_parser(subparsers) -> None:
@@ -21,6 +22,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--recursive", nargs="?", const="*", metavar="PATTERN",
                         help="--input folder: also its subfolders (one per subject), the files whose names match "
                              "PATTERN (e.g. '*_t1.nii.gz'; default every image); the output keeps the subfolders")
+    add_rename_flag(parser, "name each translation for the target modality: an input <name>FROM is written as "
+                            "<name>TO, the name of the target it stands for (`evaluate` pairs them by name)")
     parser.add_argument("--overwrite", action="store_true", help="replace translations already in --output")
     parser.add_argument("--skip-existing", action="store_true",
                         help="translate only inputs whose translations are not in --output yet (continue a killed run)")
@@ -50,7 +53,7 @@ def run(args) -> int:
     import torch
 
     from ..errors import CdtsdeError
-    from ..imagefiles import list_images, list_images_under
+    from ..imagefiles import list_images, list_images_under, stem
     from ..locks import folder_lock
     from ..training import load_pretrained
     from ..translate import Tiling, default_tiling
@@ -80,11 +83,17 @@ def run(args) -> int:
              if args.input.is_dir() else [args.input])
     if not files:
         raise CdtsdeError(f"{args.input}: no image files found")
+    rename = parse_rename(args.rename)
+    unnamed = [path for path in files if rename and not stem(path).endswith(rename[0])]
+    if unnamed:
+        raise CdtsdeError(f"--rename {args.rename}: {len(unnamed)} input(s) not named with the ending {rename[0]!r} "
+                          f"({unnamed[0]}{', ...' if len(unnamed) > 1 else ''}); choose the inputs of that modality "
+                          f"(e.g. --recursive '*{rename[0]}.nii.gz')")
     with folder_lock(args.output, "cdtsde translate"):
-        return translate_files(args, method, sampling, tiling, files)
+        return translate_files(args, method, sampling, tiling, files, rename)
 
 
-def translate_files(args, method, sampling, tiling, files: list[Path]) -> int:
+def translate_files(args, method, sampling, tiling, files: list[Path], rename: tuple[str, str] | None) -> int:
     """Translate `files` into the (locked) output folder, window by window with `tiling` (None: whole); a file
     that cannot be read, translated or written is reported, and the others are still translated; running out
     of memory stops the run (the next file would not fit either)."""
@@ -102,7 +111,7 @@ def translate_files(args, method, sampling, tiling, files: list[Path]) -> int:
     files = [kept for folder in dict.fromkeys(destination.values())
              for kept in check_outputs([path for path in files if destination[path] == folder], folder, args.samples,
                                        args.overwrite, args.input if args.input.is_dir() else None,
-                                       args.skip_existing, channels)]
+                                       args.skip_existing, channels, rename)]
     if len(files) < total:
         print(f"{total - len(files)} of {total} file(s) already translated in {args.output}: skipped")
     failed, diagnostics = [], {}
@@ -111,7 +120,7 @@ def translate_files(args, method, sampling, tiling, files: list[Path]) -> int:
             _, found = translate_file(method, path, destination[path], overwrite=args.overwrite, sampling=sampling,
                                       seed=args.seed, samples=args.samples, batch_size=args.batch_size,
                                       resize_to_training=not args.native_size, precision=args.precision,
-                                      tiling=tiling, progress=True)
+                                      tiling=tiling, rename=rename, progress=True)
             for key, value in found.items():
                 diagnostics[key] = diagnostics.get(key, 0) + value
         except OutOfMemory:  # the next file would not fit either: stop, naming what to lower

@@ -13,6 +13,7 @@ from ..data.masks import read_mask
 from ..data.readers import FileReading
 from ..errors import CdtsdeError
 from ..imagefiles import ImageMeta, list_images, list_images_under, read_image, stem
+from ..imagefiles import renamed as renamed_name
 from ..intensity import to_unit_image
 from .scoring import ScoreAccumulator
 from .segmentation import IntensityKMeans, fit_kmeans
@@ -69,21 +70,23 @@ def check_mask_values(values: np.ndarray, classes: dict[int, str] | None, path) 
                           f"with --classes VALUE:NAME,..., or score grey images with --kind image)")
 
 
-def pairing_names(folder: str | Path, recursive: bool = False, suffix: str | None = None,
+def pairing_names(folder: str | Path, recursive: bool | str = False, suffix: str | None = None,
                   renamed: str | None = None) -> dict[str, Path]:
     """{name: file} of a folder's images: the name is the file's stem, with `recursive` its path below
-    `folder` without the extension ("Brats18_x/Brats18_x_t2"). `suffix` keeps the files whose stem ends
+    `folder` without the extension ("Brats18_x/Brats18_x_t2"); a `recursive` glob keeps the files whose
+    names match it ("*_t2.nii.gz": the T2 volumes of subject folders holding every modality). `suffix` keeps the files whose stem ends
     with it (the target modality of a folder holding every modality); `renamed` replaces that suffix (a
     prediction named for its input modality, "_t1", under its target's name, "_t2"). Two files of one name
     (a.png and a.tif) are an error naming both: pairing either would silently drop the other."""
     folder = Path(folder)
     names = {}
-    for path in list_images_under(folder) if recursive else list_images(folder):
+    pattern = recursive if isinstance(recursive, str) else "*"
+    for path in list_images_under(folder, pattern) if recursive else list_images(folder):
         name = stem(path)
         if suffix is not None and not name.endswith(suffix):
             continue
         if renamed is not None:
-            name = name[:len(name) - len(suffix)] + renamed
+            name = renamed_name(name, (suffix, renamed))
         key = (path.parent.relative_to(folder) / name).as_posix()
         if key in names:
             raise CdtsdeError(f"{names[key]} and {path} both pair as {key!r}: rename or move one of them")
@@ -104,7 +107,7 @@ def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "
                      foreground_dir: str | Path | None = None, nonzero_foreground: bool = False,
                      classes: dict[int, str] | None = None, foreground: tuple[int, ...] | None = None,
                      skeleton_tolerance: float = 2.0, kmeans: list[IntensityKMeans] | None = None,
-                     perception: bool = False, recursive: bool = False, rename: tuple[str, str] | None = None,
+                     perception: bool = False, recursive: bool | str = False, rename: tuple[str, str] | None = None,
                      slice_axis: int = 2, target_reading: FileReading | None = None):
     """Returns (rows, summary, problems, volumes): one row of metrics per pair (with its "name") and their
     summary (`ScoreAccumulator`, which the options configure; no pair scored: no rows, an empty summary),
@@ -115,8 +118,9 @@ def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "
     `slice_axis`, the array axis the translation cut them along; the foreground in 3-D). With
     `foreground_dir` (masks by stem) the "_fg" metrics are restricted to the mask of each pair's name.
     `kmeans` are clusterings fit on target-modality training images (`fit_kmeans_on_folder`). With `recursive`
-    files pair by their path below each folder; `rename` = (input suffix, target suffix) pairs a prediction
-    "<name><input suffix>" with the target "<name><target suffix>", and only the targets with that suffix
+    files pair by their path below each folder (a glob: the files matching it, `pairing_names`); `rename` =
+    (input suffix, target suffix) pairs a prediction "<name><input suffix>" with the target
+    "<name><target suffix>", and only the targets with that suffix
     count (`pairing_names`). `target_reading` (the training data's reader of its targets,
     `DataInfo.target_reading`) reads the image targets as the model's targets were read; without it they are
     scaled by `to_unit_image`, with a warning where that guesses (`unit_scored`). Predictions, written by
