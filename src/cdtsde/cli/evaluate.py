@@ -77,8 +77,8 @@ def add_parser(subparsers) -> None:
                              "(--checkpoint: by default the train split's targets of --data)")
     parser.add_argument("--recursive", nargs="?", const="*", metavar="PATTERN",
                         help="also the subfolders (one per subject): files pair by their path below --pred and "
-                             "--target; only those whose names match PATTERN (e.g. '*_t2.nii.gz', the target "
-                             "modality's files; default every image)")
+                             "--target; in both folders only those whose names match PATTERN (e.g. '*_t2.nii.gz': "
+                             "translations named for the target modality and its files; default every image)")
     add_rename_flag(parser, "pair a prediction named for its input modality with its target's name: <name>FROM "
                             "against <name>TO; targets not ending in TO (the other modalities) are left out")
     parser.add_argument("--slice-axis", type=int, choices=[0, 1, 2], default=2,
@@ -377,7 +377,7 @@ def run_folders(args, classes: dict[int, str] | None, foreground: tuple[int, ...
     if args.kmeans:
         if args.kmeans_fit.resolve() == args.target.resolve():
             print("warning: --kmeans-fit is the target folder itself: the clusters see the test targets")
-        kmeans, fit_problems = fit_kmeans_on_folder(args.kmeans_fit, args.kmeans)
+        kmeans, fit_problems = fit_kmeans_on_folder(args.kmeans_fit, args.kmeans, reading=reading)
     rows, summary, problems, volumes = evaluate_folders(
         args.pred, args.target, kind=args.kind, foreground_dir=args.foreground_dir,
         nonzero_foreground=args.nonzero_foreground, classes=classes, foreground=foreground,

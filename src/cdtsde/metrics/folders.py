@@ -172,13 +172,15 @@ def evaluate_folders(pred_dir: str | Path, target_dir: str | Path, kind: str = "
     return rows, summary, problems, VolumeScores(*scores.compute_volumes(), volume_files)
 
 
-def fit_kmeans_on_folder(folder: str | Path, clusters: list[int], seed: int = 0) -> tuple[list[IntensityKMeans], list]:
+def fit_kmeans_on_folder(folder: str | Path, clusters: list[int], seed: int = 0,
+                         reading: FileReading | None = None) -> tuple[list[IntensityKMeans], list]:
     """`fit_kmeans` on every image of `folder` read into [0, 1] (target-modality training images, never
-    the test targets); returns (clusterings, problems), the unreadable files."""
+    the test targets; by `reading`, as the scored targets are read); returns (clusterings, problems), the
+    unreadable files."""
     images, problems = [], []
     for path in list_images(folder):
         try:
-            images.append(read_scored(path)[0])
+            images.append(read_scored(path, reading=reading)[0])
         except CdtsdeError as exc:
             problems.append((path, str(exc)))
     if not images:
