@@ -107,6 +107,20 @@ def test_procedural_spec_splits_differ_and_encode_masks():
     np.testing.assert_array_equal(decode_classes(val[0]["target"]), val.pairs[0][1].argmax(-1))
 
 
+def test_iterating_a_dataset_stops_at_its_end():
+    """A dataset is a sequence: `for item in dataset` gives its items and stops (an index past the end is an
+    IndexError, not wrapped round to the start as unreadable entries are stepped over, which made iteration
+    endless); read one past the length at most, so that a regression fails instead of running away."""
+    import itertools
+
+    dataset = build_dataset({"kind": "procedural", "task": "el-cell", "n": 4, "n_test": 3, "size": 16}, "test")
+    items = list(itertools.islice(iter(dataset), len(dataset) + 1))
+    assert [item["name"] for item in items] == [dataset[i]["name"] for i in range(3)]
+    assert dataset[-1]["name"] == items[-1]["name"]
+    with pytest.raises(IndexError):
+        dataset[3]
+
+
 def test_data_make_writes_a_folder_that_reads_back(tmp_path, capsys):
     output = tmp_path / "cells"
     assert (

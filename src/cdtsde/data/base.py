@@ -127,6 +127,10 @@ class PairedDataset(Dataset, ABC):
         return len(self.entries)
 
     def __getitem__(self, index: int) -> dict:
+        # past the end is an IndexError (the sequence protocol: `for item in dataset` stops); the wrap below
+        # only steps over unreadable entries
+        if not -len(self.entries) <= index < len(self.entries):
+            raise IndexError(f"item {index} of a dataset of {len(self.entries)}")
         for attempt in range(len(self.entries)):
             current = (index + attempt) % len(self.entries)
             if current in self._bad:
