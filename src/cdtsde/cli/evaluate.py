@@ -333,8 +333,8 @@ def training_target_reading(args):
     if args.checkpoint is not None:
         record = load_pretrained(args.checkpoint).data.target_reading
         if record is None:
-            print(f"note: {args.checkpoint} records no reading of its training targets (mask or generated data, or "
-                  f"written before it was recorded); --data SPEC (its training data spec) reads them as training did")
+            print(f"note: {args.checkpoint} records no reading of its training targets (written before it was "
+                  f"recorded); pass --data SPEC (its training data spec) instead to read them as training did")
             return None
         return reading_from_record(record, f"{args.checkpoint}: data.target_reading")
     if args.data is None:
@@ -372,7 +372,7 @@ def run_folders(args, classes: dict[int, str] | None, foreground: tuple[int, ...
         raise CdtsdeError(f"--source {args.source}: not a folder")
     csv_path = args.out.with_suffix(".csv")
     check_out(args.out, csv_path, args.overwrite)
-    reading = training_target_reading(args)
+    reading = training_target_reading(args) if args.kind == "image" else None  # masks hold class indices
     kmeans, fit_problems = [], []
     if args.kmeans:
         if args.kmeans_fit.resolve() == args.target.resolve():

@@ -80,7 +80,7 @@ def side_set(dataset, read_side: str):
 
 def file_reading(dataset, read_side: str) -> dict | None:
     """The record of how a built training set read its `read_side` files (`side_set`); None where no file
-    reader applies (generated data, class-index masks)."""
+    reader applies (class-index mask targets)."""
     reader = getattr(side_set(dataset, read_side), f"{read_side}_reader", None)
     return reader.record() if isinstance(reader, FileReading) else None
 

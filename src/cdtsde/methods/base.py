@@ -57,7 +57,7 @@ class DataInfo:
     source_reading: dict | None = None
     # how training read its target images (the same records), replayed by `evaluate` on target files so that
     # they are scored in the scale the model learnt (raw Sentinel-2 reflectance as training scaled it); None
-    # for mask targets, generated data and checkpoints written before it was recorded (then `evaluate` guesses)
+    # for mask targets and in checkpoints written before it was recorded (then `evaluate` guesses, saying so)
     target_reading: dict | None = None
     # the axis along which training cut NIfTI volumes into slices; `translate` cuts and reassembles along it
     slice_axis: int = 2
