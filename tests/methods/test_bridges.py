@@ -15,7 +15,7 @@ from cdtsde.diffusion.gaussian_path import GaussianPath, lambda_ratio, posterior
 from cdtsde.diffusion.schedule import CLEAN_END
 from cdtsde.methods import REGISTRY, DataInfo, method_class
 from cdtsde.methods.abridge import ABridgeConfig, ABridgePathConfig, DualEstimate, noise_share
-from cdtsde.methods.bridge_base import BridgeMethod
+from cdtsde.methods.bridge_base import BridgeMethod, PathDraw
 from cdtsde.methods.cdtsde.domain_shift import DomainShiftPath, DomainShiftSchedule
 from cdtsde.methods.cdtsde.fields import make_field
 from cdtsde.networks.conditional_unet import UNetConfig
@@ -258,7 +258,8 @@ def test_bbdm_loss_is_l1_or_l2_of_the_grad_objective():
     for loss, expected in (("l1", offset.abs().mean()), ("l2", offset.square().mean())):
         method = bridge("bbdm", loss=loss)
         method.net = Offset(x0, offset)
-        torch.testing.assert_close(method.loss(x_t, x0, sources, torch.zeros(2, dtype=torch.long)), expected)
+        draw = PathDraw(x_t=x_t, x1=sources, t=torch.zeros(2, dtype=torch.long), noise=torch.zeros_like(x_t))
+        torch.testing.assert_close(method.loss(draw, x0, sources), expected)
     with pytest.raises(ValueError, match="loss must be one of"):
         method_class("bbdm").config_class(loss="huber")
 
@@ -282,7 +283,8 @@ def test_abridge_losses_are_zero_for_exact_approximators_and_share_one_draw():
                  "target": torch.rand(4, 1, 16, 16, generator=generator) * 2 - 1}
         shared = {}
         assert method(batch, "forward", generator, shared)["loss"].item() > 0
-        x_t, t, noise = shared["abridge_draw"]
+        draw = shared["abridge_draw"]
+        x_t, t, noise = draw.x_t, draw.t, draw.noise
         torch.testing.assert_close(x_t, method.path.point(t, x_t).draw(batch["source"], batch["target"], noise))
         method.net = Returns(lambda x, x0=batch["target"]: x - x0)
         method.noise_net = Returns(lambda x, noise=noise: noise)

@@ -37,6 +37,17 @@ def regression_loss(prediction: torch.Tensor, target: torch.Tensor, loss: str) -
     return error.abs().mean() if loss == "l1" else error.square().mean()
 
 
+@dataclass(frozen=True)
+class PathDraw:
+    """One training draw: x_t on the path between the source end x1 and the target x0 at times t, made
+    with `noise`."""
+
+    x_t: torch.Tensor
+    x1: torch.Tensor
+    t: torch.Tensor
+    noise: torch.Tensor
+
+
 @dataclass
 class BridgeSampling:
     """Sampling options of a bridge method; each method declares its own reference defaults."""
@@ -79,31 +90,43 @@ class BridgeMethod(Method):
         """x0_hat from the network's output (the method's parameterisation)."""
         raise NotImplementedError
 
-    def loss(self, x_t: torch.Tensor, x0: torch.Tensor, sources: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def loss(self, draw: PathDraw, x0: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    # --- what a bridge may change ------------------------------------------------------------------------
+    def source_end(self, y: torch.Tensor, generator: draws.Draws) -> torch.Tensor:
+        """The path's source end x1 for the source `y` in the target's space: `y` itself (I2SB may add noise)."""
+        return y
+
+    def sampling_path(self, sampling: BridgeSampling):
+        """(the coefficients at a time given x1, eta) the sampler steps with: the path's marginal and the
+        sampling's eta."""
+        return self.path.point, sampling.eta
+
     # --- shared ---------------------------------------------------------------------------------------
-    def forward(self, batch: dict, phase: str = "model", generator: draws.Draws = None,
-                shared: dict | None = None) -> dict:
-        x0, sources = batch["target"], batch["source"]
+    def draw_path(self, x0: torch.Tensor, sources: torch.Tensor, generator: draws.Draws) -> PathDraw:
+        """One training draw of the path's marginal: times, noise, then the source end (in that order)."""
         self.check_source(sources)
         t = self.draw_times(x0.shape[0], generator, x0.device)
         noise = draws.normal(x0.shape, generator, device=x0.device, dtype=x0.dtype)
-        x_t = self.path.point(t, x0).draw(self.in_target_space(sources), x0, noise)
-        return {"loss": self.loss(x_t, x0, sources, t)}
+        x1 = self.source_end(self.in_target_space(sources), generator)
+        return PathDraw(x_t=self.path.point(t, x0).draw(x1, x0, noise), x1=x1, t=t, noise=noise)
+
+    def forward(self, batch: dict, phase: str = "model", generator: draws.Draws = None,
+                shared: dict | None = None) -> dict:
+        return {"loss": self.loss(self.draw_path(batch["target"], batch["source"], generator), batch["target"],
+                                  batch["source"])}
 
     def check_sampling(self, sampling: BridgeSampling) -> None:
         self.path.times(sampling.steps)  # BBDM's and ABridge's grids hold at most T steps
 
-    def start(self, y: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """The first iterate: the source itself (DBIM's bridge is pinned there; BBDM's reference starts
-        there too, though its marginal at T - 1 keeps 0.1% of x0 and a noise std of 0.045)."""
-        return y.clone()
-
     def generate(self, sources: torch.Tensor, sampling: BridgeSampling,
                  generator: torch.Generator | None) -> TranslationOutput:
-        y = self.in_target_space(sources)
-        result = sample_path(lambda x, _y, t: self.estimate(x, sources, t), y, lambda time: self.path.point(time, y),
-                             self.path.times(sampling.steps), sampling.eta, self.start(y, generator),
-                             generator=generator, clip_denoised=sampling.clip_denoised)
+        # the first iterate is the source end itself (DBIM's bridge is pinned there; BBDM's reference starts
+        # there too, though its marginal at T - 1 keeps 0.1% of x0 and a noise std of 0.045)
+        x1 = self.source_end(self.in_target_space(sources), generator)
+        coefficients, eta = self.sampling_path(sampling)
+        result = sample_path(lambda x, _y, t: self.estimate(x, sources, t), x1, lambda time: coefficients(time, x1),
+                             self.path.times(sampling.steps), eta, x1.clone(), generator=generator,
+                             clip_denoised=sampling.clip_denoised)
         return TranslationOutput(result.x0)

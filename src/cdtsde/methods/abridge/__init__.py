@@ -145,13 +145,13 @@ class ABridge(BridgeMethod):
         now = self.path.point(t, x_t)
         return x0_hat + share * (now.c * eps_hat - (x_t - now.mean(y, x0_hat))) / now.b
 
-    def loss(self, x_t, x0, sources, t):
+    def loss(self, draw, x0, sources):
         """The forward approximator's loss: F(x_t, y, t) against x_t - x0."""
-        return regression_loss(self.net(x_t, sources, t), x_t - x0, self.config.loss)
+        return regression_loss(self.net(draw.x_t, sources, draw.t), draw.x_t - x0, self.config.loss)
 
-    def noise_loss(self, x_t, noise, sources, t):
+    def noise_loss(self, draw, sources):
         """The reverse approximator's loss: E(x_t, y, t) against the noise that made x_t."""
-        return regression_loss(self.noise_net(x_t, sources, t), noise, self.config.loss)
+        return regression_loss(self.noise_net(draw.x_t, sources, draw.t), draw.noise, self.config.loss)
 
     # --- training and translation ----------------------------------------------------------------------
     def forward(self, batch: dict, phase: str = "forward", generator: draws.Draws = None,
@@ -163,15 +163,11 @@ class ABridge(BridgeMethod):
         shared = {} if shared is None else shared
         x0, sources = batch["target"], batch["source"]
         if "abridge_draw" not in shared:
-            self.check_source(sources)
-            t = self.draw_times(x0.shape[0], generator, x0.device)
-            noise = draws.normal(x0.shape, generator, device=x0.device, dtype=x0.dtype)
-            x_t = self.path.point(t, x0).draw(self.in_target_space(sources), x0, noise)
-            shared["abridge_draw"] = (x_t, t, noise)
-        x_t, t, noise = shared["abridge_draw"]
+            shared["abridge_draw"] = self.draw_path(x0, sources, generator)
+        draw = shared["abridge_draw"]
         if phase == "forward":
-            return {"loss": self.loss(x_t, x0, sources, t)}
-        return {"loss": self.noise_loss(x_t, noise, sources, t)}
+            return {"loss": self.loss(draw, x0, sources)}
+        return {"loss": self.noise_loss(draw, sources)}
 
     def network_evaluations(self, sampling=None) -> int:
         """Both approximators at every step but the first (the boot) and the last (onto the clean end);
@@ -183,6 +179,6 @@ class ABridge(BridgeMethod):
         y = self.in_target_space(sources)
         dual = DualEstimate(self, sources, y, sampling.eta)
         result = sample_path(dual, y, lambda time: self.path.point(time, y), self.path.times(sampling.steps),
-                             sampling.eta, self.start(y, generator), generator=generator,
+                             sampling.eta, y.clone(), generator=generator,
                              clip_denoised=sampling.clip_denoised, refine=dual.refine)
         return TranslationOutput(result.x0)

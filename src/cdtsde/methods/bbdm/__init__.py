@@ -41,5 +41,5 @@ class BBDM(BridgeMethod):
     def estimate(self, x_t, sources, t):
         return x_t - self.net(x_t, sources, t)
 
-    def loss(self, x_t, x0, sources, t):
-        return regression_loss(self.net(x_t, sources, t), x_t - x0, self.config.loss)
+    def loss(self, draw, x0, sources):
+        return regression_loss(self.net(draw.x_t, sources, draw.t), draw.x_t - x0, self.config.loss)

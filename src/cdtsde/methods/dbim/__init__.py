@@ -61,6 +61,6 @@ class DBIM(BridgeMethod):
     def estimate(self, x_t, sources, t):
         return self.estimate_and_scale(x_t, sources, t)[0]
 
-    def loss(self, x_t, x0, sources, t):
-        x0_hat, c_out = self.estimate_and_scale(x_t, sources, t)
+    def loss(self, draw, x0, sources):
+        x0_hat, c_out = self.estimate_and_scale(draw.x_t, sources, draw.t)
         return (((x0_hat - x0) / c_out) ** 2).mean()

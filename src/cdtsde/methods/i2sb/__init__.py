@@ -27,9 +27,8 @@ import torch
 
 from ... import draws
 from ...diffusion.bridge_paths import per_item
-from ...diffusion.gaussian_path import PathPoint, sample_path
+from ...diffusion.gaussian_path import PathPoint
 from ...networks.conditional_unet import UNetConfig
-from ..base import TranslationOutput
 from ..bridge_base import BridgeMethod, bridge_sampling
 
 RAMPS = ("sqrt-linear", "linear")
@@ -164,24 +163,11 @@ class I2SB(BridgeMethod):
             return y
         return y + self.config.source_noise * draws.normal(y.shape, generator, device=y.device, dtype=y.dtype)
 
-    def forward(self, batch: dict, phase: str = "model", generator: draws.Draws = None,
-                shared: dict | None = None) -> dict:
-        x0, sources = batch["target"], batch["source"]
-        self.check_source(sources)
-        t = self.draw_times(x0.shape[0], generator, x0.device)
-        noise = draws.normal(x0.shape, generator, device=x0.device, dtype=x0.dtype)
-        x1 = self.source_end(self.in_target_space(sources), generator)
-        x_t = self.path.point(t, x0).draw(x1, x0, noise)
-        prediction = self.net(x_t, sources, TIME_SCALE * t)
-        return {"loss": (prediction - self.path.label(t, x1, x0, noise)).square().mean()}
+    def loss(self, draw, x0, sources):
+        prediction = self.net(draw.x_t, sources, TIME_SCALE * draw.t)
+        return (prediction - self.path.label(draw.t, draw.x1, x0, draw.noise)).square().mean()
 
-    def generate(self, sources, sampling, generator):
-        x1 = self.source_end(self.in_target_space(sources), generator)
+    def sampling_path(self, sampling):
         if self.config.bridge.ot_ode:  # the noiseless path's posterior has no noise, whatever eta
-            coefficients, eta = self.path.ode_point, 0.0
-        else:
-            coefficients, eta = self.path.point, sampling.eta
-        result = sample_path(lambda x, _y, t: self.estimate(x, sources, t), x1, lambda time: coefficients(time, x1),
-                             self.path.times(sampling.steps), eta, x1.clone(), generator=generator,
-                             clip_denoised=sampling.clip_denoised)
-        return TranslationOutput(result.x0)
+            return self.path.ode_point, 0.0
+        return self.path.point, sampling.eta
