@@ -42,10 +42,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--tile-batch", type=int, default=8, help="windows per network batch (default 8)")
     parser.add_argument("--blend", choices=("gaussian", "linear"), default="gaussian",
                         help="weights blending overlapping windows (default gaussian)")
-    parser.add_argument("--volume-noise", choices=("independent", "shared", "correlated"), default="independent",
-                        help="how the slices of a NIfTI volume draw a stochastic method's noise: independent (each "
-                             "slice its own, the default), shared (the same draws for every slice) or correlated "
-                             "(smoothly along the slice axis, by --slice-correlation)")
+    parser.add_argument("--volume-noise", choices=("independent", "shared", "correlated"),
+                        help="how the slices of a NIfTI volume draw a stochastic method's noise: shared (the same "
+                             "draws for every slice, the default: the best 3-D SSIM on validation volumes), "
+                             "independent (each slice its own) or correlated (smoothly along the slice axis, by "
+                             "--slice-correlation)")
     parser.add_argument("--slice-correlation", type=float, default=0.9,
                         help="--volume-noise correlated: the correlation of adjacent slices' draws, in (0, 1) "
                              "(default 0.9)")
@@ -75,7 +76,8 @@ def run(args) -> int:
         raise CdtsdeError(f"--device {args.device}: no CUDA device is available (torch {torch.__version__}); use --device cpu")
     tiling = Tiling(args.tile_size, args.tile_overlap, args.tile_batch, args.blend)
     try:
-        noise = VolumeNoise(args.volume_noise, args.slice_correlation)
+        noise = (VolumeNoise(args.volume_noise, args.slice_correlation) if args.volume_noise
+                 else VolumeNoise(correlation=args.slice_correlation))
     except CdtsdeError as exc:
         raise CdtsdeError(f"--slice-correlation: {exc}") from exc
     method = load_pretrained(args.checkpoint, device=device, method=args.method)
