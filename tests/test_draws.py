@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cdtsde import draws
-from cdtsde.draws import ItemGenerators, item_generator, mixed_seed
+from cdtsde.draws import ItemGenerators, SliceDraws, item_generator, mixed_seed, slice_kernel
 from cdtsde.methods import REGISTRY, DataInfo, method_class
 from cdtsde.settings import from_plain
 from cdtsde.training import TrainConfig
@@ -93,3 +93,53 @@ def test_a_split_batch_gives_the_whole_batch_loss_and_gradients(name, options, p
         torch.testing.assert_close(split_losses[phase], loss, rtol=1e-5, atol=1e-7)
     for key, gradient in whole_gradients.items():
         torch.testing.assert_close(split_gradients[key], gradient, rtol=1e-4, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize("correlation", [0.1, 0.5, 0.9, 0.99])
+def test_the_slice_kernel_has_unit_norm_and_the_asked_adjacent_correlation(correlation):
+    kernel = slice_kernel(correlation)
+    assert len(kernel) % 2 == 1 and kernel == kernel[::-1]
+    assert sum(w * w for w in kernel) == pytest.approx(1, abs=1e-12)
+    assert sum(a * b for a, b in zip(kernel, kernel[1:])) == pytest.approx(correlation, abs=1e-9)
+    for bad in (0, 1, -0.5):
+        with pytest.raises(ValueError, match="correlation"):
+            slice_kernel(bad)
+
+
+def test_correlated_slice_draws_are_standard_normal_and_correlate_as_the_kernel_says():
+    """Each slice's draws are N(0, 1) (its first four moments on 40000 draws, within 5 standard errors), and
+    slices d apart correlate by sum_j w_j w_(j+d): 0.9 for adjacent ones as asked, less further apart."""
+    kernel = slice_kernel(0.9)
+    n = 40000
+    x = draws.normal((6, n), SliceDraws(11, 8, range(-1, 5), [0] * 6, kernel)).double()
+    mean, var = x.mean(1), x.var(1)
+    centred = (x - mean[:, None]) / var.sqrt()[:, None]
+    assert mean.abs().max() < 5 / n ** 0.5 and (var - 1).abs().max() < 5 * (2 / n) ** 0.5
+    assert (centred ** 3).mean(1).abs().max() < 5 * (6 / n) ** 0.5
+    assert ((centred ** 4).mean(1) - 3).abs().max() < 5 * (24 / n) ** 0.5
+    for distance in (1, 2, 4):
+        expected = sum(a * b for a, b in zip(kernel, kernel[distance:]))
+        measured = torch.stack([torch.corrcoef(x[[i, i + distance]])[0, 1] for i in range(6 - distance)])
+        assert (measured - expected).abs().max() < 5 * (1 - expected ** 2) / n ** 0.5 + 1e-3
+    assert 0.6 < sum(a * b for a, b in zip(kernel, kernel[2:])) < 0.9  # smooth: still high two slices apart
+
+
+def test_slice_draws_do_not_depend_on_the_batching_and_shared_ones_are_equal():
+    kernel = slice_kernel(0.7)
+
+    def volume(slices, streams, kernel=kernel):
+        g = SliceDraws(5, 8, slices, streams, kernel)
+        return torch.cat([draws.normal((len(slices), 12), g), draws.normal((len(slices), 2), g)], 1)
+
+    whole = volume(range(8), [0] * 8)
+    assert torch.equal(torch.cat([volume(range(0, 3), [0] * 3), volume(range(3, 8), [0] * 5)]), whole)
+    assert not torch.equal(volume(range(8), [1] * 8), whole)  # another sample: other draws
+    shared = volume([0] * 4, [2] * 4, (1.0,))
+    assert all(torch.equal(row, shared[0]) for row in shared)
+    # one-tap slice draws are the per-item draws of ItemGenerators, also for Pix2Pix's per-item generators
+    own = SliceDraws(5, 8, [3, 3], [0, 1])
+    assert torch.equal(draws.normal((2, 7), own), draws.normal((2, 7), ItemGenerators(5, 3, 8, [0, 1])))
+    assert torch.equal(torch.rand(4, generator=own.item(1)),
+                       torch.rand(4, generator=ItemGenerators(5, 3, 8, [0, 1]).item(1)))
+    with pytest.raises(ValueError, match="first dimension"):
+        draws.normal((3, 2), own)

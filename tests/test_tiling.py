@@ -11,7 +11,7 @@ from cdtsde.memory import OutOfMemory, is_out_of_memory
 from cdtsde.methods import DataInfo
 from cdtsde.methods.identity import Identity, IdentityConfig
 from cdtsde.tiling import TileGrid, blend_weights, tiled, window_count, window_starts
-from cdtsde.translate import TILE_DRAWS, Tiling, translate_slices, translate_tiled
+from cdtsde.translate import TILE_DRAWS, Tiling, VolumeNoise, translate_slices, translate_tiled
 
 # the network's convolutions sum in another order for another batch size (oneDNN): a window's pixels
 # agree to float32 rounding across batch compositions, not bit for bit
@@ -118,6 +118,25 @@ def test_stochastic_tiled_output_does_not_depend_on_the_window_batch():
         torch.testing.assert_close(value, many.maps[name], rtol=0, atol=BATCH_TOLERANCE)
     other_seed = translate_tiled(method, sources, sampling, seed=6, tiling=Tiling(batch=7)).images
     assert not torch.allclose(other_seed, many.images)
+
+
+def test_tiled_volume_noise_acts_window_by_window_across_the_slices():
+    """Three equal slices of 40 x 41 px in 16 px windows: with shared noise every slice translates alike
+    (each window draws as the windows at its place in the other slices); correlated noise does not, and its
+    slices do not depend on the window batch either."""
+    method = native_cdtsde()
+    sources = (torch.rand(1, 1, 40, 41, generator=torch.Generator().manual_seed(0)) * 2 - 1).repeat(3, 1, 1, 1)
+    sampling = method.sampling_options(steps=3, gamma=1.0)
+
+    def translated(kind, batch=7):
+        return translate_tiled(method, sources, sampling, seed=5, tiling=Tiling(batch=batch),
+                               noise=VolumeNoise(kind, 0.8)).images
+
+    shared, correlated = translated("shared"), translated("correlated")
+    for index in (1, 2):
+        torch.testing.assert_close(shared[index], shared[0], rtol=0, atol=BATCH_TOLERANCE)
+        assert not torch.allclose(correlated[index], correlated[0], atol=1e-3)
+    torch.testing.assert_close(translated("correlated", batch=2), correlated, rtol=0, atol=BATCH_TOLERANCE)
 
 
 def test_an_input_smaller_than_the_window_is_translated_whole():

@@ -202,6 +202,25 @@ def test_bad_checkpoint_is_a_clear_error(checkpoint, tmp_path, capsys, breakage)
     assert not (tmp_path / "out").exists()
 
 
+def test_volume_noise_decides_whether_equal_slices_translate_alike(checkpoint, tmp_path, capsys):
+    """A volume of three equal slices through the stochastic sampler: --volume-noise shared translates them
+    alike, as does the default, independent and correlated do not; a correlation outside (0, 1) is refused by name."""
+    cut = (np.random.default_rng(2).random((18, 17, 1)) * 800).astype(np.int16)
+    nib.save(nib.Nifti1Image(np.repeat(cut, 3, axis=2), np.eye(4)), tmp_path / "vol.nii.gz")
+    slices = {}
+    for noise in ("independent", "shared", "correlated"):
+        assert run_translate(checkpoint, tmp_path / "vol.nii.gz", tmp_path / noise, "--volume-noise", noise) == 0
+        slices[noise] = nib.load(tmp_path / noise / "vol.nii.gz").get_fdata()
+    assert run_translate(checkpoint, tmp_path / "vol.nii.gz", tmp_path / "default") == 0
+    slices["default"] = nib.load(tmp_path / "default" / "vol.nii.gz").get_fdata()
+    np.testing.assert_array_equal(slices["default"], slices["shared"])
+    for noise, alike in (("independent", False), ("shared", True), ("correlated", False)):
+        assert np.allclose(slices[noise][..., 0], slices[noise][..., 1], atol=1e-6) == alike, noise
+    assert run_translate(checkpoint, tmp_path / "vol.nii.gz", tmp_path / "bad", "--volume-noise", "correlated",
+                         "--slice-correlation", "1") == 2
+    assert "--slice-correlation" in capsys.readouterr().err
+
+
 def test_bad_arguments(checkpoint, tmp_path, capsys):
     assert run_translate(checkpoint, tmp_path / "nothing.png", tmp_path / "out") == 2
     assert "nothing.png: no such file" in capsys.readouterr().err

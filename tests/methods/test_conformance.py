@@ -283,3 +283,29 @@ def test_a_model_trained_with_context_records_it_and_translates_a_volume_through
     assert main(["translate", "--checkpoint", str(tmp_path / "run"), "--input", str(slice_file),
                  "--output", str(tmp_path / "out2")]) == 1
     assert not (tmp_path / "out2" / slice_file.name).exists()
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_volume_noise_reaches_every_method_through_its_draws(name):
+    """A volume of equal slices: with "shared" noise every slice translates alike (the method draws all its
+    randomness through cdtsde.draws), "correlated" slices differ where "independent" ones do (a stochastic
+    method), and "independent" is the translation of the whole batch with the one generator of the seed."""
+    from cdtsde.intensity import model_to_unit, unit_to_model
+    from cdtsde.translate import VolumeNoise, translate_slices
+
+    method = perturbed(build(name)).eval()
+    sampling = method.sampling_options(**method.tiny_sampling[-1])
+    volume = model_to_unit(sources(1)).permute(0, 2, 3, 1).repeat(3, 1, 1, 1).numpy()
+    out = {kind: translate_slices(method, volume, sampling, seed=4, batch_size=3, noise=VolumeNoise(kind)).mean
+           for kind in ("independent", "shared", "correlated")}
+    assert all(torch.allclose(torch.from_numpy(cut), torch.from_numpy(out["shared"][0]), atol=1e-6)
+               for cut in out["shared"])
+
+    def differs(translation):
+        return not torch.allclose(torch.from_numpy(translation[0]), torch.from_numpy(translation[1]), atol=1e-6)
+
+    assert differs(out["correlated"]) == differs(out["independent"])
+    # laid out as translate_slices lays its batches out (repeated per sample): strides decide a convolution's last bits
+    batch = unit_to_model(torch.from_numpy(volume).permute(0, 3, 1, 2)).repeat_interleave(1, dim=0)
+    today = method.translate(batch, sampling, seeded(4)).images
+    assert torch.equal(torch.from_numpy(out["independent"]), model_to_unit(today).permute(0, 2, 3, 1))

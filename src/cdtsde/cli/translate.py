@@ -9,7 +9,7 @@ from .sampling import add_sampling_flags, chosen_sampling
 
 COMMAND_FLAGS = {"checkpoint", "method", "input", "output", "overwrite", "skip_existing", "seed", "samples",
                  "batch_size", "native_size", "device", "precision", "recursive", "tiling", "tile_size",
-                 "tile_overlap", "tile_batch", "blend", "rename"}
+                 "tile_overlap", "tile_batch", "blend", "rename", "volume_noise", "slice_correlation"}
 
 
 def add_parser(subparsers) -> None:
@@ -45,6 +45,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--tile-batch", type=int, default=8, help="windows per network batch (default 8)")
     parser.add_argument("--blend", choices=("gaussian", "linear"), default="gaussian",
                         help="weights blending overlapping windows (default gaussian)")
+    parser.add_argument("--volume-noise", choices=("independent", "shared", "correlated"),
+                        help="how the slices of a NIfTI volume draw a stochastic method's noise: shared (the same "
+                             "draws for every slice, the default: the best 3-D SSIM on validation volumes), "
+                             "independent (each slice its own) or correlated (smoothly along the slice axis, by "
+                             "--slice-correlation)")
+    parser.add_argument("--slice-correlation", type=float, default=0.9,
+                        help="--volume-noise correlated: the correlation of adjacent slices' draws, in (0, 1) "
+                             "(default 0.9)")
     add_sampling_flags(parser, reserved=COMMAND_FLAGS)
     parser.set_defaults(func=run)
 
@@ -56,7 +64,7 @@ def run(args) -> int:
     from ..imagefiles import list_images, list_images_under, stem
     from ..locks import folder_lock
     from ..training import load_pretrained
-    from ..translate import Tiling, default_tiling
+    from ..translate import Tiling, VolumeNoise, default_tiling
 
     for flag in ("samples", "batch_size"):
         if getattr(args, flag) < 1:
@@ -70,6 +78,11 @@ def run(args) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CdtsdeError(f"--device {args.device}: no CUDA device is available (torch {torch.__version__}); use --device cpu")
     tiling = Tiling(args.tile_size, args.tile_overlap, args.tile_batch, args.blend)
+    try:
+        noise = (VolumeNoise(args.volume_noise, args.slice_correlation) if args.volume_noise
+                 else VolumeNoise(correlation=args.slice_correlation))
+    except CdtsdeError as exc:
+        raise CdtsdeError(f"--slice-correlation: {exc}") from exc
     method = load_pretrained(args.checkpoint, device=device, method=args.method)
     if args.tiling == "off" or (args.tiling == "auto" and default_tiling(method) is None):
         tiling = None
@@ -90,11 +103,12 @@ def run(args) -> int:
                           f"({unnamed[0]}{', ...' if len(unnamed) > 1 else ''}); choose the inputs of that modality "
                           f"(e.g. --recursive '*{rename[0]}.nii.gz')")
     with folder_lock(args.output, "cdtsde translate"):
-        return translate_files(args, method, sampling, tiling, files, rename)
+        return translate_files(args, method, sampling, tiling, noise, files, rename)
 
 
-def translate_files(args, method, sampling, tiling, files: list[Path], rename: tuple[str, str] | None) -> int:
-    """Translate `files` into the (locked) output folder, window by window with `tiling` (None: whole); a file
+def translate_files(args, method, sampling, tiling, noise, files: list[Path], rename: tuple[str, str] | None) -> int:
+    """Translate `files` into the (locked) output folder, window by window with `tiling` (None: whole), the
+    slices of volumes drawing their noise as `noise` (`cdtsde.translate.VolumeNoise`) says; a file
     that cannot be read, translated or written is reported, and the others are still translated; running out
     of memory stops the run (the next file would not fit either)."""
     from tqdm.auto import tqdm
@@ -120,7 +134,7 @@ def translate_files(args, method, sampling, tiling, files: list[Path], rename: t
             _, found = translate_file(method, path, destination[path], overwrite=args.overwrite, sampling=sampling,
                                       seed=args.seed, samples=args.samples, batch_size=args.batch_size,
                                       resize_to_training=not args.native_size, precision=args.precision,
-                                      tiling=tiling, rename=rename, progress=True)
+                                      tiling=tiling, rename=rename, progress=True, noise=noise)
             for key, value in found.items():
                 diagnostics[key] = diagnostics.get(key, 0) + value
         except OutOfMemory:  # the next file would not fit either: stop, naming what to lower
