@@ -206,3 +206,53 @@ def test_a_checkpoint_naming_another_count_of_target_bands_is_named_at_load(tmp_
     (tmp_path / "model" / "config.json").write_text(json.dumps(record))
     with pytest.raises(CdtsdeError, match=r"target_band_names names 2 band\(s\) of a target of 3 channel\(s\)"):
         load_pretrained(tmp_path / "model")
+
+
+@pytest.mark.parametrize("layout", [
+    {"compression": "zlib", "rowsperstrip": 7},  # compressed strips
+    {"compression": "zlib", "tile": (16, 32)},  # compressed tiles, partial at the edges
+    {"compression": "zlib", "tile": (16, 16), "planar": True},  # bands as separate planes, tiled
+    {"planar": True},  # uncompressed, contiguous: a memory map
+    {},
+])
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_rows_read_from_disk_equal_the_whole_file(tmp_path, layout, dtype):
+    """`opened_rows` reads any band of rows of a TIFF as `read_image` gives them, whatever its strips, tiles,
+    compression and planar layout, from disk (a memory map or `TiffRows`), with its georeference."""
+    from cdtsde.imagefiles import TiffRows, opened_rows
+
+    layout = dict(layout)
+    planar = layout.pop("planar", False)
+    values = (np.random.default_rng(1).random((45, 70, 2)) * 60000).astype(dtype)
+    stored = np.moveaxis(values, -1, 0) if planar else values
+    tifffile.imwrite(tmp_path / "scene.tif", stored, extratags=GEO_TAGS, photometric="minisblack",
+                     planarconfig="separate" if planar else "contig", **layout)
+    whole, meta = read_image(tmp_path / "scene.tif")
+    with opened_rows(tmp_path / "scene.tif") as (rows, rows_meta):
+        assert isinstance(rows, TiffRows if layout else np.memmap)
+        assert rows.shape == whole.shape and rows_meta.extra["geotiff_tags"] == meta.extra["geotiff_tags"]
+        for top, bottom in [(0, 45), (3, 19), (40, 45), (13, 14), (7, 8)]:
+            np.testing.assert_array_equal(rows[top:bottom], whole[top:bottom])
+
+
+@pytest.mark.filterwarnings("ignore:.*nodata")
+def test_a_tiff_written_region_by_region_equals_write_image(tmp_path):
+    """`write_image_regions` writes, tile by tile, the pixels, georeference, nodata marks and band names that
+    `write_image` writes of the whole array; a PNG is assembled whole."""
+    from cdtsde.imagefiles import write_image_regions
+
+    values, _ = scene_with_nodata(tmp_path / "scene.tif")
+    array, meta = read_image(tmp_path / "scene.tif")
+    for name, data in [("scene.tif", array), ("gray.tif", (array[..., 0] * 255).astype(np.uint8))]:
+        meta.extra["band_descriptions"] = ["a", "b", "c"][:1 if data.ndim == 2 else 3]
+        whole, regions = tmp_path / f"whole-{name}", tmp_path / f"regions-{name}"
+        write_image(whole, data, meta)
+        write_image_regions(regions, data.shape, data.dtype,
+                            lambda top, left, h, w, data=data: data[top:top + h, left:left + w], meta)
+        for code in (33550, 33922, 34735, GDAL_NODATA, GDAL_METADATA):
+            assert tags_of(whole).get(code) == tags_of(regions).get(code)
+        np.testing.assert_array_equal(tifffile.imread(regions), tifffile.imread(whole))
+    assert (tifffile.imread(tmp_path / "regions-scene.tif")[1, 2:5, 5:9] == -9999).all()
+    rgb = (values * 255).astype(np.uint8)
+    write_image_regions(tmp_path / "scene.png", rgb.shape, rgb.dtype, lambda top, left, h, w: rgb[top:top + h, left:left + w])
+    np.testing.assert_array_equal(read_image(tmp_path / "scene.png")[0], rgb)

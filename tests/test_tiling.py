@@ -265,3 +265,99 @@ def test_training_out_of_memory_names_the_batch_size(tmp_path, monkeypatch):
     with pytest.raises(CdtsdeError, match=r"out of memory in training step 1 at train.batch_size 4 \(CUDA out of "
                                           r"memory.*\); lower train.batch_size \(now 4\)"):
         train(method, InversionPairs(n=8), settings(), tmp_path / "failed", progress=False)
+
+
+def scene_files(folder):
+    """The same 40 x 37 RGB scene as files `opened_rows` reads in each of its ways: a compressed tiled
+    16-bit GeoTIFF (`TiffRows`), an uncompressed float32 one in planes (a memory map), an 8-bit PNG
+    (decoded whole)."""
+    import tifffile
+    from PIL import Image
+
+    values = np.random.default_rng(0).random((40, 37, 3))
+    tifffile.imwrite(folder / "tiles.tif", (values * 65535).astype(np.uint16), extratags=GEO_TAGS,
+                     photometric="rgb", compression="zlib", tile=(16, 16))
+    tifffile.imwrite(folder / "planes.tif", np.moveaxis(values, -1, 0).astype(np.float32), extratags=GEO_TAGS,
+                     photometric="minisblack", planarconfig="separate")
+    Image.fromarray((values * 255).astype(np.uint8)).save(folder / "scene.png")
+    return [folder / name for name in ("tiles.tif", "planes.tif", "scene.png")]
+
+
+@pytest.mark.parametrize("samples", [1, 2])
+def test_a_scene_stitched_on_disk_equals_the_translation_in_memory(tmp_path, samples):
+    """Forced through `translate_scene` (read by rows, blended into memory maps, written tile by tile), a
+    small scene's translation and standard-deviation map equal the in-memory tiled translation bit for bit,
+    georeference included; the input is never read more than a window's rows at a time and the temporary
+    folder of the memory maps is gone afterwards."""
+    import tifffile
+
+    import cdtsde.translate as translate
+    from cdtsde.data.readers import UnitReader
+    from cdtsde.imagefiles import opened_rows
+    from cdtsde.translate import translate_file
+
+    method = native_cdtsde(channels=3)
+    method.data.source_reading = UnitReader().record()  # as the training data record it
+    sampling = method.sampling_options(steps=2)
+    read_rows = []
+
+    class Spied:
+        def __init__(self, rows):
+            self.rows, self.shape = rows, rows.shape
+
+        def __getitem__(self, index):
+            read_rows.append(len(range(*index.indices(self.shape[0]))))
+            return self.rows[index]
+
+    def spied_rows(path):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def opened():
+            with opened_rows(path) as (rows, meta):
+                yield Spied(rows), meta
+        return opened()
+
+    for path in scene_files(tmp_path):
+        read_rows.clear()
+        memory = translate_file(method, path, tmp_path / "memory", tiling=Tiling(batch=4), sampling=sampling,
+                                samples=samples)[0]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(translate, "opened_rows", spied_rows)
+            disk = translate_file(method, path, tmp_path / "disk", tiling=Tiling(batch=4, on_disk_above=0),
+                                  sampling=sampling, samples=samples)[0]
+        assert [p.name for p in disk] == [p.name for p in memory] and len(disk) == samples
+        assert 0 < max(read_rows) <= 16
+        for ours, theirs in zip(disk, memory):
+            if ours.suffix == ".tif":
+                np.testing.assert_array_equal(tifffile.imread(ours), tifffile.imread(theirs))
+                assert georeference(ours) == georeference(theirs)
+                assert georeference(ours) == (georeference(path) if path.suffix == ".tif" else {})
+            else:
+                assert ours.read_bytes() == theirs.read_bytes()
+    assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == sorted(
+        p.name for p in (tmp_path / "memory").iterdir())  # no temporary folder left
+
+
+def test_a_failed_scene_leaves_neither_output_nor_temporaries(tmp_path, monkeypatch, capsys):
+    """A translation that fails midway (here: out of memory in the third window batch) removes its memory
+    maps and writes nothing; with progress on, the bar counts windows."""
+    from cdtsde.methods.cdtsde import CDTSDE
+    from cdtsde.translate import translate_file
+
+    method = native_cdtsde(channels=3)
+    path = scene_files(tmp_path)[0]
+    original, batches = CDTSDE.translate, []
+
+    def fails_third(self, *args, **kwargs):
+        batches.append(1)
+        if len(batches) == 3:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 123 bytes")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(CDTSDE, "translate", fails_third)
+    with pytest.raises(OutOfMemory, match="lower the tile batch"):
+        translate_file(method, path, tmp_path / "out", tiling=Tiling(batch=2, on_disk_above=0),
+                       sampling=method.sampling_options(steps=1), progress=True)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []
+    assert "windows:" in capsys.readouterr().err

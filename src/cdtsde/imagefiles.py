@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -217,10 +218,15 @@ def read_image(path: str | os.PathLike, palette: str = "colours",
     array = np.ascontiguousarray(array)
     if array.size == 0:
         raise ImageReadError(f"{path}: empty image")
+    check_finite(array, path)
+    return array, ImageMeta(path=path, format=fmt, dtype=array.dtype, affine=affine, extra=extra)
+
+
+def check_finite(array: np.ndarray, path: Path, where: str = "") -> None:
+    """Refuse float pixels that are NaN or infinite, naming the file (and `where` in it) and their count."""
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).sum())
-        raise ImageReadError(f"{path}: {bad} NaN or infinite values")
-    return array, ImageMeta(path=path, format=fmt, dtype=array.dtype, affine=affine, extra=extra)
+        raise ImageReadError(f"{path}: {bad} NaN or infinite values{where}")
 
 
 def gdal_nodata(tags: list[tuple]) -> float | None:
@@ -326,31 +332,43 @@ def dtype_holds(dtype: np.dtype, value: float) -> bool:
 
 def geotiff_extratags(array: np.ndarray, meta: ImageMeta | None, path: Path) -> tuple[np.ndarray, list[tuple]]:
     """The array with the input's nodata pixels (`meta.extra["nodata_mask"]`) set to its GDAL_NODATA value,
-    and tifffile's extratags: the input's georeference and nodata tags, valid as written (the output has the
-    input's height and width), and GDAL_METADATA with `meta.extra["band_descriptions"]`. A nodata value the
-    array's dtype cannot hold (-9999 in a uint8 mask) is left out, with a warning."""
+    and tifffile's extratags (`geotiff_tags`)."""
+    tags, nodata = geotiff_tags(meta, array.shape, array.dtype, path)
+    if nodata is not None:
+        array = array.copy()
+        array[meta.extra["nodata_mask"]] = nodata
+    return array, tags
+
+
+def geotiff_tags(meta: ImageMeta | None, shape: tuple[int, ...], dtype: np.dtype, path: Path
+                 ) -> tuple[list[tuple], float | None]:
+    """tifffile's extratags for an image of `shape` (channels last) and `dtype`: the input's georeference and
+    nodata tags, valid as written (the output has the input's height and width), and GDAL_METADATA with
+    `meta.extra["band_descriptions"]`; and the nodata value to mark the input's nodata pixels with
+    (`meta.extra["nodata_mask"]`), None where none are to be marked. A nodata value the dtype cannot hold
+    (-9999 in a uint8 mask) is left out, with a warning."""
     if meta is None:
-        return array, []
-    tags = [(code, dtype, count, value, True) for code, dtype, count, value in meta.extra.get("geotiff_tags", [])
-            if code != GDAL_METADATA]
+        return [], None
+    tags = [(code, tag_type, count, value, True)
+            for code, tag_type, count, value in meta.extra.get("geotiff_tags", []) if code != GDAL_METADATA]
     nodata = gdal_nodata(meta.extra.get("geotiff_tags", []))
     mask = meta.extra.get("nodata_mask")
-    if nodata is not None and mask is not None and mask.shape == array.shape[:2]:
-        if not dtype_holds(array.dtype, nodata):
-            warnings.warn(f"{path}: nodata value {nodata:g} does not fit {array.dtype}; nodata left unmarked",
-                          stacklevel=3)
+    marked = None
+    if nodata is not None and mask is not None and mask.shape == tuple(shape[:2]):
+        if not dtype_holds(np.dtype(dtype), nodata):
+            warnings.warn(f"{path}: nodata value {nodata:g} does not fit {np.dtype(dtype)}; nodata left unmarked",
+                          stacklevel=4)
             tags = [tag for tag in tags if tag[0] != GDAL_NODATA]
         else:
-            array = array.copy()
-            array[mask] = nodata
+            marked = nodata
     descriptions = list(meta.extra.get("band_descriptions", []))
-    bands = array.shape[-1] if array.ndim == 3 else 1
+    bands = shape[-1] if len(shape) == 3 else 1
     if descriptions and len(descriptions) != bands:
         raise ValueError(f"{len(descriptions)} band description(s) for an image of {bands} band(s)")
     original = next((value for code, _, _, value in meta.extra.get("geotiff_tags", []) if code == GDAL_METADATA), None)
     if original is not None or descriptions:
         tags.append((GDAL_METADATA, 2, 0, band_metadata(original, descriptions), True))
-    return array, tags
+    return tags, marked
 
 
 def header_orientation(img) -> int:
@@ -435,7 +453,7 @@ def write_image(path: str | os.PathLike, array: np.ndarray, meta: ImageMeta | No
             import tifffile
 
             array, geo = geotiff_extratags(array, meta, path)
-            if array.ndim == 3 and not (array.shape[-1] == 3 and array.dtype in (np.uint8, np.uint16)):
+            if planar_tiff(array.shape, array.dtype):
                 # multi-band data as separate planes (the GeoTIFF convention), which read_image moves back last
                 tifffile.imwrite(tmp, np.moveaxis(array, -1, 0), photometric="minisblack", planarconfig="separate",
                                  extratags=geo)
@@ -457,3 +475,142 @@ def write_image(path: str | os.PathLike, array: np.ndarray, meta: ImageMeta | No
                 img.set_data_dtype(array.dtype)
             nib.save(img, str(tmp))
     return path
+
+
+def planar_tiff(shape: tuple[int, ...], dtype: np.dtype) -> bool:
+    """Whether a TIFF of this (channels-last) shape is written as separate planes (the GeoTIFF convention for
+    multi-band data, which read_image moves back last): every multi-band image but 8/16-bit RGB."""
+    return len(shape) == 3 and not (shape[-1] == 3 and np.dtype(dtype) in (np.uint8, np.uint16))
+
+
+# side of the tiles of a TIFF written region by region (a multiple of 16, as TIFF requires)
+TIFF_TILE = 256
+
+
+def write_image_regions(path: str | os.PathLike, shape: tuple[int, ...], dtype: np.dtype, region,
+                        meta: ImageMeta | None = None, replace: bool = True) -> Path:
+    """`write_image` of an image of `shape` (channels last) and `dtype` that is never held whole:
+    `region(top, left, height, width)` gives its pixels there. A TIFF is written as a tiled TIFF
+    (`TIFF_TILE` px tiles, BigTIFF beyond 4 GiB) one tile at a time, with the georeference, nodata and band
+    descriptions `write_image` keeps; the other formats cannot be written in parts and are assembled in
+    memory first (H x W x bands x the dtype's bytes: 192 MiB for an 8-bit RGB 8000 x 8000 PNG)."""
+    path = Path(path)
+    if image_format(path) != "tiff":
+        height, width = shape[:2]
+        return write_image(path, region(0, 0, height, width), meta, replace)
+    import tifffile
+
+    height, width = shape[:2]
+    tags, nodata = geotiff_tags(meta, shape, dtype, path)
+    planar = planar_tiff(shape, dtype)
+
+    def tile(top: int, left: int) -> np.ndarray:
+        values = region(top, left, min(TIFF_TILE, height - top), min(TIFF_TILE, width - left))
+        if nodata is not None:
+            values = values.copy()
+            values[meta.extra["nodata_mask"][top:top + TIFF_TILE, left:left + TIFF_TILE]] = nodata
+        return np.ascontiguousarray(values.astype(dtype, copy=False))
+
+    origins = [(top, left) for top in range(0, height, TIFF_TILE) for left in range(0, width, TIFF_TILE)]
+    if planar:  # plane by plane, each in raster order of tiles
+        tiles = (tile(top, left)[..., band] for band in range(shape[-1]) for top, left in origins)
+        layout = {"shape": (shape[-1], height, width), "photometric": "minisblack", "planarconfig": "separate"}
+    else:
+        tiles = (tile(top, left) for top, left in origins)
+        layout = {"shape": tuple(shape)}
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    with atomic_path(path, replace=replace) as tmp:
+        tifffile.imwrite(tmp, tiles, dtype=dtype, tile=(TIFF_TILE, TIFF_TILE), extratags=tags,
+                         bigtiff=size > 2**32 - 2**27, **layout)
+    return path
+
+
+class TiffRows:
+    """The pixels of a single-page TIFF stored in strips or tiles (compressed or not), read by rows:
+    `rows[top:bottom]` decodes only the strips or tiles those rows lie in. Shape and axes as `read_image`
+    gives them ((H, W) or (H, W, bands)); `close()` closes the file."""
+
+    def __init__(self, path: Path):
+        import tifffile
+
+        self.tif = tifffile.TiffFile(path)
+        self.page = self.tif.pages[0]
+        planes, _, self.height, self.width, samples = self.page.shaped
+        self.dtype = self.page.dtype
+        self.planes, self.samples = planes, samples
+        bands = planes * samples
+        self.shape = (self.height, self.width) if bands == 1 else (self.height, self.width, bands)
+        if self.page.is_tiled:
+            self.chunk_rows, self.chunk_columns = self.page.tilelength, self.page.tilewidth
+        else:
+            self.chunk_rows, self.chunk_columns = self.page.rowsperstrip, self.width
+        self.grid = (-(-self.height // self.chunk_rows), -(-self.width // self.chunk_columns))
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        top, bottom, _ = rows.indices(self.height)
+        first, last = top // self.chunk_rows, (bottom - 1) // self.chunk_rows
+        across = self.grid[1]
+        indices = [plane * self.grid[0] * across + row * across + column for plane in range(self.planes)
+                   for row in range(first, last + 1) for column in range(across)]
+        start = first * self.chunk_rows
+        out = np.empty((self.planes, (last + 1) * self.chunk_rows - start, self.width, self.samples), self.dtype)
+        offsets, counts = self.page.dataoffsets, self.page.databytecounts
+        jpegtables = getattr(self.page, "jpegtables", None)
+        for data, index in self.tif.filehandle.read_segments([offsets[i] for i in indices],
+                                                             [counts[i] for i in indices], indices=indices):
+            values, (plane, _, row, column, _), _ = self.page.decode(data, index, jpegtables=jpegtables)
+            values = values[0]  # (rows, columns, samples) of one strip or tile (its depth is 1)
+            row -= start
+            height = min(values.shape[0], out.shape[1] - row)
+            width = min(values.shape[1], self.width - column)
+            out[plane, row:row + height, column:column + width] = values[:height, :width]
+        out = out[:, top - start:bottom - start]
+        if self.planes > 1:
+            return np.moveaxis(out[..., 0], 0, -1)
+        return out[0] if self.samples > 1 else out[0, ..., 0]
+
+    def close(self) -> None:
+        self.tif.close()
+
+
+@contextmanager
+def opened_rows(path: str | os.PathLike):
+    """An image file's pixels to be read by rows (`rows[top:bottom]`, as `read_image` gives them) and its
+    `ImageMeta`, without reading what can be left on disk: a single-page TIFF without nodata and an NPY file
+    as a memory map (uncompressed, contiguous) or `TiffRows` (strips or tiles); every other file is read
+    whole by `read_image` (a PNG/JPG is decoded once: H x W x bands bytes, 8-bit; a GeoTIFF with nodata
+    pixels, whose filling needs each band's mean). Rows read from disk are not checked here: float values
+    must be checked for NaN and infinities as they are read (`check_finite`)."""
+    import tifffile
+
+    path = Path(path)
+    fmt = image_format(path)
+    if fmt == "npy" and path.is_file():
+        rows = np.load(path, mmap_mode="r", allow_pickle=False)
+        if rows.ndim in (2, 3) and rows.dtype.kind in "uif":
+            yield rows, ImageMeta(path=path, format=fmt, dtype=rows.dtype)
+            return
+    if fmt == "tiff" and path.is_file():
+        try:
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                geo = [(tag.code, int(tag.dtype), tag.count, tag.value) for tag in page.tags.values()
+                       if tag.code in GEOTIFF_TAGS]
+                streamable = (len(tif.pages) == 1 and page.shaped[1] == 1 and page.shaped[0] <= 16
+                              and gdal_nodata(geo) is None and page.dtype is not None and page.dtype.kind in "uif")
+                memmappable = page.is_memmappable
+        except Exception:  # read_image names the damage
+            streamable = False
+        if streamable:
+            meta = ImageMeta(path=path, format=fmt, dtype=page.dtype, extra={"geotiff_tags": geo} if geo else {})
+            if memmappable:
+                rows = tifffile.memmap(path, mode="r")
+                yield (np.moveaxis(rows, 0, -1) if page.shaped[0] > 1 else rows), meta
+                return
+            rows = TiffRows(path)
+            try:
+                yield rows, meta
+            finally:
+                rows.close()
+            return
+    yield read_image(path)

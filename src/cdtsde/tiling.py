@@ -5,7 +5,9 @@ batch, Gaussian or linear-ramp weights).
 
 Memory: the blended sums live in a band of one window's height that moves down the image (rows no later
 window touches are normalised and written out as soon as the windows above them are done), so beyond the
-input and the output themselves only one batch of windows and one band are held. The sums are float64, so
+input and the output themselves only one batch of windows and one band are held; the input can be any (C, H,
+W) object whose slices are tensors (read from a file window by window) and the output any tensor given
+(`storage`: a numpy memmap on disk), so that a whole scene is held in neither. The sums are float64, so
 that a constant over overlapping windows comes back exactly, and every pixel's weights are positive, so
 that every pixel is normalised by a sum that is not zero.
 """
@@ -78,11 +80,12 @@ def blend_weights(height: int, width: int, blend: str, overlap: int) -> torch.Te
 
 
 class BlendedCanvas:
-    """One blended output (C, H, W) built from windows that arrive in raster order (`add`); `finish`
-    returns it (float32). Holds the weighted sums of a band of `band` rows only."""
+    """One blended output (C, H, W) built from windows that arrive in raster order (`add`) into `out` (a
+    float32 tensor of that shape; None: a new one); `finish` returns it. Holds the weighted sums of a band
+    of `band` rows only."""
 
-    def __init__(self, channels: int, height: int, width: int, band: int):
-        self.out = torch.empty(channels, height, width, dtype=torch.float32)
+    def __init__(self, channels: int, height: int, width: int, band: int, out: torch.Tensor | None = None):
+        self.out = torch.empty(channels, height, width, dtype=torch.float32) if out is None else out
         self.top = 0
         self.sums = torch.zeros(channels, band, width, dtype=torch.float64)
         self.weights = torch.zeros(1, band, width, dtype=torch.float64)
@@ -114,13 +117,18 @@ class BlendedCanvas:
 
 
 WindowFunction = Callable[[torch.Tensor, list[tuple[int, int]]], dict[str, torch.Tensor]]
+# where a blended map is written: (name, channels) -> a (channels, H, W) float32 tensor
+Storage = Callable[[str, int], torch.Tensor]
 
 
-def tiled(function: WindowFunction, image: torch.Tensor, window: int, overlap: int, batch: int = 8,
-          blend: str = "gaussian", on_batch: Callable[[int], None] | None = None) -> dict[str, torch.Tensor]:
+def tiled(function: WindowFunction, image, window: int, overlap: int, batch: int = 8,
+          blend: str = "gaussian", on_batch: Callable[[int], None] | None = None,
+          storage: Storage | None = None) -> dict[str, torch.Tensor]:
     """Apply `function(windows, origins) -> {name: (N, C_name, h, w)}` to `image` (C, H, W) window batch by
     window batch (at most `batch` windows of `window` pixels overlapping by `overlap`; `origins` their
-    (top, left)) and blend each named map back into a (C_name, H, W) float32 tensor on the CPU.
+    (top, left)) and blend each named map back into a (C_name, H, W) float32 tensor on the CPU, the one
+    `storage(name, C_name)` gives (default: a new one in memory). `image` is a tensor or any object with its
+    `shape` whose slices `image[:, rows, columns]` are tensors (a file read window by window).
     `on_batch(n)` is told how many windows each batch held (a progress bar)."""
     if blend not in BLENDS:
         raise ValueError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
@@ -140,7 +148,8 @@ def tiled(function: WindowFunction, image: torch.Tensor, window: int, overlap: i
             values = values.detach().to("cpu")
             canvas = canvases.get(name)
             if canvas is None:
-                canvas = canvases[name] = BlendedCanvas(values.shape[1], height, width, h)
+                out = storage(name, values.shape[1]) if storage is not None else None
+                canvas = canvases[name] = BlendedCanvas(values.shape[1], height, width, h, out)
             for value, (top, left) in zip(values, chosen):
                 canvas.add(value, weights, top, left)
         if on_batch is not None:

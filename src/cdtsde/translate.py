@@ -7,7 +7,10 @@ with its percentile, dB SAR clipped to its range with its bands, integer images 
 floats by their value range), and every slice resized by the training transform's `resize`.
 
 Inputs larger than a window can be translated window by window (`Tiling`, `translate_tiled`): models trained
-on native-scale tiles do so by default, so that memory depends on the window batch and not on the scene.
+on native-scale tiles do so by default, so that the network's memory depends on the window batch and not on
+the scene. A scene of more than `Tiling.on_disk_above` pixels is, besides, never held whole
+(`translate_scene`): read from its file by rows (TIFF, NPY; a PNG/JPG is decoded once), stitched into
+memory maps on disk and written tile by tile.
 
 The slices of a volume draw the noise of stochastic samplers as `VolumeNoise` says: independently, the same
 draws for every slice, or correlated smoothly along the slice axis.
@@ -15,6 +18,7 @@ draws for every slice, or correlated smoothly along the slice axis.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,7 +34,18 @@ from .data.readers import reading_from_record
 from .data.transforms import resize
 from .draws import SliceDraws, mixed_seed, slice_kernel
 from .errors import CdtsdeError
-from .imagefiles import ImageMeta, image_format, image_shape, read_image, renamed, stem, write_image
+from .imagefiles import (
+    ImageMeta,
+    check_finite,
+    image_format,
+    image_shape,
+    opened_rows,
+    read_image,
+    renamed,
+    stem,
+    write_image,
+    write_image_regions,
+)
 from .intensity import from_unit, model_to_unit, normalise_volume, to_unit_image, unit_to_model
 from .memory import named_out_of_memory
 from .methods import DataInfo, Method
@@ -78,16 +93,25 @@ def source_slices(array: np.ndarray, meta: ImageMeta, data: DataInfo) -> np.ndar
     return (unit if unit.ndim == 3 else unit[..., None])[None]
 
 
+# pixels of a scene above which it is read by rows and stitched on disk (`translate_scene`): held in memory
+# whole, a tiled translation takes about 72 bytes a pixel (benchmarks/results/tiled_translation.json), 290
+# MiB at this size
+SCENE_IN_MEMORY_PIXELS = 2048 * 2048
+
+
 @dataclass(frozen=True)
 class Tiling:
     """Window-by-window translation of inputs larger than a window (cdtsde.tiling): windows of `size`
     pixels (None: the model's training size, `DataInfo.image_size`) overlapping by the share `overlap` of
-    a window, `batch` windows per network batch, blended with `blend` ("gaussian" or "linear") weights."""
+    a window, `batch` windows per network batch, blended with `blend` ("gaussian" or "linear") weights. A
+    2-D file of more than `on_disk_above` pixels is translated by `translate_scene` (read by rows, stitched
+    on disk): the same values, in memory that does not grow with the scene."""
 
     size: int | None = None
     overlap: float = 0.25
     batch: int = 8
     blend: str = "gaussian"
+    on_disk_above: int = SCENE_IN_MEMORY_PIXELS
 
     def __post_init__(self):
         if self.size is not None and self.size < 1:
@@ -98,6 +122,8 @@ class Tiling:
             raise CdtsdeError(f"the tile batch must be >= 1, got {self.batch}")
         if self.blend not in BLENDS:
             raise CdtsdeError(f"blend must be one of {', '.join(BLENDS)}, got {self.blend!r}")
+        if self.on_disk_above < 0:
+            raise CdtsdeError(f"on_disk_above is a number of pixels >= 0, got {self.on_disk_above}")
 
     def window(self, method: Method) -> int | None:
         return self.size or method.data.image_size
@@ -166,33 +192,27 @@ class TiledTranslation:
     diagnostics: dict[str, float]
 
 
-@torch.no_grad()
-def translate_tiled(method: Method, sources: torch.Tensor, sampling=None, seed: int = 0, samples: int = 1,
-                    tiling: Tiling | None = None, precision: str = "32", maps: bool = False,
-                    progress: bool = False, noise: VolumeNoise = VolumeNoise("independent")) -> TiledTranslation:
-    """Translate sources (B, C_src, H, W) in [-1, 1] window by window (`tiling`, default `Tiling()`), each
-    window of the model's training size (or `tiling.size`) at the input's scale, in batches of
-    `tiling.batch` windows on the method's device, blended back on the CPU. Every window sample draws from
-    its own generator, seeded by (seed, source index, window origin, sample index), so a window's result
-    does not depend on which windows share its batch; sources that are the slices of one volume draw as
-    `noise` says (`VolumeNoise`: a window draws with the windows at its place in the other slices; by
-    default independent, as separate images). An input no larger
-    than a window is one window. `progress` shows a bar of windows."""
-    from tqdm.auto import tqdm
-
-    tiling = tiling or Tiling()
-    if precision not in PRECISIONS:
-        raise CdtsdeError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    method.check_source(sources)
-    height, width = sources.shape[-2:]
+def tile_window(tiling: Tiling, method: Method, height: int, width: int) -> tuple[int, int]:
+    """The window side and overlap (pixels) `tiling` cuts a `height` x `width` input into."""
     window = tiling.window(method)
     if window is None:
         raise CdtsdeError(f"the {method.name} model records no training size: give the tile size")
     window = min(window, max(height, width))
-    overlap = min(round(tiling.overlap * window), window - 1)
+    return window, min(round(tiling.overlap * window), window - 1)
+
+
+def window_translator(method: Method, sampling, seed: int, samples: int, tiling: Tiling, window: int,
+                      precision: str, maps: bool, diagnostics: dict[str, float], noise: VolumeNoise):
+    """The function `cdtsde.tiling.tiled` applies to the windows of source `index`: (index, windows (N, C, h,
+    w) in [-1, 1], origins) -> {"images": the mean of `samples` translations, "std" with several samples,
+    "map:<title>" with `maps`}, on the method's device, summing the method's diagnostics into `diagnostics`.
+    Every window sample draws from its own generator, seeded by (seed, source index, window origin, sample
+    index), so a window's result does not depend on which windows share its batch; sources that are the
+    slices of one volume draw as `noise` says (`VolumeNoise`: a window draws with the windows at its place in
+    the other slices)."""
+    if precision not in PRECISIONS:
+        raise CdtsdeError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device = next(method.parameters(), torch.empty(0)).device
-    diagnostics: dict[str, float] = {}
-    total = len(sources) * window_count(height, width, window, overlap)
     lower = f"the tile batch (--tile-batch, now {tiling.batch}) or the tile size (--tile-size, now {window})"
 
     def translate_windows(index: int, windows: torch.Tensor, origins: list[tuple[int, int]]) -> dict:
@@ -213,8 +233,36 @@ def translate_tiled(method: Method, sources: torch.Tensor, sampling=None, seed: 
             found["std"] = out.std(1).mean(1, keepdim=True)
         return found
 
-    with tqdm(total=total, desc="windows", unit="window", leave=False,
-              disable=not progress or total <= tiling.batch) as bar:
+    return translate_windows
+
+
+def window_bar(total: int, tiling: Tiling, progress: bool):
+    """A tqdm bar of `total` windows (shown with `progress` where there is more than one batch of them)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="windows", unit="window", leave=False,
+                disable=not progress or total <= tiling.batch)
+
+
+@torch.no_grad()
+def translate_tiled(method: Method, sources: torch.Tensor, sampling=None, seed: int = 0, samples: int = 1,
+                    tiling: Tiling | None = None, precision: str = "32", maps: bool = False,
+                    progress: bool = False, noise: VolumeNoise = VolumeNoise("independent")) -> TiledTranslation:
+    """Translate sources (B, C_src, H, W) in [-1, 1] window by window (`tiling`, default `Tiling()`), each
+    window of the model's training size (or `tiling.size`) at the input's scale, in batches of
+    `tiling.batch` windows on the method's device (`window_translator`: each window's noise its own; sources
+    that are the slices of one volume draw as `noise` says, by default independent, as separate images),
+    blended back on the CPU. An input no larger than a window is one window. `progress` shows a bar of
+    windows."""
+    tiling = tiling or Tiling()
+    method.check_source(sources)
+    height, width = sources.shape[-2:]
+    window, overlap = tile_window(tiling, method, height, width)
+    diagnostics: dict[str, float] = {}
+    translate_windows = window_translator(method, sampling, seed, samples, tiling, window, precision, maps,
+                                          diagnostics, noise)
+    total = len(sources) * window_count(height, width, window, overlap)
+    with window_bar(total, tiling, progress) as bar:
         stitched = [tiled(lambda windows, origins, index=index: translate_windows(index, windows, origins), source,
                           window, overlap, tiling.batch, tiling.blend, bar.update)
                     for index, source in enumerate(sources.detach().to("cpu", torch.float32))]
@@ -430,15 +478,54 @@ def described(meta: ImageMeta, bands: tuple[str, ...] | list[str] | None) -> Ima
     return replace(meta, extra={**meta.extra, "band_descriptions": list(bands or [])})
 
 
+def output_dtype(meta: ImageMeta, mask: bool, channels: int) -> np.dtype:
+    """The dtype a translation of `channels` channels of the input `meta` describes is written in: a mask's
+    class indices as uint8; the input's integer dtype (a 16-bit RGB PNG, which PNG cannot hold, as 8-bit); a
+    PNG/JPG of floats as 8-bit; float32 otherwise."""
+    if mask:
+        return np.dtype(np.uint8)
+    if meta.dtype.kind in "ui" and not (meta.dtype == np.uint16 and channels > 1 and meta.format == "png"):
+        return np.dtype(meta.dtype)
+    if meta.format in ("png", "jpg"):
+        return np.dtype(np.uint8)
+    return np.dtype(np.float32)
+
+
+def output_values(image: np.ndarray, meta: ImageMeta, mask: bool) -> np.ndarray:
+    """A translation (H, W, C) in [0, 1] (a mask's: class indices), or any region of it, as it is written:
+    one channel as (H, W), in `output_dtype`."""
+    image = image[..., 0] if image.shape[-1] == 1 else image
+    dtype = output_dtype(meta, mask, image.shape[-1] if image.ndim == 3 else 1)
+    return from_unit(image, dtype) if dtype.kind in "ui" and not mask else image.astype(dtype)
+
+
+def write_files(output_dir: Path, files: list[tuple[Path, Callable[[bool], Path]]], overwrite: bool) -> list[Path]:
+    """Add the names of `files` to the folder's TRANSLATIONS_RECORD, then write each (`write(replace)`);
+    without `overwrite` a file that exists by the time it is written (made since the outputs were checked)
+    is left alone and named in a CdtsdeError."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record_translations(output_dir, [path.name for path, _ in files])
+    written = []
+    for path, write in files:
+        try:
+            written.append(write(overwrite))
+        except FileExistsError:
+            raise CdtsdeError(f"{path}: appeared while translating; left as it is (pass --overwrite to replace "
+                              f"existing files)") from None
+    return written
+
+
+STD_BANDS = ["standard deviation across samples"]
+
+
 def write_translation(translation: Translation, meta: ImageMeta, output_dir: Path, mask: bool,
                       slice_axis: int = 2, overwrite: bool = True, band_names: tuple[str, ...] | None = None,
                       rename: tuple[str, str] | None = None) -> list[Path]:
     """Write the translation in the input's format (JPG inputs become lossless PNG; NIfTI slices back along
     `slice_axis`; a TIFF's bands described by `band_names`, the target's as the checkpoint records them, and
     by no names without them) and, if present, the uncertainty map as float32 TIFF `<stem>_std.tif`; the
-    names join the folder's TRANSLATIONS_RECORD. Without `overwrite` a file that exists by the time it is
-    written (made since the outputs were checked) is left alone and named in a CdtsdeError. The files are
-    named for the input (`output_name`), or with `rename` for the target modality."""
+    names join the folder's TRANSLATIONS_RECORD (`write_files`). The files are named for the input
+    (`output_name`), or with `rename` for the target modality."""
     target = output_path(meta.path, output_dir, rename)
     array = translation.mean
     is_volume = meta.format == "nifti" and len(meta.extra["header"].get_data_shape()) == 3
@@ -446,41 +533,127 @@ def write_translation(translation: Translation, meta: ImageMeta, output_dir: Pat
         volume = np.moveaxis(array[..., 0], 0, slice_axis) if is_volume else array[0, ..., 0]
         files = [(target, volume.astype(np.uint8 if mask else np.float32), meta)]
     else:
-        image = array[0]
-        image = image[..., 0] if image.shape[-1] == 1 else image
-        if mask:
-            out = image.astype(np.uint8)
-        elif meta.dtype.kind in "ui" and not (meta.dtype == np.uint16 and image.ndim == 3 and meta.format == "png"):
-            out = from_unit(image, meta.dtype)
-        elif meta.format in ("png", "jpg"):
-            out = from_unit(image, np.uint8)
-        else:
-            out = image.astype(np.float32)
+        out = output_values(array[0], meta, mask)
         files = [(target, out, described(meta, band_names) if meta.format == "tiff" else meta)]
     if translation.std is not None:
         std = translation.std[..., 0]
         std = np.moveaxis(std, 0, slice_axis) if is_volume else std[0]
         files.append((std_path(meta.path, output_dir, rename), std.astype(np.float32),
-                      described(meta, ["standard deviation across samples"]) if meta.format == "tiff" else None))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    record_translations(output_dir, [path.name for path, _, _ in files])
-    written = []
-    for path, data, file_meta in files:
-        try:
-            written.append(write_image(path, data, file_meta, replace=overwrite))
-        except FileExistsError:
-            raise CdtsdeError(f"{path}: appeared while translating; left as it is (pass --overwrite to replace "
-                              f"existing files)") from None
-    return written
+                      described(meta, STD_BANDS) if meta.format == "tiff" else None))
+    return write_files(output_dir, [(path, lambda replace, path=path, data=data, file_meta=file_meta:
+                                     write_image(path, data, file_meta, replace=replace))
+                                    for path, data, file_meta in files], overwrite)
+
+
+class SceneWindows:
+    """A 2-D image file as the model's sources (C_src, H, W) in [-1, 1], read by bands of rows: a slice
+    `[:, rows, columns]` (what `cdtsde.tiling.tiled` takes of its input) reads and normalises its rows as
+    `source_slices` and `adapt_channels` do the whole file, keeping the last band for the windows beside
+    it. `rows`: the file's pixels as `cdtsde.imagefiles.opened_rows` gives them."""
+
+    def __init__(self, rows, meta: ImageMeta, data: DataInfo):
+        self.rows, self.meta, self.data = rows, meta, data
+        if data.source_reading is None and meta.dtype.kind == "f":
+            # checkpoints without a reading record scale float images by percentiles of the whole image:
+            # normalised whole here, each band's reading then keeps the values (already in [0, 1])
+            self.rows = source_slices(np.asarray(rows[:]), meta, data)[0]
+        first = self.read(0, 1)
+        self.shape = (first.shape[0], *rows.shape[:2])
+        self.band = (0, 1, first)
+
+    def read(self, top: int, bottom: int) -> torch.Tensor:
+        raw = np.asarray(self.rows[top:bottom])
+        check_finite(raw, self.meta.path, f" in rows {top}-{bottom - 1}")
+        unit = source_slices(raw, self.meta, self.data)[0]
+        if self.data.source_channels is not None:
+            unit = adapt_channels(unit, self.data.source_channels, self.meta.path)
+        return unit_to_model(torch.from_numpy(np.ascontiguousarray(unit)).permute(2, 0, 1))
+
+    def __getitem__(self, index: tuple[slice, slice, slice]) -> torch.Tensor:
+        _, rows, columns = index
+        if (rows.start, rows.stop) != self.band[:2]:
+            self.band = (rows.start, rows.stop, self.read(rows.start, rows.stop))
+        return self.band[2][:, :, columns]
+
+
+@torch.no_grad()
+def translate_scene(method: Method, path: Path, output_dir: Path, overwrite: bool = True, sampling=None,
+                    seed: int = 0, samples: int = 1, tiling: Tiling | None = None, precision: str = "32",
+                    progress: bool = False, rename: tuple[str, str] | None = None) -> tuple[list[Path], dict]:
+    """`translate_file` of a 2-D image file window by window (`tiling`, default `Tiling()`) without holding
+    the scene whole: read by rows (`SceneWindows` over `cdtsde.imagefiles.opened_rows`: TIFF and NPY from
+    disk, a PNG/JPG decoded once), blended into float32 memory maps in a temporary folder inside
+    `output_dir` (removed however the translation ends) and written from them region by region
+    (`write_image_regions`: a tiled TIFF; a PNG assembled in memory, 1-2 bytes a pixel and band). Equal to
+    `translate_file`'s values, pixel for pixel; memory: the window batch, two bands of rows of the scene's
+    width (the input's and the blended sums') and one TIFF tile. The files are named and their bands
+    described as `write_translation` does (`rename`, the checkpoint's target band names); a scene draws its
+    windows' noise as a single image does (independent)."""
+    import tempfile
+
+    tiling = tiling or Tiling()
+    mask = method.data.target_kind == "mask"
+    diagnostics: dict[str, float] = {}
+    with opened_rows(path) as (rows, meta):
+        if meta.format == "nifti" or len(rows.shape) not in (2, 3):
+            raise CdtsdeError(f"{path}: a scene is a 2-D image (H, W) or (H, W, C), got shape {rows.shape}")
+        source = SceneWindows(rows, meta, method.data)
+        _, height, width = source.shape
+        window, overlap = tile_window(tiling, method, height, width)
+        translate_windows = window_translator(method, sampling, seed, samples, tiling, window, precision, False,
+                                              diagnostics, VolumeNoise("independent"))
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".cdtsde-scene-", dir=output_dir) as folder:
+            def storage(name: str, channels: int) -> torch.Tensor:
+                return torch.from_numpy(np.lib.format.open_memmap(
+                    Path(folder) / f"{name}.npy", "w+", np.float32, (channels, height, width)))
+
+            with window_bar(window_count(height, width, window, overlap), tiling, progress) as bar:
+                stitched = tiled(lambda windows, origins: translate_windows(0, windows, origins), source, window,
+                                 overlap, tiling.batch, tiling.blend, bar.update, storage)
+            images = stitched["images"]
+
+            def translated(top: int, left: int, h: int, w: int) -> np.ndarray:
+                unit = model_to_unit(images[:, top:top + h, left:left + w])
+                if not torch.isfinite(unit).all():
+                    raise CdtsdeError(f"{path}: the translation holds NaN or infinite values (the model or this "
+                                      f"input is numerically broken); nothing written for it")
+                unit = decode_classes(unit).astype(np.uint8)[..., None] if mask else unit.permute(1, 2, 0).numpy()
+                return output_values(unit, meta, mask)
+
+            channels = 1 if mask else images.shape[0]
+            dtype = output_dtype(meta, mask, channels)
+            shape = (height, width) if channels == 1 else (height, width, channels)
+            target_meta = described(meta, method.data.target_band_names) if meta.format == "tiff" else meta
+            target = output_path(path, output_dir, rename)
+            files = [(target, lambda replace: write_image_regions(target, shape, dtype, translated, target_meta,
+                                                                   replace))]
+            if samples > 1:
+                std = stitched["std"]
+                files.append((std_path(path, output_dir, rename), lambda replace: write_image_regions(
+                    std_path(path, output_dir, rename), (height, width), np.dtype(np.float32),
+                    lambda top, left, h, w: (std[0, top:top + h, left:left + w] / 2).numpy(),  # in [0, 1] units
+                    described(meta, STD_BANDS) if meta.format == "tiff" else None, replace)))
+            written = write_files(output_dir, files, overwrite)
+    return written, diagnostics
 
 
 def translate_file(method: Method, path: Path, output_dir: Path, overwrite: bool = True,
                    tiling: Tiling | None | str = "auto", rename: tuple[str, str] | None = None,
                    **options) -> tuple[list[Path], dict]:
     """Translate one file into `output_dir` (`options` as `translate_slices`; `overwrite` and `rename` as
-    `write_translation`; `tiling` "auto": the method's `default_tiling`); returns the files written and the
-    method's diagnostics."""
-    options["tiling"] = default_tiling(method) if tiling == "auto" else tiling
+    `write_translation`; `tiling` "auto": the method's `default_tiling`); a 2-D file that is tiled and larger
+    than `tiling.on_disk_above` pixels by `translate_scene`. Returns the files written and the method's
+    diagnostics."""
+    tiling = options["tiling"] = default_tiling(method) if tiling == "auto" else tiling
+    if tiling is not None and image_format(path) != "nifti":
+        shape = image_shape(path)
+        if tiling.applies(method, *shape[:2]) and shape[0] * shape[1] > tiling.on_disk_above:
+            # window by window, the slice batch and the resizing to the training size do not apply (as in
+            # translate_slices); a 2-D scene draws its noise as a single image does, whatever the volume noise
+            scene_options = {key: value for key, value in options.items()
+                             if key not in ("batch_size", "resize_to_training", "noise")}
+            return translate_scene(method, path, output_dir, overwrite, rename=rename, **scene_options)
     array, meta = read_image(path, nifti_orientation=method.data.nifti_orientation)
     slices = source_slices(array, meta, method.data)
     if method.data.source_channels is not None:
