@@ -341,12 +341,21 @@ def test_a_scene_stitched_on_disk_equals_the_translation_in_memory(tmp_path, sam
 
 def test_a_failed_scene_leaves_neither_output_nor_temporaries(tmp_path, monkeypatch, capsys):
     """A translation that fails midway (here: out of memory in the third window batch) removes its memory
-    maps and writes nothing; with progress on, the bar counts windows."""
+    maps and writes nothing; with progress on, the bar counts windows. A disk without room for the memory
+    maps is refused before any work."""
+    import shutil
+
+    from cdtsde.errors import CdtsdeError
     from cdtsde.methods.cdtsde import CDTSDE
     from cdtsde.translate import translate_file
 
     method = native_cdtsde(channels=3)
     path = scene_files(tmp_path)[0]
+    usage = shutil.disk_usage(tmp_path)
+    with monkeypatch.context() as patch:
+        patch.setattr(shutil, "disk_usage", lambda folder: usage._replace(free=40 * 37 * 4 * 3 - 1))
+        with pytest.raises(CdtsdeError, match=r"needs about 0 MiB of temporary files in .*, 0 MiB are free"):
+            translate_file(method, path, tmp_path / "out", tiling=Tiling(on_disk_above=0))
     original, batches = CDTSDE.translate, []
 
     def fails_third(self, *args, **kwargs):

@@ -586,9 +586,11 @@ def translate_scene(method: Method, path: Path, output_dir: Path, overwrite: boo
     `output_dir` (removed however the translation ends) and written from them region by region
     (`write_image_regions`: a tiled TIFF; a PNG assembled in memory, 1-2 bytes a pixel and band). Equal to
     `translate_file`'s values, pixel for pixel; memory: the window batch, two bands of rows of the scene's
-    width (the input's and the blended sums') and one TIFF tile. The files are named and their bands
+    width (the input's and the blended sums') and one TIFF tile. A disk without room for the memory maps
+    (4 bytes a pixel and output channel) is refused before any work. The files are named and their bands
     described as `write_translation` does (`rename`, the checkpoint's target band names); a scene draws its
     windows' noise as a single image does (independent)."""
+    import shutil
     import tempfile
 
     tiling = tiling or Tiling()
@@ -603,6 +605,12 @@ def translate_scene(method: Method, path: Path, output_dir: Path, overwrite: boo
         translate_windows = window_translator(method, sampling, seed, samples, tiling, window, precision, False,
                                               diagnostics, VolumeNoise("independent"))
         output_dir.mkdir(parents=True, exist_ok=True)
+        # the memory maps are sparse files: a disk that fills while they are written kills the process (SIGBUS)
+        needed = 4 * height * width * (method.data.target_channels + (samples > 1))
+        free = shutil.disk_usage(output_dir).free
+        if free < needed:
+            raise CdtsdeError(f"{path}: stitching this {height} x {width} scene needs about {needed / 2**20:.0f} MiB "
+                              f"of temporary files in {output_dir}, {free / 2**20:.0f} MiB are free")
         with tempfile.TemporaryDirectory(prefix=".cdtsde-scene-", dir=output_dir) as folder:
             def storage(name: str, channels: int) -> torch.Tensor:
                 return torch.from_numpy(np.lib.format.open_memmap(
