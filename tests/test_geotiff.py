@@ -210,6 +210,7 @@ def test_a_checkpoint_naming_another_count_of_target_bands_is_named_at_load(tmp_
 
 @pytest.mark.parametrize("layout", [
     {"compression": "zlib", "rowsperstrip": 7},  # compressed strips
+    {"compression": "zlib", "rowsperstrip": 1000},  # one strip: decoded once
     {"compression": "zlib", "tile": (16, 32)},  # compressed tiles, partial at the edges
     {"compression": "zlib", "tile": (16, 16), "planar": True},  # bands as separate planes, tiled
     {"planar": True},  # uncompressed, contiguous: a memory map
@@ -218,7 +219,8 @@ def test_a_checkpoint_naming_another_count_of_target_bands_is_named_at_load(tmp_
 @pytest.mark.parametrize("dtype", [np.uint16, np.float32])
 def test_rows_read_from_disk_equal_the_whole_file(tmp_path, layout, dtype):
     """`opened_rows` reads any band of rows of a TIFF as `read_image` gives them, whatever its strips, tiles,
-    compression and planar layout, from disk (a memory map or `TiffRows`), with its georeference."""
+    compression and planar layout, from disk (a memory map or `TiffRows`), with its georeference; rows
+    again in strips or tiles decoded before are cut from them."""
     from cdtsde.imagefiles import TiffRows, opened_rows
 
     layout = dict(layout)

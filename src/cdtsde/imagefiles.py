@@ -527,8 +527,10 @@ def write_image_regions(path: str | os.PathLike, shape: tuple[int, ...], dtype: 
 
 class TiffRows:
     """The pixels of a single-page TIFF stored in strips or tiles (compressed or not), read by rows:
-    `rows[top:bottom]` decodes only the strips or tiles those rows lie in. Shape and axes as `read_image`
-    gives them ((H, W) or (H, W, bands)); `close()` closes the file."""
+    `rows[top:bottom]` decodes only the strips or tiles those rows lie in, and keeps them for the next
+    rows that lie in them too (rows read top to bottom in overlapping bands decode each strip or tile once;
+    a file of one strip is decoded whole, once). Shape and axes as `read_image` gives them ((H, W) or (H, W,
+    bands)); `close()` closes the file."""
 
     def __init__(self, path: Path):
         import tifffile
@@ -543,12 +545,15 @@ class TiffRows:
         if self.page.is_tiled:
             self.chunk_rows, self.chunk_columns = self.page.tilelength, self.page.tilewidth
         else:
-            self.chunk_rows, self.chunk_columns = self.page.rowsperstrip, self.width
+            self.chunk_rows, self.chunk_columns = min(self.page.rowsperstrip, self.height), self.width
         self.grid = (-(-self.height // self.chunk_rows), -(-self.width // self.chunk_columns))
+        self.decoded = (0, -1, None)  # the chunk rows (first, last) decoded last, (planes, rows, W, samples)
 
-    def __getitem__(self, rows: slice) -> np.ndarray:
-        top, bottom, _ = rows.indices(self.height)
-        first, last = top // self.chunk_rows, (bottom - 1) // self.chunk_rows
+    def chunk_row_block(self, first: int, last: int) -> np.ndarray:
+        """(planes, rows, W, samples): the strips or tiles of chunk rows `first` to `last`, decoded."""
+        if self.decoded[0] <= first and last <= self.decoded[1]:
+            start = (first - self.decoded[0]) * self.chunk_rows
+            return self.decoded[2][:, start:start + (last + 1 - first) * self.chunk_rows]
         across = self.grid[1]
         indices = [plane * self.grid[0] * across + row * across + column for plane in range(self.planes)
                    for row in range(first, last + 1) for column in range(across)]
@@ -564,7 +569,14 @@ class TiffRows:
             height = min(values.shape[0], out.shape[1] - row)
             width = min(values.shape[1], self.width - column)
             out[plane, row:row + height, column:column + width] = values[:height, :width]
-        out = out[:, top - start:bottom - start]
+        self.decoded = (first, last, out)
+        return out
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        top, bottom, _ = rows.indices(self.height)
+        first, last = top // self.chunk_rows, (bottom - 1) // self.chunk_rows
+        start = first * self.chunk_rows
+        out = self.chunk_row_block(first, last)[:, top - start:bottom - start]
         if self.planes > 1:
             return np.moveaxis(out[..., 0], 0, -1)
         return out[0] if self.samples > 1 else out[0, ..., 0]
