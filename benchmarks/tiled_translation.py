@@ -97,7 +97,10 @@ def child(args) -> None:
 def measure(model: str, mode: str, size: int, fmt: str, folder: Path, args) -> dict:
     path = folder / f"scene-{size}.{fmt}"
     if mode != "batch" and not path.exists():
-        scene(path, size)
+        # in a process of its own: Linux keeps a process's peak resident memory across fork and exec, so a
+        # scene made here would raise the peak every later measurement reads
+        subprocess.run([sys.executable, "-m", "benchmarks.tiled_translation", "--make-scene", str(path),
+                        "--scene-size", str(size)], check=True)
     output = folder / f"out-{model}-{mode}-{size}-{fmt}"
     output.mkdir(exist_ok=True)
     command = [sys.executable, "-m", "benchmarks.tiled_translation", "--child", "--model", model, "--mode", mode,
@@ -135,6 +138,8 @@ def main() -> None:
     parser.add_argument("--tile-batch", type=int, default=16)
     parser.add_argument("--merge", action="store_true", help="keep the other rows of the results file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--make-scene", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--scene-size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--model", default="tiny", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="disk", help=argparse.SUPPRESS)
     parser.add_argument("--scene", type=Path, help=argparse.SUPPRESS)
@@ -142,6 +147,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         child(args)
+        return
+    if args.make_scene:
+        scene(args.make_scene, args.scene_size)
         return
     started = time.perf_counter()
     rows = []

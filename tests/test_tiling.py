@@ -370,3 +370,25 @@ def test_a_failed_scene_leaves_neither_output_nor_temporaries(tmp_path, monkeypa
                        sampling=method.sampling_options(steps=1), progress=True)
     assert [p.name for p in (tmp_path / "out").iterdir()] == []
     assert "windows:" in capsys.readouterr().err
+
+
+def test_a_row_file_reads_back_what_was_written_and_tiles_into_it_equal_tiles_in_memory(tmp_path):
+    """`RowFile` stores (C, H, W) float32 rows in a file; `tiled` blending into it gives the tensor it
+    gives in memory, bit for bit."""
+    from cdtsde.tiling import RowFile
+
+    values = torch.rand(2, 30, 21, generator=torch.Generator().manual_seed(3))
+    rows = RowFile(tmp_path / "rows.f32", (2, 30, 21))
+    for top in (0, 7, 18, 26):  # overlapping bands of 11 rows
+        rows[:, top:top + 11] = values[:, top:top + 11]
+    for channel, top, bottom, left, right in [(slice(None), 0, 30, 0, 21), (1, 5, 9, 3, 20), (0, 28, 30, 0, 1)]:
+        assert torch.equal(rows[channel, top:bottom, left:right], values[channel, top:bottom, left:right])
+    rows.close()
+    image = torch.rand(3, 41, 57, generator=torch.Generator().manual_seed(4))
+
+    def function(windows, origins):
+        return {"x": windows.flip(1) * 0.5}
+
+    memory = tiled(function, image, 16, 5, 3)["x"]
+    disk = tiled(function, image, 16, 5, 3, storage=lambda name, channels: RowFile(tmp_path / name, (channels, 41, 57)))
+    assert torch.equal(disk["x"][:, 0:41, 0:57], memory)

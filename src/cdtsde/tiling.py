@@ -6,8 +6,8 @@ batch, Gaussian or linear-ramp weights).
 Memory: the blended sums live in a band of one window's height that moves down the image (rows no later
 window touches are normalised and written out as soon as the windows above them are done), so beyond the
 input and the output themselves only one batch of windows and one band are held; the input can be any (C, H,
-W) object whose slices are tensors (read from a file window by window) and the output any tensor given
-(`storage`: a numpy memmap on disk), so that a whole scene is held in neither. The sums are float64, so
+W) object whose slices are tensors (read from a file window by window) and the output any array given
+(`storage`: a `RowFile` on disk), so that a whole scene is held in neither. The sums are float64, so
 that a constant over overlapping windows comes back exactly, and every pixel's weights are positive, so
 that every pixel is normalised by a sum that is not zero.
 """
@@ -15,9 +15,12 @@ that every pixel is normalised by a sum that is not zero.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
 BLENDS = ("gaussian", "linear")
@@ -79,12 +82,51 @@ def blend_weights(height: int, width: int, blend: str, overlap: int) -> torch.Te
     return axis_weights(height, blend, overlap)[:, None] * axis_weights(width, blend, overlap)[None, :]
 
 
+class RowFile:
+    """A (C, H, W) float32 array in a file, written by rows (`array[:, top:bottom] = values`) and read by
+    rows (`array[channels, rows, columns]`, a tensor) with plain file reads and writes, the rows read
+    last kept for the next read within them. Not a memory map: the pages a memory map has touched count as
+    the process's resident memory until the kernel reclaims them, so a scene's memory map grows it with
+    the scene. The file is removed by its folder's owner."""
+
+    def __init__(self, path: Path, shape: tuple[int, int, int]):
+        self.path, self.shape = Path(path), tuple(shape)
+        self.file = open(self.path, "w+b")
+        self.file.truncate(4 * math.prod(self.shape))
+        self.kept = (0, 0, None)
+
+    def offset(self, channel: int, row: int) -> int:
+        _, height, width = self.shape
+        return 4 * (channel * height + row) * width
+
+    def __setitem__(self, index: tuple[slice, slice], values: torch.Tensor) -> None:
+        top, bottom, _ = index[1].indices(self.shape[1])
+        values = np.asarray(values, dtype=np.float32)
+        for channel in range(self.shape[0]):
+            os.pwrite(self.file.fileno(), np.ascontiguousarray(values[channel]).tobytes(), self.offset(channel, top))
+        self.kept = (0, 0, None)
+
+    def __getitem__(self, index: tuple[slice, slice, slice]) -> torch.Tensor:
+        channels, height, width = self.shape
+        top, bottom, _ = index[1].indices(height)
+        if not (self.kept[0] <= top and bottom <= self.kept[1]):
+            length = 4 * (bottom - top) * width
+            rows = np.stack([np.frombuffer(os.pread(self.file.fileno(), length, self.offset(channel, top)),
+                                           np.float32).reshape(bottom - top, width) for channel in range(channels)])
+            self.kept = (top, bottom, torch.from_numpy(rows))
+        kept_top = self.kept[0]
+        return self.kept[2][index[0], top - kept_top:bottom - kept_top, index[2]]
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class BlendedCanvas:
     """One blended output (C, H, W) built from windows that arrive in raster order (`add`) into `out` (a
-    float32 tensor of that shape; None: a new one); `finish` returns it. Holds the weighted sums of a band
-    of `band` rows only."""
+    float32 tensor or a `RowFile` of that shape; None: a new tensor); `finish` returns it. Holds the
+    weighted sums of a band of `band` rows only."""
 
-    def __init__(self, channels: int, height: int, width: int, band: int, out: torch.Tensor | None = None):
+    def __init__(self, channels: int, height: int, width: int, band: int, out: torch.Tensor | RowFile | None = None):
         self.out = torch.empty(channels, height, width, dtype=torch.float32) if out is None else out
         self.top = 0
         self.sums = torch.zeros(channels, band, width, dtype=torch.float64)
@@ -117,8 +159,8 @@ class BlendedCanvas:
 
 
 WindowFunction = Callable[[torch.Tensor, list[tuple[int, int]]], dict[str, torch.Tensor]]
-# where a blended map is written: (name, channels) -> a (channels, H, W) float32 tensor
-Storage = Callable[[str, int], torch.Tensor]
+# where a blended map is written: (name, channels) -> a (channels, H, W) float32 tensor or `RowFile`
+Storage = Callable[[str, int], torch.Tensor | RowFile]
 
 
 def tiled(function: WindowFunction, image, window: int, overlap: int, batch: int = 8,
@@ -126,8 +168,8 @@ def tiled(function: WindowFunction, image, window: int, overlap: int, batch: int
           storage: Storage | None = None) -> dict[str, torch.Tensor]:
     """Apply `function(windows, origins) -> {name: (N, C_name, h, w)}` to `image` (C, H, W) window batch by
     window batch (at most `batch` windows of `window` pixels overlapping by `overlap`; `origins` their
-    (top, left)) and blend each named map back into a (C_name, H, W) float32 tensor on the CPU, the one
-    `storage(name, C_name)` gives (default: a new one in memory). `image` is a tensor or any object with its
+    (top, left)) and blend each named map back into a (C_name, H, W) float32 tensor on the CPU, or the
+    `RowFile` `storage(name, C_name)` gives (default: a new tensor in memory). `image` is a tensor or any object with its
     `shape` whose slices `image[:, rows, columns]` are tensors (a file read window by window).
     `on_batch(n)` is told how many windows each batch held (a progress bar)."""
     if blend not in BLENDS:

@@ -49,7 +49,7 @@ from .imagefiles import (
 from .intensity import from_unit, model_to_unit, normalise_volume, to_unit_image, unit_to_model
 from .memory import named_out_of_memory
 from .methods import DataInfo, Method
-from .tiling import BLENDS, tiled, window_count
+from .tiling import BLENDS, RowFile, tiled, window_count
 
 
 @dataclass
@@ -582,19 +582,18 @@ def translate_scene(method: Method, path: Path, output_dir: Path, overwrite: boo
                     progress: bool = False, rename: tuple[str, str] | None = None) -> tuple[list[Path], dict]:
     """`translate_file` of a 2-D image file window by window (`tiling`, default `Tiling()`) without holding
     the scene whole: read by rows (`SceneWindows` over `cdtsde.imagefiles.opened_rows`: TIFF and NPY from
-    disk, a PNG/JPG decoded once), blended into float32 memory maps in a temporary folder inside
-    `output_dir` (removed however the translation ends) and written from them region by region
-    (`write_image_regions`: a tiled TIFF; a PNG assembled in memory, 1-2 bytes a pixel and band). Equal to
-    `translate_file`'s values, pixel for pixel; memory: the window batch, two bands of rows of the scene's
-    width (the input's and the blended sums') and one TIFF tile. A disk without room for the memory maps
-    (4 bytes a pixel and output channel) is refused before any work. The files are named and their bands
+    disk, a PNG/JPG decoded once), blended into float32 files (`cdtsde.tiling.RowFile`) in a temporary
+    folder inside `output_dir` (removed however the translation ends) and written from them region by
+    region (`write_scene`: a tiled TIFF; a PNG assembled in memory, 1-2 bytes a pixel and band). Equal to
+    `translate_file`'s values, pixel for pixel; memory: the window batch, a few bands of rows of the
+    scene's width (the input's, the blended sums', a row of TIFF tiles). A disk without room for the
+    files (4 bytes a pixel and output channel) is refused before any work. The files are named and their bands
     described as `write_translation` does (`rename`, the checkpoint's target band names); a scene draws its
     windows' noise as a single image does (independent)."""
     import shutil
     import tempfile
 
     tiling = tiling or Tiling()
-    mask = method.data.target_kind == "mask"
     diagnostics: dict[str, float] = {}
     with opened_rows(path) as (rows, meta):
         if meta.format == "nifti" or len(rows.shape) not in (2, 3):
@@ -605,45 +604,60 @@ def translate_scene(method: Method, path: Path, output_dir: Path, overwrite: boo
         translate_windows = window_translator(method, sampling, seed, samples, tiling, window, precision, False,
                                               diagnostics, VolumeNoise("independent"))
         output_dir.mkdir(parents=True, exist_ok=True)
-        # the memory maps are sparse files: a disk that fills while they are written kills the process (SIGBUS)
+        # refused now rather than when the disk is full after hours of windows
         needed = 4 * height * width * (method.data.target_channels + (samples > 1))
         free = shutil.disk_usage(output_dir).free
         if free < needed:
             raise CdtsdeError(f"{path}: stitching this {height} x {width} scene needs about {needed / 2**20:.0f} MiB "
                               f"of temporary files in {output_dir}, {free / 2**20:.0f} MiB are free")
         with tempfile.TemporaryDirectory(prefix=".cdtsde-scene-", dir=output_dir) as folder:
-            def storage(name: str, channels: int) -> torch.Tensor:
-                return torch.from_numpy(np.lib.format.open_memmap(
-                    Path(folder) / f"{name}.npy", "w+", np.float32, (channels, height, width)))
+            files: list[RowFile] = []
 
-            with window_bar(window_count(height, width, window, overlap), tiling, progress) as bar:
-                stitched = tiled(lambda windows, origins: translate_windows(0, windows, origins), source, window,
-                                 overlap, tiling.batch, tiling.blend, bar.update, storage)
-            images = stitched["images"]
+            def storage(name: str, channels: int) -> RowFile:
+                files.append(RowFile(Path(folder) / f"{name}.f32", (channels, height, width)))
+                return files[-1]
 
-            def translated(top: int, left: int, h: int, w: int) -> np.ndarray:
-                unit = model_to_unit(images[:, top:top + h, left:left + w])
-                if not torch.isfinite(unit).all():
-                    raise CdtsdeError(f"{path}: the translation holds NaN or infinite values (the model or this "
-                                      f"input is numerically broken); nothing written for it")
-                unit = decode_classes(unit).astype(np.uint8)[..., None] if mask else unit.permute(1, 2, 0).numpy()
-                return output_values(unit, meta, mask)
-
-            channels = 1 if mask else images.shape[0]
-            dtype = output_dtype(meta, mask, channels)
-            shape = (height, width) if channels == 1 else (height, width, channels)
-            target_meta = described(meta, method.data.target_band_names) if meta.format == "tiff" else meta
-            target = output_path(path, output_dir, rename)
-            files = [(target, lambda replace: write_image_regions(target, shape, dtype, translated, target_meta,
-                                                                   replace))]
-            if samples > 1:
-                std = stitched["std"]
-                files.append((std_path(path, output_dir, rename), lambda replace: write_image_regions(
-                    std_path(path, output_dir, rename), (height, width), np.dtype(np.float32),
-                    lambda top, left, h, w: (std[0, top:top + h, left:left + w] / 2).numpy(),  # in [0, 1] units
-                    described(meta, STD_BANDS) if meta.format == "tiff" else None, replace)))
-            written = write_files(output_dir, files, overwrite)
+            try:
+                with window_bar(window_count(height, width, window, overlap), tiling, progress) as bar:
+                    stitched = tiled(lambda windows, origins: translate_windows(0, windows, origins), source,
+                                     window, overlap, tiling.batch, tiling.blend, bar.update, storage)
+                written = write_scene(method, path, meta, output_dir, stitched, samples, overwrite, rename)
+            finally:
+                for file in files:
+                    file.close()
     return written, diagnostics
+
+
+def write_scene(method: Method, path: Path, meta: ImageMeta, output_dir: Path, stitched: dict[str, RowFile],
+                samples: int, overwrite: bool, rename: tuple[str, str] | None = None) -> list[Path]:
+    """Write `translate_scene`'s blended maps as `write_translation` writes a translation (named for the input,
+    or with `rename` for the target modality; a TIFF's bands described by the checkpoint's target band names,
+    by none without them), region by region."""
+    mask = method.data.target_kind == "mask"
+    images = stitched["images"]
+    _, height, width = images.shape
+
+    def translated(top: int, left: int, h: int, w: int) -> np.ndarray:
+        unit = model_to_unit(images[:, top:top + h, left:left + w])
+        if not torch.isfinite(unit).all():
+            raise CdtsdeError(f"{path}: the translation holds NaN or infinite values (the model or this "
+                              f"input is numerically broken); nothing written for it")
+        unit = decode_classes(unit).astype(np.uint8)[..., None] if mask else unit.permute(1, 2, 0).numpy()
+        return output_values(unit, meta, mask)
+
+    channels = 1 if mask else images.shape[0]
+    dtype = output_dtype(meta, mask, channels)
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    target_meta = described(meta, method.data.target_band_names) if meta.format == "tiff" else meta
+    target, std_target = output_path(path, output_dir, rename), std_path(path, output_dir, rename)
+    files = [(target, lambda replace: write_image_regions(target, shape, dtype, translated, target_meta, replace))]
+    if samples > 1:
+        std = stitched["std"]
+        files.append((std_target, lambda replace: write_image_regions(
+            std_target, (height, width), np.dtype(np.float32),
+            lambda top, left, h, w: (std[0, top:top + h, left:left + w] / 2).numpy(),  # in [0, 1] units
+            described(meta, STD_BANDS) if meta.format == "tiff" else None, replace)))
+    return write_files(output_dir, files, overwrite)
 
 
 def translate_file(method: Method, path: Path, output_dir: Path, overwrite: bool = True,
