@@ -14,7 +14,8 @@ scene read by rows and stitched on disk (`translate_scene`, what scenes above `T
 `memory`, the tiled translation held in memory (smaller scenes); `batch`, one batch of windows through the
 method alone. Scenes: smooth random 8-bit RGB, as a zlib-compressed tiled TIFF (read tile by tile) or a
 PNG (decoded whole), written back in their format. `--merge` replaces the rows measured now in
-benchmarks/results/tiled_translation.json and keeps the others.
+benchmarks/results/tiled_translation.json and keeps the others; `--plot` draws that file's rows (peak memory
+and seconds per megapixel against the scene's side) into tiled_translation.png beside it.
 """
 
 from __future__ import annotations
@@ -120,6 +121,43 @@ def measure(model: str, mode: str, size: int, fmt: str, folder: Path, args) -> d
     return row
 
 
+def plot(results: Path) -> Path:
+    """Peak resident memory and seconds per megapixel against the scene's side, one line per model and mode
+    (TIFF scenes), the window batch alone as a dotted level per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = json.loads(results.read_text())["rows"]
+    figure, (memory, speed) = plt.subplots(1, 2, figsize=(10, 4))
+    colours = {"tiny": "tab:blue", "suite": "tab:red", "identity": "tab:grey"}
+    for model, colour in colours.items():
+        for mode, style in (("disk", "-o"), ("memory", "--s")):
+            chosen = sorted((row for row in rows if row["model"] == model and row["mode"] == mode
+                             and row["format"] == "tif"), key=lambda row: row["size"])
+            if chosen:
+                label = f"{model}, {'read by rows, stitched on disk' if mode == 'disk' else 'held in memory'}"
+                sizes = [row["size"] for row in chosen]
+                memory.plot(sizes, [row["peak_rss_mib"] for row in chosen], style, color=colour, label=label)
+                speed.plot(sizes, [row["seconds_per_megapixel"] for row in chosen], style, color=colour, label=label)
+        batch = [row for row in rows if row["model"] == model and row["mode"] == "batch"]
+        if batch:
+            memory.axhline(batch[0]["peak_rss_mib"], color=colour, linestyle=":", linewidth=1,
+                           label=f"{model}, one batch of 16 windows alone")
+    for axes, title in ((memory, "peak resident memory (MiB)"), (speed, "seconds per megapixel")):
+        axes.set_xscale("log", base=2)
+        axes.set_xlabel("scene side (px)")
+        axes.set_title(title)
+        axes.grid(alpha=0.3)
+    memory.legend(fontsize=7)
+    figure.suptitle("Tiled translation of square RGB TIFF scenes, 64 px windows, 1 CPU thread", fontsize=10)
+    figure.tight_layout()
+    target = results.with_suffix(".png")
+    figure.savefig(target, dpi=110)
+    return target
+
+
 def key(row: dict) -> tuple:
     return row["model"], row["mode"], row["size"], row["format"], row["steps"]
 
@@ -137,6 +175,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tile-batch", type=int, default=16)
     parser.add_argument("--merge", action="store_true", help="keep the other rows of the results file")
+    parser.add_argument("--plot", action="store_true", help="only draw the results file's rows")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--make-scene", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--scene-size", type=int, help=argparse.SUPPRESS)
@@ -150,6 +189,9 @@ def main() -> None:
         return
     if args.make_scene:
         scene(args.make_scene, args.scene_size)
+        return
+    if args.plot:
+        print(f"wrote {plot(RESULTS / 'tiled_translation.json')}")
         return
     started = time.perf_counter()
     rows = []
