@@ -150,6 +150,7 @@ def plot(results: Path) -> Path:
         axes.set_xlabel("scene side (px)")
         axes.set_title(title)
         axes.grid(alpha=0.3)
+        axes.set_ylim(bottom=0)
     memory.legend(fontsize=7)
     figure.suptitle("Tiled translation of square RGB TIFF scenes, 64 px windows, 1 CPU thread", fontsize=10)
     figure.tight_layout()
