@@ -285,10 +285,10 @@ def scene_files(folder):
 
 @pytest.mark.parametrize("samples", [1, 2])
 def test_a_scene_stitched_on_disk_equals_the_translation_in_memory(tmp_path, samples):
-    """Forced through `translate_scene` (read by rows, blended into memory maps, written tile by tile), a
+    """Forced through `translate_scene` (read by rows, blended into files, written tile by tile), a
     small scene's translation and standard-deviation map equal the in-memory tiled translation bit for bit,
     georeference included; the input is never read more than a window's rows at a time and the temporary
-    folder of the memory maps is gone afterwards."""
+    folder of the blended files is gone afterwards."""
     import tifffile
 
     import cdtsde.translate as translate
@@ -340,14 +340,15 @@ def test_a_scene_stitched_on_disk_equals_the_translation_in_memory(tmp_path, sam
 
 
 def test_a_failed_scene_leaves_neither_output_nor_temporaries(tmp_path, monkeypatch, capsys):
-    """A translation that fails midway (here: out of memory in the third window batch) removes its memory
-    maps and writes nothing; with progress on, the bar counts windows. A disk without room for the memory
-    maps is refused before any work."""
+    """A translation that fails midway (here: out of memory in the third window batch) removes its blended
+    files and writes nothing; with progress on, the bar counts windows. A disk without room for the
+    blended files is refused before any work; the folder of them a killed run leaves is removed when the
+    outputs are checked."""
     import shutil
 
     from cdtsde.errors import CdtsdeError
     from cdtsde.methods.cdtsde import CDTSDE
-    from cdtsde.translate import translate_file
+    from cdtsde.translate import SCENE_TEMPORARIES, check_outputs, translate_file
 
     method = native_cdtsde(channels=3)
     path = scene_files(tmp_path)[0]
@@ -370,6 +371,10 @@ def test_a_failed_scene_leaves_neither_output_nor_temporaries(tmp_path, monkeypa
                        sampling=method.sampling_options(steps=1), progress=True)
     assert [p.name for p in (tmp_path / "out").iterdir()] == []
     assert "windows:" in capsys.readouterr().err
+    killed = tmp_path / "out" / f"{SCENE_TEMPORARIES}x1y2"  # what a killed run leaves
+    killed.mkdir()
+    (killed / "images.f32").write_bytes(b"0" * 64)
+    assert check_outputs([path], tmp_path / "out") == [path] and not killed.exists()
 
 
 def test_a_row_file_reads_back_what_was_written_and_tiles_into_it_equal_tiles_in_memory(tmp_path):

@@ -93,6 +93,10 @@ def source_slices(array: np.ndarray, meta: ImageMeta, data: DataInfo) -> np.ndar
     return (unit if unit.ndim == 3 else unit[..., None])[None]
 
 
+# the hidden folders `translate_scene` blends into inside an output folder (removed as it ends; one left by a
+# killed run is removed by `check_outputs`)
+SCENE_TEMPORARIES = ".cdtsde-scene-"
+
 # pixels of a scene above which it is read by rows and stitched on disk (`translate_scene`): held in memory
 # whole, a tiled translation takes about 72 bytes a pixel (benchmarks/results/tiled_translation.json), 290
 # MiB at this size
@@ -414,8 +418,9 @@ def check_outputs(inputs: list[Path], output_dir: Path, samples: int = 1, overwr
     `overwrite` (replace them) or `skip_existing` (leave those inputs out: an interrupted folder continues),
     naming apart the files no translation wrote (the user's own); a folder that cannot be written or lacks
     the free space (`output_bytes` per input, `channels` the translation's); outputs named as
-    `write_translation` names them with `rename`. Returns the inputs to translate
-    and removes the temporaries an interrupted run left for their outputs."""
+    `write_translation` names them with `rename`. Returns the inputs to translate and removes the
+    temporaries an interrupted run left for their outputs and the folders of blended files a killed
+    `translate_scene` left (one translation writes into a folder at a time: the CLI locks it)."""
     import shutil
 
     if overwrite and skip_existing:
@@ -469,6 +474,8 @@ def check_outputs(inputs: list[Path], output_dir: Path, samples: int = 1, overwr
         raise CdtsdeError(f"--output {output_dir}: {free / 2**20:.0f} MiB free, the translations need about "
                           f"{needed / 2**20:.0f} MiB")
     remove_stale_temporaries(output_dir, [target.name for target in planned])
+    for stale in output_dir.glob(f"{SCENE_TEMPORARIES}*") if output_dir.is_dir() else []:
+        shutil.rmtree(stale, ignore_errors=True)  # the blended files of a killed `translate_scene`
     return inputs
 
 
@@ -610,7 +617,7 @@ def translate_scene(method: Method, path: Path, output_dir: Path, overwrite: boo
         if free < needed:
             raise CdtsdeError(f"{path}: stitching this {height} x {width} scene needs about {needed / 2**20:.0f} MiB "
                               f"of temporary files in {output_dir}, {free / 2**20:.0f} MiB are free")
-        with tempfile.TemporaryDirectory(prefix=".cdtsde-scene-", dir=output_dir) as folder:
+        with tempfile.TemporaryDirectory(prefix=SCENE_TEMPORARIES, dir=output_dir) as folder:
             files: list[RowFile] = []
 
             def storage(name: str, channels: int) -> RowFile:
