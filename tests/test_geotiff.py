@@ -213,15 +213,16 @@ def test_a_checkpoint_naming_another_count_of_target_bands_is_named_at_load(tmp_
     {"compression": "zlib", "rowsperstrip": 1000},  # one strip: decoded once
     {"compression": "zlib", "tile": (16, 32)},  # compressed tiles, partial at the edges
     {"compression": "zlib", "tile": (16, 16), "planar": True},  # bands as separate planes, tiled
-    {"planar": True},  # uncompressed, contiguous: a memory map
+    {"planar": True},  # uncompressed, in one piece: plain reads
+    {"byteorder": ">"},  # big-endian, read as native values
     {},
 ])
 @pytest.mark.parametrize("dtype", [np.uint16, np.float32])
 def test_rows_read_from_disk_equal_the_whole_file(tmp_path, layout, dtype):
     """`opened_rows` reads any band of rows of a TIFF as `read_image` gives them, whatever its strips, tiles,
-    compression and planar layout, from disk (a memory map or `TiffRows`), with its georeference; rows
-    again in strips or tiles decoded before are cut from them."""
-    from cdtsde.imagefiles import TiffRows, opened_rows
+    compression and planar layout, from disk (`ContiguousRows` or `TiffRows`), with its georeference; rows
+    again in strips or tiles decoded before are cut from them. An NPY file is read alike."""
+    from cdtsde.imagefiles import ContiguousRows, TiffRows, opened_rows
 
     layout = dict(layout)
     planar = layout.pop("planar", False)
@@ -231,10 +232,14 @@ def test_rows_read_from_disk_equal_the_whole_file(tmp_path, layout, dtype):
                      planarconfig="separate" if planar else "contig", **layout)
     whole, meta = read_image(tmp_path / "scene.tif")
     with opened_rows(tmp_path / "scene.tif") as (rows, rows_meta):
-        assert isinstance(rows, TiffRows if layout else np.memmap)
+        assert isinstance(rows, TiffRows if "compression" in layout else ContiguousRows)
         assert rows.shape == whole.shape and rows_meta.extra["geotiff_tags"] == meta.extra["geotiff_tags"]
         for top, bottom in [(0, 45), (3, 19), (40, 45), (13, 14), (7, 8)]:
             np.testing.assert_array_equal(rows[top:bottom], whole[top:bottom])
+    np.save(tmp_path / "scene.npy", values)
+    with opened_rows(tmp_path / "scene.npy") as (rows, rows_meta):
+        assert isinstance(rows, ContiguousRows) and rows_meta.dtype == values.dtype
+        np.testing.assert_array_equal(rows[7:30], values[7:30])
 
 
 @pytest.mark.filterwarnings("ignore:.*nodata")

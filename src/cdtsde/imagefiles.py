@@ -528,6 +528,42 @@ def write_image_regions(path: str | os.PathLike, shape: tuple[int, ...], dtype: 
     return path
 
 
+def channels_last(stored: np.ndarray) -> np.ndarray:
+    """Rows as stored, (planes, rows, W, samples), as `read_image` gives them: (rows, W) for one band,
+    (rows, W, bands) for several (planes or samples)."""
+    if stored.shape[0] > 1:
+        return np.moveaxis(stored[..., 0], 0, -1)
+    return stored[0] if stored.shape[-1] > 1 else stored[0, ..., 0]
+
+
+class ContiguousRows:
+    """The pixels of an uncompressed file stored in one piece (a TIFF page of `planes` planes of H x W x
+    `samples` values from `offset`, or an NPY array) read by rows with plain file reads: `rows[top:bottom]`
+    as `read_image` gives them. Not a memory map: every page a memory map touched would count as the
+    process's resident memory until the kernel reclaims it."""
+
+    def __init__(self, path: Path, offset: int, dtype: np.dtype, planes: int, height: int, width: int,
+                 samples: int):
+        self.file = open(path, "rb")
+        self.offset, self.stored = offset, np.dtype(dtype)
+        self.dtype = self.stored.newbyteorder("=")
+        self.planes, self.height, self.width, self.samples = planes, height, width, samples
+        bands = planes * samples
+        self.shape = (height, width) if bands == 1 else (height, width, bands)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        top, bottom, _ = rows.indices(self.height)
+        row_bytes = self.width * self.samples * self.stored.itemsize
+        planes = [np.frombuffer(os.pread(self.file.fileno(), (bottom - top) * row_bytes,
+                                         self.offset + (plane * self.height + top) * row_bytes), self.stored)
+                  for plane in range(self.planes)]
+        stored = np.stack(planes).reshape(self.planes, bottom - top, self.width, self.samples)
+        return channels_last(stored.astype(self.dtype))
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class TiffRows:
     """The pixels of a single-page TIFF stored in strips or tiles (compressed or not), read by rows:
     `rows[top:bottom]` decodes only the strips or tiles those rows lie in, and keeps them for the next
@@ -579,10 +615,7 @@ class TiffRows:
         top, bottom, _ = rows.indices(self.height)
         first, last = top // self.chunk_rows, (bottom - 1) // self.chunk_rows
         start = first * self.chunk_rows
-        out = self.chunk_row_block(first, last)[:, top - start:bottom - start]
-        if self.planes > 1:
-            return np.moveaxis(out[..., 0], 0, -1)
-        return out[0] if self.samples > 1 else out[0, ..., 0]
+        return channels_last(self.chunk_row_block(first, last)[:, top - start:bottom - start])
 
     def close(self) -> None:
         self.tif.close()
@@ -592,19 +625,23 @@ class TiffRows:
 def opened_rows(path: str | os.PathLike):
     """An image file's pixels to be read by rows (`rows[top:bottom]`, as `read_image` gives them) and its
     `ImageMeta`, without reading what can be left on disk: a single-page TIFF without nodata and an NPY file
-    as a memory map (uncompressed, contiguous) or `TiffRows` (strips or tiles); every other file is read
-    whole by `read_image` (a PNG/JPG is decoded once: H x W x bands bytes, 8-bit; a GeoTIFF with nodata
-    pixels, whose filling needs each band's mean). Rows read from disk are not checked here: float values
-    must be checked for NaN and infinities as they are read (`check_finite`)."""
+    by `ContiguousRows` (uncompressed, in one piece) or `TiffRows` (strips or tiles); every other file is
+    read whole by `read_image` (a PNG/JPG is decoded once: H x W x bands bytes, 8-bit; a GeoTIFF with
+    nodata pixels, whose filling needs each band's mean). Rows read from disk are not checked here: float
+    values must be checked for NaN and infinities as they are read (`check_finite`)."""
     import tifffile
 
     path = Path(path)
     fmt = image_format(path)
+    rows = None
     if fmt == "npy" and path.is_file():
-        rows = np.load(path, mmap_mode="r", allow_pickle=False)
-        if rows.ndim in (2, 3) and rows.dtype.kind in "uif":
-            yield rows, ImageMeta(path=path, format=fmt, dtype=rows.dtype)
-            return
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+        if mapped.ndim in (2, 3) and mapped.dtype.kind in "uif" and mapped.flags.c_contiguous:
+            height, width = mapped.shape[:2]
+            rows = ContiguousRows(path, mapped.offset, mapped.dtype, 1, height, width,
+                                  mapped.shape[2] if mapped.ndim == 3 else 1)
+            meta = ImageMeta(path=path, format=fmt, dtype=rows.dtype)
+        del mapped
     if fmt == "tiff" and path.is_file():
         try:
             with tifffile.TiffFile(path) as tif:
@@ -613,19 +650,20 @@ def opened_rows(path: str | os.PathLike):
                        if tag.code in GEOTIFF_TAGS]
                 streamable = (len(tif.pages) == 1 and page.shaped[1] == 1 and page.shaped[0] <= 16
                               and gdal_nodata(geo) is None and page.dtype is not None and page.dtype.kind in "uif")
-                memmappable = page.is_memmappable
+                contiguous = page.is_final  # uncompressed, in one piece, no predictor
+                if streamable and contiguous:
+                    planes, _, height, width, samples = page.shaped
+                    rows = ContiguousRows(path, page.dataoffsets[0], np.dtype(tif.byteorder + page.dtype.char),
+                                          planes, height, width, samples)
         except Exception:  # read_image names the damage
             streamable = False
         if streamable:
-            meta = ImageMeta(path=path, format=fmt, dtype=page.dtype, extra={"geotiff_tags": geo} if geo else {})
-            if memmappable:
-                rows = tifffile.memmap(path, mode="r")
-                yield (np.moveaxis(rows, 0, -1) if page.shaped[0] > 1 else rows), meta
-                return
-            rows = TiffRows(path)
-            try:
-                yield rows, meta
-            finally:
-                rows.close()
-            return
-    yield read_image(path)
+            rows = rows if rows is not None else TiffRows(path)
+            meta = ImageMeta(path=path, format=fmt, dtype=rows.dtype, extra={"geotiff_tags": geo} if geo else {})
+    if rows is None:
+        yield read_image(path)
+        return
+    try:
+        yield rows, meta
+    finally:
+        rows.close()
