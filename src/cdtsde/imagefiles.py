@@ -635,8 +635,11 @@ def opened_rows(path: str | os.PathLike):
     fmt = image_format(path)
     rows = None
     if fmt == "npy" and path.is_file():
-        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
-        if mapped.ndim in (2, 3) and mapped.dtype.kind in "uif" and mapped.flags.c_contiguous:
+        try:
+            mapped = np.load(path, mmap_mode="r", allow_pickle=False)  # the header: where the values start
+        except Exception:  # read_image names the damage
+            mapped = None
+        if mapped is not None and mapped.ndim in (2, 3) and mapped.dtype.kind in "uif" and mapped.flags.c_contiguous:
             height, width = mapped.shape[:2]
             rows = ContiguousRows(path, mapped.offset, mapped.dtype, 1, height, width,
                                   mapped.shape[2] if mapped.ndim == 3 else 1)
