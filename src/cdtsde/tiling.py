@@ -165,12 +165,12 @@ Storage = Callable[[str, int], torch.Tensor | RowFile]
 
 def tiled(function: WindowFunction, image, window: int, overlap: int, batch: int = 8,
           blend: str = "gaussian", on_batch: Callable[[int], None] | None = None,
-          storage: Storage | None = None) -> dict[str, torch.Tensor]:
+          storage: Storage | None = None) -> dict[str, torch.Tensor | RowFile]:
     """Apply `function(windows, origins) -> {name: (N, C_name, h, w)}` to `image` (C, H, W) window batch by
     window batch (at most `batch` windows of `window` pixels overlapping by `overlap`; `origins` their
-    (top, left)) and blend each named map back into a (C_name, H, W) float32 tensor on the CPU, or the
-    `RowFile` `storage(name, C_name)` gives (default: a new tensor in memory). `image` is a tensor or any object with its
-    `shape` whose slices `image[:, rows, columns]` are tensors (a file read window by window).
+    (top, left)) and blend each named map back into a (C_name, H, W) float32 tensor on the CPU or the
+    `RowFile` that `storage(name, C_name)` gives (default: a new tensor). `image` is a tensor or any object
+    with a `shape` whose slices `image[:, rows, columns]` are tensors (a file read window by window).
     `on_batch(n)` is told how many windows each batch held (a progress bar)."""
     if blend not in BLENDS:
         raise ValueError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
