@@ -339,6 +339,38 @@ def test_a_scene_stitched_on_disk_equals_the_translation_in_memory(tmp_path, sam
         p.name for p in (tmp_path / "memory").iterdir())  # no temporary folder left
 
 
+@pytest.mark.parametrize("names", [("B4", "B3", "B2"), None], ids=["recorded", "unrecorded"])
+def test_a_scene_is_named_and_its_bands_described_as_a_translation_in_memory(tmp_path, names):
+    """`translate_scene` writes what `write_translation` writes: the bands named by the checkpoint's target
+    band names, and by no names (never the input's) without them; the files named for the target modality
+    with `rename`, the standard-deviation map included."""
+    import tifffile
+
+    from cdtsde.imagefiles import GDAL_METADATA, described_bands
+    from cdtsde.translate import translate_file, translate_scene
+
+    def descriptions(path):
+        with tifffile.TiffFile(path) as tif:
+            tag = tif.pages[0].tags.get(GDAL_METADATA)
+            return {} if tag is None else described_bands(str(tag.value))
+
+    method = native_cdtsde(channels=3)
+    method.data.target_band_names = names
+    input_names = "".join(f'<Item name="DESCRIPTION" sample="{band}" role="description">{name}</Item>'
+                          for band, name in enumerate(("VV", "VH", "ratio")))
+    scene = tmp_path / "roi_s1.tif"
+    values = np.random.default_rng(0).random((3, 40, 37)).astype(np.float32)
+    tifffile.imwrite(scene, values, photometric="minisblack", planarconfig="separate",
+                     extratags=GEO_TAGS + [(GDAL_METADATA, 2, 0, f"<GDALMetadata>{input_names}</GDALMetadata>", True)])
+    options = {"sampling": method.sampling_options(steps=1), "samples": 2, "rename": ("_s1", "_s2")}
+    written = translate_scene(method, scene, tmp_path / "disk", tiling=Tiling(batch=4), **options)[0]
+    memory = translate_file(method, scene, tmp_path / "memory", tiling=Tiling(batch=4), **options)[0]
+    assert [path.name for path in written] == [path.name for path in memory] == ["roi_s2.tif", "roi_s2_std.tif"]
+    assert descriptions(written[0]) == descriptions(memory[0]) == dict(enumerate(names or ()))
+    assert descriptions(written[1]) == descriptions(memory[1]) == {0: "standard deviation across samples"}
+    np.testing.assert_array_equal(tifffile.imread(written[0]), tifffile.imread(memory[0]))
+
+
 def test_a_failed_scene_leaves_neither_output_nor_temporaries(tmp_path, monkeypatch, capsys):
     """A translation that fails midway (here: out of memory in the third window batch) removes its blended
     files and writes nothing; with progress on, the bar counts windows. A disk without room for the

@@ -525,6 +525,15 @@ def write_files(output_dir: Path, files: list[tuple[Path, Callable[[bool], Path]
 STD_BANDS = ["standard deviation across samples"]
 
 
+def translation_metas(meta: ImageMeta, band_names: tuple[str, ...] | None) -> tuple[ImageMeta, ImageMeta | None]:
+    """The metas a translation of the input `meta` describes and its uncertainty map are written with: a
+    TIFF's bands described by `band_names` (the target's as the checkpoint records them; no names without
+    them) and the map's as the standard deviation; other formats the input's meta, the map none."""
+    if meta.format != "tiff":
+        return meta, None
+    return described(meta, band_names), described(meta, STD_BANDS)
+
+
 def write_translation(translation: Translation, meta: ImageMeta, output_dir: Path, mask: bool,
                       slice_axis: int = 2, overwrite: bool = True, band_names: tuple[str, ...] | None = None,
                       rename: tuple[str, str] | None = None) -> list[Path]:
@@ -534,19 +543,18 @@ def write_translation(translation: Translation, meta: ImageMeta, output_dir: Pat
     names join the folder's TRANSLATIONS_RECORD (`write_files`). The files are named for the input
     (`output_name`), or with `rename` for the target modality."""
     target = output_path(meta.path, output_dir, rename)
+    image_meta, std_meta = translation_metas(meta, band_names)
     array = translation.mean
     is_volume = meta.format == "nifti" and len(meta.extra["header"].get_data_shape()) == 3
     if meta.format == "nifti":
         volume = np.moveaxis(array[..., 0], 0, slice_axis) if is_volume else array[0, ..., 0]
-        files = [(target, volume.astype(np.uint8 if mask else np.float32), meta)]
+        files = [(target, volume.astype(np.uint8 if mask else np.float32), image_meta)]
     else:
-        out = output_values(array[0], meta, mask)
-        files = [(target, out, described(meta, band_names) if meta.format == "tiff" else meta)]
+        files = [(target, output_values(array[0], meta, mask), image_meta)]
     if translation.std is not None:
         std = translation.std[..., 0]
         std = np.moveaxis(std, 0, slice_axis) if is_volume else std[0]
-        files.append((std_path(meta.path, output_dir, rename), std.astype(np.float32),
-                      described(meta, STD_BANDS) if meta.format == "tiff" else None))
+        files.append((std_path(meta.path, output_dir, rename), std.astype(np.float32), std_meta))
     return write_files(output_dir, [(path, lambda replace, path=path, data=data, file_meta=file_meta:
                                      write_image(path, data, file_meta, replace=replace))
                                     for path, data, file_meta in files], overwrite)
@@ -655,7 +663,7 @@ def write_scene(method: Method, path: Path, meta: ImageMeta, output_dir: Path, s
     channels = 1 if mask else images.shape[0]
     dtype = output_dtype(meta, mask, channels)
     shape = (height, width) if channels == 1 else (height, width, channels)
-    target_meta = described(meta, method.data.target_band_names) if meta.format == "tiff" else meta
+    target_meta, std_meta = translation_metas(meta, method.data.target_band_names)
     target, std_target = output_path(path, output_dir, rename), std_path(path, output_dir, rename)
     files = [(target, lambda replace: write_image_regions(target, shape, dtype, translated, target_meta, replace))]
     if samples > 1:
@@ -663,7 +671,7 @@ def write_scene(method: Method, path: Path, meta: ImageMeta, output_dir: Path, s
         files.append((std_target, lambda replace: write_image_regions(
             std_target, (height, width), np.dtype(np.float32),
             lambda top, left, h, w: (std[0, top:top + h, left:left + w] / 2).numpy(),  # in [0, 1] units
-            described(meta, STD_BANDS) if meta.format == "tiff" else None, replace)))
+            std_meta, replace)))
     return write_files(output_dir, files, overwrite)
 
 
