@@ -84,6 +84,24 @@ METHOD_DRAWS, FLIP_DRAWS, FOOTPRINT_DRAWS = 1, 2, 3
 Preview = Callable[[Method, Path], object]
 
 
+class StepShared:
+    """What the phases of one step share (`Method.forward`'s `shared`: item access and `in`), opaque to
+    Fabric: its precision plugins other than 32-true rebuild every dict among a module's inputs, so a dict
+    written by one phase (a GAN's fake, CDTSDE's elbo draws) would not reach the next under bf16-mixed."""
+
+    def __init__(self):
+        self.values: dict = {}
+
+    def __getitem__(self, key):
+        return self.values[key]
+
+    def __setitem__(self, key, value) -> None:
+        self.values[key] = value
+
+    def __contains__(self, key) -> bool:
+        return key in self.values
+
+
 def learning_rate(config: TrainConfig, step: int) -> float:
     """Linear warm-up over `warmup_steps`, constant, then (with `decay_steps`) linear decay towards 0."""
     warmup = min(1.0, (step + 1) / max(1, config.warmup_steps))
@@ -270,7 +288,7 @@ class TrainingRun:
             batch = random_flips(batch, ItemGenerators(config.seed, step, FLIP_DRAWS, positions), self.paired)
         if step == self.start_step:
             self.check_footprint(batch, step)
-        shared: dict = {}
+        shared = StepShared()
         losses = {}
         with named_out_of_memory(f"in training step {step} at train.batch_size {config.batch_size}"
                                  f"{' per process' if self.fabric.world_size > 1 else ''}", self.lower_batch):
