@@ -73,6 +73,11 @@ def method_table(runs: dict[str, dict]) -> dict:
     return summaries
 
 
+def bf16_speedup(table: dict) -> float:
+    """32-true's CPU seconds per step over bf16-mixed's (the baseline's and its bf16 run's)."""
+    return table["baseline"]["cpu_seconds_per_step"] / table["bf16-mixed"]["cpu_seconds_per_step"]
+
+
 def recipe(tables: dict[str, dict]) -> dict[str, str]:
     """{group: the lever chosen} of a family, by validation alone (see the module's definitions)."""
     chosen = {}
@@ -137,6 +142,9 @@ def write_report(out: Path) -> dict:
             lines += [f"| {lever} | {s['best']:.4g} | {s['plateau']:.4g} | {s['images_to_95']} | "
                       f"{s['cpu_minutes_to_95']:.1f} | {s['cpu_minutes']:.1f} | {s['cpu_seconds_per_step']:.2f} | "
                       f"{s.get('verdict', '?')} |" for lever, s in table.items()]
+            if {"baseline", "bf16-mixed"} <= set(table):
+                lines += [f"bf16-mixed takes {bf16_speedup(table):.2f}x fewer CPU seconds per step than 32-true "
+                          f"(validation in float32 for both: the EMA weights)", ""]
             lines.append("")
         chosen = families[family]["recipe"]
         lines += [f"Recipe (by validation): {', '.join(chosen.values()) if chosen else 'the baseline'}", ""]

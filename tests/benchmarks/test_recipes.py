@@ -95,6 +95,10 @@ def test_verdicts_read_the_baseline_s_spread_and_the_recipe_needs_every_represen
     assert [tables["a"][lever]["verdict"] for lever in ("lr-x2", "lr-x0.5", "batch-8", "ema-0.999")] == [
         "better", "better", "better", "worse"]
     assert tables["b"]["batch-8"]["verdict"] == "same"
+    runs["a"]["bf16-mixed"] = fake_run("a", "bf16-mixed", plateaued)
+    for row in runs["a"]["bf16-mixed"]["rows"]:
+        row["cpu_seconds"] /= 1.6
+    assert report.bf16_speedup(report.method_table(runs["a"])) == pytest.approx(1.6)
     # lr-x2 beats lr-x0.5 and is better for both; batch-8 is better for one representative only
     assert report.recipe(tables) == {"lr": "lr-x2"}
 
