@@ -74,7 +74,9 @@ def run_one(method: str, lever: str, data_root: Path, out: Path, smoke: bool) ->
     subjects = splits(FAMILIES[family]["task"], config, data_root)
     model, train_set, preview_set, train_config = build_run(config)
     validation = study_validation(model, train_set, preview_set, config["data"], train_config.validation.items)
-    result = train(model, train_set, train_config, folder / "run", resume=(folder / "run" / "state.pt").is_file(),
+    # killed before its first checkpoint, a run has no state to resume: it starts again
+    resume = (folder / "run" / "state.pt").is_file()
+    result = train(model, train_set, train_config, folder / "run", resume=resume, overwrite=not resume,
                    run_config=config, progress=False, validation=validation)
     record = {"method": method, "lever": lever, "task": FAMILIES[family]["task"], "family": family, "monitor": monitor_of(method), "config": config,
               "data_root": str(data_root), "smoke": smoke, "subjects": subjects, "train_pairs": len(train_set),
