@@ -56,7 +56,7 @@ LEVERS = {
 }
 # levers the study does not run, and why
 LEFT_OUT = {
-    "min-snr": "Min-SNR-gamma (Hang et al. 2023, eq. 8: weight min(SNR(t), gamma) / SNR(t) for an eps loss, "
+    "min-snr": "Min-SNR-gamma (Hang et al. 2023: weight min(SNR(t), gamma) / SNR(t) for an eps loss, "
                "min(SNR(t), gamma) for x0) has no one shared place here: the regression losses live in three "
                "methods with three parameterisations (CDTSDE's x0 loss through its mixing field, the bridges' "
                "objectives on their own paths, the prior's eps loss), each SNR defined differently (the "

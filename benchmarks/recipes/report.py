@@ -143,8 +143,8 @@ def write_report(out: Path) -> dict:
                       f"{s['cpu_minutes_to_95']:.1f} | {s['cpu_minutes']:.1f} | {s['cpu_seconds_per_step']:.2f} | "
                       f"{s.get('verdict', '?')} |" for lever, s in table.items()]
             if {"baseline", "bf16-mixed"} <= set(table):
-                lines += [f"bf16-mixed's speed-up per step over 32-true: {bf16_speedup(table):.2f}x in CPU seconds "
-                          f"(validation in float32 for both: the EMA weights)", ""]
+                lines += ["", f"bf16-mixed's speed-up per step over 32-true: {bf16_speedup(table):.2f}x in CPU seconds "
+                          f"(validation in float32 for both: the EMA weights)"]
             lines.append("")
         chosen = families[family]["recipe"]
         lines += [f"Recipe (by validation): {', '.join(chosen.values()) if chosen else 'the baseline'}", ""]

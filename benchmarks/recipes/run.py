@@ -69,7 +69,7 @@ def run_one(method: str, lever: str, data_root: Path, out: Path, smoke: bool) ->
     from cdtsde.training import train
 
     torch.set_num_threads(1)
-    folder, family = run_dir(out, method, lever), family_of(method)
+    folder, family, code = run_dir(out, method, lever), family_of(method), code_version()  # the code that trains
     config = study_config(method, lever, data_root, smoke)
     subjects = splits(FAMILIES[family]["task"], config, data_root)
     model, train_set, preview_set, train_config = build_run(config)
@@ -84,7 +84,7 @@ def run_one(method: str, lever: str, data_root: Path, out: Path, smoke: bool) ->
               "best_value": result.get("best_value"), "best_step": result.get("best_step"),
               "torch_threads": torch.get_num_threads(),
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              "machine": machine(), "code": code_version()}
+              "machine": machine(), "code": code}
     with atomic_path(folder / "study.json") as tmp:
         tmp.write_text(json.dumps(record, indent=1, default=str))
     return record
