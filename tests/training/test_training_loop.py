@@ -2,14 +2,16 @@
 precisions, exact resume with more than one optimiser, and what the log records about CDTSDE's field."""
 
 import csv
+import math
 from dataclasses import dataclass
 
 import pytest
 import torch
-from helpers import InversionPairs, tiny_model
+from helpers import InversionPairs, tiny_model, tiny_run_config
 
 from cdtsde.data import TargetOnlyData, UnpairedData
 from cdtsde.methods import DataInfo, Method
+from cdtsde.run import build_run
 from cdtsde.training import TrainConfig, train
 from cdtsde.training.batches import StepBatchSampler
 
@@ -192,6 +194,16 @@ def test_every_accepted_precision_trains_on_the_cpu(tmp_path, precision):
 
     loaded = load_pretrained(tmp_path)
     assert torch.isfinite(loaded.translate(InversionPairs(n=2).sources, steps=2).images).all()
+
+
+@pytest.mark.parametrize("name", ["pix2pix", "cyclegan"])
+def test_the_phases_of_a_step_share_their_values_under_mixed_precision(tmp_path, name):
+    """The generator phase reads the fake the discriminator phase made (`shared`): under bf16-mixed too, whose
+    precision plugin rebuilds the dicts among a module's inputs."""
+    method, train_set, _, train_config = build_run(tiny_run_config(name, size=32, precision="bf16-mixed"))
+    result = train(method, train_set, train_config, tmp_path, progress=False)
+    assert len(result["phase_losses"]) == 2 and all(math.isfinite(v) for step in result["phase_losses"]
+                                                    for v in step.values())
 
 
 @pytest.mark.parametrize("precision", ["bf16-true", "64-true"])

@@ -60,8 +60,10 @@ def test_validation_rows_come_at_their_steps_for_every_kind_of_method(name, loss
     validated = [int(row["step"]) for row in rows if row["val/psnr"] != ""]
     assert validated == [2, 4, 5]
     for row in rows:
-        filled = [row[column] != "" for column in columns]
-        assert filled == [int(row["step"]) in validated] * len(columns)
+        filled = [row[column] != "" for column in [*columns, "cpu_seconds"]]
+        assert filled == [int(row["step"]) in validated] * (len(columns) + 1)
+    cpu = [float(row["cpu_seconds"]) for row in rows if row["cpu_seconds"]]
+    assert 0 < cpu[0] < cpu[1] < cpu[2]  # the training process's CPU seconds, growing with the steps
     assert result["stopped"] == "max_steps (5) reached" and result["step"] == 5
     assert (tmp_path / name / "samples" / "validation.png").stat().st_size > 0
     assert validation.pairs is not None and len(validation.items) == 4
@@ -245,8 +247,11 @@ def test_a_kill_between_validations_then_resume_ends_where_the_uninterrupted_run
     assert resumed.stdout.splitlines()[-1] == straight.stdout.splitlines()[-1].replace("straight", "killed")
     for folder in ("model", "last"):
         assert same_weights(weights(killed / folder), weights(tmp_path / "straight" / folder))
-    assert [{k: v for k, v in row.items() if k != "seconds"} for row in log_rows(killed)] == [
-        {k: v for k, v in row.items() if k != "seconds"} for row in log_rows(tmp_path / "straight")]
+    timings = ("seconds", "cpu_seconds")
+    assert [{k: v for k, v in row.items() if k not in timings} for row in log_rows(killed)] == [
+        {k: v for k, v in row.items() if k not in timings} for row in log_rows(tmp_path / "straight")]
+    cpu = [float(row["cpu_seconds"]) for row in log_rows(killed) if row["cpu_seconds"]]
+    assert cpu == sorted(cpu) and cpu[0] > 0  # the CPU seconds continue across the resume
     assert log_rows(killed)[-1]["step"] == "60"
     assert torch.load(killed / "state.pt", weights_only=False)["step"] == 60
 

@@ -10,8 +10,8 @@ options with their defaults: the `sampling:` section and the `cdtsde translate` 
 * `optimizers(train)`: the optimisers updated every step, in order (one per phase: a GAN has
   "discriminator" then "generator"); each parameter group carries an "lr_scale";
 * `forward(batch, phase, generator, shared)`: the training loss of one phase on one batch,
-  {"loss": scalar, ...scalars to log}; `shared` is a dict that lives for one step, so that later
-  phases can reuse what earlier ones computed; `generator` gives every item its own random stream
+  {"loss": scalar, ...scalars to log}; `shared` lives for one step (item access and `in`, as a dict;
+  the loop's `StepShared`), so that later phases can reuse what earlier ones computed; `generator` gives every item its own random stream
   (the training loop passes `cdtsde.draws.ItemGenerators`): draw through `cdtsde.draws`, so that a run
   does not depend on how many processes share its batch;
 * `generate(sources, sampling, generator)`: translated images in [-1, 1];

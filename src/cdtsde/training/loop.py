@@ -13,8 +13,10 @@ the last; with `train.early_stopping`, model/ holds the EMA weights of the best 
 (written when a new best arrives), last/ those of the last checkpoint, and the run ends once the monitor
 has not improved for `patience` validations (without early stopping, model/ holds the last weights). The
 best figure, its step and the validations since it live in state.pt, so a resume decides as the
-uninterrupted run; under DDP rank 0 validates and every rank receives its row, so all decide alike. Without
-validation the run writes exactly what it wrote before validation existed.
+uninterrupted run; under DDP rank 0 validates and every rank receives its row, so all decide alike. A
+validation row also holds `cpu_seconds`: the training process's CPU seconds (time.process_time, every thread,
+across resumes, validations left out) before it, the cost of training on a shared machine, where wall time
+depends on the neighbours. Without validation the run writes exactly what it wrote before validation existed.
 
 `accelerator`, `devices`, `num_nodes`, `strategy` (e.g. "ddp"; "ddp_find_unused_parameters_true" for
 methods whose phases use different networks) and `precision` (e.g. "bf16-mixed") choose the hardware with
@@ -80,6 +82,24 @@ METHOD_DRAWS, FLIP_DRAWS, FOOTPRINT_DRAWS = 1, 2, 3
 # what draws a training preview (e.g. cdtsde.visualize.previews_of): called on rank 0 with the EMA weights
 # and the PNG to write
 Preview = Callable[[Method, Path], object]
+
+
+class StepShared:
+    """What the phases of one step share (`Method.forward`'s `shared`: item access and `in`), opaque to
+    Fabric: its precision plugins other than 32-true rebuild every dict among a module's inputs, so a dict
+    written by one phase (a GAN's fake, CDTSDE's elbo draws) would not reach the next under bf16-mixed."""
+
+    def __init__(self):
+        self.values: dict = {}
+
+    def __getitem__(self, key):
+        return self.values[key]
+
+    def __setitem__(self, key, value) -> None:
+        self.values[key] = value
+
+    def __contains__(self, key) -> bool:
+        return key in self.values
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -180,6 +200,7 @@ class TrainingRun:
 
         self.method, self.config, self.run_dir, self.settings = method, config, run_dir, settings
         self.start_step, self.seconds_before, self.started = start_step, 0.0, time.perf_counter()
+        self.cpu_before, self.cpu_started = 0.0, time.process_time()
         self.fabric = Fabric(accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
                              strategy=config.strategy, precision=config.precision,
                              loggers=make_loggers(run_dir, start_step))
@@ -205,6 +226,10 @@ class TrainingRun:
         """The run's training seconds, across resumes."""
         return self.seconds_before + time.perf_counter() - self.started
 
+    def cpu_elapsed(self) -> float:
+        """The process's CPU seconds of training, across resumes, validations left out (`validate`)."""
+        return self.cpu_before + time.process_time() - self.cpu_started
+
     def restore(self, state: dict) -> None:
         """Continue from `state`: weights, EMA, optimisers, loss scaler, the interrupted log row, seconds."""
         check_global_batch(state, self.global_batch, self.config, self.fabric.world_size, self.run_dir)
@@ -219,6 +244,7 @@ class TrainingRun:
             self.fabric.strategy.precision.load_state_dict(state["precision"])
         self.interval = {key: list(values) for key, values in state.get("interval", {}).items()}
         self.seconds_before = float(state.get("seconds", 0.0))
+        self.cpu_before = float(state.get("cpu_seconds", 0.0))
         if "validation" in state:
             self.validation_rows = [dict(row) for row in state["validation"]["rows"]]
             self.stopped = state["validation"]["stopped"]
@@ -242,7 +268,7 @@ class TrainingRun:
                             persistent_workers=config.num_workers > 0)
         loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False, move_to_device=True)
         self.paired = getattr(train_set, "paired", True)
-        self.started = time.perf_counter()
+        self.started, self.cpu_started = time.perf_counter(), time.process_time()
         return iter(loader)
 
     def step(self, step: int, batches: Iterator[dict]) -> dict[str, float]:
@@ -262,7 +288,7 @@ class TrainingRun:
             batch = random_flips(batch, ItemGenerators(config.seed, step, FLIP_DRAWS, positions), self.paired)
         if step == self.start_step:
             self.check_footprint(batch, step)
-        shared: dict = {}
+        shared = StepShared()
         losses = {}
         with named_out_of_memory(f"in training step {step} at train.batch_size {config.batch_size}"
                                  f"{' per process' if self.fabric.world_size > 1 else ''}", self.lower_batch):
@@ -357,6 +383,7 @@ class TrainingRun:
     def validate(self, done: int) -> None:
         """The validation after `done` steps (computed on rank 0, its row sent to every rank): logged, drawn,
         and with early stopping the best weights kept in model/ and the decision whether to stop."""
+        began, cpu_seconds = time.process_time(), round(self.cpu_elapsed(), 3)
         row = None
         if self.fabric.is_global_zero:
             model, config, device = self.ema.model, self.config, self.fabric.device
@@ -370,10 +397,11 @@ class TrainingRun:
                         for phase, value in losses.items()})
         if self.fabric.world_size > 1:
             row = self.fabric.broadcast(row, src=0)
-        self.fabric.log_dict(row, step=done)
+        self.fabric.log_dict({"cpu_seconds": cpu_seconds, **row}, step=done)
         self.validation_rows.append({"step": done, **row})
         if self.fabric.is_global_zero:
             save_curve(self.validation_rows, self.run_dir / "samples" / CURVE_FILE)
+        self.cpu_started += time.process_time() - began  # the validation's CPU is not training's
         stopping = self.early_stopping
         if stopping is None:
             return
@@ -410,7 +438,7 @@ class TrainingRun:
                 "precision": self.fabric.strategy.precision.state_dict(),
                 "step": done, "train": train_record(self.config), "settings": self.settings,
                 "global_batch": self.global_batch,
-                "seconds": self.elapsed(),
+                "seconds": self.elapsed(), "cpu_seconds": self.cpu_elapsed(),
                 "interval": {key: [float(v) for v in values] for key, values in self.interval.items()},
                 **validation})
         self.fabric.barrier()

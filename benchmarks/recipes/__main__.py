@@ -1,0 +1,3 @@
+from benchmarks.recipes.run import main
+
+main()
