@@ -2,7 +2,8 @@
 methods compared on whole BraTS T1 -> T2 volumes, at one training budget.
 
     OMP_NUM_THREADS=1 python -m benchmarks.volume_noise [--methods cdtsde-linear bbdm] [--steps 600]
-        [--size 48] [--sampling-steps 10] [--correlation 0.9] [--context 0 ...] [--smoke]
+        [--size 48] [--sampling-steps 10] [--noise independent shared correlated] [--correlation 0.9]
+        [--context 0 ...] [--out DIR] [--smoke]
 
 Each method (`cdtsde-linear`: CDTSDE with DoSSR's linear mixing field; any registered method by its name)
 is trained for `--steps` steps of batch `--batch` on the axial slices of the training subjects of
@@ -20,7 +21,9 @@ volume one row), and each option's paired difference to `independent` over the s
 The default option is chosen on the validation volumes alone, by their 3-D SSIM inside the brain (BraSyn's
 headline); the test volumes only report. `--context K ...` adds models trained with K neighbouring
 slices on each side as extra source channels (`data.context_slices`; 0: single slices) as one more axis
-of the comparison. `--smoke` runs the whole pipeline in seconds on small volumes (`--data`: a folder of at
+of the comparison: each such model's paired difference to the same method on single slices, per noise
+option (`--noise`, default all three), over the test subjects (`vs_context_0`). Each finished model's
+scores are kept in <out>/volume_noise-parts/, so a killed run goes on from the next model. `--smoke` runs the whole pipeline in seconds on small volumes (`--data`: a folder of at
 least 3 subjects in BraTS's layout; 2 training steps, 8 px, 2 sampling steps, one validation and one test
 subject, independent and shared) for the tests. Writes benchmarks/results/volume_noise.json (the configuration, the
 machine, per-subject rows, summaries) and volume_noise.png (the three cuts of one test subject's
@@ -30,6 +33,7 @@ translation with each option, the flicker showing in the sagittal and coronal cu
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -69,7 +73,7 @@ def run_config(name: str, context: int, args) -> dict:
 
 
 def noise_options(args) -> dict[str, VolumeNoise]:
-    kinds = ("independent", "shared") if args.smoke else VOLUME_NOISES
+    kinds = ("independent", "shared") if args.smoke else args.noise
     return {kind if kind != "correlated" else f"correlated {args.correlation:g}": VolumeNoise(kind, args.correlation)
             for kind in kinds}
 
@@ -87,21 +91,40 @@ def translated_volumes(method, pairs, noises: dict[str, VolumeNoise], work: Path
         yield subject, target, axis_codes(meta.affine), translations
 
 
+def paired(rows: list[dict], reference: list[dict]) -> dict:
+    """Each metric's paired difference of `rows` to `reference` over the same subjects (better_share: of the
+    subjects; flicker compared by its distance to 1)."""
+    def distance(found):
+        return [{**row, "flicker_fg": abs(row["flicker_fg"] - 1)} for row in found]
+
+    return {key: paired_comparison(*(distance(found) if key == "flicker_fg" else found for found in (rows, reference)),
+                                   key, higher_is_better=key != "flicker_fg") for key in METRICS}
+
+
 def summary(rows: dict[str, list[dict]]) -> dict:
     """Per option: each metric's mean with its interval over subjects, and its paired difference to
-    independent (better_share: of the subjects; flicker compared by its distance to 1)."""
+    independent where that ran."""
     result = {}
     for label, option_rows in rows.items():
         result[label] = {"mean": {key: mean_interval(option_rows, key) for key in METRICS}}
-        if label != "independent":
-            def distance(found):
-                return [{**row, "flicker_fg": abs(row["flicker_fg"] - 1)} for row in found]
-
-            result[label]["vs_independent"] = {
-                key: paired_comparison(*(distance(found) if key == "flicker_fg" else found
-                                         for found in (option_rows, rows["independent"])), key,
-                                       higher_is_better=key != "flicker_fg") for key in METRICS}
+        if label != "independent" and "independent" in rows:
+            result[label]["vs_independent"] = paired(option_rows, rows["independent"])
     return result
+
+
+def against_single_slices(results: dict, methods: list[str], contexts: list[int]) -> None:
+    """Each model trained with context: its paired difference to the same method on single slices (context
+    0), per noise option both ran, on the test subjects, in its entry's `vs_context_0`."""
+    for name in methods:
+        if name not in results:
+            continue
+        for context in contexts:
+            entry = results.get(f"{name} context {context}")
+            if context == 0 or entry is None:
+                continue
+            single = results[name]["test"]["rows"]
+            entry["vs_context_0"] = {option: paired(rows, single[option])
+                                     for option, rows in entry["test"]["rows"].items() if option in single}
 
 
 def main() -> None:
@@ -113,6 +136,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=48, help="training size of the slices, px")
     parser.add_argument("--sampling-steps", type=int, default=10)
+    parser.add_argument("--noise", nargs="+", choices=VOLUME_NOISES, default=list(VOLUME_NOISES),
+                        help="the volume-noise options each model translates with")
     parser.add_argument("--correlation", type=float, default=0.9, help="adjacent-slice correlation of 'correlated'")
     parser.add_argument("--seed", type=int, default=0, help="the translations' seed")
     parser.add_argument("--data", type=Path, default=BRATS)
@@ -129,6 +154,13 @@ def main() -> None:
             for name in args.methods:
                 label = name if context == 0 else f"{name} context {context}"
                 config = run_config(name, context, args)
+                part = args.out / "volume_noise-parts" / f"{label.replace(' ', '-')}.json"
+                if part.is_file():  # a finished model of an interrupted run, with the same settings and options
+                    entry = json.loads(part.read_text())
+                    if entry["config"] == config and list(entry["test"]["rows"]) == list(noises):
+                        print(f"{label}: finished in {part}", flush=True)
+                        results[label] = entry
+                        continue
                 began = time.perf_counter()
                 method, train_set, _, train_config = build_run(config)
                 train(method, train_set, train_config, work / f"run-{label.replace(' ', '-')}", progress=False,
@@ -155,6 +187,9 @@ def main() -> None:
                 val = entry["val"]["summary"]
                 entry["default_by_val"] = max(val, key=lambda option: val[option]["mean"][METRICS[0]]["mean"])
                 results[label] = entry
+                part.parent.mkdir(parents=True, exist_ok=True)
+                part.write_text(json.dumps(entry))
+    against_single_slices(results, args.methods, args.context)
     args.out.mkdir(parents=True, exist_ok=True)
     if figure_rows:
         from cdtsde.visualize import VolumeRow, save_volume_cuts

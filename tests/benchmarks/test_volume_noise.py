@@ -40,3 +40,20 @@ def test_the_smoke_run_scores_each_option_per_subject_and_chooses_on_validation(
     val = bbdm["val"]["rows"]
     assert bbdm["default_by_val"] == max(val, key=lambda option: val[option][0]["ssim3d_fg"])
     assert (tmp_path / "out" / "volume_noise.png").stat().st_size > 0
+
+    # again with a context model: the single-slice model's finished scores are reused, not retrained, and
+    # the context model is compared with it subject by subject
+    monkeypatch.setattr(volume_noise, "train", lambda method, data, config, folder, **options: pytest.fail(f"trains {folder.name}"))
+    monkeypatch.setattr(sys, "argv", ["volume_noise", "--smoke", "--methods", "bbdm", "--context", "0", "1",
+                                      "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")])
+    with pytest.raises(pytest.fail.Exception, match="trains run-bbdm-context-1$"):  # bbdm itself reused
+        volume_noise.main()
+    assert not (tmp_path / "out" / "volume_noise-parts" / "bbdm-context-1.json").exists()
+    monkeypatch.undo()
+    monkeypatch.setattr(sys, "argv", ["volume_noise", "--smoke", "--methods", "bbdm", "--context", "0", "1",
+                                      "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")])
+    volume_noise.main()
+    again = json.loads((tmp_path / "out" / "volume_noise.json").read_text())["methods"]
+    assert again["bbdm"]["test"]["rows"] == bbdm["test"]["rows"]
+    compared = again["bbdm context 1"]["vs_context_0"]
+    assert set(compared) == {"independent", "shared"} and "ssim3d_fg" in compared["shared"]
