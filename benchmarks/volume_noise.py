@@ -8,7 +8,7 @@ methods compared on whole BraTS T1 -> T2 volumes, at one training budget.
 Each method (`cdtsde-linear`: CDTSDE with DoSSR's linear mixing field; any registered method by its name)
 is trained for `--steps` steps of batch `--batch` on the axial slices of the training subjects of
 ../shared/data/brats-mri (12 subjects: 2 validation, 4 test, 6 training, split by subject with seed 0;
-slices resized to `--size` px, the smallest UNet). Every validation and test volume is then translated
+slices resized to `--size` px, the smallest UNet; Pix2Pix the suite's CPU-scale networks). Every validation and test volume is then translated
 whole through `cdtsde.translate.translate_file` (155 axial slices, resized back to 240 px, written with
 its affine and read back) once per volume-noise option (`cdtsde.translate.VolumeNoise`: independent,
 shared, correlated with `--correlation`), with the method's sampler at `--sampling-steps` steps and one
@@ -41,9 +41,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import RESULTS, write_results
+from benchmarks.suite.presets import SMALL_GAN, has_unet
 from cdtsde.data.config import build_dataset
 from cdtsde.imagefiles import read_image
 from cdtsde.intensity import normalise_volume
+from cdtsde.methods import method_class
 from cdtsde.metrics.summary import mean_interval, paired_comparison
 from cdtsde.metrics.volume import axis_codes, volume_metrics
 from cdtsde.networks.conditional_unet import TINY_UNET
@@ -66,8 +68,11 @@ def run_config(name: str, context: int, args) -> dict:
             "min_foreground": 0.1, "val_subjects": 1 if args.smoke else 2, "test_subjects": 1 if args.smoke else 4,
             "seed": 0,
             **({"context_slices": context} if context else {})}
-    return {"method": method, "data": data, "model": {**options, "unet": TINY_UNET},
-            "sampling": {"steps": args.sampling_steps},
+    # the diffusion methods' smallest UNet; a method with other networks (Pix2Pix) its suite CPU-scale ones, its
+    # U-Net 4 halvings deep (48 px is no power of two: 48 -> 3 px at the bottleneck)
+    networks = {"unet": TINY_UNET} if has_unet(method_class(method)) else {**SMALL_GAN, "depth": 4}
+    return {"method": method, "data": data, "model": {**options, **networks},
+            "sampling": {"steps": args.sampling_steps} if method_class(method).is_diffusion_sampler() else {},
             "train": {"max_steps": args.steps, "batch_size": args.batch, "sample_every": 0,
                       "checkpoint_every": args.steps, "seed": 0}}
 
