@@ -129,3 +129,21 @@ def test_a_smoke_converged_cell_stops_early_is_scored_with_its_best_weights_and_
     parsed = type("Args", (), {"score_only": False, "data_root": tmp_path / "data", "data_copy": False,
                                "scale": "converged", "max_steps": 10, "test_items": 2, "sweep": False})()
     assert run.finished(out, "brats-t1t2", "cdtsde-linear", 0, parsed)
+
+
+@pytest.mark.slow
+def test_an_unpaired_converged_cell_validates_on_the_paired_val_split_and_records_a_cap(tmp_path, monkeypatch):
+    """CycleGAN trains on disjoint halves of the training subjects (no val split of their own): it validates
+    on the held-out subjects' pairs with the headline; a run that ends at its budget says so."""
+    brats_volumes(tmp_path / "data" / "brats-mri")
+    monkeypatch.setitem(presets.CONVERGED, "val_items", 2)
+    monkeypatch.setitem(presets.SCALES["converged"], "size", 32)
+    monkeypatch.setattr(presets, "RECIPES", tmp_path / "no-study.json")
+    record = run.run_cell("brats-t2t1", "cyclegan", 0, "converged", tmp_path / "data", tmp_path / "suite", 2, 2)
+    halves = record["config"]["data"]["source"]["subjects"] + record["config"]["data"]["target"]["subjects"]
+    val = names(presets.held_out_data("brats-t2t1", tmp_path / "data"), "val")
+    assert len(halves) == 6 and len(val) == 2 and not val & set(halves)
+    assert record["stopped"] == "cap" and record["stop_reason"] == "max_steps (2) reached"
+    assert record["images_seen"] == 2 and record["best_step"] == 2
+    (row,) = record["validation_rows"]
+    assert row["step"] == 2 and row["val/psnr_fg"] == pytest.approx(record["best_value"], abs=1e-3)
