@@ -270,7 +270,8 @@ def validation_figure(path: Path, task: str, methods: dict[str, list[dict]]) -> 
 
 
 def convergence_lines(task: str, convergence: dict) -> list[str]:
-    lines = ["", f"Convergence (validation-{task}.png; flat: the last quarter's trend gains no more than its spread):",
+    lines = ["", f"Convergence (validation-{task}.png; flat: the best of the last quarter of the validations beats "
+             "the best before it by no more than that quarter's spread):",
              "", "| method | seed | recipe | stopped | images seen | best validation (step) | flat over last quarter |",
              "|---|---|---|---|---|---|---|"]
     for method, cells in convergence.items():
