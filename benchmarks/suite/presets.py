@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 from pathlib import Path
 
 from cdtsde.methods import REGISTRY, method_class
@@ -108,17 +109,19 @@ TASKS = {
 
 # The converged scale's val split per task, held out of the task's training data (the test split unchanged):
 # None: BraTS, the recipe study's (benchmarks.recipes.plan.VAL_SUBJECTS of the 8 training subjects, seed 0);
-# otherwise options over the task's data spec, and with "regroup" the task's test split re-expressed in the
-# finer groups it names (so train excludes exactly the test items): volkov's val is 8 of California's 69
-# fragments (16 crops; Texas stays the test); BigEarthNet's Portugal (4 patches of 3 tiles; Finland stays the
-# test); EL's 40 of the 395 modules of train/ (about 10% of its cells; the test is the val/ folder, which
-# shares modules with train/ as at every scale)
+# otherwise options over the task's data spec. "regroup": the items grouped by a regular expression on their
+# names (fragments, modules), the test split's items then falling in TEST_UNITS; `val_outside_test`: the
+# val_groups drawn (seeded) among the groups with no item in the test split. volkov: 8 of California's 69
+# fragments (16 crops; Texas' fragments stay the test); BigEarthNet: Portugal (4 patches of 3 tiles; Finland
+# stays the test); EL: 40 modules of train/ with no cell in the test split (the val/ folder, which shares 122
+# modules with train/ as at every scale)
+TEST_UNITS = "the test split's"
 CONVERGED_VAL = {
     "brats-t1t2": None, "brats-t2t1": None, "brats-flairt1": None,
-    "sar-optical": {"regroup": {"pattern": r"^(\d+)_"}, "val_groups": 8},
+    "sar-optical": {"regroup": r"^(\d+)_", "val_groups": 8, "test_groups": TEST_UNITS},
     "sar-bigearthnet": {"val_scenes": ["Portugal"]},
-    "el-mask": {"root": "pv-el-cracks/train", "split_dirs": None, "groups": {"pattern": r"^(.*)_[^_]+$"},
-                "val_groups": 40, "test_groups": 0},
+    "el-mask": {"root": "pv-el-cracks/train", "split_dirs": None, "regroup": r"^(.*)_[^_]+$", "val_groups": 40,
+                "test_groups": 0, "val_outside_test": True},
 }
 # the validation column of each task's headline (cdtsde.run.headline_score: brain PSNR, PSNR, defect Dice),
 # what early stopping monitors; every suite method translates, so every one is judged by it
@@ -232,7 +235,6 @@ def held_out_data(task: str, data_root: Path) -> dict:
     """The task's data spec at the converged scale: its train split less a val split (CONVERGED_VAL), its
     test split the suite's."""
     from cdtsde.data import build_dataset
-    from cdtsde.data.splits import pattern_groups
 
     spec = task_data(task, data_root, "converged")
     held_out = CONVERGED_VAL[task]
@@ -241,13 +243,26 @@ def held_out_data(task: str, data_root: Path) -> dict:
 
         return {**spec, "val_subjects": plan.VAL_SUBJECTS}
     held_out = dict(held_out)
-    if "regroup" in held_out:
-        names = [entry[2] for entry in build_dataset(spec, "test").entries]
-        groups, _ = pattern_groups(names, held_out["regroup"]["pattern"])
-        held_out.update(groups=held_out.pop("regroup"), test_groups=sorted(set(groups.values())))
     if "root" in held_out:
         held_out["root"] = str(Path(data_root) / held_out["root"])
+    pattern = held_out.pop("regroup", None)
+    if pattern is not None:
+        held_out["groups"] = {"pattern": pattern}
+        test_units = units(build_dataset(spec, "test"), pattern)
+        if held_out["test_groups"] == TEST_UNITS:
+            held_out["test_groups"] = sorted(test_units)
+        if held_out.pop("val_outside_test", False):
+            candidates = sorted(units(build_dataset({**spec, **held_out, "val_groups": 0}, "train"), pattern) - test_units)
+            random.Random(spec.get("seed", 0)).shuffle(candidates)
+            held_out["val_groups"] = sorted(candidates[:held_out["val_groups"]])
     return {**spec, **held_out}
+
+
+def units(dataset, pattern: str) -> set[str]:
+    """The groups of a files dataset's items by `pattern` (`cdtsde.data.splits.pattern_groups`)."""
+    from cdtsde.data.splits import pattern_groups
+
+    return set(pattern_groups([entry[2] for entry in dataset.entries], pattern)[0].values())
 
 
 def family_of(method: str) -> str | None:
@@ -281,7 +296,8 @@ def converge(config: dict, task: str, method: str, cls, batch: int) -> None:
         train.update(change.get("train", {}))
         if "lr_factor" in change:
             train["lr"] = {**TrainConfig().__dict__, **cls.train_defaults, **train}["lr"] * change["lr_factor"]
-        batch = change.get("batch_size", batch)
+        if "batch_size" not in PRESETS.get(registry_name(method), {}).get("method_train", ()):
+            batch = change.get("batch_size", batch)  # CycleGAN keeps its reference batch 1
         if "unet" in change and "unet" in config.get("model", {}):
             config["model"]["unet"] = {**config["model"]["unet"], **change["unet"]}
     if "batch_size" in train or batch != cls.train_defaults.get("batch_size", 1):

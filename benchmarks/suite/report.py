@@ -235,10 +235,11 @@ def flat_over_last_quarter(rows: list[dict], monitor: str) -> bool:
 
 def convergence_summary(methods: dict[str, list[dict]]) -> dict:
     """Per converged cell (those with a validation curve): why it stopped, images seen, its best validation
-    and step, whether its curve is flat over its last quarter, the recipe it trained with."""
+    and step, whether its curve is flat over its last quarter (None: it learns nothing), its recipe."""
     return {method: [{"seed": r["seed"], "stopped": r["stopped"], "images_seen": r["images_seen"],
                       "monitor": r["monitor"], "best_value": r["best_value"], "best_step": r["best_step"],
-                      "flat": flat_over_last_quarter(r["validation_rows"], r["monitor"]),
+                      "flat": None if r["stopped"] == "nothing to train" else
+                      flat_over_last_quarter(r["validation_rows"], r["monitor"]),
                       "recipe": r["recipe"]} for r in records if "validation_rows" in r]
             for method, records in methods.items() if any("validation_rows" in r for r in records)}
 
@@ -251,10 +252,10 @@ def validation_figure(path: Path, task: str, methods: dict[str, list[dict]]) -> 
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6.4, 4))
-    monitor = None
+    monitor = next(record["monitor"] for records in methods.values() for record in records if "monitor" in record)
     for method, records in methods.items():
         for record in records:
-            rows, monitor = record.get("validation_rows"), record.get("monitor", monitor)
+            rows = record.get("validation_rows")
             if rows:
                 line, = axis.plot([r["images"] for r in rows], [r[record["monitor"]] for r in rows],
                                   label=f"{method} s{record['seed']}", linewidth=1)
@@ -278,8 +279,9 @@ def convergence_lines(task: str, convergence: dict) -> list[str]:
         for cell in cells:
             levers = ", ".join(cell["recipe"]["levers"].values()) or "cpu settings"
             best = "-" if cell["best_value"] is None else f"{cell['monitor']} {cell['best_value']:.4g} ({cell['best_step']})"
+            flat = "-" if cell["flat"] is None else "yes" if cell["flat"] else "**NOT FLAT**"
             lines.append(f"| {method} | {cell['seed']} | {levers} | {cell['stopped']} | {cell['images_seen']} | {best} | "
-                         f"{'yes' if cell['flat'] else '**NOT FLAT**'} |")
+                         f"{flat} |")
     return lines
 
 

@@ -53,10 +53,14 @@ def test_a_converged_cell_trains_with_its_family_s_recipe_until_validation_stops
     cyclegan = presets.cell_config("brats-t2t1", "cyclegan", 0, "converged", ROOT, None)["train"]
     assert cyclegan["max_steps"] == presets.CONVERGED["max_images"] and cyclegan["decay_steps"] == cyclegan["max_steps"] // 2
     assert cyclegan["validation"]["every"] == presets.CONVERGED["validate_every_images"]
+    # a batch lever of the GANs (picked on Pix2Pix) leaves CycleGAN its reference batch 1
+    monkeypatch.setattr(presets, "RECIPES", recipe_summary(tmp_path / "gans.json", {"gans": {"batch": "batch-32"}}))
+    assert presets.cell_config("brats-t1t2", "pix2pix", 0, "converged", ROOT, None)["train"]["batch_size"] == 32
+    assert presets.cell_config("brats-t2t1", "cyclegan", 0, "converged", ROOT, None)["train"] == cyclegan
 
 
 def names(spec: dict, split: str) -> set[str]:
-    """The independent units of a split: BraTS subjects, else item names."""
+    """The item names of a split (BraTS: its subjects)."""
     dataset = build_dataset(spec, split)
     return set(dataset.subjects) if spec["kind"] == "brats" else {entry[2] for entry in dataset.entries}
 
@@ -65,14 +69,19 @@ def names(spec: dict, split: str) -> set[str]:
 @pytest.mark.skipif(not presets.DATA.is_dir(), reason="needs ../shared/data")
 @pytest.mark.parametrize("task", list(presets.TASKS))
 def test_the_val_split_is_disjoint_from_train_and_test_on_the_real_data(task):
-    """The converged cell's train and val splits partition the suite's train split; the test split is the
-    suite's, untouched."""
+    """The converged cell's train and val splits partition the suite's train split, with no independent unit
+    (subject, fragment, tile, module) in both; the test split is the suite's, untouched, and shares no unit
+    with the val split (EL's train/ and val/ folders share modules at every scale: its val split avoids them)."""
     config = presets.cell_config(task, presets.REFERENCE, 0, "converged", presets.DATA, None)
     train, val = names(config["data"], "train"), names(config["data"], "val")
     suite = presets.task_data(task, presets.DATA, "converged")
     suite_train, test = names(suite, "train"), names(suite, "test")
     assert val and train and not val & train and not val & test and not train & test
     assert train | val == suite_train
+    unit = (lambda name: name) if suite["kind"] == "brats" else presets.TASKS[task]["cluster"]
+    units = {split: {unit(name) for name in items} for split, items in (("train", train), ("val", val), ("test", test))}
+    assert not units["val"] & units["train"] and not units["val"] & units["test"]
+    assert len(units["val"]) == {"sar-optical": 8, "sar-bigearthnet": 3, "el-mask": 40}.get(task, 2)
 
 
 def test_the_flag_reads_the_trend_of_the_last_quarter_against_its_spread():
