@@ -223,16 +223,21 @@ def cell_validation(task: str, data_root: Path, model, train_set, preview_set, c
     return held_out_validation(model, train_set, preview_set, spec, items)
 
 
+# what a converged cell records of its training (`converged_record`); a rescored cell keeps it
+CONVERGED_RECORD = ("stopped", "stop_reason", "monitor", "best_value", "best_step", "recipe", "validation_rows")
+
+
 def converged_record(result: dict, train_config, run_dir: Path, method: str) -> dict:
     """What a converged cell records of its training: why it stopped (early, or at the cap), the best
     validation and its step, the validation curve, and the recipe it trained with."""
     stopped = result["stopped"]
-    return {"stopped": "early" if stopped.startswith(train_config.early_stopping.monitor) else
-            "nothing to train" if stopped == "nothing to train" else "cap", "stop_reason": stopped,
-            "monitor": train_config.early_stopping.monitor, "best_value": result.get("best_value"),
-            "best_step": result.get("best_step"), "recipe": recipe_of(method),
-            "validation_rows": validation_curve(run_dir / "metrics.csv", train_config.batch_size)
-            if (run_dir / "metrics.csv").is_file() else []}
+    record = {"stopped": "early" if stopped.startswith(train_config.early_stopping.monitor) else
+              "nothing to train" if stopped == "nothing to train" else "cap", "stop_reason": stopped,
+              "monitor": train_config.early_stopping.monitor, "best_value": result.get("best_value"),
+              "best_step": result.get("best_step"), "recipe": recipe_of(method),
+              "validation_rows": validation_curve(run_dir / "metrics.csv", train_config.batch_size)
+              if (run_dir / "metrics.csv").is_file() else []}
+    return record
 
 
 def rescore_cell(task: str, method: str, seed: int, source: Path, data_root: Path, out: Path,
@@ -255,7 +260,7 @@ def rescore_cell(task: str, method: str, seed: int, source: Path, data_root: Pat
     evaluations = score(plan, final, origin / "run", trained["config"]["train"]["max_steps"], test_set, options,
                         has_defect, folder, {}, device)
     kept = ("task", "method", "seed", "scale", "config", "sweep", "train_pairs", "train_seconds", "images_seen",
-            "reference", "common", "diagnostics", "predates_per_item_draws")
+            "reference", "common", "diagnostics", "predates_per_item_draws", *CONVERGED_RECORD)
     record = {**{key: trained[key] for key in kept if key in trained}, "source_cell": str(origin),
               "data_root": str(data_root), "limit": limit, "test_items": len(test_set),
               "test_image_size": list(test_set[0]["target"].shape[-2:]), **process_record(device, began, {}),

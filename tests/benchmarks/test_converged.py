@@ -117,6 +117,7 @@ def test_a_smoke_converged_cell_stops_early_is_scored_with_its_best_weights_and_
     (run_dir / "metrics.csv").write_text("step,loss\n")
     (run_dir / "config.yaml").write_text("killed: true\n")
     record = run.run_cell("brats-t1t2", "cdtsde-linear", 0, "converged", tmp_path / "data", out, 2, 10)
+    assert set(run.CONVERGED_RECORD) <= set(record)
     assert record["stopped"] == "early" and record["stop_reason"].startswith("val/psnr_fg did not improve")
     assert record["images_seen"] == 3 * 16 and record["best_step"] == 1 and record["monitor"] == "val/psnr_fg"
     assert [row["step"] for row in record["validation_rows"]] == [1, 2, 3]
