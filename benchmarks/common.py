@@ -103,3 +103,35 @@ def write_results(name: str, payload: dict, directory: Path = RESULTS) -> Path:
     path = directory / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), "code": code_version(), **payload}, indent=2))
     return path
+
+
+def train_or_resume(model, train_set, train_config, run_dir: Path, **options) -> dict:
+    """Train a benchmark's run into `run_dir` (`cdtsde.training.train`, `options` passed on), resuming it where
+    it holds a checkpoint. A run killed before its first checkpoint has no state to resume: it starts again
+    (the files it wrote are removed), rather than being refused as a folder holding a run's files."""
+    from cdtsde.training import train
+
+    resume = (run_dir / "state.pt").is_file()
+    return train(model, train_set, train_config, run_dir, resume=resume, overwrite=not resume, **options)
+
+
+def held_out_validation(model, train_set, preview_set, spec: dict, items: int):
+    """A run's validation data (`cdtsde.run.validation_data`, which refuses a data spec without a val split)
+    from the training and val sets `cdtsde.run.build_training_data` built of `spec`: `items` of the val split,
+    spread over it."""
+    from cdtsde.run import validation_data
+    from cdtsde.training.validation import ValidationData
+
+    data = validation_data(model, train_set, preview_set, spec)
+    return ValidationData(test_items(data.items, items), test_items(data.pairs, items), data.score)
+
+
+def validation_curve(path: Path, batch: int) -> list[dict]:
+    """The validation rows of a run's metrics.csv: step, images seen, CPU seconds and the val/ columns."""
+    import csv
+
+    with open(path, newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("cpu_seconds")]
+    return [{"step": int(row["step"]), "images": int(row["step"]) * batch, "cpu_seconds": float(row["cpu_seconds"]),
+             **{key: float(value) for key, value in row.items() if key.startswith("val/") and value != ""}}
+            for row in rows]

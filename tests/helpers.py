@@ -101,3 +101,16 @@ def translate(model_dir, input_path, output, *extra):
     """`cdtsde translate` of `input_path` into `output` at 2 steps; its exit code."""
     return main(["translate", "--checkpoint", str(model_dir), "--input", str(input_path), "--output", str(output),
                  "--steps", "2", *extra])
+
+
+def brats_volumes(root: Path, subjects: int = 12, size: int = 32) -> None:
+    """`subjects` BraTS-like subjects of random (size, size, 3) volumes in brats-mri's layout under `root`."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    for index in range(subjects):
+        name = f"Brats18_S{index:02d}_1"
+        (root / name).mkdir(parents=True)
+        for modality in ("t1", "t2", "flair", "seg"):
+            volume = rng.random((size, size, 3)).astype(np.float32) * 100
+            nib.save(nib.Nifti1Image(volume, np.eye(4)), root / name / f"{name}_{modality}.nii.gz")

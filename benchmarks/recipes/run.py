@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import csv
 import json
 import resource
 import subprocess
@@ -17,7 +16,14 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS, code_version, machine, test_items
+from benchmarks.common import (
+    RESULTS,
+    code_version,
+    held_out_validation,
+    machine,
+    train_or_resume,
+    validation_curve,
+)
 from benchmarks.recipes.plan import FAMILIES, LEVERS, family_of, levers_of, monitor_of, study_config
 from benchmarks.suite.presets import DATA, task_data
 from benchmarks.suite.run import cell_environment, last_line
@@ -44,43 +50,22 @@ def splits(task: str, config: dict, data_root: Path) -> dict[str, list[str]]:
     return subjects
 
 
-def study_validation(model, train_set, preview_set, spec: dict, items: int):
-    """The run's validation data (cdtsde.run.validation_data), `items` of them spread over the val split."""
-    from cdtsde.run import validation_data
-    from cdtsde.training.validation import ValidationData
-
-    data = validation_data(model, train_set, preview_set, spec)
-    return ValidationData(test_items(data.items, items), test_items(data.pairs, items), data.score)
-
-
-def curve(path: Path, batch: int) -> list[dict]:
-    """The validation rows of a run's metrics.csv: step, images seen, CPU seconds and the val/ columns."""
-    with open(path, newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if row.get("cpu_seconds")]
-    return [{"step": int(row["step"]), "images": int(row["step"]) * batch, "cpu_seconds": float(row["cpu_seconds"]),
-             **{key: float(value) for key, value in row.items() if key.startswith("val/") and value != ""}}
-            for row in rows]
-
-
 def run_one(method: str, lever: str, data_root: Path, out: Path, smoke: bool) -> dict:
     """Train (or resume) one study run with validation; its study.json is written last."""
     from cdtsde.atomic import atomic_path
     from cdtsde.run import build_run
-    from cdtsde.training import train
 
     torch.set_num_threads(1)
     folder, family, code = run_dir(out, method, lever), family_of(method), code_version()  # the code that trains
     config = study_config(method, lever, data_root, smoke)
     subjects = splits(FAMILIES[family]["task"], config, data_root)
     model, train_set, preview_set, train_config = build_run(config)
-    validation = study_validation(model, train_set, preview_set, config["data"], train_config.validation.items)
-    # killed before its first checkpoint, a run has no state to resume: it starts again
-    resume = (folder / "run" / "state.pt").is_file()
-    result = train(model, train_set, train_config, folder / "run", resume=resume, overwrite=not resume,
-                   run_config=config, progress=False, validation=validation)
+    validation = held_out_validation(model, train_set, preview_set, config["data"], train_config.validation.items)
+    result = train_or_resume(model, train_set, train_config, folder / "run", run_config=config, progress=False,
+                             validation=validation)
     record = {"method": method, "lever": lever, "task": FAMILIES[family]["task"], "family": family, "monitor": monitor_of(method), "config": config,
               "data_root": str(data_root), "smoke": smoke, "subjects": subjects, "train_pairs": len(train_set),
-              "rows": curve(folder / "run" / "metrics.csv", train_config.batch_size),
+              "rows": validation_curve(folder / "run" / "metrics.csv", train_config.batch_size),
               "best_value": result.get("best_value"), "best_step": result.get("best_step"),
               "torch_threads": torch.get_num_threads(),
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -21,5 +21,9 @@ on the test splits of the tasks under `--data-root`, a folder with the layout of
 as a drop-in), into new cells naming their source, never training; a suite pointed at another data root with
 cells of the first in its output refuses them. Each cell records the code version and the machine it ran on;
 seeds that ran different code are not averaged into one row unless `--mix-code-versions`. Cell processes keep
-the caller's OMP_NUM_THREADS (else they share the cores).
+the caller's OMP_NUM_THREADS (else they share the cores). `--scale converged` trains each cell with its
+family's recipe, validating on a val split held out of the training data, until early stopping or a cap
+(`presets.CONVERGED`), and scores the best validation's weights; its cells also record why they stopped, the
+best validation and the validation curve, which the summary draws (`validation-<task>.png`) and flags where
+not flat over its last quarter.
 """

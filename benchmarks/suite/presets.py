@@ -8,12 +8,15 @@ A method's cell configuration is the scale's budget (steps, batch, optimiser, UN
 - `PRESETS[name]` overrides this where the method's reference settings differ (Pix2Pix's optimiser,
   CycleGAN's batch 1 and networks); a registered method with no entry runs the generic default, so a method
   added to the registry gets its cells with no edit here.
-Every setting was fixed before any suite result was seen.
+Every setting was fixed before any suite result was seen. The converged scale (`converge`) is the cpu scale's
+cells with a val split (`held_out_data`), each family's recipe (`recipe_of`), early stopping and a cap.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import random
 from pathlib import Path
 
 from cdtsde.methods import REGISTRY, method_class
@@ -38,6 +41,15 @@ SCALES = {
             "unet": {"base_channels": 64, "channel_mults": [1, 1, 2, 2, 4], "num_res_blocks": 2,
                      "attention_resolutions": [16]}, "test_items": None, "nfe_cap": None},
 }
+# The converged scale (issue 30): the cpu scale's cells, each trained with its family's recipe until its
+# validation stops improving (early stopping on the task's headline, model/ the best validation's EMA weights)
+# or the cap; scored on the unchanged test split. Fixed before any converged cell ran: a cap of about 9x the
+# cpu budget and 3x the recipe study's runs; a validation every 800 images (the study's every 400, halved in
+# number for the longer runs) on 16 val items at the family's validation NFE; patience 5: 4,000 images
+# without a gain
+CONVERGED = {"max_images": 30_000, "validate_every_images": 800, "val_items": 16, "patience": 5, "min_delta": 0.0}
+SCALES["converged"] = {**SCALES["cpu"], "train": {**SCALES["cpu"]["train"], "max_steps": CONVERGED["max_images"]
+                                                  // SCALES["cpu"]["train"]["batch_size"]}}
 # the run settings every cell shares (no previews: the suite scores the test split itself)
 RUN = {"log_every": 25, "sample_every": 0, "checkpoint_every": 100}
 SNAPSHOT_FRACTIONS = (0.25, 0.5)  # of the budget: the compute curves
@@ -94,6 +106,32 @@ TASKS = {
     "el-mask": {"spec": {"kind": "el-masks", "root": "pv-el-cracks"}, "cluster": module, "unit": "modules",
                 "paired": True, "zero_shot": False, "metrics": MASK_METRICS},
 }
+
+# The converged scale's val split per task, held out of the task's training data (the test split unchanged):
+# None: BraTS, the recipe study's (benchmarks.recipes.plan.VAL_SUBJECTS of the 8 training subjects, seed 0);
+# otherwise options over the task's data spec. "regroup": the items grouped by a regular expression on their
+# names (fragments, modules), the test split's items then falling in TEST_UNITS; `val_outside_test`: the
+# val_groups drawn (seeded) among the groups with no item in the test split. volkov: 8 of California's 69
+# fragments (16 crops; Texas' fragments stay the test); BigEarthNet: Portugal (4 patches of 3 tiles; Finland
+# stays the test); EL: 40 modules of train/ with no cell in the test split (the val/ folder, which shares 122
+# modules with train/ as at every scale)
+TEST_UNITS = "the test split's"
+CONVERGED_VAL = {
+    "brats-t1t2": None, "brats-t2t1": None, "brats-flairt1": None,
+    "sar-optical": {"regroup": r"^(\d+)_", "val_groups": 8, "test_groups": TEST_UNITS},
+    "sar-bigearthnet": {"val_scenes": ["Portugal"]},
+    "el-mask": {"root": "pv-el-cracks/train", "split_dirs": None, "regroup": r"^(.*)_[^_]+$", "val_groups": 40,
+                "test_groups": 0, "val_outside_test": True},
+}
+# the validation column of each task's headline (cdtsde.run.headline_score: brain PSNR, PSNR, defect Dice),
+# what early stopping monitors; every suite method translates, so every one is judged by it
+HEADLINES = {"brats-t1t2": "psnr_fg", "brats-t2t1": "psnr_fg", "brats-flairt1": "psnr_fg", "sar-optical": "psnr",
+             "sar-bigearthnet": "psnr", "el-mask": "dice/defect"}
+# the recipe study's families (benchmarks.recipes.plan.FAMILIES) by registry name; a method of none (the
+# identity, a method added later) trains with the cpu scale's settings
+FAMILIES = {"bridges": ("cdtsde", "bbdm", "dbim", "abridge", "i2sb"), "gans": ("pix2pix", "cyclegan"),
+            "prior": ("prior", "sdedit", "lmi"), "inversion": ("inversion",)}
+RECIPES = Path(__file__).resolve().parents[1] / "results" / "recipes" / "summary.json"
 
 # Named variants of a registered method: suite name -> (registry name, model options over the default).
 # CDTSDE runs as its mixing fields (docs/cdtsde.md); linear is DoSSR's schedule, the reference.
@@ -193,11 +231,94 @@ def unpaired_halves(data: dict) -> dict:
             "target": {**side, "subjects": subjects[half:], "val_subjects": 0, "test_subjects": 0}}
 
 
+def held_out_data(task: str, data_root: Path) -> dict:
+    """The task's data spec at the converged scale: its train split less a val split (CONVERGED_VAL), its
+    test split the suite's."""
+    from cdtsde.data import build_dataset
+
+    spec = task_data(task, data_root, "converged")
+    held_out = CONVERGED_VAL[task]
+    if held_out is None:
+        from benchmarks.recipes import plan  # imported here: it imports this module
+
+        return {**spec, "val_subjects": plan.VAL_SUBJECTS}
+    held_out = dict(held_out)
+    if "root" in held_out:
+        held_out["root"] = str(Path(data_root) / held_out["root"])
+    pattern = held_out.pop("regroup", None)
+    if pattern is not None:
+        held_out["groups"] = {"pattern": pattern}
+        test_units = units(build_dataset(spec, "test"), pattern)
+        if held_out["test_groups"] == TEST_UNITS:
+            held_out["test_groups"] = sorted(test_units)
+        if held_out.pop("val_outside_test", False):
+            candidates = sorted(units(build_dataset({**spec, **held_out, "val_groups": 0}, "train"), pattern) - test_units)
+            random.Random(spec.get("seed", 0)).shuffle(candidates)
+            held_out["val_groups"] = sorted(candidates[:held_out["val_groups"]])
+    return {**spec, **held_out}
+
+
+def units(dataset, pattern: str) -> set[str]:
+    """The groups of a files dataset's items by `pattern` (`cdtsde.data.splits.pattern_groups`)."""
+    from cdtsde.data.splits import pattern_groups
+
+    return set(pattern_groups([entry[2] for entry in dataset.entries], pattern)[0].values())
+
+
+def family_of(method: str) -> str | None:
+    return next((family for family, names in FAMILIES.items() if registry_name(method) in names), None)
+
+
+def recipe_of(method: str) -> dict:
+    """The recipe a converged cell trains with: its family's levers as the recipe study picked them
+    (RECIPES, its "recipe" of the family), else none (the cpu scale's settings), and where that came from."""
+    family = family_of(method)
+    picks = json.loads(RECIPES.read_text())["families"] if RECIPES.is_file() else {}
+    if family in picks:
+        return {"family": family, "levers": picks[family]["recipe"],
+                "source": f"{RECIPES.relative_to(RECIPES.parents[3])} (the recipe study's picks"
+                          f"{'' if picks[family]['recipe'] else ': the baseline'})"}
+    return {"family": family, "levers": {}, "source": "the cpu scale's settings" + (
+        " (no recipe study result for the family)" if family else " (no recipe family)")}
+
+
+def converge(config: dict, task: str, method: str, cls, batch: int) -> None:
+    """Make a cell configuration a converged one: its family's recipe (each lever's change, as the recipe
+    study makes it), the cap in images, validation (a log row and a checkpoint with it) every CONVERGED
+    validate_every_images images at the family's validation NFE, early stopping on the task's headline, no
+    snapshots."""
+    from benchmarks.recipes import plan  # imported here: it imports this module
+    from cdtsde.training import TrainConfig
+
+    recipe, train = recipe_of(method), config["train"]
+    for lever in recipe["levers"].values():
+        change = plan.LEVERS[lever]
+        train.update(change.get("train", {}))
+        if "lr_factor" in change:
+            train["lr"] = {**TrainConfig().__dict__, **cls.train_defaults, **train}["lr"] * change["lr_factor"]
+        if "batch_size" not in PRESETS.get(registry_name(method), {}).get("method_train", ()):
+            batch = change.get("batch_size", batch)  # CycleGAN keeps its reference batch 1
+        if "unet" in change and "unet" in config.get("model", {}):
+            config["model"]["unet"] = {**config["model"]["unet"], **change["unet"]}
+    if "batch_size" in train or batch != cls.train_defaults.get("batch_size", 1):
+        train["batch_size"] = batch
+    interval = max(1, CONVERGED["validate_every_images"] // batch)
+    family = plan.FAMILIES.get(recipe["family"], {})
+    train.update(max_steps=CONVERGED["max_images"] // batch, checkpoint_every=interval, log_every=interval,
+                 validation={"every": interval, "items": CONVERGED["val_items"], "nfe": family.get("nfe", COMMON_STEPS)},
+                 early_stopping={"monitor": f"val/{HEADLINES[task]}", "patience": CONVERGED["patience"],
+                                 "min_delta": CONVERGED["min_delta"]})
+    train.update({key: round(fraction * train["max_steps"])
+                  for key, fraction in PRESETS.get(registry_name(method), {}).get("train_fractions", {}).items()
+                  if key != "checkpoint_every"})
+
+
 def cell_config(task: str, method: str, seed: int, scale: str, data_root: Path, max_steps: int | None) -> dict:
-    """The run configuration of one cell: the scale's budget on the task's data, the method's preset."""
+    """The run configuration of one cell: the scale's budget on the task's data, the method's preset; at the
+    converged scale with a val split, its family's recipe and early stopping (`converge`)."""
     name, model_options = VARIANTS.get(method, (method, {}))
     cls, preset, budget = method_class(name), PRESETS.get(name, {}), SCALES[scale]
-    data = task_data(task, data_root, scale)
+    data = held_out_data(task, data_root) if scale == "converged" else task_data(task, data_root, scale)
     train = {**budget["train"], **RUN, "seed": seed, **preset.get("train", {})}
     images = train["max_steps"] * train["batch_size"]
     for key in preset.get("method_train", ()):
@@ -211,9 +332,13 @@ def cell_config(task: str, method: str, seed: int, scale: str, data_root: Path, 
     if preset.get("model", True):
         config["model"] = {**({"unet": budget["unet"]} if has_unet(cls) else {}),
                            **preset.get("model_at", {}).get(scale, {}), **model_options}
+    if scale == "converged":
+        converge(config, task, method, cls, train.get("batch_size", cls.train_defaults.get("batch_size", 1)))
     if max_steps:
         train["max_steps"] = max_steps
     steps = train["max_steps"]
-    train["snapshot_steps"] = sorted({max(1, round(f * steps)) for f in SNAPSHOT_FRACTIONS} - {steps})
+    # converged: the validation curve is the compute curve, model/ the best weights
+    train["snapshot_steps"] = [] if scale == "converged" else sorted(
+        {max(1, round(f * steps)) for f in SNAPSHOT_FRACTIONS} - {steps})
     train["checkpoint_every"] = min(train["checkpoint_every"], steps)
     return config

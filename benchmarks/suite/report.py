@@ -219,6 +219,72 @@ def compute_figure(path: Path, task: str, compute: dict, metric: str) -> None:
     plt.close(figure)
 
 
+def flat_over_last_quarter(rows: list[dict], monitor: str) -> bool:
+    """Whether a validation curve has stopped gaining: the best of its last quarter of validations (at least
+    3) beats the best before it (in the monitor's direction: down for a loss, up for the headline) by no more
+    than the spread of that quarter (its standard deviation, the recipe study's noise of a figure). A run that
+    stopped early after at least a quarter of its validations without a gain is flat by construction. Fewer
+    than 4 validations cannot show it: not flat."""
+    if len(rows) < 4:
+        return False
+    sign = -1.0 if monitor.startswith("val/loss") else 1.0
+    values = [sign * row[monitor] for row in rows]
+    cut = len(values) - max(3, len(values) // 4)
+    return max(values[cut:]) - max(values[:cut]) <= float(np.std(values[cut:], ddof=1))
+
+
+def convergence_summary(methods: dict[str, list[dict]]) -> dict:
+    """Per converged cell (those with a validation curve): why it stopped, images seen, its best validation
+    and step, whether its curve is flat over its last quarter (None: it learns nothing), its recipe."""
+    return {method: [{"seed": r["seed"], "stopped": r["stopped"], "images_seen": r["images_seen"],
+                      "monitor": r["monitor"], "best_value": r["best_value"], "best_step": r["best_step"],
+                      "flat": None if r["stopped"] == "nothing to train" else
+                      flat_over_last_quarter(r["validation_rows"], r["monitor"]),
+                      "recipe": r["recipe"]} for r in records if "validation_rows" in r]
+            for method, records in methods.items() if any("validation_rows" in r for r in records)}
+
+
+def validation_figure(path: Path, task: str, methods: dict[str, list[dict]]) -> None:
+    """Every converged cell's monitored validation figure against images seen, the best marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.4, 4))
+    monitor = next(record["monitor"] for records in methods.values() for record in records if "monitor" in record)
+    for method, records in methods.items():
+        for record in records:
+            rows = record.get("validation_rows")
+            if rows:
+                line, = axis.plot([r["images"] for r in rows], [r[record["monitor"]] for r in rows],
+                                  label=f"{method} s{record['seed']}", linewidth=1)
+                if record["best_step"] is not None:
+                    batch = rows[0]["images"] // rows[0]["step"]
+                    axis.plot(record["best_step"] * batch, record["best_value"], "o", color=line.get_color())
+    axis.set(xlabel="images seen", ylabel=f"{monitor} (val split)", title=f"{task}: validation (best marked)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=6)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def convergence_lines(task: str, convergence: dict) -> list[str]:
+    lines = ["", f"Convergence (validation-{task}.png; flat: the best of the last quarter of the validations beats "
+             "the best before it by no more than that quarter's spread):",
+             "", "| method | seed | recipe | stopped | images seen | best validation (step) | flat over last quarter |",
+             "|---|---|---|---|---|---|---|"]
+    for method, cells in convergence.items():
+        for cell in cells:
+            levers = ", ".join(cell["recipe"]["levers"].values()) or "cpu settings"
+            best = "-" if cell["best_value"] is None else f"{cell['monitor']} {cell['best_value']:.4g} ({cell['best_step']})"
+            flat = "-" if cell["flat"] is None else "yes" if cell["flat"] else "**NOT FLAT**"
+            lines.append(f"| {method} | {cell['seed']} | {levers} | {cell['stopped']} | {cell['images_seen']} | {best} | "
+                         f"{flat} |")
+    return lines
+
+
 def translations_figure(path: Path, task: str, methods: dict[str, list[dict]]) -> bool:
     """Four test items translated by every method of the task (its first seed, at the common NFE), when
     the cells' weights and the data are on this machine; False (nothing drawn) otherwise."""
@@ -576,12 +642,18 @@ def write_summary(out: Path, readme: bool = False, mix_code_versions: bool = Fal
                         lines.append(f"| {method} | {metric} | {c['mean_difference']:+.3f} {interval} | "
                                      f"{c.get('n_clusters')} |")
         fractions = sorted({f for curve in summary["compute"].values() for f in curve})
-        lines += ["", f"{metrics[0]} against training compute (at {COMMON_STEPS} NFE; compute-{task}.png):", "",
-                  "| method | " + " | ".join(f"{100 * float(f):.0f}%" for f in fractions) + " |",
-                  "|---" * (len(fractions) + 1) + "|"]
-        lines += [f"| {method} | " + " | ".join(f"{curve.get(f, math.nan):.3f}" for f in fractions) + " |"
-                  for method, curve in summary["compute"].items()]
-        compute_figure(out / f"compute-{task}.png", task, summary["compute"], metrics[0])
+        if len(fractions) > 1:  # converged cells keep no snapshots: their validation curves stand for it
+            lines += ["", f"{metrics[0]} against training compute (at {COMMON_STEPS} NFE; compute-{task}.png):", "",
+                      "| method | " + " | ".join(f"{100 * float(f):.0f}%" for f in fractions) + " |",
+                      "|---" * (len(fractions) + 1) + "|"]
+            lines += [f"| {method} | " + " | ".join(f"{curve.get(f, math.nan):.3f}" for f in fractions) + " |"
+                      for method, curve in summary["compute"].items()]
+            compute_figure(out / f"compute-{task}.png", task, summary["compute"], metrics[0])
+        convergence = convergence_summary(cells[task])
+        if convergence:
+            summary["convergence"] = convergence
+            lines += convergence_lines(task, convergence)
+            validation_figure(out / f"validation-{task}.png", task, cells[task])
         if translations_figure(out / f"translations-{task}.png", task, cells[task]):
             lines += ["", f"Four test items by every method: translations-{task}.png."]
         if any(r.get("sweep") for records in cells[task].values() for r in records):

@@ -23,7 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, code_version, machine, test_items
+from benchmarks.common import (
+    RESULTS,
+    code_version,
+    held_out_validation,
+    machine,
+    test_items,
+    train_or_resume,
+    validation_curve,
+)
 from benchmarks.suite.presets import (
     COMMON_STEPS,
     DATA,
@@ -34,6 +42,8 @@ from benchmarks.suite.presets import (
     SWEEP_NFES,
     TASKS,
     cell_config,
+    held_out_data,
+    recipe_of,
     runs_on,
     suite_methods,
     task_data,
@@ -155,15 +165,17 @@ def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out
     also scored at every NFE of SWEEP_NFES with gamma 1 and 0."""
     from cdtsde.atomic import atomic_path
     from cdtsde.run import build_run
-    from cdtsde.training import load_pretrained, train
+    from cdtsde.training import load_pretrained
 
     began = time.perf_counter()
     config = cell_config(task, method, seed, scale, data_root, max_steps)
     folder = cell_dir(out, task, method, seed)
     run_dir = folder / "run"
-    model, train_set, _, train_config = build_run(config)
-    train(model, train_set, train_config, run_dir, resume=(run_dir / "state.pt").is_file(), run_config=config,
-          progress=False)
+    model, train_set, preview_set, train_config = build_run(config)
+    validation = None if train_config.validation is None else cell_validation(
+        task, data_root, model, train_set, preview_set, config, train_config.validation.items)
+    result = train_or_resume(model, train_set, train_config, run_dir, run_config=config, progress=False,
+                             validation=validation)
     device = scoring_device(scale)
     final = load_pretrained(run_dir, device=device)
     test_set, options, has_defect = scoring_setup(task, data_root, scale, limit, final)
@@ -183,17 +195,48 @@ def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out
         log = list(csv.DictReader(handle))
     seconds = float(log[-1]["seconds"]) if log else 0.0
     diagnostics = {key: float(log[-1][key]) for key in DIAGNOSTICS if log and log[-1].get(key) not in (None, "")}
-    batch = config["train"].get("batch_size", 1)
+    batch = train_config.batch_size
     record = {"task": task, "method": method, "seed": seed, "scale": scale, "config": config,
               "data_root": str(data_root), "limit": limit, "sweep": swept or previous.get("sweep", False),
               "test_items": len(test_set), "test_image_size": list(test_set[0]["target"].shape[-2:]),
               "train_pairs": len(train_set), "train_seconds": seconds,
-              "images_seen": config["train"]["max_steps"] * batch,  # per process: the suite runs one per cell
+              "images_seen": result["step"] * batch,  # per process: the suite runs one per cell
+              **(converged_record(result, train_config, run_dir, method) if validation is not None else {}),
               **process_record(device, began, previous),
               "reference": reference, "common": f"100%@{common or 1}", "evaluations": evaluations,
               "diagnostics": diagnostics}
     with atomic_path(folder / "cell.json") as tmp:
         tmp.write_text(json.dumps(record, indent=1, default=str))
+    return record
+
+
+def cell_validation(task: str, data_root: Path, model, train_set, preview_set, config: dict, items: int):
+    """A converged cell's validation data: its val split (`presets.held_out_data`) in the method's training
+    form, with its pairs for the headline; an unpaired method's sides (disjoint halves of the training
+    subjects, no val split) are validated on the paired val split read as two sides."""
+    from cdtsde.run import build_training_data
+
+    spec = config["data"]
+    if spec["kind"] == "unpaired":
+        spec = held_out_data(task, data_root)
+        train_set, preview_set = build_training_data(spec, "unpaired")
+    return held_out_validation(model, train_set, preview_set, spec, items)
+
+
+# what a converged cell records of its training (`converged_record`); a rescored cell keeps it
+CONVERGED_RECORD = ("stopped", "stop_reason", "monitor", "best_value", "best_step", "recipe", "validation_rows")
+
+
+def converged_record(result: dict, train_config, run_dir: Path, method: str) -> dict:
+    """What a converged cell records of its training: why it stopped (early, or at the cap), the best
+    validation and its step, the validation curve, and the recipe it trained with."""
+    stopped = result["stopped"]
+    record = {"stopped": "early" if stopped.startswith(train_config.early_stopping.monitor) else
+              "nothing to train" if stopped == "nothing to train" else "cap", "stop_reason": stopped,
+              "monitor": train_config.early_stopping.monitor, "best_value": result.get("best_value"),
+              "best_step": result.get("best_step"), "recipe": recipe_of(method),
+              "validation_rows": validation_curve(run_dir / "metrics.csv", train_config.batch_size)
+              if (run_dir / "metrics.csv").is_file() else []}
     return record
 
 
@@ -217,7 +260,7 @@ def rescore_cell(task: str, method: str, seed: int, source: Path, data_root: Pat
     evaluations = score(plan, final, origin / "run", trained["config"]["train"]["max_steps"], test_set, options,
                         has_defect, folder, {}, device)
     kept = ("task", "method", "seed", "scale", "config", "sweep", "train_pairs", "train_seconds", "images_seen",
-            "reference", "common", "diagnostics", "predates_per_item_draws")
+            "reference", "common", "diagnostics", "predates_per_item_draws", *CONVERGED_RECORD)
     record = {**{key: trained[key] for key in kept if key in trained}, "source_cell": str(origin),
               "data_root": str(data_root), "limit": limit, "test_items": len(test_set),
               "test_image_size": list(test_set[0]["target"].shape[-2:]), **process_record(device, began, {}),

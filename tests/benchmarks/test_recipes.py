@@ -5,9 +5,9 @@ its report's plateau, time to 95%, verdicts and recipe, and a smoke run end to e
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
+from helpers import brats_volumes
 
 from benchmarks.recipes import plan, report, run
 from benchmarks.suite.presets import cell_config
@@ -103,19 +103,9 @@ def test_verdicts_read_the_baseline_s_spread_and_the_recipe_needs_every_represen
     assert report.recipe(tables) == {"lr": "lr-x2"}
 
 
-def brats_like(root: Path, subjects: int = 12, size: int = 32) -> None:
-    rng = np.random.default_rng(0)
-    for index in range(subjects):
-        name = f"Brats18_S{index:02d}_1"
-        (root / name).mkdir(parents=True)
-        for modality in ("t1", "t2", "flair", "seg"):
-            volume = rng.random((size, size, 3)).astype(np.float32) * 100
-            nib.save(nib.Nifti1Image(volume, np.eye(4)), root / name / f"{name}_{modality}.nii.gz")
-
-
 @pytest.mark.slow
 def test_a_smoke_study_trains_validates_on_held_out_subjects_and_reports(tmp_path, capsys):
-    brats_like(tmp_path / "data" / "brats-mri")
+    brats_volumes(tmp_path / "data" / "brats-mri")
     out = tmp_path / "recipes"
     argv = ["--smoke", "--families", "bridges", "--methods", "cdtsde-linear", "--levers", "baseline", "batch-32",
             "--data-root", str(tmp_path / "data"), "--output", str(out)]
