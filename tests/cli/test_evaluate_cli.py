@@ -393,3 +393,22 @@ def test_uint16_targets_are_read_as_the_training_data_read_them(tmp_path, capsys
     printed = capsys.readouterr().out
     assert "reads its targets as {'kind': 'optical', 'reflectance_max': 10000.0" in printed
     assert "reads its sources" not in printed
+
+
+def test_a_checkpoint_from_before_ras_reading_is_warned_of_on_nifti_data(model_dir, tmp_path, capsys):
+    """A checkpoint without `data.nifti_orientation` saw volumes in their stored directions; a NIfTI data spec
+    reads them in RAS: `evaluate --checkpoint --data` says so (and is silent for a checkpoint that records RAS)."""
+    from helpers import ixi_volumes
+
+    ixi_volumes(tmp_path, subjects=2, shape=(16, 16, 4), affine=np.diag([-1.0, -1.0, 1.0, 1.0]))
+    spec = write_yaml(tmp_path / "ixi.yaml", {"data": {"kind": "ixi", "root": str(tmp_path), "size": 16,
+                                                        "val_subjects": 0, "test_subjects": 1}})
+    for recorded in (True, False):
+        if not recorded:
+            record = json.loads((model_dir / "config.json").read_text())
+            del record["data"]["nifti_orientation"]
+            (model_dir / "config.json").write_text(json.dumps(record))
+        capsys.readouterr()
+        assert main(["evaluate", "--checkpoint", str(model_dir), "--data", str(spec), "--steps", "1",
+                     "--out", str(tmp_path / f"{recorded}.json")]) == 0
+        assert ("trained before NIfTI volumes were read in RAS" in capsys.readouterr().out) is not recorded

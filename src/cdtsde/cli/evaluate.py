@@ -300,6 +300,11 @@ def warn_reading_differs(method, dataset, args) -> None:
         if trained is not None and read is not None and trained != read:
             print(f"warning: --data {args.data} reads its {side}s as {read}, the training data of {args.checkpoint} "
                   f"were read as {trained}: the scores are of differently scaled {side}s")
+    if method.data.nifti_orientation != "ras" and any(str(path).endswith((".nii", ".nii.gz"))
+                                                      for pair in getattr(dataset, "paths", [])[:1] for path in pair):
+        print(f"warning: {args.checkpoint} was trained before NIfTI volumes were read in RAS orientation (its axes "
+              f"reordered, each in its stored direction); --data {args.data} reads them in RAS, so the slices of "
+              f"volumes not stored RAS (BraTS: LPS) are flipped against its training; retrain it to score it here")
 
 
 def fit_kmeans_on_training_targets(spec: dict, base: Path, clusters: list[int]):
