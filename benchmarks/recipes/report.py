@@ -10,7 +10,8 @@ Definitions (the monitor's direction: up for the headline, down for val/loss):
 * validation spread: the standard deviation of the baseline's validations over the last quarter of its run
   (at least two), the noise of a figure once it has stopped gaining;
 * verdict: a lever whose plateau beats the baseline's by more than the spread is "better", one that falls
-  short by more is "worse", else "same";
+  short by more is "worse", else "same"; a run of other code than its baseline's ("other code": e.g. another
+  reading of the data) gets no verdict until both ran one code version;
 * recipe: per group of levers (lr, batch, ...) the one "better" for every representative of the family
   that ran it, the largest mean gain if several; none: the baseline's setting.
 """
@@ -22,6 +23,7 @@ import statistics
 from pathlib import Path
 
 from benchmarks.recipes.plan import FAMILIES, LEFT_OUT, LEVERS
+from benchmarks.suite.report import code_label
 
 PLATEAU_SHARE = 0.95
 
@@ -61,14 +63,19 @@ def verdict(gain: float, noise: float) -> str:
 
 def method_table(runs: dict[str, dict]) -> dict:
     """{lever: its summary, with the verdict against the baseline} for one representative's runs."""
-    summaries = {lever: curve_summary(run) for lever, run in runs.items()}
+    summaries = {lever: {**curve_summary(run), "code": code_label(run)} for lever, run in runs.items()}
     if "baseline" in runs:
         noise = spread(runs["baseline"])
         monitor = runs["baseline"]["monitor"]
         for lever, summary in summaries.items():
             summary["gain"] = (summary["plateau"] - summaries["baseline"]["plateau"]) * (
                 -1 if monitor.startswith("val/loss") else 1)
-            summary["verdict"] = "-" if lever == "baseline" else verdict(summary["gain"], noise)
+            if lever == "baseline":
+                summary["verdict"] = "-"
+            elif summary["code"] != summaries["baseline"]["code"]:
+                summary["verdict"] = "other code"
+            else:
+                summary["verdict"] = verdict(summary["gain"], noise)
         summaries["baseline"]["spread"] = noise
     return summaries
 
@@ -137,11 +144,11 @@ def write_report(out: Path) -> dict:
             noise = table.get("baseline", {}).get("spread")
             lines += [f"### {method}: {monitor}" + (f" (validation spread {noise:.3g})" if noise is not None else ""),
                       "", f"![{method}](curves-{method}.png)", "",
-                      "| lever | best | plateau | images to 95% | CPU min to 95% | CPU min | CPU s/step | verdict |",
-                      "|---|---|---|---|---|---|---|---|"]
+                      "| lever | best | plateau | images to 95% | CPU min to 95% | CPU min | CPU s/step | verdict | code |",
+                      "|---|---|---|---|---|---|---|---|---|"]
             lines += [f"| {lever} | {s['best']:.4g} | {s['plateau']:.4g} | {s['images_to_95']} | "
                       f"{s['cpu_minutes_to_95']:.1f} | {s['cpu_minutes']:.1f} | {s['cpu_seconds_per_step']:.2f} | "
-                      f"{s.get('verdict', '?')} |" for lever, s in table.items()]
+                      f"{s.get('verdict', '?')} | {s['code']} |" for lever, s in table.items()]
             if {"baseline", "bf16-mixed"} <= set(table):
                 lines += ["", f"bf16-mixed's speed-up per step over 32-true: {bf16_speedup(table):.2f}x in CPU seconds "
                           f"(validation in float32 for both: the EMA weights)"]

@@ -101,6 +101,12 @@ def test_verdicts_read_the_baseline_s_spread_and_the_recipe_needs_every_represen
     assert report.bf16_speedup(report.method_table(runs["a"])) == pytest.approx(1.6)
     # lr-x2 beats lr-x0.5 and is better for both; batch-8 is better for one representative only
     assert report.recipe(tables) == {"lr": "lr-x2"}
+    # a lever run by other code than its baseline (another reading of the data) is not judged, nor chosen
+    runs["b"]["lr-x2"]["code"] = {"cdtsde": "0.1.0", "commit": "f" * 40, "modified": False}
+    tables["b"] = report.method_table(runs["b"])
+    assert tables["b"]["lr-x2"]["verdict"] == "other code" and tables["b"]["lr-x2"]["code"] == "f" * 12
+    assert tables["b"]["batch-8"]["verdict"] == "same" and tables["b"]["baseline"]["code"] == "unrecorded"
+    assert report.recipe(tables) == {"lr": "lr-x0.5"}  # lr-x2, not judged for b, is no longer better for both
 
 
 @pytest.mark.slow
