@@ -19,7 +19,7 @@ from .methods import Method
 def evaluate_model(method: Method, dataset, sampling=None, seed: int = 0, batch_size: int = 16,
                    classes: dict[int, str] | None = None, foreground: tuple[int, ...] | None = None,
                    nonzero_foreground: bool = False, kmeans=None, perception: bool = False, volumes: bool = False,
-                   **overrides) -> tuple[list[dict], dict] | tuple[list[dict], dict, list[dict], dict]:
+                   volume_noise=None, **overrides) -> tuple[list[dict], dict] | tuple[list[dict], dict, list[dict], dict]:
     """Per-pair metric rows and their summary (`ScoreAccumulator`, which the options configure). `sampling`
     (default: the checkpoint's) with `overrides` (e.g. steps=10) are the method's sampling options. Images
     are scored in [0, 1]; mask targets are decoded by argmax and scored per class. With `nonzero_foreground`
@@ -35,7 +35,10 @@ def evaluate_model(method: Method, dataset, sampling=None, seed: int = 0, batch_
     method's `data.slice_axis` and scored as volumes (`ScoreAccumulator.update_volume`; the foreground,
     with `nonzero_foreground`, is the target volume's nonzero voxels; planes named by the target file's
     affine for a `NiftiSliceDataset`, else by the array axes), and the volume rows and their summary with
-    intervals over volumes are returned after the rows and the summary."""
+    intervals over volumes are returned after the rows and the summary. `volume_noise`
+    (`cdtsde.translate.VolumeNoise`, e.g. `VolumeNoise()`, translate's default) has each slice draw its noise
+    by its index in its volume as `translate` draws a volume's slices; None (or "independent"): the
+    batches draw in turn from one generator."""
     from .metrics import ScoreAccumulator
 
     is_mask = method.data.target_kind == "mask"
@@ -50,8 +53,14 @@ def evaluate_model(method: Method, dataset, sampling=None, seed: int = 0, batch_
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         sources = torch.stack([item["source"] for item in items]).to(device)
+        draws = generator
+        if volume_noise is not None and volume_noise.kind != "independent":
+            from .translate import SLICE_DRAWS
+
+            draws = volume_noise.draws(seed, SLICE_DRAWS, [slice_index(item["name"]) for item in items],
+                                       [0] * len(items), device)
         began = time.perf_counter()
-        predictions = method.translate(sources, sampling, generator).images.cpu()
+        predictions = method.translate(sources, sampling, draws).images.cpu()
         seconds = (time.perf_counter() - began) / len(items)
         for item, prediction in zip(items, predictions):
             if is_mask:
@@ -74,10 +83,20 @@ def evaluate_model(method: Method, dataset, sampling=None, seed: int = 0, batch_
 SLICE_NAME = re.compile(r"^(?P<volume>.+)_slice(?P<index>\d+)$")
 
 
-def _volume_and_index(name: str, prediction: np.ndarray) -> tuple[str, int]:
+def slice_match(name: str) -> re.Match:
     match = SLICE_NAME.match(name)
     if match is None:
-        raise ValueError(f"volume metrics need items named <volume>_slice<k>, got {name!r}")
+        raise ValueError(f"volume metrics and volume noise need items named <volume>_slice<k>, got {name!r}")
+    return match
+
+
+def slice_index(name: str) -> int:
+    """The index k of the slice named `<volume>_slice<k>` in its volume."""
+    return int(slice_match(name)["index"])
+
+
+def _volume_and_index(name: str, prediction: np.ndarray) -> tuple[str, int]:
+    match = slice_match(name)
     if prediction.shape[-1] != 1:
         raise ValueError(f"volume metrics score grey volumes, {name!r} has {prediction.shape[-1]} channels")
     return match["volume"], int(match["index"])

@@ -237,3 +237,40 @@ def test_volume_metrics_refuse_other_shapes():
         volume_metrics(np.zeros((4, 4)), np.zeros((4, 4)))
     with pytest.raises(ValueError, match="slice_axis"):
         volume_metrics(np.zeros((4, 4, 4)), np.zeros((4, 4, 4)), slice_axis=3)
+
+
+def test_evaluate_model_draws_a_volume_s_slices_as_its_volume_noise_says(tmp_path):
+    """A volume whose slices are all alike, translated by a stochastic sampler: with shared volume noise every
+    slice draws the same noise and scores alike, whatever the batch size; with one generator for the batches
+    (the default) or correlated noise the slices differ."""
+    import torch
+    from helpers import tiny_model
+
+    from cdtsde.data import build_dataset
+    from cdtsde.evaluation import evaluate_model
+    from cdtsde.translate import VolumeNoise
+
+    plane = 100 + 800 * np.random.default_rng(0).random((16, 16, 1))
+    (tmp_path / "subjA").mkdir()
+    for modality in ("t1", "t2"):
+        volume = np.repeat(plane, 6, axis=2).astype(np.float32)
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "subjA" / f"subjA_{modality}.nii.gz")
+    dataset = build_dataset({"kind": "nifti", "root": str(tmp_path), "size": 16, "min_foreground": 0.0,
+                             "val_subjects": 0, "test_subjects": 0, "hflip": False, "vflip": False}, "train")
+    model = tiny_model(size=16)
+    for parameter in model.net.parameters():
+        parameter.data.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
+    model.eval()
+
+    def scores(noise, batch_size=4):
+        rows, _ = evaluate_model(model, dataset, batch_size=batch_size, volume_noise=noise, steps=3, gamma=1.0)
+        return [row["psnr"] for row in rows]
+
+    def spread(found):  # across the slices; a batch's float rounding differs by ~1e-8 dB from another's
+        return max(found) - min(found)
+
+    shared = scores(VolumeNoise("shared"))
+    assert len(shared) == 6 and spread(shared) < 1e-6
+    assert scores(VolumeNoise("shared"), batch_size=5) == pytest.approx(shared, abs=1e-6)
+    assert spread(scores(None)) > 1e-3 and spread(scores(VolumeNoise("correlated", 0.9))) > 1e-3
+    assert scores(VolumeNoise("independent")) == scores(None)
