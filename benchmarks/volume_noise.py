@@ -23,7 +23,8 @@ headline); the test volumes only report. `--context K ...` adds models trained w
 slices on each side as extra source channels (`data.context_slices`; 0: single slices) as one more axis
 of the comparison: each such model's paired difference to the same method on single slices, per noise
 option (`--noise`, default all three), over the test subjects (`vs_context_0`). Each finished model's
-scores are kept in <out>/volume_noise-parts/, so a killed run goes on from the next model. `--smoke` runs the whole pipeline in seconds on small volumes (`--data`: a folder of at
+scores are kept in <out>/volume_noise-parts/, so a killed run goes on from the next model; with several
+contexts, volume_context.png draws those gains against k. `--smoke` runs the whole pipeline in seconds on small volumes (`--data`: a folder of at
 least 3 subjects in BraTS's layout; 2 training steps, 8 px, 2 sampling steps, one validation and one test
 subject, independent and shared) for the tests. Writes benchmarks/results/volume_noise.json (the configuration, the
 machine, per-subject rows, summaries) and volume_noise.png (the three cuts of one test subject's
@@ -132,6 +133,40 @@ def against_single_slices(results: dict, methods: list[str], contexts: list[int]
                                      for option, rows in entry["test"]["rows"].items() if option in single}
 
 
+def plot_context(results: dict, methods: list[str], contexts: list[int], path: Path) -> None:
+    """volume_context.png: per method and noise option, the test volumes' 3-D SSIM and 3-D PSNR in the brain
+    as paired differences to the same method on single slices (`vs_context_0`), with their 95% intervals
+    over subjects, against the context k (0 at k = 0 by definition)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for axis, metric, title in zip(axes, ("ssim3d_fg", "psnr3d_fg"), ("3-D SSIM in the brain", "3-D PSNR in the brain, dB")):
+        axis.axhline(0, color="grey", linewidth=0.8)
+        for name in methods:
+            options = results.get(name, {}).get("test", {}).get("rows", {})
+            for option in options:
+                points = [(0, 0.0, 0.0, 0.0)]
+                for k in contexts:
+                    compared = results.get(f"{name} context {k}", {}).get("vs_context_0", {}).get(option)
+                    if k and compared:
+                        found = compared[metric]
+                        points.append((k, found["mean_difference"], found["ci_low"], found["ci_high"]))
+                ks, means, lows, highs = (np.array(column) for column in zip(*points))
+                axis.errorbar(ks, means, yerr=[means - lows, highs - means], marker="o", capsize=3,
+                              label=name if len(options) == 1 else f"{name}, {option}")
+        axis.set_xticks(contexts)
+        axis.set_xlabel("neighbouring slices on each side (data.context_slices)")
+        axis.set_title(f"{title}: gain over single slices", fontsize=10)
+    axes[0].legend(fontsize=8)
+    figure.suptitle("BraTS T1 -> T2 test volumes (paired over subjects, 95% intervals)", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=["cdtsde-linear", "bbdm"])
@@ -203,6 +238,8 @@ def main() -> None:
         save_volume_cuts(args.out / "volume_noise.png",
                          [VolumeRow(f"{label} {subject} {option}", {"translation": volume, "target": target}, brain,
                                     codes) for option, volume in translations.items()])
+    if len(args.context) > 1:
+        plot_context(results, args.methods, args.context, args.out / "volume_context.png")
     write_results("volume_noise", {"data": "brats-mri T1 -> T2, whole volumes", "slice_axis": SLICE_AXIS,
                                    "options": {label: {"kind": noise.kind, "correlation": noise.correlation}
                                                for label, noise in noises.items()},

@@ -57,3 +57,4 @@ def test_the_smoke_run_scores_each_option_per_subject_and_chooses_on_validation(
     assert again["bbdm"]["test"]["rows"] == bbdm["test"]["rows"]
     compared = again["bbdm context 1"]["vs_context_0"]
     assert set(compared) == {"independent", "shared"} and "ssim3d_fg" in compared["shared"]
+    assert (tmp_path / "out" / "volume_context.png").stat().st_size > 0
