@@ -55,10 +55,8 @@ def evaluate_model(method: Method, dataset, sampling=None, seed: int = 0, batch_
         sources = torch.stack([item["source"] for item in items]).to(device)
         draws = generator
         if volume_noise is not None and volume_noise.kind != "independent":
-            from .translate import SLICE_DRAWS
-
-            draws = volume_noise.draws(seed, SLICE_DRAWS, [slice_index(item["name"]) for item in items],
-                                       [0] * len(items), device)
+            draws = volume_noise.volume_draws(seed, [slice_index(item["name"]) for item in items], [0] * len(items),
+                                              device)
         began = time.perf_counter()
         predictions = method.translate(sources, sampling, draws).images.cpu()
         seconds = (time.perf_counter() - began) / len(items)

@@ -182,6 +182,11 @@ class VolumeNoise:
         kernel = slice_kernel(self.correlation) if self.kind == "correlated" else (1.0,)
         return SliceDraws(seed, purpose, slices, streams, kernel, device)
 
+    def volume_draws(self, seed: int, slices: list[int], streams: list[int], device) -> SliceDraws:
+        """`draws` of the slices of a volume translated whole (`translate_slices`, `evaluate_model`): item i
+        the slice at index `slices[i]` in its volume."""
+        return self.draws(seed, SLICE_DRAWS, slices, streams, device)
+
 
 @dataclass
 class TiledTranslation:
@@ -316,8 +321,8 @@ def translate_slices(method: Method, slices: np.ndarray, sampling=None, seed: in
         with named_out_of_memory(f"translating a batch of {len(chunk)} slice(s) of {height} x {width} px"
                                  f"{f' x {samples} samples' if samples > 1 else ''}",
                                  f"--batch-size (now {batch_size}) or translate window by window (--tiling on)"):
-            draws = generator if noise.kind == "independent" else noise.draws(
-                seed, SLICE_DRAWS, [start + i for i in range(len(chunk)) for _ in range(samples)],
+            draws = generator if noise.kind == "independent" else noise.volume_draws(
+                seed, [start + i for i in range(len(chunk)) for _ in range(samples)],
                 list(range(samples)) * len(chunk), device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 result = method.translate(source, sampling, draws)
