@@ -10,7 +10,7 @@ Inputs larger than a window can be translated window by window (`Tiling`, `trans
 on native-scale tiles do so by default, so that the network's memory depends on the window batch and not on
 the scene. A scene of more than `Tiling.on_disk_above` pixels is, besides, never held whole
 (`translate_scene`): read from its file by rows (TIFF, NPY; a PNG/JPG is decoded once), stitched into
-memory maps on disk and written tile by tile.
+float32 row files on disk (`cdtsde.tiling.RowFile`) and written tile by tile.
 
 The slices of a volume draw the noise of stochastic samplers as `VolumeNoise` says: independently, the same
 draws for every slice, or correlated smoothly along the slice axis.
