@@ -189,8 +189,7 @@ def read_image(path: str | os.PathLike, palette: str = "colours",
 
             with tifffile.TiffFile(path) as tif:
                 array = tif.asarray()
-                geo = [(tag.code, int(tag.dtype), tag.count, tag.value) for tag in tif.pages[0].tags.values()
-                       if tag.code in GEOTIFF_TAGS]
+                geo = page_geotiff_tags(tif.pages[0])
             if geo:
                 extra["geotiff_tags"] = geo
             # tifffile gives (bands, H, W) for planar multi-band files: move bands last
@@ -227,6 +226,11 @@ def check_finite(array: np.ndarray, path: Path, where: str = "") -> None:
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).sum())
         raise ImageReadError(f"{path}: {bad} NaN or infinite values{where}")
+
+
+def page_geotiff_tags(page) -> list[tuple]:
+    """A TIFF page's georeferencing tags (GEOTIFF_TAGS) as (code, dtype, count, value), as written back."""
+    return [(tag.code, int(tag.dtype), tag.count, tag.value) for tag in page.tags.values() if tag.code in GEOTIFF_TAGS]
 
 
 def gdal_nodata(tags: list[tuple]) -> float | None:
@@ -649,8 +653,7 @@ def opened_rows(path: str | os.PathLike):
         try:
             with tifffile.TiffFile(path) as tif:
                 page = tif.pages[0]
-                geo = [(tag.code, int(tag.dtype), tag.count, tag.value) for tag in page.tags.values()
-                       if tag.code in GEOTIFF_TAGS]
+                geo = page_geotiff_tags(page)
                 streamable = (len(tif.pages) == 1 and page.shaped[1] == 1 and page.shaped[0] <= 16
                               and gdal_nodata(geo) is None and page.dtype is not None and page.dtype.kind in "uif")
                 contiguous = page.is_final  # uncompressed, in one piece, no predictor
