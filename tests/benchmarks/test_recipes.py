@@ -40,7 +40,7 @@ def test_the_baseline_is_the_suite_cell_with_a_val_split_and_the_study_s_budget(
 @pytest.mark.parametrize(("method", "lever", "changed"), [
     ("cdtsde-linear", "lr-x2", {"train.lr": 2e-3}),
     ("bbdm", "warmup-100", {"train.warmup_steps": 100}),
-    ("cdtsde-linear", "ema-0.999", {"train.ema_decay": 0.999}),
+    ("cdtsde-linear", "ema-off", {"train.ema_decay": 0.0}),
     ("bbdm", "bf16-mixed", {"train.precision": "bf16-mixed"}),
     ("cdtsde-linear", "width-48", {"model.unet.base_channels": 48}),
     # equal images: twice the steps, validations every 50 steps rather than 25
@@ -65,6 +65,15 @@ def test_width_is_a_lever_of_the_unet_methods_alone_and_the_prior_is_judged_by_i
     assert plan.study_config("prior", "baseline", ROOT)["data"]["target"] == "t1"  # brats-t2t1's target
 
 
+def test_an_ema_lever_runs_only_where_it_changes_the_weights():
+    # the warm-up caps the decay at (1 + step) / (10 + step): 0.985 at step 600, 0.99 from step 890
+    assert plan.ema_is_inert(0.99, 0.999, 600) and not plan.ema_is_inert(0.99, 0.999, 1000)
+    assert not plan.ema_is_inert(0.99, 0.0, 600) and plan.ema_is_inert(0.0, 0.0, 600)
+    # the GANs and the inversion baseline keep no EMA: turning it off changes nothing
+    assert "ema-off" in plan.levers_of("bbdm") and "ema-off" not in plan.levers_of("pix2pix")
+    assert "ema-off" not in plan.levers_of("inversion")
+
+
 def fake_run(method, lever, values, monitor="val/psnr_fg"):
     return {"method": method, "lever": lever, "monitor": monitor,
             "rows": [{"step": 10 * (i + 1), "images": 160 * (i + 1), "cpu_seconds": 12.0 * (i + 1), monitor: v}
@@ -87,12 +96,12 @@ def test_verdicts_read_the_baseline_s_spread_and_the_recipe_needs_every_represen
                   "lr-x2": fake_run("a", "lr-x2", [v + 1 for v in plateaued]),
                   "lr-x0.5": fake_run("a", "lr-x0.5", [v + 0.5 for v in plateaued]),
                   "batch-8": fake_run("a", "batch-8", [v + 1 for v in plateaued]),
-                  "ema-0.999": fake_run("a", "ema-0.999", [v - 1 for v in plateaued])},
+                  "ema-off": fake_run("a", "ema-off", [v - 1 for v in plateaued])},
             "b": {"baseline": fake_run("b", "baseline", plateaued),
                   "lr-x2": fake_run("b", "lr-x2", [v + 2 for v in plateaued]),
                   "batch-8": fake_run("b", "batch-8", [v + 0.05 for v in plateaued])}}
     tables = {method: report.method_table(levers) for method, levers in runs.items()}
-    assert [tables["a"][lever]["verdict"] for lever in ("lr-x2", "lr-x0.5", "batch-8", "ema-0.999")] == [
+    assert [tables["a"][lever]["verdict"] for lever in ("lr-x2", "lr-x0.5", "batch-8", "ema-off")] == [
         "better", "better", "better", "worse"]
     assert tables["b"]["batch-8"]["verdict"] == "same"
     runs["a"]["bf16-mixed"] = fake_run("a", "bf16-mixed", plateaued)
