@@ -412,3 +412,29 @@ def test_a_checkpoint_from_before_ras_reading_is_warned_of_on_nifti_data(model_d
         assert main(["evaluate", "--checkpoint", str(model_dir), "--data", str(spec), "--steps", "1",
                      "--out", str(tmp_path / f"{recorded}.json")]) == 0
         assert ("trained before NIfTI volumes were read in RAS" in capsys.readouterr().out) is not recorded
+
+
+def test_kmeans_fit_images_are_read_as_the_checkpoint_s_training_targets(model_dir, tmp_path, monkeypatch):
+    """Scoring a checkpoint with --kmeans-fit FOLDER reads the fitting images by the reading its training
+    targets recorded (`DataInfo.target_reading`), not by their dtype."""
+    import cdtsde.metrics.folders as folders
+
+    config_path = model_dir / "config.json"
+    config = json.loads(config_path.read_text())
+    recorded = {"kind": "optical", "reflectance_max": 3000.0, "bands": None}
+    config["data"]["target_reading"] = recorded
+    config_path.write_text(json.dumps(config))
+    fit = folders.fit_kmeans_on_folder
+    readings = []
+
+    def recording_fit(folder, clusters, seed=0, reading=None):
+        readings.append(reading)
+        return fit(folder, clusters, seed)
+
+    monkeypatch.setattr(folders, "fit_kmeans_on_folder", recording_fit)
+    for i in range(3):
+        write_png(tmp_path / "train" / f"t{i}.png", (np.random.default_rng(i).random((16, 16)) * 255).astype(np.uint8))
+    spec = write_yaml(tmp_path / "spec.yaml", {"data": MRI_PHANTOM})
+    assert main(["evaluate", "--checkpoint", str(model_dir), "--data", str(spec), "--steps", "1", "--kmeans", "3",
+                 "--kmeans-fit", str(tmp_path / "train"), "--out", str(tmp_path / "s.json")]) == 0
+    assert len(readings) == 1 and readings[0].record() == recorded

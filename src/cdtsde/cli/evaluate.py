@@ -251,7 +251,9 @@ def run_model(args, classes: dict[int, str] | None, foreground: tuple[int, ...] 
     kmeans, problems = [], []
     if args.kmeans:
         if args.kmeans_fit is not None:
-            kmeans, problems = fit_kmeans_on_folder(args.kmeans_fit, args.kmeans)
+            # the fitting images read as the model's training targets were (a 16-bit PNG is not scaled by its dtype)
+            reading = training_target_reading(args, method.data)
+            kmeans, problems = fit_kmeans_on_folder(args.kmeans_fit, args.kmeans, reading=reading)
         else:
             kmeans = fit_kmeans_on_training_targets(spec, base, args.kmeans)
     rows, summary = evaluate_model(method, dataset, sampling, seed=args.seed, batch_size=args.batch_size,
@@ -323,9 +325,10 @@ def fit_kmeans_on_training_targets(spec: dict, base: Path, clusters: list[int]):
     return fit_kmeans(images, clusters)
 
 
-def training_target_reading(args):
-    """The reader of the target files in the folder mode (`FileReading`): the one --checkpoint's training data
-    read their targets with (`DataInfo.target_reading`) or the --data spec's (its train split's targets);
+def training_target_reading(args, data_info=None):
+    """The reader of the target files in the folder mode and of the --kmeans-fit images (`FileReading`): the
+    one --checkpoint's training data read their targets with (`DataInfo.target_reading`; `data_info`, that of
+    a checkpoint already loaded) or the --data spec's (its train split's targets);
     None without either, or for a checkpoint that records none: the targets' scaling is then guessed, with a
     warning where it is a guess (`cdtsde.metrics.folders.unit_scored`)."""
     from ..data import build_dataset
@@ -336,7 +339,7 @@ def training_target_reading(args):
     from .data import load_spec
 
     if args.checkpoint is not None:
-        record = load_pretrained(args.checkpoint).data.target_reading
+        record = (data_info or load_pretrained(args.checkpoint).data).target_reading
         if record is None:
             print(f"note: {args.checkpoint} records no reading of its training targets (written before it was "
                   f"recorded); pass --data SPEC (its training data spec) instead to read them as training did")
