@@ -312,9 +312,24 @@ def scorable(args, cells: list[tuple[str, str, int]]) -> list[tuple[str, str, in
         elif not (origin / "run" / "model").is_dir():
             print(f"{'/'.join(map(str, cell))}: no trained model in {origin / 'run'} (only its cell.json); "
                   "skipped", flush=True)
+        elif predates_ras_reading(cell[0], origin / "run" / "model"):
+            print(f"{'/'.join(map(str, cell))}: its model was trained before NIfTI volumes were read in RAS "
+                  f"orientation ({origin / 'run' / 'model'} records none); today's test slices of volumes not stored "
+                  "RAS (BraTS: LPS) are flipped against its training; skipped (retrain the cell)", flush=True)
         else:
             kept.append(cell)
     return kept
+
+
+def predates_ras_reading(task: str, model: Path) -> bool:
+    """Whether a NIfTI task's trained model saw its volumes in their stored directions (its checkpoint
+    records no `nifti_orientation`: written before RAS reading, `cdtsde.training.checkpoint`)."""
+    from cdtsde.run import NIFTI_KINDS
+
+    if TASKS[task]["spec"]["kind"] not in NIFTI_KINDS:
+        return False
+    data = json.loads((model / "config.json").read_text()).get("data") or {}
+    return data.get("nifti_orientation", "axes") != "ras"
 
 
 def cell_environment(jobs: int) -> dict[str, str]:

@@ -379,3 +379,23 @@ def test_the_cells_keep_the_callers_thread_setting(monkeypatch):
     assert run.cell_environment(1)["OMP_NUM_THREADS"] == "1"
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert run.cell_environment(1)["OMP_NUM_THREADS"] == "8" and run.cell_environment(3)["OMP_NUM_THREADS"] == "2"
+
+
+def test_score_only_skips_a_nifti_model_trained_before_ras_reading(tmp_path, capsys):
+    """A BraTS cell whose checkpoint records no nifti_orientation saw its volumes in their stored directions:
+    --score-only names it and skips it (today's slices are flipped against its training); a recorded RAS
+    model, or a task of other files, is scored."""
+    def trained_cell(task, data):
+        model = run.cell_dir(tmp_path, task, "cdtsde-linear", 0) / "run" / "model"
+        model.mkdir(parents=True)
+        (model.parents[1] / "cell.json").write_text("{}")
+        (model / "config.json").write_text(json.dumps({"method": "cdtsde", "data": data}))
+
+    trained_cell("brats-t1t2", {"target_channels": 1})
+    trained_cell("brats-t2t1", {"target_channels": 1, "nifti_orientation": "ras"})
+    trained_cell("sar-optical", {"target_channels": 3})
+    args = type("Args", (), {"source": tmp_path})()
+    cells = [(task, "cdtsde-linear", 0) for task in ("brats-t1t2", "brats-t2t1", "sar-optical")]
+    assert run.scorable(args, cells) == cells[1:]
+    assert "brats-t1t2/cdtsde-linear/0: its model was trained before NIfTI volumes were read in RAS" in \
+        capsys.readouterr().out
