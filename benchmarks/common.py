@@ -126,6 +126,30 @@ def held_out_validation(model, train_set, preview_set, spec: dict, items: int):
     return ValidationData(test_items(data.items, items), test_items(data.pairs, items), data.score)
 
 
+PLATEAU_SHARE = 0.95
+
+
+def smoothed(values: list[float]) -> list[float]:
+    return [statistics.fmean(values[max(0, i - 1):i + 2]) for i in range(len(values))]
+
+
+def curve_summary(run: dict) -> dict:
+    """Best value, plateau, the images and CPU minutes to 95% of the gain, CPU seconds per step of a validation
+    curve (`run`: its "rows", `validation_curve`, and its "monitor"). Plateau: the best of the curve smoothed
+    over each validation and its neighbours; 95%: the first validation whose smoothed value has made 95% of
+    the gain from the first validation to the plateau (the monitor's direction: down for val/loss)."""
+    rows, monitor = run["rows"], run["monitor"]
+    sign = -1.0 if monitor.startswith("val/loss") else 1.0
+    values = [sign * row[monitor] for row in rows]
+    smooth = smoothed(values)
+    plateau = max(smooth)
+    target = smooth[0] + PLATEAU_SHARE * (plateau - smooth[0])
+    reached = next(i for i, value in enumerate(smooth) if value >= target)
+    return {"best": sign * max(values), "plateau": sign * plateau, "images_to_95": rows[reached]["images"],
+            "cpu_minutes_to_95": rows[reached]["cpu_seconds"] / 60, "cpu_minutes": rows[-1]["cpu_seconds"] / 60,
+            "cpu_seconds_per_step": rows[-1]["cpu_seconds"] / rows[-1]["step"], "validations": len(rows)}
+
+
 def validation_curve(path: Path, batch: int) -> list[dict]:
     """The validation rows of a run's metrics.csv: step, images seen, CPU seconds and the val/ columns."""
     import csv

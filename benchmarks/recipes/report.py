@@ -22,32 +22,12 @@ import json
 import statistics
 from pathlib import Path
 
+from benchmarks.common import curve_summary
 from benchmarks.recipes.plan import FAMILIES, LEFT_OUT, LEVERS
 from benchmarks.suite.report import code_label
 
-PLATEAU_SHARE = 0.95
-
-
 def load_runs(out: Path) -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(out.glob("*/*/*/*/study.json"))]
-
-
-def smoothed(values: list[float]) -> list[float]:
-    return [statistics.fmean(values[max(0, i - 1):i + 2]) for i in range(len(values))]
-
-
-def curve_summary(run: dict) -> dict:
-    """Best value, plateau, the images and CPU minutes to 95% of the gain, CPU seconds per step."""
-    rows, monitor = run["rows"], run["monitor"]
-    sign = -1.0 if monitor.startswith("val/loss") else 1.0
-    values = [sign * row[monitor] for row in rows]
-    smooth = smoothed(values)
-    plateau = max(smooth)
-    target = smooth[0] + PLATEAU_SHARE * (plateau - smooth[0])
-    reached = next(i for i, value in enumerate(smooth) if value >= target)
-    return {"best": sign * max(values), "plateau": sign * plateau, "images_to_95": rows[reached]["images"],
-            "cpu_minutes_to_95": rows[reached]["cpu_seconds"] / 60, "cpu_minutes": rows[-1]["cpu_seconds"] / 60,
-            "cpu_seconds_per_step": rows[-1]["cpu_seconds"] / rows[-1]["step"], "validations": len(rows)}
 
 
 def spread(run: dict) -> float:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import test_items
+from benchmarks.common import curve_summary, test_items
 from benchmarks.suite.presets import (
     COMMON_STEPS,
     FIELDS,
@@ -235,13 +235,22 @@ def flat_over_last_quarter(rows: list[dict], monitor: str) -> bool:
 
 def convergence_summary(methods: dict[str, list[dict]]) -> dict:
     """Per converged cell (those with a validation curve): why it stopped, images seen, its best validation
-    and step, whether its curve is flat over its last quarter (None: it learns nothing), its recipe."""
+    and step, whether its curve is flat over its last quarter (None: it learns nothing), the images and
+    training CPU minutes to 95% of its plateau (`benchmarks.common.curve_summary`), its recipe."""
     return {method: [{"seed": r["seed"], "stopped": r["stopped"], "images_seen": r["images_seen"],
                       "monitor": r["monitor"], "best_value": r["best_value"], "best_step": r["best_step"],
                       "flat": None if r["stopped"] == "nothing to train" else
                       flat_over_last_quarter(r["validation_rows"], r["monitor"]),
-                      "recipe": r["recipe"]} for r in records if "validation_rows" in r]
+                      **to_plateau(r), "recipe": r["recipe"]} for r in records if "validation_rows" in r]
             for method, records in methods.items() if any("validation_rows" in r for r in records)}
+
+
+def to_plateau(record: dict) -> dict:
+    """The images and CPU minutes a converged cell took to 95% of its plateau (None where it has no curve)."""
+    if not record["validation_rows"]:
+        return {"images_to_95": None, "cpu_minutes_to_95": None}
+    summary = curve_summary({"rows": record["validation_rows"], "monitor": record["monitor"]})
+    return {key: summary[key] for key in ("images_to_95", "cpu_minutes_to_95")}
 
 
 def validation_figure(path: Path, task: str, methods: dict[str, list[dict]]) -> None:
@@ -273,15 +282,17 @@ def validation_figure(path: Path, task: str, methods: dict[str, list[dict]]) -> 
 def convergence_lines(task: str, convergence: dict) -> list[str]:
     lines = ["", f"Convergence (validation-{task}.png; flat: the best of the last quarter of the validations beats "
              "the best before it by no more than that quarter's spread):",
-             "", "| method | seed | recipe | stopped | images seen | best validation (step) | flat over last quarter |",
-             "|---|---|---|---|---|---|---|"]
+             "", "| method | seed | recipe | stopped | images seen | best validation (step) | images to 95% | "
+             "CPU min to 95% | flat over last quarter |", "|---|---|---|---|---|---|---|---|---|"]
     for method, cells in convergence.items():
         for cell in cells:
             levers = ", ".join(cell["recipe"]["levers"].values()) or "cpu settings"
             best = "-" if cell["best_value"] is None else f"{cell['monitor']} {cell['best_value']:.4g} ({cell['best_step']})"
             flat = "-" if cell["flat"] is None else "yes" if cell["flat"] else "**NOT FLAT**"
+            to_95 = ("- | -" if cell["images_to_95"] is None else
+                     f"{cell['images_to_95']} | {cell['cpu_minutes_to_95']:.1f}")
             lines.append(f"| {method} | {cell['seed']} | {levers} | {cell['stopped']} | {cell['images_seen']} | {best} | "
-                         f"{flat} |")
+                         f"{to_95} | {flat} |")
     return lines
 
 

@@ -157,3 +157,15 @@ def test_an_unpaired_converged_cell_validates_on_the_paired_val_split_and_record
     assert record["images_seen"] == 2 and record["best_step"] == 2
     (row,) = record["validation_rows"]
     assert row["step"] == 2 and row["val/psnr_fg"] == pytest.approx(record["best_value"], abs=1e-3)
+
+
+def test_a_converged_cell_reports_the_compute_to_95_percent_of_its_plateau():
+    """The recipe study's definition (`benchmarks.common.curve_summary`) on a cell's validation curve; a
+    cell with nothing to learn has no curve and no time."""
+    rows = [{"step": 50 * (i + 1), "images": 800 * (i + 1), "cpu_seconds": 60.0 * (i + 1), "val/psnr_fg": v}
+            for i, v in enumerate([10, 14, 18, 19, 20, 20, 20, 20])]
+    # smoothed: 12, 14, 17, 19, 19.67, 20, 20, 20 -> 95% of the gain from 12 is 19.6, first at the 5th
+    assert report.to_plateau({"validation_rows": rows, "monitor": "val/psnr_fg"}) == {
+        "images_to_95": 4000, "cpu_minutes_to_95": 5.0}
+    assert report.to_plateau({"validation_rows": [], "monitor": "val/psnr_fg"}) == {
+        "images_to_95": None, "cpu_minutes_to_95": None}

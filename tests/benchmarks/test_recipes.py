@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from helpers import brats_volumes
 
+from benchmarks.common import curve_summary
 from benchmarks.recipes import plan, report, run
 from benchmarks.suite.presets import cell_config
 
@@ -81,12 +82,12 @@ def fake_run(method, lever, values, monitor="val/psnr_fg"):
 
 
 def test_the_plateau_is_the_smoothed_maximum_and_95_percent_of_the_gain_is_timed():
-    summary = report.curve_summary(fake_run("m", "baseline", [10, 14, 18, 19, 20, 20, 20, 20]))
+    summary = curve_summary(fake_run("m", "baseline", [10, 14, 18, 19, 20, 20, 20, 20]))
     # smoothed: 12, 14, 17, 19, 19.67, 20, 20, 20 -> plateau 20; 95% of the gain from 12: 19.6, first at #5
     assert summary["plateau"] == pytest.approx(20) and summary["best"] == 20
     assert summary["images_to_95"] == 5 * 160 and summary["cpu_minutes_to_95"] == pytest.approx(1.0)
     assert summary["cpu_seconds_per_step"] == pytest.approx(1.2)
-    loss = report.curve_summary(fake_run("m", "baseline", [1.0, 0.5, 0.4, 0.4], monitor="val/loss"))
+    loss = curve_summary(fake_run("m", "baseline", [1.0, 0.5, 0.4, 0.4], monitor="val/loss"))
     assert loss["plateau"] == pytest.approx(0.4) and loss["best"] == 0.4  # the loss falls
 
 
