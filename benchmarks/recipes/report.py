@@ -23,7 +23,7 @@ import statistics
 from pathlib import Path
 
 from benchmarks.common import curve_summary
-from benchmarks.recipes.plan import FAMILIES, LEFT_OUT, LEVERS
+from benchmarks.recipes.plan import FAMILIES, LEFT_OUT, LEVERS, levers_of
 from benchmarks.suite.report import code_label
 
 def load_runs(out: Path) -> list[dict]:
@@ -129,13 +129,16 @@ def write_report(out: Path) -> dict:
             lines += [f"| {lever} | {s['best']:.4g} | {s['plateau']:.4g} | {s['images_to_95']} | "
                       f"{s['cpu_minutes_to_95']:.1f} | {s['cpu_minutes']:.1f} | {s['cpu_seconds_per_step']:.2f} | "
                       f"{s.get('verdict', '?')} | {s['code']} |" for lever, s in table.items()]
+            missing = [lever for lever in levers_of(method) if lever not in table]
+            if missing:
+                lines += ["", f"Not run: {', '.join(missing)}."]
             if {"baseline", "bf16-mixed"} <= set(table):
                 lines += ["", f"bf16-mixed's speed-up per step over 32-true: {bf16_speedup(table):.2f}x in CPU seconds "
                           f"(validation in float32 for both: the EMA weights)"]
             lines.append("")
         chosen = families[family]["recipe"]
         lines += [f"Recipe (by validation): {', '.join(chosen.values()) if chosen else 'the baseline'}", ""]
-    lines += ["Left out: " + "; ".join(f"{name}: {why}" for name, why in LEFT_OUT.items()), ""]
+    lines += ["Levers left out of the study:", "", *(f"- {name}: {why}" for name, why in LEFT_OUT.items()), ""]
     summary = {"families": families, "left_out": LEFT_OUT}
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
