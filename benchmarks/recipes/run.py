@@ -75,12 +75,18 @@ def run_one(method: str, lever: str, data_root: Path, out: Path, smoke: bool) ->
     return record
 
 
-def finished(out: Path, method: str, lever: str, data_root: Path, smoke: bool) -> bool:
-    """Whether the run is done; one made with another configuration is an error."""
+def finished(out: Path, method: str, lever: str, data_root: Path, smoke: bool, data_copy: bool = False) -> bool:
+    """Whether the run is done; one made with another configuration is an error, as is one made on another
+    data root unless `data_copy` says this root is a copy of it (the same data at another machine's path)."""
     path = run_dir(out, method, lever) / "study.json"
     if not path.is_file():
         return False
-    if json.loads(path.read_text())["config"] != json.loads(json.dumps(study_config(method, lever, data_root, smoke))):
+    record = json.loads(path.read_text())
+    if record["data_root"] != str(data_root) and not data_copy:
+        raise SystemExit(f"{path} was made on the data root {record['data_root']}, not {data_root}; if {data_root} is "
+                         f"a copy of it (another machine's path): --data-copy, else use another --output")
+    expected = study_config(method, lever, Path(record["data_root"]), smoke)
+    if record["config"] != json.loads(json.dumps(expected)):
         raise SystemExit(f"{path} was made with another configuration; use another --output or delete the run")
     return True
 
@@ -93,7 +99,7 @@ def runs_of(args) -> list[tuple[str, str]]:
 
 def run_study(args) -> None:
     runs = runs_of(args)
-    pending = [run for run in runs if not finished(args.output, *run, args.data_root, args.smoke)]
+    pending = [run for run in runs if not finished(args.output, *run, args.data_root, args.smoke, args.data_copy)]
     print(f"{len(runs) - len(pending)} runs done, {len(pending)} to run", flush=True)
     env = {**cell_environment(args.jobs), "OMP_NUM_THREADS": "1"}  # one torch thread per run
 
@@ -127,6 +133,8 @@ def main(argv=None) -> None:
     parser.add_argument("--levers", nargs="+", choices=list(LEVERS), default=list(LEVERS))
     parser.add_argument("--data-root", type=Path, default=DATA, help="a folder with the layout of ../shared/data")
     parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--data-copy", action="store_true",
+                        help="--data-root is a copy of the root the finished runs used (another machine's path)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (one core each)")
     parser.add_argument("--smoke", action="store_true", help="a few steps at 32 px (a test of the machinery)")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from the finished runs")

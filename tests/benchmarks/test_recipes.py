@@ -146,3 +146,12 @@ def test_a_smoke_study_trains_validates_on_held_out_subjects_and_reports(tmp_pat
     capsys.readouterr()
     run.main(argv)
     assert "2 runs done, 0 to run" in capsys.readouterr().out
+    # the same data at another path (another machine's): refused as another root, unless --data-copy says so
+    import shutil
+
+    shutil.copytree(tmp_path / "data", tmp_path / "moved")
+    moved = [*argv[:argv.index("--data-root") + 1], str(tmp_path / "moved"), "--output", str(out)]
+    with pytest.raises(SystemExit, match="made on the data root .*--data-copy"):
+        run.main(moved)
+    run.main([*moved, "--data-copy"])
+    assert "2 runs done, 0 to run" in capsys.readouterr().out
