@@ -87,10 +87,13 @@ def test_the_suite_runs_skips_finished_cells_and_summarises(tmp_path, capsys):
     assert "| cdtsde-dynamic-elbo | " in (out / "summary.md").read_text().split("## sar-optical")[0]  # the verdicts
 
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{report.BEGIN}\nold\n{report.END}\nrest\n")
+    begin, end = report.markers(out)
+    readme.write_text(f"intro\n{begin}\nold\n{end}\nrest\n<!-- suite:converged:begin -->\nkept\n"
+                      "<!-- suite:converged:end -->\n")
     report.update_block(readme, out, ["| new table |"], "the details")
     text = readme.read_text()
-    assert "old" not in text and "| new table |" in text and text.startswith("intro") and text.endswith("rest\n")
+    assert "old" not in text and "| new table |" in text and text.startswith("intro") and "rest\n" in text
+    assert "kept" in text and begin == f"<!-- suite:{out.name}:begin -->"  # another scale's block stays
     assert f"--output {out} --readme` from {out}/summary.md (the details)." in text
     # the README's table across tasks: each method's headline at the common NFE, the best in bold
     headline = report.headline_lines(report.write_summary(out), report.load_cells(out))
