@@ -291,7 +291,9 @@ def convergence_lines(task: str, convergence: dict) -> list[str]:
              "CPU min to 95% | flat over last quarter |", "|---|---|---|---|---|---|---|---|---|"]
     for method, cells in convergence.items():
         for cell in cells:
-            levers = ", ".join(cell["recipe"]["levers"].values()) or "cpu settings"
+            # no lever: the cpu scale's settings, as the study's pick (its baseline) or for want of a study
+            levers = ", ".join(cell["recipe"]["levers"].values()) or (
+                "baseline (study)" if "recipe study" in cell["recipe"]["source"] else "cpu settings")
             best = "-" if cell["best_value"] is None else f"{cell['monitor']} {cell['best_value']:.4g} ({cell['best_step']})"
             flat = "-" if cell["flat"] is None else "yes" if cell["flat"] else "**NOT FLAT**"
             to_95 = ("- | -" if cell["images_to_95"] is None else

@@ -169,3 +169,12 @@ def test_a_converged_cell_reports_the_compute_to_95_percent_of_its_plateau():
         "images_to_95": 4000, "cpu_minutes_to_95": 5.0}
     assert report.to_plateau({"validation_rows": [], "monitor": "val/psnr_fg"}) == {
         "images_to_95": None, "cpu_minutes_to_95": None}
+    # the recipe column: the levers, else the baseline the study picked, else the cpu settings for want of one
+    cell = {"seed": 0, "stopped": "early", "images_seen": 6400, "monitor": "val/psnr_fg", "best_value": 19.6,
+            "best_step": 150, "flat": True, "images_to_95": 2400, "cpu_minutes_to_95": 2.2}
+    recipes = [{"levers": {"lr": "lr-x2"}, "source": "benchmarks/results/recipes/summary.json (the recipe study's picks)"},
+               {"levers": {}, "source": "benchmarks/results/recipes/summary.json (the recipe study's picks: the baseline)"},
+               {"levers": {}, "source": "the cpu scale's settings (no recipe study result for the family)"}]
+    lines = report.convergence_lines("brats-t1t2", {"m": [{**cell, "recipe": recipe} for recipe in recipes]})
+    assert [line.split(" | ")[2] for line in lines if line.startswith("| m |")] == [
+        "lr-x2", "baseline (study)", "cpu settings"]
