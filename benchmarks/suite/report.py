@@ -92,6 +92,23 @@ def code_label(record: dict) -> str:
     return code["commit"][:12] + ("+modified" if code.get("modified") else "")
 
 
+def rerun_command(record: dict) -> str:
+    """The commands that train and score a cell again as it ran (into a new output: the suite skips a
+    finished cell): the checkout of its code version, then the suite on its task, method and seed with the
+    options it ran with (test items, a budget override, the sweep) and one torch thread, as the committed
+    cells ran. A score-only cell names the trained cells it scored."""
+    code = record.get("code") or {}
+    command = ([f"git checkout {code['commit']} &&"] if code.get("commit") else []) + [
+        "OMP_NUM_THREADS=1 python -m benchmarks.suite", "--scale", record["scale"], "--tasks", record["task"],
+        "--methods", record["method"], "--seeds", str(record["seed"])]
+    command += ["--sweep"] if record.get("sweep") else []
+    command += ["--test-items", str(record["limit"])] if record.get("limit") is not None else []
+    command += ["--max-steps", str(record["max_steps"])] if record.get("max_steps") is not None else []
+    if "source_cell" in record:
+        command += ["--score-only", "--from", str(Path(record["source_cell"]).parents[3])]
+    return " ".join(command + ["--data-root", record["data_root"], "--output", "RERUN_FOLDER"])
+
+
 def check_code_versions(cells: dict[str, dict[str, list[dict]]], mix: bool) -> None:
     """Refuse to average seeds that ran different code into one row, naming them, unless `mix`."""
     mixed = [f"{task}/{method} (" + ", ".join(f"seed {r['seed']}: {code_label(r)}" for r in records) + ")"
@@ -185,7 +202,8 @@ def task_summary(task: str, methods: dict[str, list[dict]]) -> dict:
                            "peak_cuda_mb": first.get("peak_cuda_mb"),
                            "train_minutes": float(np.mean([r["train_seconds"] for r in records])) / 60,
                            "images_seen": first["images_seen"], "seeds": [r["seed"] for r in records],
-                           "code": sorted({code_label(r) for r in records}), "predates_draws": predates_draws(records)}
+                           "code": sorted({code_label(r) for r in records}), "predates_draws": predates_draws(records),
+                           "rerun": [rerun_command(r) for r in records]}
         common = first["common"]
         compute[method] = {f"{ev['fraction']:.2f}": cell_value(records, key, metrics[0], cluster_of)["mean"]
                            for key, ev in sorted(first["evaluations"].items(), key=lambda kv: kv[1]["fraction"])
@@ -649,6 +667,8 @@ def write_summary(out: Path, readme: bool = False, mix_code_versions: bool = Fal
                          f" | {row['seconds_per_image']:.3f} | {row['peak_cuda_mb'] or row['peak_rss_mb']:.0f} | "
                          f"{row['train_minutes']:.1f} | {row['images_seen']} |")
         lines += footnote(summary["rows"].values()) + version_lines(cells[task])
+        lines += ["", "To rerun a cell as it ran (every cell's command is in summary.json, its row's \"rerun\"): "
+                  f"`{rerun_command(some)}`."]
         if summary["paired"]:
             lines += ["", f"Paired against {REFERENCE}:", "", "| method | metric | difference [95% CI] | clusters |",
                       "|---|---|---|---|"]

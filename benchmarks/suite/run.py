@@ -197,7 +197,8 @@ def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out
     diagnostics = {key: float(log[-1][key]) for key in DIAGNOSTICS if log and log[-1].get(key) not in (None, "")}
     batch = train_config.batch_size
     record = {"task": task, "method": method, "seed": seed, "scale": scale, "config": config,
-              "data_root": str(data_root), "limit": limit, "sweep": swept or previous.get("sweep", False),
+              "data_root": str(data_root), "limit": limit, "max_steps": max_steps,  # max_steps: an override
+              "sweep": swept or previous.get("sweep", False),
               "test_items": len(test_set), "test_image_size": list(test_set[0]["target"].shape[-2:]),
               "train_pairs": len(train_set), "train_seconds": seconds,
               "images_seen": result["step"] * batch,  # per process: the suite runs one per cell

@@ -402,3 +402,25 @@ def test_score_only_skips_a_nifti_model_trained_before_ras_reading(tmp_path, cap
     assert run.scorable(args, cells) == cells[1:]
     assert "brats-t1t2/cdtsde-linear/0: its model was trained before NIfTI volumes were read in RAS" in \
         capsys.readouterr().out
+
+
+@pytest.mark.parametrize("options", [{}, {"sweep": True, "limit": 8, "max_steps": 20}])
+def test_a_cell_s_rerun_command_rebuilds_its_configuration(tmp_path, monkeypatch, options):
+    """The command the summary gives for a cell, run, asks the suite for that cell alone with the settings it
+    ran with (the configuration `finished` compares, its test items, budget and sweep) at its code version."""
+    import shlex
+
+    config = presets.cell_config("brats-t1t2", "cdtsde-envelope", 2, "converged", tmp_path, options.get("max_steps"))
+    record = {"task": "brats-t1t2", "method": "cdtsde-envelope", "seed": 2, "scale": "converged", "config": config,
+              "data_root": str(tmp_path), "limit": options.get("limit"), "sweep": options.get("sweep", False),
+              "max_steps": options.get("max_steps"), "code": {"cdtsde": "0.1.0", "commit": "a" * 40, "modified": False}}
+    command = report.rerun_command(record)
+    assert command.startswith(f"git checkout {'a' * 40} && OMP_NUM_THREADS=1 python -m benchmarks.suite ")
+    asked = []
+    monkeypatch.setattr(run, "run_suite", asked.append)
+    argv = shlex.split(command.split("python -m benchmarks.suite ")[1].replace("RERUN_FOLDER", str(tmp_path / "rerun")))
+    run.main(argv)
+    (args,) = asked
+    assert run.cells_of(args) == [("brats-t1t2", "cdtsde-envelope", 2)]
+    assert presets.cell_config("brats-t1t2", "cdtsde-envelope", 2, args.scale, args.data_root, args.max_steps) == config
+    assert (args.test_items, args.sweep, args.max_steps) == (record["limit"], record["sweep"], record["max_steps"])
