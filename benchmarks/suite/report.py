@@ -18,6 +18,7 @@ import functools
 import json
 import math
 import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -105,8 +106,8 @@ def rerun_command(record: dict) -> str:
     command += ["--test-items", str(record["limit"])] if record.get("limit") is not None else []
     command += ["--max-steps", str(record["max_steps"])] if record.get("max_steps") is not None else []
     if "source_cell" in record:
-        command += ["--score-only", "--from", str(Path(record["source_cell"]).parents[3])]
-    return " ".join(command + ["--data-root", record["data_root"], "--output", "RERUN_FOLDER"])
+        command += ["--score-only", "--from", shlex.quote(str(Path(record["source_cell"]).parents[3]))]
+    return " ".join(command + ["--data-root", shlex.quote(record["data_root"]), "--output", "RERUN_FOLDER"])
 
 
 def check_code_versions(cells: dict[str, dict[str, list[dict]]], mix: bool) -> None:

@@ -424,3 +424,32 @@ def test_a_cell_s_rerun_command_rebuilds_its_configuration(tmp_path, monkeypatch
     assert run.cells_of(args) == [("brats-t1t2", "cdtsde-envelope", 2)]
     assert presets.cell_config("brats-t1t2", "cdtsde-envelope", 2, args.scale, args.data_root, args.max_steps) == config
     assert (args.test_items, args.sweep, args.max_steps) == (record["limit"], record["sweep"], record["max_steps"])
+
+
+@pytest.mark.slow
+def test_verify_compares_a_rerun_with_the_committed_cell_and_refuses_other_code(tmp_path, monkeypatch, capsys):
+    """A cell run twice by one code version reproduces to the last digit (weights and every score); a
+    changed score is found and named; a rerun from another checkout is refused with the cell's command."""
+    from benchmarks.suite import verify
+
+    volkov_like(tmp_path / "data")
+    common = ["--scale", "quick", "--tasks", "sar-optical", "--methods", "cdtsde-linear", "--max-steps", "2",
+              "--test-items", "2", "--data-root", str(tmp_path / "data")]
+    for name in ("committed", "rerun"):
+        run.main([*common, "--output", str(tmp_path / name)])
+    cell = ["--cell", "sar-optical", "cdtsde-linear", "0"]
+    verify.main(["--output", str(tmp_path / "committed"), *cell, "--against", str(tmp_path / "rerun")])
+    result = json.loads((run.cell_dir(tmp_path / "committed", "sar-optical", "cdtsde-linear", 0) / "verify.json").read_text())
+    assert result["reproduced"] and result["largest_difference"] == 0 and result["values_compared"] >= 20
+    assert result["weights_sha256"]["committed"] == result["weights_sha256"]["rerun"] is not None
+    rerun = run.cell_dir(tmp_path / "rerun", "sar-optical", "cdtsde-linear", 0)
+    rows_file = rerun / json.loads((rerun / "cell.json").read_text())["evaluations"]["100%@5"]["rows"]
+    rows = json.loads(rows_file.read_text())
+    rows[1]["psnr"] += 0.01
+    rows_file.write_text(json.dumps(rows))
+    with pytest.raises(SystemExit):
+        verify.main(["--output", str(tmp_path / "committed"), *cell, "--against", str(tmp_path / "rerun")])
+    assert "NOT reproduced" in capsys.readouterr().out
+    monkeypatch.setattr(verify, "code_version", lambda: {"cdtsde": "0.1.0", "commit": "b" * 40, "modified": False})
+    with pytest.raises(SystemExit, match="this checkout is bbbbbbbbbbbb: check out its commit .*--output RERUN_FOLDER"):
+        verify.main(["--output", str(tmp_path / "committed"), *cell])
