@@ -713,7 +713,7 @@ def write_summary(out: Path, readme: bool = False, mix_code_versions: bool = Fal
     (out / "results.md").rename(out / "summary.md")
     (out / "results.json").rename(out / "summary.json")
     if readme:
-        update_block(ROOT / "README.md", out, headline_lines(summaries, cells),
+        update_block(ROOT / "README.md", out, headline_lines(summaries, cells) + converged_lines(summaries, cells),
                      "every task's table with intervals, the verdicts and the discussion in docs/results.md")
         update_block(ROOT / "docs" / "results.md", out, brief + verdicts,
                      "intervals, perception metrics, paired comparisons and compute curves there")
@@ -745,6 +745,32 @@ def headline_lines(summaries: dict, cells: dict) -> list[str]:
             cells_text.append(marked(text, at_common[task][method]) if method in at_common[task] else text)
         lines.append(f"| {method} | " + " | ".join(cells_text) + " |")
     return lines + footnote(row for rows in at_common.values() for row in rows.values())
+
+
+def converged_lines(summaries: dict, cells: dict) -> list[str]:
+    """Per task of a converged output, each method at the common NFE: its headline with the interval over
+    the test clusters and the seeds' spread, its paired difference to the reference, its seeds, and where its
+    training stopped (images seen, mean over seeds) and why."""
+    lines = []
+    for task, summary in summaries.items():
+        if "convergence" not in summary:
+            continue
+        metric = TASKS[task]["metrics"][0]
+        title = TITLES.get(metric, metric)
+        lines += ["", f"**{task}** (at {COMMON_STEPS} NFE; {summary['units']} {TASKS[task]['unit']} in the test split):",
+                  "", f"| method | seeds | {title} | minus {REFERENCE} | images at the stop | stopped |", "|---|---|---|---|---|---|"]
+        for row in summary["rows"].values():
+            method = row["method"]
+            records = cells[task][method]
+            if row["key"] != records[0]["common"]:
+                continue
+            pair = summary["paired"].get(method, {}).get(metric)
+            difference = "-" if pair is None else (f"{pair['mean_difference']:+.2f} [{pair['ci_low']:+.2f}, "
+                                                  f"{pair['ci_high']:+.2f}]")
+            stops = sorted({r.get("stopped", "?") for r in records})
+            lines.append(f"| {method} | {len(records)} | {format_value(row[metric])} | {difference} | "
+                         f"{np.mean([r['images_seen'] for r in records]):.0f} | {', '.join(stops)} |")
+    return lines
 
 
 def update_block(path: Path, out: Path, lines: list[str], details: str) -> None:

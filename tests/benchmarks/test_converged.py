@@ -135,6 +135,10 @@ def test_a_smoke_converged_cell_stops_early_is_scored_with_its_best_weights_and_
     assert (out / "validation-brats-t1t2.png").stat().st_size > 0
     assert "| cdtsde-linear | 0 | cpu settings | early | 48 | val/psnr_fg" in (out / "summary.md").read_text()
     assert "**NOT FLAT** |" in (out / "summary.md").read_text()
+    # the README's converged table: the headline with its interval, the seeds, where training stopped
+    (line,) = [line for line in report.converged_lines({"brats-t1t2": summary}, report.load_cells(out))
+               if line.startswith("| cdtsde-linear |")]
+    assert line.startswith("| cdtsde-linear | 1 | ") and line.endswith(" | - | 48 | early |")
     # finished: recognised as such with the same configuration (the suite skips it)
     parsed = type("Args", (), {"score_only": False, "data_root": tmp_path / "data", "data_copy": False,
                                "scale": "converged", "max_steps": 10, "test_items": 2, "sweep": False})()
