@@ -278,26 +278,33 @@ def to_plateau(record: dict) -> dict:
 
 
 def validation_figure(path: Path, task: str, methods: dict[str, list[dict]]) -> None:
-    """Every converged cell's monitored validation figure against images seen, the best marked."""
+    """Every converged cell's monitored validation figure against images seen and against its training
+    process's CPU minutes, the best marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6.4, 4))
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     monitor = next(record["monitor"] for records in methods.values() for record in records if "monitor" in record)
     for method, records in methods.items():
         for record in records:
             rows = record.get("validation_rows")
-            if rows:
-                line, = axis.plot([r["images"] for r in rows], [r[record["monitor"]] for r in rows],
-                                  label=f"{method} s{record['seed']}", linewidth=1)
-                if record["best_step"] is not None:
-                    batch = rows[0]["images"] // rows[0]["step"]
-                    axis.plot(record["best_step"] * batch, record["best_value"], "o", color=line.get_color())
-    axis.set(xlabel="images seen", ylabel=f"{monitor} (val split)", title=f"{task}: validation (best marked)")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=6)
+            if not rows:
+                continue
+            values = [r[record["monitor"]] for r in rows]
+            best = None if record["best_step"] is None else next(
+                (r for r in rows if r["step"] == record["best_step"]), None)
+            for axis, x in ((axes[0], "images"), (axes[1], "cpu_seconds")):
+                scale = 60.0 if x == "cpu_seconds" else 1.0
+                line, = axis.plot([r[x] / scale for r in rows], values, label=f"{method} s{record['seed']}", linewidth=1)
+                if best is not None:
+                    axis.plot(best[x] / scale, record["best_value"], "o", color=line.get_color())
+    axes[0].set(xlabel="images seen", ylabel=f"{monitor} (val split)", title=f"{task}: validation (best marked)")
+    axes[1].set(xlabel="training CPU minutes", title="against compute")
+    for axis in axes:
+        axis.grid(alpha=0.3)
+    axes[1].legend(fontsize=6)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
