@@ -26,6 +26,7 @@ from benchmarks.common import curve_summary
 from benchmarks.recipes.plan import FAMILIES, LEFT_OUT, LEVERS, levers_of
 from benchmarks.suite.report import code_label
 
+
 def load_runs(out: Path) -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(out.glob("*/*/*/*/study.json"))]
 
