@@ -36,7 +36,8 @@ def test_a_converged_cell_trains_with_its_family_s_recipe_until_validation_stops
     assert train["validation"] == {"every": presets.CONVERGED["validate_every_images"] // 32,
                                    "items": presets.CONVERGED["val_items"], "nfe": presets.COMMON_STEPS}
     assert train["early_stopping"] == {"monitor": "val/psnr_fg", "patience": presets.CONVERGED["patience"],
-                                       "min_delta": presets.CONVERGED["min_delta"]}
+                                       "min_delta": presets.CONVERGED["min_delta"],
+                                       "min_steps": presets.CONVERGED["min_images"] // 32}
     assert train["snapshot_steps"] == [] and train["checkpoint_every"] == train["validation"]["every"]
     assert config["data"]["val_subjects"] == 2 and config["data"]["test_subjects"] == cpu["data"]["test_subjects"]
     assert config["model"] == cpu["model"]
@@ -109,6 +110,7 @@ def test_a_smoke_converged_cell_stops_early_is_scored_with_its_best_weights_and_
     monkeypatch.setitem(presets.CONVERGED, "val_items", 2)
     monkeypatch.setitem(presets.CONVERGED, "patience", 2)
     monkeypatch.setitem(presets.CONVERGED, "min_delta", 1e9)
+    monkeypatch.setitem(presets.CONVERGED, "min_images", 0)
     monkeypatch.setitem(presets.SCALES["converged"], "size", 32)
     monkeypatch.setattr(presets, "RECIPES", tmp_path / "no-study.json")
     # what a run killed before its first checkpoint leaves: its log and configuration, no state

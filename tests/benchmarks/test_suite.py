@@ -152,7 +152,9 @@ def test_every_cell_of_a_scale_builds_its_method(scale, tasks, monkeypatch):
         assert len(images) == 1
 
 
-COMMITTED = sorted((REPO / "benchmarks/results/suite").glob("*/cells/*/*/seed*/cell.json"))
+# the cells of each scale's output (converged-v1, the retired first converged protocol, is a record only)
+COMMITTED = sorted(path for scale in presets.SCALES
+                   for path in (REPO / "benchmarks/results/suite" / scale / "cells").glob("*/*/seed*/cell.json"))
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda path: "/".join(path.parts[-6:-1]))

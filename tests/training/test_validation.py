@@ -176,6 +176,16 @@ def test_early_stopping_ends_the_run_and_model_holds_the_best_weights_last_the_l
     assert again["step"] == 10 and again["losses"] == [] and again["best_step"] == 4
 
 
+def test_no_early_stop_before_min_steps(tmp_path):
+    """The figures of the test above with min_steps 16: patience runs out after step 10, but the run goes on
+    to the first validation at or after step 16; the best stays step 4's; a bad min_steps is named."""
+    result = early_stopping_run(tmp_path, [1.0, 3.0, 2.0, 3.4, 2.9] + [2.0] * 20, monitor="val/psnr",
+                                patience=3, min_delta=0.5, min_steps=15)
+    assert result["step"] == 16 and result["best_step"] == 4 and "for 6 validations" in result["stopped"]
+    with pytest.raises(ValueError, match="min_steps must be a whole number >= 0"):
+        early_stopping_config(monitor="val/psnr", min_steps=-1)
+
+
 @pytest.mark.slow
 def test_without_patience_the_run_keeps_its_best_weights_and_trains_on(tmp_path):
     result = early_stopping_run(tmp_path, [1.0, 3.0] + [2.0] * 18, monitor="val/psnr", patience=None)

@@ -34,12 +34,15 @@ class EarlyStoppingConfig:
     """As Lightning's EarlyStopping: the run ends once the validation column `monitor` has not improved
     (risen for mode max, fallen for min; default: min for the losses, max for the headline metrics, which
     all grow with quality) by more than `min_delta` for `patience` validations in a row (None: never, the
-    run only keeps its best weights); model/ holds the EMA weights of the best validation."""
+    run only keeps its best weights), and not before `min_steps` steps (Lightning's Trainer min_steps: a
+    noisy figure cannot end a run before it has learned anything); model/ holds the EMA weights of the best
+    validation."""
 
     monitor: str = "val/loss"
     mode: str | None = None
     patience: int | None = 3
     min_delta: float = 0.0
+    min_steps: int = 0
 
     def __post_init__(self):
         if not isinstance(self.monitor, str) or not self.monitor.startswith("val/"):
@@ -53,6 +56,8 @@ class EarlyStoppingConfig:
             check_count("train.early_stopping.patience", self.patience)
         if not (isinstance(self.min_delta, (int, float)) and math.isfinite(self.min_delta) and self.min_delta >= 0):
             raise ValueError(f"train.early_stopping.min_delta must be a number >= 0, got {self.min_delta!r}")
+        if not isinstance(self.min_steps, int) or isinstance(self.min_steps, bool) or self.min_steps < 0:
+            raise ValueError(f"train.early_stopping.min_steps must be a whole number >= 0, got {self.min_steps!r}")
 
 
 @dataclass

@@ -148,6 +148,7 @@ class EarlyStopping:
         self.best: float | None = None
         self.best_step: int | None = None
         self.waited = 0
+        self.step = 0  # of the last validation
 
     def improves(self, value: float) -> bool:
         if not math.isfinite(value) and not (value == math.inf and self.config.mode == "max"):
@@ -159,6 +160,7 @@ class EarlyStopping:
 
     def update(self, value: float, step: int) -> bool:
         """Record the figure of the validation after `step` steps; whether it is the new best."""
+        self.step = step
         if self.improves(value):
             self.best, self.best_step, self.waited = value, step, 0
             return True
@@ -167,7 +169,8 @@ class EarlyStopping:
 
     @property
     def stop(self) -> bool:
-        return self.config.patience is not None and self.waited >= self.config.patience
+        return (self.config.patience is not None and self.waited >= self.config.patience
+                and self.step >= self.config.min_steps)
 
     def reason(self) -> str:
         return (f"{self.config.monitor} did not improve by more than {self.config.min_delta:g} for "
