@@ -273,6 +273,14 @@ def family_of(method: str) -> str | None:
     return next((family for family, names in FAMILIES.items() if registry_name(method) in names), None)
 
 
+STUDY_PICKS = "the recipe study's picks"  # in a recipe's source: it came from the study (`from_study`)
+
+
+def from_study(recipe: dict) -> bool:
+    """Whether a recorded recipe (`recipe_of`) is the recipe study's pick, not the cpu settings for want of one."""
+    return STUDY_PICKS in recipe["source"]
+
+
 def recipe_of(method: str) -> dict:
     """The recipe a converged cell trains with: its family's levers as the recipe study picked them
     (RECIPES, its "recipe" of the family), else none (the cpu scale's settings), and where that came from."""
@@ -280,7 +288,7 @@ def recipe_of(method: str) -> dict:
     picks = json.loads(RECIPES.read_text())["families"] if RECIPES.is_file() else {}
     if family in picks:
         return {"family": family, "levers": picks[family]["recipe"],
-                "source": f"{RECIPES.relative_to(RECIPES.parents[3])} (the recipe study's picks"
+                "source": f"{RECIPES.relative_to(RECIPES.parents[3])} ({STUDY_PICKS}"
                           f"{'' if picks[family]['recipe'] else ': the baseline'})"}
     return {"family": family, "levers": {}, "source": "the cpu scale's settings" + (
         " (no recipe study result for the family)" if family else " (no recipe family)")}

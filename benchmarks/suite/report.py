@@ -32,6 +32,7 @@ from benchmarks.suite.presets import (
     SWEEP_GAMMAS,
     SWEEP_NFES,
     TASKS,
+    from_study,
     row_order,
     task_data,
 )
@@ -319,7 +320,7 @@ def convergence_lines(task: str, convergence: dict) -> list[str]:
         for cell in cells:
             # no lever: the cpu scale's settings, as the study's pick (its baseline) or for want of a study
             levers = ", ".join(cell["recipe"]["levers"].values()) or (
-                "baseline (study)" if "recipe study's picks" in cell["recipe"]["source"] else "cpu settings")
+                "baseline (study)" if from_study(cell["recipe"]) else "cpu settings")
             best = "-" if cell["best_value"] is None else f"{cell['monitor']} {cell['best_value']:.4g} ({cell['best_step']})"
             flat = "-" if cell["flat"] is None else "yes" if cell["flat"] else "**NOT FLAT**"
             to_95 = ("- | -" if cell["images_to_95"] is None else
