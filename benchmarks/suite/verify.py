@@ -6,7 +6,8 @@
 The rerun is the cell's own command (`report.rerun_command`): the suite on that cell alone with its scale,
 test items, budget override and sweep, one torch thread, into a fresh folder (the trained cell's weights are
 not read). It must run at the cell's code version: a checkout at another commit, or with modified code, is
-refused and named, since another version need not reproduce the scores. The comparison covers every
+refused and named, since another version need not reproduce the scores: run the printed command at the cell's
+commit (which may predate this module) and compare from here with `--against`. The comparison covers every
 evaluation's item rows (every metric of every test item; timing columns aside), the images seen, the best
 validation and, where the committed cell's weights are on this machine, the SHA-256 of the weights file.
 The result goes to `verify.json` beside the cell's `cell.json`, with the machine it ran on.
@@ -54,13 +55,11 @@ def compare(committed: Path, rerun: Path) -> dict:
                 if metric == "name" or metric.startswith("seconds"):
                     continue
                 other = row_b.get(metric)
-                if not isinstance(value, float) or not isinstance(other, float):
-                    if value != other:
-                        mismatches.append(f"{key}/{row_a['name']}/{metric}: {value!r} against {other!r}")
-                elif math.isfinite(value) != math.isfinite(other) or (math.isnan(value) != math.isnan(other)):
-                    mismatches.append(f"{key}/{row_a['name']}/{metric}: {value} against {other}")
-                elif math.isfinite(value):
+                if isinstance(value, float) and isinstance(other, float) and math.isfinite(value) and math.isfinite(other):
                     largest, values = max(largest, abs(value - other)), values + 1
+                elif not (value == other or (isinstance(value, float) and isinstance(other, float)
+                                             and math.isnan(value) and math.isnan(other))):
+                    mismatches.append(f"{key}/{row_a['name']}/{metric}: {value!r} against {other!r}")
     if code_label(mine) != code_label(theirs):
         mismatches.append(f"the rerun ran code {code_label(theirs)}, the cell {code_label(mine)}")
     for key in ("images_seen", "best_value", "best_step"):
@@ -90,7 +89,7 @@ def main(argv=None) -> None:
         here, theirs = code_version(), record.get("code") or {}
         if theirs.get("commit") is None or (here["commit"], here["modified"]) != (theirs["commit"], False):
             raise SystemExit(f"{committed} ran code {code_label(record)}; this checkout is {code_label({'code': here})}: "
-                             f"check out its commit (unmodified) to rerun it: {command}")
+                             f"rerun it at its commit ({command}), then compare from here with --against RERUN_FOLDER")
         args.against = Path(tempfile.mkdtemp(prefix="verify-"))
         suite = command.split("python -m benchmarks.suite ", 1)[1].replace("RERUN_FOLDER", str(args.against))
         subprocess.run([sys.executable, "-m", "benchmarks.suite", *shlex.split(suite)], check=True, cwd=ROOT,

@@ -457,5 +457,5 @@ def test_verify_compares_a_rerun_with_the_committed_cell_and_refuses_other_code(
         verify.main(["--output", str(tmp_path / "committed"), *cell, "--against", str(tmp_path / "rerun")])
     assert "NOT reproduced" in capsys.readouterr().out
     monkeypatch.setattr(verify, "code_version", lambda: {"cdtsde": "0.1.0", "commit": "b" * 40, "modified": False})
-    with pytest.raises(SystemExit, match="this checkout is bbbbbbbbbbbb: check out its commit .*--output RERUN_FOLDER"):
+    with pytest.raises(SystemExit, match="this checkout is bbbbbbbbbbbb: rerun it at its commit .*--output RERUN_FOLDER.*--against"):
         verify.main(["--output", str(tmp_path / "committed"), *cell])
