@@ -89,15 +89,28 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     )
 
 
+def folders_below(folder: str | os.PathLike):
+    """`folder` and every non-hidden folder below it, top down. Symbolic links to folders are followed (a
+    data root whose subject folders link elsewhere is common; `Path.rglob` does not follow them before
+    Python 3.13) and each real folder is visited once, so a link cycle or a second link to one folder
+    neither loops nor counts its files twice."""
+    seen = set()
+    for here, subfolders, _ in os.walk(folder, followlinks=True):
+        real = os.path.realpath(here)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        yield Path(here)
+
+
 def list_images_under(folder: str | os.PathLike, pattern: str = "*") -> list[Path]:
     """Image files in `folder` and every (non-hidden) folder below it whose names match `pattern` (a glob,
     e.g. "*_t1.nii.gz"), sorted by path: one folder per subject, as BraTS and IXI keep them."""
     import fnmatch
 
-    folder = Path(folder)
-    folders = [folder, *(p for p in folder.rglob("*") if p.is_dir() and not any(
-        part.startswith(".") for part in p.relative_to(folder).parts))]
-    return sorted(p for d in folders for p in list_images(d) if fnmatch.fnmatch(p.name, pattern))
+    return sorted(p for d in folders_below(folder) for p in list_images(d) if fnmatch.fnmatch(p.name, pattern))
 
 
 PALETTE_READINGS = ("colours", "indices")

@@ -95,6 +95,29 @@ def test_2d_nifti_pairs_in_a_folder(tmp_path):
     np.testing.assert_allclose(item["source"][0].numpy(), gradient() * 2 - 1, atol=1e-5)
 
 
+def test_a_root_of_linked_subject_folders_finds_every_pair_once(tmp_path):
+    """Subject folders that are symbolic links (a data root assembled from a shared store) are read; a
+    second link to one subject and a link back up the tree neither count a volume twice nor loop."""
+    from helpers import brats_volumes
+
+    from cdtsde.cli.data import folder_kind
+    from cdtsde.data.nifti import find_volume_pairs
+    from cdtsde.imagefiles import list_images_under
+
+    brats_volumes(tmp_path / "store", subjects=3, size=8)
+    root = tmp_path / "root"
+    root.mkdir()
+    for subject in sorted((tmp_path / "store").iterdir()):
+        (root / subject.name).symlink_to(subject, target_is_directory=True)
+    (root / "again").symlink_to(tmp_path / "store" / "Brats18_S00_1", target_is_directory=True)
+    (root / "Brats18_S01_1" / "up").symlink_to(root, target_is_directory=True)
+    pairs, unmatched = find_volume_pairs(root, "t1", "t2")
+    assert sorted(subject for subject, _ in pairs) == ["Brats18_S00_1", "Brats18_S01_1", "Brats18_S02_1"]
+    assert unmatched == []
+    assert folder_kind(root) == "nifti"
+    assert len(list_images_under(root, "*_t1.nii.gz")) == 3
+
+
 def test_hash_split_is_deterministic_and_disjoint(tmp_path):
     ramp = (gradient() * 255).astype(np.uint8)
     make_folder(tmp_path, {f"{i:03d}.png": (ramp, f"{i:03d}.png", ramp) for i in range(40)})

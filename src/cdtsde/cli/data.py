@@ -9,7 +9,7 @@ import yaml
 
 from ..atomic import atomic_path
 from ..errors import CdtsdeError
-from ..imagefiles import list_images
+from ..imagefiles import folders_below, list_images
 
 INSPECT_SAMPLE = 32
 
@@ -83,7 +83,7 @@ def folder_kind(path: Path) -> str:
     """Dataset kind of a bare folder, from its layout."""
     if (path / "train" / "img").is_dir() and (path / "train" / "ann").is_dir():
         return "el-masks"
-    if next(path.rglob("*.nii*"), None) is not None:
+    if any(next(folder.glob("*.nii*"), None) for folder in folders_below(path)):
         return "nifti"
     if list_images(path):  # images directly inside: one modality alone
         return "image-folder"

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CdtsdeError
-from ..imagefiles import read_image
+from ..imagefiles import folders_below, read_image
 from ..intensity import NIFTI_PERCENTILE, VOLUME_STEPS, volume_steps
 from .base import PairedDataset
 from .readers import NiftiReading
@@ -53,7 +53,7 @@ def find_volume_pairs(root: Path, source: str, target: str):
     if not root.is_dir():
         raise CdtsdeError(f"{root}: not a directory")
     found: dict[tuple[str, str], dict[str, Path]] = {}
-    for path in sorted(root.rglob("*.nii*")):
+    for path in sorted(p for folder in folders_below(root) for p in folder.glob("*.nii*") if p.is_file()):
         parsed = parse_nifti_name(path)
         if parsed and parsed[1] in (source, target):
             found.setdefault((parsed[0], parsed[2]), {})[parsed[1]] = path
