@@ -52,6 +52,8 @@ def markers(out: Path) -> tuple[str, str]:
     """The lines around the block a suite output regenerates in README.md and docs/results.md, named by the
     output folder (the scale: cpu, converged), so that the blocks of several scales live side by side."""
     return f"<!-- suite:{out.name}:begin -->", f"<!-- suite:{out.name}:end -->"
+
+
 # the CDTSDE paper's Table 1, on its data (IXI at 256 px, Sentinel, PSCDE) with its training: quoted, not ours
 PAPER_TABLE1 = {
     "sar-optical": ("Sentinel", ("ssim", "psnr"), {"pix2pix": (.23, 15.12), "abridge": (.15, 12.50),
@@ -66,11 +68,26 @@ PAPER_TABLE1 = {
 }
 PAPER_NAMES = {"pix2pix": "Pix2Pix", "abridge": "ABridge", "cdtsde-linear": "DOSSR (CDTSDE linear)", "bbdm": "BBDM",
                "dbim": "DBIM", "cdtsde-dynamic": "CDTSDE (dynamic field)"}
-# the LMI paper's (seed paper 002) Table 1 (IXI PD -> T1; their data and training): Dice, PSNR, SSIM
 PREDATES_DRAWS = ("†", "a seed trained before per-item random draws (commit 804d91d): today's code trains it "
                   "differently, and a mean over seeds mixes its old draws with the other seeds' new ones")
-LMI_TABLE1 = {"CycleGAN": (.85, 18.88, .27), "StyleGAN (inversion)": (.66, 10.15, .06),
-              "SDEdit": (.82, 15.96, .50), "LMI-guided diffusion": (.88, 20.22, .69)}
+# the LMI paper's (seed paper 002) Table 1 (IXI PD -> T1; their data and training): Dice, PSNR, SSIM
+LMI_TABLE1 = {"cyclegan": (.85, 18.88, .27), "inversion": (.66, 10.15, .06), "sdedit": (.82, 15.96, .50),
+              "lmi": (.88, 20.22, .69)}
+LMI_NAMES = {"cyclegan": "CycleGAN", "inversion": "StyleGAN (inversion)", "sdedit": "SDEdit",
+             "lmi": "LMI-guided diffusion"}
+
+
+def published(task: str, method: str) -> str | None:
+    """The papers' number for a method on the task's protocol, saying whose it is (their data and training):
+    the CDTSDE paper's Table 1 PSNR (its Dice on EL) for the paired methods, the LMI paper's PSNR for the
+    zero-shot ones; None where neither paper has the method on the task."""
+    if method in PAPER_TABLE1.get(task, ("", (), {}))[2]:
+        data, metrics, rows = PAPER_TABLE1[task]
+        column = metrics.index("psnr") if "psnr" in metrics else 0
+        return f"{rows[method][column]:g} {'PSNR' if metrics[column] == 'psnr' else 'Dice'}, CDTSDE paper on {data}"
+    if TASKS[task]["zero_shot"] and method in LMI_TABLE1:
+        return f"{LMI_TABLE1[method][1]:g} PSNR, LMI paper on IXI PD->T1"
+    return None
 
 
 def load_cells(out: Path) -> dict[str, dict[str, list[dict]]]:
@@ -614,7 +631,7 @@ def paper_lines(task: str) -> list[str]:
     if TASKS[task]["zero_shot"]:
         lines += ["", "The LMI paper's Table 1 (IXI PD -> T1, their data and training; quoted, not comparable in "
                   "absolute terms):", "", "| method (LMI paper) | Dice | PSNR | SSIM |", "|---|---|---|---|"]
-        lines += [f"| {name} | {d:g} | {p:g} | {s:g} |" for name, (d, p, s) in LMI_TABLE1.items()]
+        lines += [f"| {LMI_NAMES[name]} | {d:g} | {p:g} | {s:g} |" for name, (d, p, s) in LMI_TABLE1.items()]
     return lines
 
 
@@ -758,7 +775,8 @@ def headline_lines(summaries: dict, cells: dict) -> list[str]:
 def converged_lines(summaries: dict, cells: dict) -> list[str]:
     """Per task of a converged output, each method at the common NFE: its headline with the interval over
     the test clusters and the seeds' spread, its paired difference to the reference, its seeds, and where its
-    training stopped (images seen, mean over seeds) and why."""
+    training stopped (images seen, mean over seeds) and why; beside it, where a paper reports the task's
+    protocol, its number for the method (`published`: their data and training, labelled theirs)."""
     lines = []
     for task, summary in summaries.items():
         if "convergence" not in summary:
@@ -766,7 +784,8 @@ def converged_lines(summaries: dict, cells: dict) -> list[str]:
         metric = TASKS[task]["metrics"][0]
         title = TITLES.get(metric, metric)
         lines += ["", f"**{task}** (at {COMMON_STEPS} NFE; {summary['units']} {TASKS[task]['unit']} in the test split):",
-                  "", f"| method | seeds | {title} | minus {REFERENCE} | images at the stop | stopped |", "|---|---|---|---|---|---|"]
+                  "", f"| method | seeds | {title} | minus {REFERENCE} | images at the stop | stopped | "
+                  "published (theirs: their data, size and training) |", "|---|---|---|---|---|---|---|"]
         for row in summary["rows"].values():
             method = row["method"]
             records = cells[task][method]
@@ -777,7 +796,8 @@ def converged_lines(summaries: dict, cells: dict) -> list[str]:
                                                   f"{pair['ci_high']:+.2f}]")
             stops = sorted({r.get("stopped", "?") for r in records})
             lines.append(f"| {method} | {len(records)} | {format_value(row[metric])} | {difference} | "
-                         f"{np.mean([r['images_seen'] for r in records]):.0f} | {', '.join(stops)} |")
+                         f"{np.mean([r['images_seen'] for r in records]):.0f} | {', '.join(stops)} | "
+                         f"{published(task, method) or '-'} |")
     return lines
 
 

@@ -140,7 +140,8 @@ def test_a_smoke_converged_cell_stops_early_is_scored_with_its_best_weights_and_
     # the README's converged table: the headline with its interval, the seeds, where training stopped
     (line,) = [line for line in report.converged_lines({"brats-t1t2": summary}, report.load_cells(out))
                if line.startswith("| cdtsde-linear |")]
-    assert line.startswith("| cdtsde-linear | 1 | ") and line.endswith(" | - | 48 | early |")
+    assert line.startswith("| cdtsde-linear | 1 | ") and line.endswith(" | - | 48 | early | "
+                                                                    "23.28 PSNR, CDTSDE paper on IXI T1->T2 |")
     # finished: recognised as such with the same configuration (the suite skips it)
     parsed = type("Args", (), {"score_only": False, "data_root": tmp_path / "data", "data_copy": False,
                                "scale": "converged", "max_steps": 10, "test_items": 2, "sweep": False})()

@@ -289,6 +289,18 @@ def fake_cell(out: Path, method: str, seed: int, psnr: float, **extra) -> dict:
     return record
 
 
+def test_the_published_numbers_beside_ours_name_their_paper_and_data():
+    """A paired method's number comes from the CDTSDE paper's Table 1 (PSNR, its Dice on EL), a zero-shot
+    method's from the LMI paper's, each with the data it was measured on; none where no paper has it."""
+    assert report.published("brats-t2t1", "cdtsde-linear") == "24.13 PSNR, CDTSDE paper on IXI T2->T1"
+    assert report.published("brats-t2t1", "lmi") == "20.22 PSNR, LMI paper on IXI PD->T1"
+    assert report.published("sar-optical", "pix2pix") == "15.12 PSNR, CDTSDE paper on Sentinel"
+    assert report.published("el-mask", "cdtsde-linear") == "0.46 Dice, CDTSDE paper on PSCDE"
+    assert report.published("brats-flairt1", "cyclegan") == "18.88 PSNR, LMI paper on IXI PD->T1"
+    assert report.published("brats-t1t2", "cdtsde-content") is None
+    assert report.published("sar-bigearthnet", "cdtsde-linear") is None
+
+
 def test_seeds_of_different_code_versions_are_not_averaged_unless_asked(tmp_path):
     """Two seeds of one method that ran different commits: the summary refuses (naming them) unless told
     to mix; cells that recorded no code version are one version ("unrecorded"); a recorded one is named
