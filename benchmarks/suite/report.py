@@ -776,16 +776,19 @@ def converged_lines(summaries: dict, cells: dict) -> list[str]:
     """Per task of a converged output, each method at the common NFE: its headline with the interval over
     the test clusters and the seeds' spread, its paired difference to the reference, its seeds, and where its
     training stopped (images seen, mean over seeds) and why; beside it, where a paper reports the task's
-    protocol, its number for the method (`published`: their data and training, labelled theirs)."""
+    protocol, its number for the method (`published`: their data and training, labelled theirs), and where our
+    headline is a foreground figure (brain PSNR), ours over the whole slice, the figure papers report."""
     lines = []
     for task, summary in summaries.items():
         if "convergence" not in summary:
             continue
         metric = TASKS[task]["metrics"][0]
         title = TITLES.get(metric, metric)
+        whole = metric.removesuffix("_fg") if metric.endswith("_fg") else None
         lines += ["", f"**{task}** (at {COMMON_STEPS} NFE; {summary['units']} {TASKS[task]['unit']} in the test split):",
                   "", f"| method | seeds | {title} | minus {REFERENCE} | images at the stop | stopped | "
-                  "published (theirs: their data, size and training) |", "|---|---|---|---|---|---|---|"]
+                  + (f"{whole.upper()}, whole slice | " if whole else "")
+                  + "published (theirs: their data, size and training) |", "|---" * (8 if whole else 7) + "|"]
         for row in summary["rows"].values():
             method = row["method"]
             records = cells[task][method]
@@ -797,7 +800,9 @@ def converged_lines(summaries: dict, cells: dict) -> list[str]:
             stops = sorted({r.get("stopped", "?") for r in records})
             lines.append(f"| {method} | {len(records)} | {format_value(row[metric])} | {difference} | "
                          f"{np.mean([r['images_seen'] for r in records]):.0f} | {', '.join(stops)} | "
-                         f"{published(task, method) or '-'} |")
+                         + (f"{np.mean([item[whole] for item in seed_averaged_rows(records, row['key'])]):.2f} | "
+                            if whole else "")
+                         + f"{published(task, method) or '-'} |")
     return lines
 
 
