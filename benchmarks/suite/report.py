@@ -574,6 +574,56 @@ def verdict_lines(summaries: dict) -> list[str]:
     return lines + [""]
 
 
+# The LMI paper's claim, its Table 1 (IXI PD -> T1) read best to worst: what the zero-shot tasks test
+LMI_ORDER = ("lmi", "cyclegan", "sdedit", "inversion")
+
+
+def ordering_summary(task: str, methods: dict[str, list[dict]]) -> dict | None:
+    """The LMI paper's order on one task, step by step: each method of LMI_ORDER the task has, against the
+    next one down, on the same test items at the common NFE (seed-averaged; cluster-bootstrap interval of the
+    headline's difference). A step 'holds' when its interval is above 0, is 'reversed' when below, else
+    'not resolved'; the claim is 'supported' when every step holds, 'contradicted' when any is reversed.
+    `observed`: the same methods in the order of their headline means."""
+    from cdtsde.metrics import paired_comparison
+
+    present = [method for method in LMI_ORDER if method in methods]
+    if len(present) < 2:
+        return None
+    metric = TASKS[task]["metrics"][0]
+    rows = {method: seed_averaged_rows(methods[method], methods[method][0]["common"]) for method in present}
+    steps = []
+    for above, below in zip(present, present[1:]):
+        shared = {row["name"] for row in rows[above]} & {row["name"] for row in rows[below]}
+        pair = paired_comparison([r for r in rows[above] if r["name"] in shared],
+                                 [r for r in rows[below] if r["name"] in shared], metric,
+                                 higher_is_better=metric not in LOWER_IS_BETTER, cluster_of=TASKS[task]["cluster"])
+        sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # a step holds when `above` is the better one
+        low, high = sorted((sign * pair["ci_low"], sign * pair["ci_high"]))
+        verdict = "holds" if low > 0 else "reversed" if high < 0 else "not resolved"
+        steps.append({"above": above, "below": below, **pair, "verdict": verdict})
+    verdicts = {step["verdict"] for step in steps}
+    means = {method: float(np.mean([row[metric] for row in rows[method]])) for method in present}
+    return {"metric": metric, "steps": steps, "observed": sorted(present, key=lambda m: -quality(metric, means[m])),
+            "verdict": "supported" if verdicts == {"holds"} else "contradicted" if "reversed" in verdicts
+            else "not resolved"}
+
+
+def ordering_lines(summaries: dict) -> list[str]:
+    """The LMI paper's ordering claim on every task that has two or more of its methods."""
+    tested = {task: s["ordering"] for task, s in summaries.items() if s.get("ordering")}
+    if not tested:
+        return []
+    lines = [f"**Claim 3, the LMI paper's order {' > '.join(LMI_ORDER)}** (each step: the headline's difference "
+             f"on the same test items at {COMMON_STEPS} NFE [95% cluster interval]; a step holds when its interval "
+             "is above 0):", "", "| task | steps | verdict | our order |", "|---|---|---|---|"]
+    for task, ordering in tested.items():
+        steps = "; ".join(f"{s['above']} - {s['below']} {s['mean_difference']:+.2f} [{s['ci_low']:+.2f}, "
+                          f"{s['ci_high']:+.2f}] {s['verdict']}" for s in ordering["steps"])
+        lines.append(f"| {task} ({ordering['metric']}) | {steps} | {ordering['verdict']} | "
+                     f"{' > '.join(ordering['observed'])} |")
+    return lines + [""]
+
+
 def sweep_figures(out: Path, task: str, summary: dict, methods: dict[str, list[dict]]) -> None:
     """quality-vs-NFE per gamma for the headline metric, and Lambda maps of each learned field (seed 0
     weights when on this machine) with the eta_t value in each title and a colour bar."""
@@ -720,6 +770,9 @@ def write_summary(out: Path, readme: bool = False, mix_code_versions: bool = Fal
             validation_figure(out / f"validation-{task}.png", task, cells[task])
         if translations_figure(out / f"translations-{task}.png", task, cells[task]):
             lines += ["", f"Four test items by every method: translations-{task}.png."]
+        ordering = ordering_summary(task, cells[task])
+        if ordering:
+            summary["ordering"] = ordering
         if any(r.get("sweep") for records in cells[task].values() for r in records):
             summary["sweep"] = sweep_summary(task, cells[task])
             lines += sweep_lines(task, summary["sweep"])
@@ -731,9 +784,10 @@ def write_summary(out: Path, readme: bool = False, mix_code_versions: bool = Fal
         brief += [f"| {marked(label, row)} | {format_value(row[metrics[0]])} | {format_value(row[metrics[1]])} | "
                   f"{row['seconds_per_image']:.3f} |" for label, row in summary["rows"].items()]
         brief += footnote(summary["rows"].values()) + [""]
-    verdicts = verdict_lines(summaries)
+    verdicts = verdict_lines(summaries) + ordering_lines(summaries)
     if verdicts:
-        header += ["## The field ablation's verdicts (docs/cdtsde.md section 4 gives the rules)", "", *verdicts]
+        header += ["## The papers' claims (the rules: docs/cdtsde.md section 4 for the fields, `ordering_summary` "
+                   "for the LMI paper's order)", "", *verdicts]
     write_report(out, header + lines, {"tasks": summaries})
     (out / "results.md").rename(out / "summary.md")
     (out / "results.json").rename(out / "summary.json")

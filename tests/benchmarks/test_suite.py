@@ -273,6 +273,35 @@ def test_the_field_verdicts_read_intervals_over_seeds(tmp_path):
     assert "| cdtsde-dynamic | 4 / 0 / 0 / 10 |" in table
 
 
+def test_the_lmi_papers_order_is_judged_step_by_step_on_the_same_items(tmp_path):
+    """Four zero-shot methods on six subjects: LMI above CycleGAN on every subject (the step holds), CycleGAN
+    below SDEdit on every subject (reversed), SDEdit and inversion level up to noise across subjects (not
+    resolved): the claim is contradicted, and our order is by the means. Two methods suffice for a verdict; one
+    gives none."""
+    swings = (0.4, -0.4, 0.7, -0.7, 0.2, -0.2)  # inversion's per-subject difference from its mean
+    means = {"lmi": 15.0, "cyclegan": 13.0, "sdedit": 14.0, "inversion": 13.9}
+    methods = {}
+    for method, mean in means.items():
+        folder = tmp_path / method
+        folder.mkdir()
+        rows = [{"name": f"Brats18_S{k}_slice{i:03d}",
+                 "psnr_fg": mean + 0.3 * k + (swings[k] if method == "inversion" else 0.0)}
+                for k in range(6) for i in range(3)]
+        (folder / "rows.json").write_text(json.dumps(rows))
+        methods[method] = [{"folder": str(folder), "common": "100%@5", "evaluations": {"100%@5": {"rows": "rows.json"}}}]
+    ordering = report.ordering_summary("brats-t2t1", methods)
+    assert [(s["above"], s["below"], s["verdict"]) for s in ordering["steps"]] == [
+        ("lmi", "cyclegan", "holds"), ("cyclegan", "sdedit", "reversed"), ("sdedit", "inversion", "not resolved")]
+    assert ordering["steps"][0]["mean_difference"] == pytest.approx(2.0)
+    assert ordering["verdict"] == "contradicted"
+    assert ordering["observed"] == ["lmi", "sdedit", "inversion", "cyclegan"]
+    lines = report.ordering_lines({"brats-t2t1": {"ordering": ordering}})
+    assert "| brats-t2t1 (psnr_fg) | lmi - cyclegan +2.00 [+2.00, +2.00] holds; cyclegan - sdedit -1.00" in lines[4]
+    two = report.ordering_summary("brats-t2t1", {m: methods[m] for m in ("lmi", "cyclegan")})
+    assert two["verdict"] == "supported"
+    assert report.ordering_summary("brats-t2t1", {"lmi": methods["lmi"]}) is None
+
+
 def fake_cell(out: Path, method: str, seed: int, psnr: float, **extra) -> dict:
     """A finished sar-optical cell scored at 5 NFE (eight items of four fragments), as run_cell writes it."""
     folder = run.cell_dir(out, "sar-optical", method, seed)
