@@ -297,7 +297,7 @@ def to_plateau(record: dict) -> dict:
 
 def validation_figure(path: Path, task: str, methods: dict[str, list[dict]]) -> None:
     """Every converged cell's monitored validation figure against images seen and against its training
-    process's CPU minutes, the best marked."""
+    process's CPU minutes, the best marked; one colour per method, one line style per seed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -305,8 +305,10 @@ def validation_figure(path: Path, task: str, methods: dict[str, list[dict]]) -> 
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     monitor = next(record["monitor"] for records in methods.values() for record in records if "monitor" in record)
-    for method, records in methods.items():
-        for record in records:
+    colours = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20").colors
+    styles = ("-", "--", ":", "-.")
+    for index, (method, records) in enumerate(methods.items()):
+        for order, record in enumerate(records):
             rows = record.get("validation_rows")
             if not rows:
                 continue
@@ -315,9 +317,11 @@ def validation_figure(path: Path, task: str, methods: dict[str, list[dict]]) -> 
                 (r for r in rows if r["step"] == record["best_step"]), None)
             for axis, x in ((axes[0], "images"), (axes[1], "cpu_seconds")):
                 scale = 60.0 if x == "cpu_seconds" else 1.0
-                line, = axis.plot([r[x] / scale for r in rows], values, label=f"{method} s{record['seed']}", linewidth=1)
+                colour = colours[index % len(colours)]
+                axis.plot([r[x] / scale for r in rows], values, styles[order % len(styles)], color=colour,
+                          label=f"{method} s{record['seed']}", linewidth=1)
                 if best is not None:
-                    axis.plot(best[x] / scale, record["best_value"], "o", color=line.get_color())
+                    axis.plot(best[x] / scale, record["best_value"], "o", color=colour, markersize=4)
     axes[0].set(xlabel="images seen", ylabel=f"{monitor} (val split)", title=f"{task}: validation (best marked)")
     axes[1].set(xlabel="training CPU minutes", title="against compute")
     for axis in axes:
