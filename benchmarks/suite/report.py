@@ -432,8 +432,9 @@ def fewer_steps_verdict(field_at_common: dict, linear_at_common: dict) -> str:
 
 
 def matched_items_comparison(task: str, records: list[dict], linear: list[dict], metric: str) -> dict:
-    """method - linear on the test items at the common NFE, each side averaged over the seeds both have (so
-    the item interval is centred where the seed-matched differences are); cluster-bootstrap interval."""
+    """method - linear (or any other method's records) on the test items at the common NFE, each side averaged
+    over the seeds both have (so the item interval is centred where the seed-matched differences are);
+    cluster-bootstrap interval."""
     from cdtsde.metrics import paired_comparison
 
     seeds = {r["seed"] for r in records} & {r["seed"] for r in linear}
@@ -584,29 +585,24 @@ LMI_ORDER = ("lmi", "cyclegan", "sdedit", "inversion")
 
 def ordering_summary(task: str, methods: dict[str, list[dict]]) -> dict | None:
     """The LMI paper's order on one task, step by step: each method of LMI_ORDER the task has, against the
-    next one down, on the same test items at the common NFE (seed-averaged; cluster-bootstrap interval of the
-    headline's difference). A step 'holds' when its interval is above 0, is 'reversed' when below, else
-    'not resolved'; the claim is 'supported' when every step holds, 'contradicted' when any is reversed.
-    `observed`: the same methods in the order of their headline means."""
-    from cdtsde.metrics import paired_comparison
-
+    next one down, on the same test items at the common NFE (`matched_items_comparison`: the seeds both have,
+    cluster-bootstrap interval of the headline's difference). A step 'holds' when its interval is above 0, is
+    'reversed' when below, else 'not resolved'; the claim is 'supported' when every step holds, 'contradicted'
+    when any is reversed. `observed`: the same methods in the order of their headline means."""
     present = [method for method in LMI_ORDER if method in methods]
     if len(present) < 2:
         return None
     metric = TASKS[task]["metrics"][0]
-    rows = {method: seed_averaged_rows(methods[method], methods[method][0]["common"]) for method in present}
     steps = []
     for above, below in zip(present, present[1:]):
-        shared = {row["name"] for row in rows[above]} & {row["name"] for row in rows[below]}
-        pair = paired_comparison([r for r in rows[above] if r["name"] in shared],
-                                 [r for r in rows[below] if r["name"] in shared], metric,
-                                 higher_is_better=metric not in LOWER_IS_BETTER, cluster_of=TASKS[task]["cluster"])
+        pair = matched_items_comparison(task, methods[above], methods[below], metric)
         sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # a step holds when `above` is the better one
         low, high = sorted((sign * pair["ci_low"], sign * pair["ci_high"]))
         verdict = "holds" if low > 0 else "reversed" if high < 0 else "not resolved"
         steps.append({"above": above, "below": below, **pair, "verdict": verdict})
     verdicts = {step["verdict"] for step in steps}
-    means = {method: float(np.mean([row[metric] for row in rows[method]])) for method in present}
+    means = {method: float(np.mean([row[metric] for row in seed_averaged_rows(methods[method], methods[method][0]["common"])]))
+             for method in present}
     return {"metric": metric, "steps": steps, "observed": sorted(present, key=lambda m: -quality(metric, means[m])),
             "verdict": "supported" if verdicts == {"holds"} else "contradicted" if "reversed" in verdicts
             else "not resolved"}

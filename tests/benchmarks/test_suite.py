@@ -288,7 +288,8 @@ def test_the_lmi_papers_order_is_judged_step_by_step_on_the_same_items(tmp_path)
                  "psnr_fg": mean + 0.3 * k + (swings[k] if method == "inversion" else 0.0)}
                 for k in range(6) for i in range(3)]
         (folder / "rows.json").write_text(json.dumps(rows))
-        methods[method] = [{"folder": str(folder), "common": "100%@5", "evaluations": {"100%@5": {"rows": "rows.json"}}}]
+        methods[method] = [{"folder": str(folder), "seed": 0, "common": "100%@5",
+                            "evaluations": {"100%@5": {"rows": "rows.json"}}}]
     ordering = report.ordering_summary("brats-t2t1", methods)
     assert [(s["above"], s["below"], s["verdict"]) for s in ordering["steps"]] == [
         ("lmi", "cyclegan", "holds"), ("cyclegan", "sdedit", "reversed"), ("sdedit", "inversion", "not resolved")]
