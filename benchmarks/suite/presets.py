@@ -130,7 +130,7 @@ CONVERGED_VAL = {
 # the validation column of each task's headline (cdtsde.run.headline_score: brain PSNR, PSNR, defect Dice),
 # what early stopping monitors; every suite method translates, so every one is judged by it
 HEADLINES = {"brats-t1t2": "psnr_fg", "brats-t2t1": "psnr_fg", "brats-flairt1": "psnr_fg", "sar-optical": "psnr",
-             "sar-bigearthnet": "psnr", "el-mask": "dice/defect"}
+             "sar-bigearthnet": "psnr", "el-mask": "dice/defect-present"}
 # the recipe study's families (benchmarks.recipes.plan.FAMILIES) by registry name; a method of none (the
 # identity, a method added later) trains with the cpu scale's settings
 FAMILIES = {"bridges": ("cdtsde", "bbdm", "dbim", "abridge", "i2sb"), "gans": ("pix2pix", "cyclegan"),

@@ -141,12 +141,12 @@ def is_pv_el_masks(spec: dict) -> bool:
 
 def headline_score(spec: dict, data: DataInfo) -> HeadlineScore:
     """The task's headline figure, as the suite leads with it: brain PSNR for MRI (NIfTI data), the
-    defect Dice for masks (the pv-el-cracks defects; for other masks every class but the background),
-    PSNR for other images."""
+    defect Dice over the items with a defect for masks (the pv-el-cracks defects; for other masks every
+    class but the background), PSNR for other images."""
     if data.target_kind == "mask":
         pv_el = is_pv_el_masks(spec)
         classes = len(PV_EL_CLASSES) if pv_el else data.target_channels
-        return HeadlineScore("dice/defect", PV_EL_DEFECT if pv_el else tuple(range(1, classes)))
+        return HeadlineScore("dice/defect-present", PV_EL_DEFECT if pv_el else tuple(range(1, classes)))
     return HeadlineScore("psnr_fg" if spec.get("kind") in NIFTI_KINDS else "psnr")
 
 

@@ -92,9 +92,9 @@ def test_the_headline_score_is_the_task_s():
     assert headline_score(brats, method.data) == HeadlineScore("psnr_fg")
     assert headline_score({"kind": "procedural", "task": "mri-phantom"}, method.data) == HeadlineScore("psnr")
     mask_data = type(method.data)(source_channels=1, target_channels=5, target_kind="mask", image_size=16)
-    assert headline_score(el, mask_data) == HeadlineScore("dice/defect", (1, 2, 3))
+    assert headline_score(el, mask_data) == HeadlineScore("dice/defect-present", (1, 2, 3))
     three = type(method.data)(source_channels=1, target_channels=3, target_kind="mask", image_size=16)
-    assert headline_score({"kind": "list-file"}, three) == HeadlineScore("dice/defect", (1, 2))
+    assert headline_score({"kind": "list-file"}, three) == HeadlineScore("dice/defect-present", (1, 2))
 
 
 def test_brain_psnr_counts_the_target_s_nonzero_pixels_and_defect_dice_the_defect_classes():
@@ -109,9 +109,43 @@ def test_brain_psnr_counts_the_target_s_nonzero_pixels_and_defect_dice_the_defec
     predicted = classes.clone()
     predicted[0, 2:4] = 4  # 16 busbar pixels: not a defect
     predicted[0, 0, :4] = 3  # another defect class: still the defect
-    encode = lambda c: torch.nn.functional.one_hot(c, 5).permute(0, 3, 1, 2).float() * 2 - 1  # noqa: E731
-    assert HeadlineScore("dice/defect", (1, 2, 3))(encode(predicted), encode(classes)) == 1.0
-    assert HeadlineScore("dice/defect", (1, 2, 3, 4))(encode(predicted), encode(classes)) == pytest.approx(2 / 3)
+    assert HeadlineScore("dice/defect-present", (1, 2, 3))(one_hot_masks(predicted), one_hot_masks(classes)) == 1.0
+    assert HeadlineScore("dice/defect-present", (1, 2, 3, 4))(
+        one_hot_masks(predicted), one_hot_masks(classes)) == pytest.approx(2 / 3)
+
+
+def one_hot_masks(classes, count=5):
+    return torch.nn.functional.one_hot(classes, count).permute(0, 3, 1, 2).float() * 2 - 1
+
+
+def test_defect_dice_is_scored_over_the_items_with_a_defect():
+    """An empty prediction of an empty target would score Dice 1: over every item, a model that predicts no
+    defect would lead the validation curve. Over the items with a defect it scores 0, and a spurious defect
+    on a defect-free item does not count."""
+    targets = torch.zeros(3, 8, 8, dtype=torch.long)
+    targets[0, :2] = 1  # item 0 has a crack; items 1 and 2 have none
+    nothing = torch.zeros_like(targets)
+    perfect_but_spurious = targets.clone()
+    perfect_but_spurious[1, 5:] = 2  # a spurious defect on a defect-free item
+    score = HeadlineScore("dice/defect-present", (1, 2, 3))
+    assert score(one_hot_masks(nothing), one_hot_masks(targets)) == 0.0
+    assert score(one_hot_masks(perfect_but_spurious), one_hot_masks(targets)) == 1.0
+    assert math.isnan(score(one_hot_masks(nothing[1:]), one_hot_masks(targets[1:])))
+
+
+def test_validation_targets_without_a_defect_are_refused_before_the_first_step(tmp_path):
+    class DefectFree(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            return {"source": torch.zeros(1, 8, 8), "target": one_hot_masks(torch.zeros(1, 8, 8, dtype=torch.long))[0]}
+
+    score = HeadlineScore("dice/defect-present", (1, 2, 3))
+    with pytest.raises(CdtsdeError, match=r"the validation targets \(4 items\) have no defect \(classes 1, 2, 3\)"):
+        train(tiny_model(), InversionPairs(), early_stopping_config(monitor="val/dice/defect-present"),
+              tmp_path / "run", validation=ValidationData(DefectFree(), DefectFree(), score), progress=False)
+    assert not (tmp_path / "run" / "metrics.csv").exists()
 
 
 def test_the_fixed_draw_loss_repeats_and_leaves_the_method_as_it_was(tmp_path):
@@ -142,6 +176,9 @@ class ScriptedScore:
 
     def __call__(self, translations, targets):
         return self.figures.pop(0)
+
+    def check_targets(self, targets):
+        pass  # any targets: the figures are scripted
 
 
 def early_stopping_config(**early_stopping):

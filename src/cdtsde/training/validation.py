@@ -43,11 +43,14 @@ CURVE_FILE = "validation.png"
 
 class Score(Protocol):
     """What rates translations against their targets ((B, C, H, W) each, model space) with one figure, and
-    its column's name (e.g. "psnr_fg"): cdtsde.metrics.headline.HeadlineScore."""
+    its column's name (e.g. "psnr_fg"): cdtsde.metrics.headline.HeadlineScore. `check_targets` refuses, with
+    a CdtsdeError, validation targets on which the figure is undefined (before the first step)."""
 
     name: str
 
     def __call__(self, translations: torch.Tensor, targets: torch.Tensor) -> float: ...
+
+    def check_targets(self, targets: torch.Tensor) -> None: ...
 
 
 @dataclass
@@ -125,7 +128,7 @@ def has_steps(method: Method) -> bool:
 def check_validation(method: Method, data: ValidationData | None, config: ValidationConfig,
                      early_stopping: EarlyStoppingConfig | None, phases: list[str]) -> None:
     """Refuse, before the first step, what validation could not do: no data, an nfe the method's
-    sampler refuses, a monitored column the run does not produce."""
+    sampler refuses, targets the score is undefined on, a monitored column the run does not produce."""
     if data is None:
         raise CdtsdeError("train.validation is set but no validation data were given (train(validation=...); "
                           "cdtsde.run.validation_data builds them from the data spec's val split)")
@@ -134,6 +137,8 @@ def check_validation(method: Method, data: ValidationData | None, config: Valida
             method.sampling_options(steps=config.nfe)
         except CdtsdeError as exc:
             raise CdtsdeError(f"train.validation.nfe: {exc}") from exc
+    if data.score is not None:
+        data.score.check_targets(torch.stack([item["target"] for item in first_items(data.pairs, config.items)]))
     columns = validation_columns(data, phases)
     if early_stopping is not None and early_stopping.monitor not in columns:
         raise CdtsdeError(f"train.early_stopping.monitor: {early_stopping.monitor!r} is not a validation column of "
