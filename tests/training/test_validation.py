@@ -131,6 +131,9 @@ def test_defect_dice_is_scored_over_the_items_with_a_defect():
     assert score(one_hot_masks(nothing), one_hot_masks(targets)) == 0.0
     assert score(one_hot_masks(perfect_but_spurious), one_hot_masks(targets)) == 1.0
     assert math.isnan(score(one_hot_masks(nothing[1:]), one_hot_masks(targets[1:])))
+    score.check_targets(iter(one_hot_masks(targets)))  # one item has a defect: defined
+    with pytest.raises(CdtsdeError, match=r"the validation targets \(2 items\) have no defect"):
+        score.check_targets(iter(one_hot_masks(targets[1:])))
 
 
 def test_validation_targets_without_a_defect_are_refused_before_the_first_step(tmp_path):

@@ -15,6 +15,7 @@ The figure is the mean over the items of its finite values (`summarise`).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,9 +63,16 @@ class HeadlineScore:
             scores.update(str(index), prediction, target)
         return scores.compute()[1][name]["mean"]
 
-    def check_targets(self, targets: torch.Tensor) -> None:
-        """Refuse validation targets on which the figure is undefined: "dice/defect-present" with no defect."""
-        if self.name == "dice/defect-present" and not np.isin(decode_classes(targets), self.defect).any():
-            raise CdtsdeError(f"the validation targets ({len(targets)} items) have no defect (classes "
-                              f"{', '.join(map(str, self.defect))}): the defect Dice over the items with a defect "
-                              "is undefined; give the data spec a val split with defects (or more train.validation.items)")
+    def check_targets(self, targets: Iterable[torch.Tensor]) -> None:
+        """Refuse validation targets (one (C, H, W) tensor an item) on which the figure is undefined:
+        "dice/defect-present" with no defect. Reads them one by one, up to the first defect."""
+        if self.name != "dice/defect-present":
+            return
+        count = 0
+        for target in targets:
+            if np.isin(decode_classes(target), self.defect).any():
+                return
+            count += 1
+        raise CdtsdeError(f"the validation targets ({count} items) have no defect (classes "
+                          f"{', '.join(map(str, self.defect))}): the defect Dice over the items with a defect is "
+                          "undefined; give the data spec a val split with defects (or more train.validation.items)")

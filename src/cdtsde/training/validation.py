@@ -22,6 +22,7 @@ semantics: an improvement is a change by more than `min_delta` in the monitored 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -50,7 +51,7 @@ class Score(Protocol):
 
     def __call__(self, translations: torch.Tensor, targets: torch.Tensor) -> float: ...
 
-    def check_targets(self, targets: torch.Tensor) -> None: ...
+    def check_targets(self, targets: Iterable[torch.Tensor]) -> None: ...
 
 
 @dataclass
@@ -138,7 +139,8 @@ def check_validation(method: Method, data: ValidationData | None, config: Valida
         except CdtsdeError as exc:
             raise CdtsdeError(f"train.validation.nfe: {exc}") from exc
     if data.score is not None:
-        data.score.check_targets(torch.stack([item["target"] for item in first_items(data.pairs, config.items)]))
+        count = len(data.pairs) if config.items is None else min(config.items, len(data.pairs))
+        data.score.check_targets(data.pairs[index]["target"] for index in range(count))
     columns = validation_columns(data, phases)
     if early_stopping is not None and early_stopping.monitor not in columns:
         raise CdtsdeError(f"train.early_stopping.monitor: {early_stopping.monitor!r} is not a validation column of "
