@@ -49,7 +49,7 @@ class HeadlineScore:
             scores = ScoreAccumulator("mask", classes={}, foreground=self.defect)
             pairs = [(prediction, target) for prediction, target in zip(decode_classes(translations),
                                                                         decode_classes(targets))
-                     if np.isin(target, self.defect).any()]
+                     if self.has_defect(target)]
             if not pairs:
                 return math.nan
             name = "dice/defect"  # the accumulator's column, here over the items with a defect
@@ -63,6 +63,10 @@ class HeadlineScore:
             scores.update(str(index), prediction, target)
         return scores.compute()[1][name]["mean"]
 
+    def has_defect(self, classes: np.ndarray) -> bool:
+        """Whether a class-index mask holds any of the defect classes."""
+        return bool(np.isin(classes, self.defect).any())
+
     def check_targets(self, targets: Iterable[torch.Tensor]) -> None:
         """Refuse validation targets (one (C, H, W) tensor an item) on which the figure is undefined:
         "dice/defect-present" with no defect. Reads them one by one, up to the first defect."""
@@ -70,7 +74,7 @@ class HeadlineScore:
             return
         count = 0
         for target in targets:
-            if np.isin(decode_classes(target), self.defect).any():
+            if self.has_defect(decode_classes(target)):
                 return
             count += 1
         raise CdtsdeError(f"the validation targets ({count} items) have no defect (classes "
