@@ -501,3 +501,23 @@ def test_verify_compares_a_rerun_with_the_committed_cell_and_refuses_other_code(
     monkeypatch.setattr(verify, "code_version", lambda: {"cdtsde": "0.1.0", "commit": "b" * 40, "modified": False})
     with pytest.raises(SystemExit, match="this checkout is bbbbbbbbbbbb: rerun it at its commit .*--output RERUN_FOLDER.*--against"):
         verify.main(["--output", str(tmp_path / "committed"), *cell])
+
+
+def test_the_tables_and_the_validation_agree_on_which_mask_items_have_a_defect():
+    """The suite's "-present" rows and the training monitor's headline count the same items: a busbar alone
+    (class 4) is no defect, any pixel of dark area or crack (1-3) is one."""
+    import torch
+
+    from cdtsde.data.masks import PV_EL_CLASSES, encode_classes
+    from cdtsde.run import headline_score
+
+    masks = {"empty": np.zeros((8, 8), np.int64), "busbar": np.full((8, 8), 4, np.int64)}
+    for defect in (1, 2, 3):
+        masks[f"class{defect}"] = np.zeros((8, 8), np.int64)
+        masks[f"class{defect}"][3, 5] = defect
+    items = [{"name": name, "target": torch.from_numpy(encode_classes(mask, len(PV_EL_CLASSES)))}
+             for name, mask in masks.items()]
+    presence = run.defect_presence(items)
+    assert presence == {"empty": False, "busbar": False, "class1": True, "class2": True, "class3": True}
+    headline = headline_score({"kind": "el-masks"}, DataInfo(3, len(PV_EL_CLASSES), "mask"))
+    assert presence == {item["name"]: headline.has_defect(masks[item["name"]]) for item in items}
