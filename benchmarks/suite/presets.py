@@ -26,15 +26,16 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 REFERENCE = "cdtsde-linear"  # every method is paired against it, and it runs on every task
 
 SMALL_UNET = {"base_channels": 32, "channel_mults": [1, 2, 2, 2], "num_res_blocks": 1, "attention_resolutions": [8]}
+SMALL_GAN = {"generator_filters": 16, "discriminator_filters": 16}  # CycleGAN's reference is 64, at 256 px
 # nfe_cap: the most network evaluations one translation may take at the scale (BBDM's reference 200 fits the
 # CPU scale; ABridge's 1000 dual steps, 1998 evaluations, are cut to fit)
 SCALES = {
     # a few minutes per model on 2 CPU cores: a smoke-level comparison, not the paper's setting
     "quick": {"size": 32, "train": {"max_steps": 600, "batch_size": 16, "lr": 1e-3, "warmup_steps": 50,
-                                    "ema_decay": 0.995}, "unet": SMALL_UNET, "test_items": 64, "nfe_cap": 200},
+                                    "ema_decay": 0.995}, "unet": SMALL_UNET, "gan": SMALL_GAN, "test_items": 64, "nfe_cap": 200},
     # about 7 minutes per model on 2 CPU cores
     "cpu": {"size": 64, "train": {"max_steps": 200, "batch_size": 16, "lr": 1e-3, "warmup_steps": 20,
-                                  "ema_decay": 0.99}, "unet": SMALL_UNET, "test_items": 64, "nfe_cap": 200},
+                                  "ema_decay": 0.99}, "unet": SMALL_UNET, "gan": SMALL_GAN, "test_items": 64, "nfe_cap": 200},
     # the paper's 256 px setting, for a GPU
     "gpu": {"size": 256, "train": {"max_steps": 10000, "batch_size": 16, "lr": 2e-4, "accelerator": "gpu",
                                    "precision": "bf16-mixed"},
@@ -160,9 +161,9 @@ LEFT_OUT = {"cdtsde": "runs as its field variants (FIELD_VARIANTS)",
 # method_train: the scale's settings left to the method's own `train_defaults` (its reference optimiser);
 #   with batch_size among them, the budget of images seen stays the scale's (more steps of a smaller batch);
 # train_fractions: options set to a fraction of that budget in steps;
-# model_at: model options per scale (none at the others); model: False leaves the model section out (as the
-#   inversion cells were recorded: the same run as an empty section).
-SMALL_GAN = {"generator_filters": 16, "discriminator_filters": 16}  # the CPU presets' networks
+# scale_model: the scale's entry holding the method's model options (none at a scale without it), so that a
+#   scale derived from another (converged from cpu) trains the same networks; model: False leaves the model
+#   section out (as the inversion cells were recorded: the same run as an empty section).
 PRESETS = {
     # Adam (betas 0.5/0.999, its own), no EMA, no clipping: its reference, at the benchmark's budget and batch
     "pix2pix": {"train": {"lr": 2e-4, "warmup_steps": 1, "ema_decay": 0.0, "grad_clip": 0.0}},
@@ -170,7 +171,7 @@ PRESETS = {
     # at the CPU scales, the reference 64 at 256 px
     "cyclegan": {"method_train": ("lr", "warmup_steps", "ema_decay", "batch_size"),
                  "train_fractions": {"decay_steps": 0.5, "checkpoint_every": 0.5},
-                 "model_at": {"quick": SMALL_GAN, "cpu": SMALL_GAN}},
+                 "scale_model": "gan"},
     # its own networks and optimiser settings, at the benchmark's batch
     "inversion": {"method_train": ("lr", "warmup_steps", "ema_decay"), "model": False},
 }
@@ -343,7 +344,8 @@ def cell_config(task: str, method: str, seed: int, scale: str, data_root: Path, 
         config["method"] = name
     if preset.get("model", True):
         config["model"] = {**({"unet": budget["unet"]} if has_unet(cls) else {}),
-                           **preset.get("model_at", {}).get(scale, {}), **model_options}
+                           **(budget.get(preset["scale_model"], {}) if "scale_model" in preset else {}),
+                           **model_options}
     if scale == "converged":
         converge(config, task, method, cls, train.get("batch_size", cls.train_defaults.get("batch_size", 1)))
     if max_steps:

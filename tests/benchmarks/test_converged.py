@@ -61,6 +61,23 @@ def test_a_converged_cell_trains_with_its_family_s_recipe_until_validation_stops
     assert presets.cell_config("brats-t2t1", "cyclegan", 0, "converged", ROOT, None)["train"] == cyclegan
 
 
+def test_every_converged_cell_trains_the_cpu_scale_s_networks(tmp_path, monkeypatch):
+    """The converged scale is the cpu scale trained longer: with no width lever picked, every method's model
+    section is the cpu cell's (CycleGAN's 16 filters included, not its 256 px reference's 64)."""
+    monkeypatch.setattr(presets, "RECIPES", recipe_summary(tmp_path / "summary.json", {}))
+    monkeypatch.setattr(presets, "training_subjects", lambda data: [f"s{i}" for i in range(6)])
+    monkeypatch.setattr(presets, "held_out_data", lambda task, root: presets.task_data(task, root, "converged"))
+    cells = [(task, method) for task in presets.TASKS for method in presets.suite_methods()
+             if presets.runs_on(task, method)]
+    assert ("brats-t2t1", "cyclegan") in cells
+    for task, method in cells:
+        cpu = presets.cell_config(task, method, 0, "cpu", ROOT, None)
+        converged = presets.cell_config(task, method, 0, "converged", ROOT, None)
+        assert converged.get("model") == cpu.get("model"), (task, method)
+    assert presets.cell_config("brats-t2t1", "cyclegan", 0, "converged", ROOT, None)["model"] == presets.SMALL_GAN
+    assert presets.cell_config("brats-t2t1", "cyclegan", 0, "gpu", ROOT, None)["model"] == {}
+
+
 def names(spec: dict, split: str) -> set[str]:
     """The item names of a split (BraTS: its subjects)."""
     dataset = build_dataset(spec, split)
