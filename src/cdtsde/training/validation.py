@@ -76,8 +76,13 @@ def validation_columns(data: ValidationData, phases: list[str]) -> list[str]:
     return ([f"val/{data.score.name}"] if data.score is not None else []) + losses
 
 
+def first_indices(dataset: Dataset, count: int | None) -> range:
+    """The indices of the validation subset: the first `count` items (every item for None)."""
+    return range(len(dataset) if count is None else min(count, len(dataset)))
+
+
 def first_items(dataset: Dataset, count: int | None) -> list[dict]:
-    return [dataset[index] for index in range(len(dataset) if count is None else min(count, len(dataset)))]
+    return [dataset[index] for index in first_indices(dataset, count)]
 
 
 def in_batches(items: list[dict], size: int):
@@ -139,8 +144,7 @@ def check_validation(method: Method, data: ValidationData | None, config: Valida
         except CdtsdeError as exc:
             raise CdtsdeError(f"train.validation.nfe: {exc}") from exc
     if data.score is not None:
-        count = len(data.pairs) if config.items is None else min(config.items, len(data.pairs))
-        data.score.check_targets(data.pairs[index]["target"] for index in range(count))
+        data.score.check_targets(data.pairs[index]["target"] for index in first_indices(data.pairs, config.items))
     columns = validation_columns(data, phases)
     if early_stopping is not None and early_stopping.monitor not in columns:
         raise CdtsdeError(f"train.early_stopping.monitor: {early_stopping.monitor!r} is not a validation column of "
