@@ -55,15 +55,14 @@ DIAGNOSTICS = ("g_mean", "g_spatial_std", "g_at_lower", "g_at_upper", "lambda_ra
 DEFECT_PRESENT = ("dice/defect", "hd95/defect")
 
 
-def defect_presence(test_set) -> dict[str, bool]:
-    """Whether each test item's target has a defect. Defects are rare and an empty prediction of an empty
-    target scores Dice 1 (cdtsde.metrics.masks), so masks are also scored over the items that have one."""
-    from cdtsde.data.masks import PV_EL_DEFECT, decode_classes
-    from cdtsde.metrics.headline import HeadlineScore
+def defect_presence(test_set, headline) -> dict[str, bool]:
+    """Whether each test item's target has a defect, by the task's headline (`cdtsde.run.headline_score`),
+    so what training monitors and what the tables lead with count the same items. Defects are rare and an
+    empty prediction of an empty target scores Dice 1 (cdtsde.metrics.masks), so masks are also scored over
+    the items that have one."""
+    from cdtsde.data.masks import decode_classes
 
-    # the validation headline's own test, so what training monitors and what the tables lead with agree
-    has_defect = HeadlineScore("dice/defect-present", PV_EL_DEFECT).has_defect
-    return {item["name"]: has_defect(decode_classes(item["target"])) for item in test_set}
+    return {item["name"]: headline.has_defect(decode_classes(item["target"])) for item in test_set}
 
 
 def add_defect_present(rows: list[dict], has_defect: dict[str, bool]) -> dict:
@@ -96,20 +95,22 @@ def scoring_setup(task: str, data_root: Path, scale: str, limit: int | None, fin
     scoring options of the task: brain-restricted metrics and K-Means Dice (fitted on the root's training
     targets) for MRI, perception metrics for images, mask metrics and defect presence for masks."""
     from cdtsde.data import build_dataset
-    from cdtsde.data.masks import PV_EL_CLASSES, PV_EL_DEFECT
+    from cdtsde.data.masks import PV_EL_CLASSES
     from cdtsde.intensity import model_to_unit
     from cdtsde.metrics.segmentation import IntensityKMeans
+    from cdtsde.run import headline_score
 
     data = task_data(task, data_root, scale)
     test_set = test_items(build_dataset(data, "test"), limit if limit is not None else SCALES[scale]["test_items"])
+    headline = headline_score(data, final.data)
     is_mask = final.data.target_kind == "mask"
-    options = {"classes": PV_EL_CLASSES, "foreground": PV_EL_DEFECT} if is_mask else {"perception": True}
+    options = {"classes": PV_EL_CLASSES, "foreground": headline.defect} if is_mask else {"perception": True}
     if data["kind"] == "brats":
         targets = build_dataset(data, "train")
         fit_on = [model_to_unit(targets[i]["target"]).permute(1, 2, 0).numpy()
                   for i in range(0, len(targets), max(1, len(targets) // 256))]
         options.update(nonzero_foreground=True, kmeans=[IntensityKMeans(3).fit(fit_on)])
-    return test_set, options, defect_presence(test_set) if is_mask else {}
+    return test_set, options, defect_presence(test_set, headline) if is_mask else {}
 
 
 def evaluation_key(fraction: float, steps: int | None, chosen: dict) -> str:

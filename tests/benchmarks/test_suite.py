@@ -517,7 +517,6 @@ def test_the_tables_and_the_validation_agree_on_which_mask_items_have_a_defect()
         masks[f"class{defect}"][3, 5] = defect
     items = [{"name": name, "target": torch.from_numpy(encode_classes(mask, len(PV_EL_CLASSES)))}
              for name, mask in masks.items()]
-    presence = run.defect_presence(items)
+    headline = headline_score(run.task_data("el-mask", Path("data"), "cpu"), DataInfo(3, len(PV_EL_CLASSES), "mask"))
+    presence = run.defect_presence(items, headline)
     assert presence == {"empty": False, "busbar": False, "class1": True, "class2": True, "class3": True}
-    headline = headline_score({"kind": "el-masks"}, DataInfo(3, len(PV_EL_CLASSES), "mask"))
-    assert presence == {item["name"]: headline.has_defect(masks[item["name"]]) for item in items}
