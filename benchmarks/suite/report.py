@@ -445,6 +445,26 @@ def matched_items_comparison(task: str, records: list[dict], linear: list[dict],
                              metric, higher_is_better=metric not in LOWER_IS_BETTER, cluster_of=TASKS[task]["cluster"])
 
 
+def beats_linear_summary(task: str, methods: dict[str, list[dict]]) -> dict[str, dict]:
+    """The CDTSDE paper's first claim per learned field: the headline at COMMON_STEPS NFE (gamma 1) minus
+    linear's, over seed-matched pairs (t interval over seeds) and over the seed-averaged test items (cluster
+    interval), with `beats_verdict`; for every field that has the evaluation, whether or not its task sweeps."""
+    common = sweep_key(COMMON_STEPS, 1.0)
+    present = {m: [r for r in records if common in r["evaluations"]] for m, records in methods.items() if m in FIELDS}
+    present = {m: records for m, records in present.items() if records}
+    if REFERENCE not in present:
+        return {}
+    headline, linear = TASKS[task]["metrics"][0], present[REFERENCE]
+    claims = {}
+    for field, records in present.items():
+        if field == REFERENCE:
+            continue
+        seeds = seed_interval(differences(seed_values(records, common, headline), seed_values(linear, common, headline)))
+        items = matched_items_comparison(task, records, linear, headline)
+        claims[field] = {"metric": headline, "seeds": seeds, "items": items, "verdict": beats_verdict(seeds, items)}
+    return claims
+
+
 def sweep_summary(task: str, methods: dict[str, list[dict]]) -> dict:
     """The field ablation of one task: each metric against NFE per field and gamma (mean over seeds), the
     fewest NFE at which each field reaches linear's 10-step value, the fields' end-of-training diagnostics,
@@ -464,16 +484,12 @@ def sweep_summary(task: str, methods: dict[str, list[dict]]) -> dict:
                 matched[f"{metric}|{gamma:g}"] = {
                     m: next((n for n in SWEEP_NFES if quality(metric, by_nfe[n]) >= quality(metric, goal)), None)
                     for m, by_nfe in by_field.items()}
-    headline = TASKS[task]["metrics"][0]
+    beats = beats_linear_summary(task, swept)
     if REFERENCE in swept:
         linear = swept[REFERENCE]
         for field, records in swept.items():
             if field == REFERENCE:
                 continue
-            common = sweep_key(COMMON_STEPS, 1.0)
-            beats = seed_interval(differences(seed_values(records, common, headline),
-                                              seed_values(linear, common, headline)))
-            items = matched_items_comparison(task, records, linear, headline)
             fewer = {}
             for metric in TASKS[task]["metrics"]:
                 for gamma in SWEEP_GAMMAS:
@@ -483,9 +499,7 @@ def sweep_summary(task: str, methods: dict[str, list[dict]]) -> dict:
                     control = seed_interval(differences(seed_values(linear, at_common, metric), goal))
                     fewer[f"{metric}|{gamma:g}"] = {"field_minus_linear10": mine, "linear_minus_linear10": control,
                                                      "verdict": fewer_steps_verdict(mine, control)}
-            verdicts[field] = {"beats_linear": {"metric": headline, "seeds": beats, "items": items,
-                                                "verdict": beats_verdict(beats, items)},
-                               "fewer_steps": fewer}
+            verdicts[field] = {"beats_linear": beats[field], "fewer_steps": fewer}
     for m, records in swept.items():
         keys = sorted({k for r in records for k in r.get("diagnostics", {})})
         diagnostics[m] = {k: float(np.mean([r["diagnostics"][k] for r in records if k in r["diagnostics"]]))
@@ -513,16 +527,7 @@ def sweep_lines(task: str, summary: dict) -> list[str]:
             metric, gamma = key.split("|")
             lines.append(f"| {metric} | {gamma} | " + " | ".join(str(by_field[f] or "-") for f in fields) + " |")
     if summary["verdicts"]:
-        lines += ["", f"Claim 1, a field beats linear: {headline} minus linear at {COMMON_STEPS} NFE (gamma 1), mean "
-                  "over seed-matched pairs [95% t interval over seeds] and [cluster interval of the seed-averaged "
-                  "items]; a verdict needs both intervals on one side of 0:", "",
-                  "| field | seeds | over seeds | over items | verdict |", "|---|---|---|---|---|"]
-        for field, verdict in summary["verdicts"].items():
-            beats, items = verdict["beats_linear"], verdict["beats_linear"]["items"] or {}
-            item_text = (f"[{items['ci_low']:+.3f}, {items['ci_high']:+.3f}]"
-                         if math.isfinite(items.get("ci_low", math.nan)) else "-")
-            lines.append(f"| {field} | {beats['seeds']['seeds']} | {format_interval(beats['seeds'])} | {item_text} | "
-                         f"{beats['verdict']} |")
+        lines += beats_lines(headline, {field: claims["beats_linear"] for field, claims in summary["verdicts"].items()})
         fields = list(summary["verdicts"])
         lines += ["", f"Claim 2, {COMMON_STEPS} NFE of a field reach linear's 10: field@{COMMON_STEPS} minus "
                   f"linear@10 with its verdict, beside the control linear@{COMMON_STEPS} minus linear@10; larger is "
@@ -543,15 +548,31 @@ def sweep_lines(task: str, summary: dict) -> list[str]:
     return lines
 
 
+def beats_lines(headline: str, claims: dict[str, dict]) -> list[str]:
+    """One task's table of claim 1 (`beats_linear_summary`) with both intervals."""
+    lines = ["", f"Claim 1, a field beats linear: {headline} minus linear at {COMMON_STEPS} NFE (gamma 1), mean "
+             "over seed-matched pairs [95% t interval over seeds] and [cluster interval of the seed-averaged "
+             "items]; a verdict needs both intervals on one side of 0:", "",
+             "| field | seeds | over seeds | over items | verdict |", "|---|---|---|---|---|"]
+    for field, claim in claims.items():
+        items = claim["items"] or {}
+        item_text = f"[{items['ci_low']:+.3f}, {items['ci_high']:+.3f}]" if math.isfinite(items.get("ci_low", math.nan)) else "-"
+        lines.append(f"| {field} | {claim['seeds']['seeds']} | {format_interval(claim['seeds'])} | {item_text} | "
+                     f"{claim['verdict']} |")
+    return lines
+
+
 def verdict_lines(summaries: dict) -> list[str]:
-    """The two claims across the tasks with a field ablation: claim 1 per field and task (the seed-matched
-    difference from linear at the common NFE and its verdict); claim 2 as counts of verdicts over each
-    task's metrics and both gammas (summary.md's per-task tables give the intervals)."""
+    """The CDTSDE paper's two claims across the tasks: claim 1 per field and task wherever linear and the
+    field were scored at the common NFE (the seed-matched difference and its verdict); claim 2, over the
+    tasks with a field ablation (an NFE sweep), as counts of verdicts over each task's metrics and both
+    gammas (summary.md's per-task tables give the intervals)."""
+    claimed = {task: s["beats_linear"] for task, s in summaries.items() if s.get("beats_linear")}
     ablated = {task: s["sweep"]["verdicts"] for task, s in summaries.items() if s.get("sweep", {}).get("verdicts")}
-    if not ablated:
+    if not claimed:
         return []
-    fields = [f for f in FIELDS if any(f in verdicts for verdicts in ablated.values())]
-    tasks = list(ablated)
+    fields = [f for f in FIELDS if any(f in claims for claims in claimed.values())]
+    tasks = list(claimed)
     headlines = ", ".join(f"{task}: {TASKS[task]['metrics'][0]}" for task in tasks)
     lines = [f"**Claim 1, a field beats linear at {COMMON_STEPS} NFE** (headline metric minus linear's, mean over "
              f"seed-matched pairs, seeds in brackets; {headlines}):", "",
@@ -559,9 +580,12 @@ def verdict_lines(summaries: dict) -> list[str]:
     for field in fields:
         cells = []
         for task in tasks:
-            claim = ablated[task].get(field, {}).get("beats_linear")
+            claim = claimed[task].get(field)
             cells.append(f"{claim['seeds']['mean']:+.3f} ({claim['seeds']['seeds']}): {claim['verdict']}" if claim else "-")
         lines.append(f"| {field} | " + " | ".join(cells) + " |")
+    if not ablated:
+        return lines + [""]
+    tasks = list(ablated)
     lines += ["", f"**Claim 2, {COMMON_STEPS} NFE of a field reach linear's 10** (verdicts over each task's metrics "
               "x gamma 1 and 0: supported / not supported / not resolved / vacuous, the last where linear itself "
               f"loses nothing by stopping at {COMMON_STEPS}):", "",
@@ -777,6 +801,14 @@ def write_summary(out: Path, readme: bool = False, mix_code_versions: bool = Fal
             summary["sweep"] = sweep_summary(task, cells[task])
             lines += sweep_lines(task, summary["sweep"])
             sweep_figures(out, task, summary["sweep"], cells[task])
+        # claim 1 from the swept cells where the task sweeps (its sweep table says the same), else from every cell
+        if "sweep" in summary:
+            beats = {field: claims["beats_linear"] for field, claims in summary["sweep"]["verdicts"].items()}
+        else:
+            beats = beats_linear_summary(task, cells[task])
+            lines += beats_lines(metrics[0], beats) if beats else []
+        if beats:
+            summary["beats_linear"] = beats
         lines += paper_lines(task) + [""]
         brief += [f"**{task}** ({some['test_items']} test items, {metrics[0]} and {metrics[1]}):", "",
                   f"| method | {TITLES.get(metrics[0], metrics[0])} | {TITLES.get(metrics[1], metrics[1])} | s/image |",

@@ -266,11 +266,22 @@ def test_the_field_verdicts_read_intervals_over_seeds(tmp_path):
     psnr = claim["fewer_steps"]["psnr|1"]
     assert psnr["linear_minus_linear10"]["mean"] == pytest.approx(-1.0) and psnr["verdict"] == "supported"
     assert summary["matched"]["psnr|1"] == {"cdtsde-linear": 10, "cdtsde-dynamic": 5}
-    table = report.verdict_lines({"sar-optical": {"sweep": summary}})
+    table = report.verdict_lines({"sar-optical": {"sweep": summary, "beats_linear": {
+        field: claims["beats_linear"] for field, claims in summary["verdicts"].items()}}})
     assert "| cdtsde-dynamic | +1.833 (3): better |" in table
     # PSNR and SSIM (x 2 gammas) rise with the value: supported; the five perception metrics are distances or
     # a ratio far above 1, so there the larger values at 10 NFE are worse and linear@5 already beats linear@10
     assert "| cdtsde-dynamic | 4 / 0 / 0 / 10 |" in table
+    # a task scored at the common NFE alone (no sweep) is judged on claim 1 too, with the same numbers, and
+    # has no claim 2 to count
+    unswept = {m: [r | {"sweep": False, "evaluations": {k: v for k, v in r["evaluations"].items() if k == r["common"]}}
+                   for r in made] for m, made in (("cdtsde-linear", linear), ("cdtsde-dynamic", field))}
+    claims = report.beats_linear_summary("sar-optical", unswept)
+    assert claims["cdtsde-dynamic"] == claim["beats_linear"]
+    assert sweep_summary("sar-optical", unswept)["verdicts"] == {}
+    table = report.verdict_lines({"sar-optical": {"beats_linear": claims}})
+    assert "| cdtsde-dynamic | +1.833 (3): better |" in table and not any("Claim 2" in line for line in table)
+    assert report.beats_linear_summary("sar-optical", {"cdtsde-dynamic": field}) == {}  # nothing to judge without linear
 
 
 def test_the_lmi_papers_order_is_judged_step_by_step_on_the_same_items(tmp_path):
