@@ -330,6 +330,23 @@ def fake_cell(out: Path, method: str, seed: int, psnr: float, **extra) -> dict:
     return record
 
 
+def test_the_summary_judges_claim_1_on_a_task_without_a_sweep(tmp_path):
+    """Linear and a field scored at 5 NFE only (no NFE sweep): the summary still judges the field against
+    linear, in the task's section with both intervals and in the claims table at the top."""
+    out = tmp_path / "suite"
+    for seed, (linear, field) in enumerate([(14.0, 15.0), (14.5, 15.6), (13.5, 14.4)]):
+        fake_cell(out, "cdtsde-linear", seed, linear)
+        fake_cell(out, "cdtsde-dynamic", seed, field)
+    summary = report.write_summary(out)["sar-optical"]
+    claims = summary["beats_linear"]
+    assert list(claims) == ["cdtsde-dynamic"] and "sweep" not in summary
+    assert claims["cdtsde-dynamic"]["seeds"]["mean"] == pytest.approx(1.0)
+    assert claims["cdtsde-dynamic"]["verdict"] == "better"
+    text = (out / "summary.md").read_text()
+    assert "| cdtsde-dynamic | +1.000 (3): better |" in text
+    assert "| cdtsde-dynamic | 3 | +1 [+0.752, +1.25] | [+1.000, +1.000] | better |" in text and "Claim 2" not in text
+
+
 def test_the_published_numbers_beside_ours_name_their_paper_and_data():
     """A paired method's number comes from the CDTSDE paper's Table 1 (PSNR, its Dice on EL), a zero-shot
     method's from the LMI paper's, each with the data it was measured on; none where no paper has it."""
