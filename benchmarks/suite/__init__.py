@@ -25,5 +25,7 @@ the caller's OMP_NUM_THREADS (else they share the cores). `--scale converged` tr
 family's recipe, validating on a val split held out of the training data, until early stopping or a cap
 (`presets.CONVERGED`), and scores the best validation's weights; its cells also record why they stopped, the
 best validation and the validation curve, which the summary draws (`validation-<task>.png`) and flags where
-not flat over its last quarter.
+not flat over its last quarter. A converged cell that stopped early where today's early stopping, replaying
+its validation rows, goes on (a stop under an earlier rule) is reopened: its training continues from its
+saved state (from the start where its run/ is gone) and it is scored afresh, recording from where.
 """

@@ -177,6 +177,7 @@ def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out
     model, train_set, preview_set, train_config = build_run(config)
     validation = None if train_config.validation is None else cell_validation(
         task, data_root, model, train_set, preview_set, config, train_config.validation.items)
+    from_state = (run_dir / "state.pt").is_file()  # else trained from the start (a cell copied without run/)
     result = train_or_resume(model, train_set, train_config, run_dir, run_config=config, progress=False,
                              validation=validation)
     device = scoring_device(scale)
@@ -186,25 +187,29 @@ def run_cell(task: str, method: str, seed: int, scale: str, data_root: Path, out
     plan = [(1.0, steps, None) for steps in evaluation_steps(final, scale)]
     if model.optimizers(train_config):  # a method with nothing to learn (the identity) has no snapshots
         plan += [(step / config["train"]["max_steps"], common, None) for step in config["train"]["snapshot_steps"]]
-    swept = sweep and method in FIELDS
+    previous = json.loads((folder / "cell.json").read_text()) if (folder / "cell.json").is_file() else {}
+    swept = (sweep or previous.get("sweep", False)) and method in FIELDS  # a swept cell trained on is swept again
     if swept:
         plan += [(1.0, n, gamma) for gamma in SWEEP_GAMMAS for n in SWEEP_NFES]
-    previous = json.loads((folder / "cell.json").read_text()) if (folder / "cell.json").is_file() else {}
-    # a finished cell asked for more scores only adds them
+    images_seen = result["step"] * train_config.batch_size  # per process: the suite runs one per cell
+    # a finished cell asked for more scores only adds them; one whose training went on is scored afresh
+    same_model = previous.get("images_seen") == images_seen
     evaluations = score(plan, final, run_dir, config["train"]["max_steps"], test_set, options, has_defect, folder,
-                        previous.get("evaluations", {}), device)
+                        previous.get("evaluations", {}) if same_model else {}, device)
     reference = f"100%@{plan[0][1] or 1}"
     with open(run_dir / "metrics.csv", newline="") as handle:
         log = list(csv.DictReader(handle))
     seconds = float(log[-1]["seconds"]) if log else 0.0
     diagnostics = {key: float(log[-1][key]) for key in DIAGNOSTICS if log and log[-1].get(key) not in (None, "")}
-    batch = train_config.batch_size
     record = {"task": task, "method": method, "seed": seed, "scale": scale, "config": config,
               "data_root": str(data_root), "limit": limit, "max_steps": max_steps,  # max_steps: an override
-              "sweep": swept or previous.get("sweep", False),
+              "sweep": swept,
               "test_items": len(test_set), "test_image_size": list(test_set[0]["target"].shape[-2:]),
               "train_pairs": len(train_set), "train_seconds": seconds,
-              "images_seen": result["step"] * batch,  # per process: the suite runs one per cell
+              "images_seen": images_seen,
+              # training resumed after the cell was finished (a stop today's early-stopping rule reverses)
+              "continued": previous.get("continued", []) + ([] if same_model or not previous else [
+                  {"code": code_version(), "from_images": previous["images_seen"], "from_state": from_state}]),
               **(converged_record(result, train_config, run_dir, method) if validation is not None else {}),
               **process_record(device, began, previous),
               "reference": reference, "common": f"100%@{common or 1}", "evaluations": evaluations,
@@ -264,7 +269,7 @@ def rescore_cell(task: str, method: str, seed: int, source: Path, data_root: Pat
     evaluations = score(plan, final, origin / "run", trained["config"]["train"]["max_steps"], test_set, options,
                         has_defect, folder, {}, device)
     kept = ("task", "method", "seed", "scale", "config", "sweep", "train_pairs", "train_seconds", "images_seen",
-            "reference", "common", "diagnostics", "predates_per_item_draws", *CONVERGED_RECORD)
+            "reference", "common", "diagnostics", "predates_per_item_draws", "continued", *CONVERGED_RECORD)
     record = {**{key: trained[key] for key in kept if key in trained}, "source_cell": str(origin),
               "data_root": str(data_root), "limit": limit, "test_items": len(test_set),
               "test_image_size": list(test_set[0]["target"].shape[-2:]), **process_record(device, began, {}),
@@ -297,7 +302,22 @@ def finished(out: Path, task: str, method: str, seed: int, args) -> bool:
     expected = cell_config(task, method, seed, args.scale, Path(record["data_root"]), args.max_steps)
     if record["config"] != json.loads(json.dumps(expected)) or record.get("limit") != args.test_items:
         raise SystemExit(f"{path} was made with another configuration; use another --output or delete the cell")
+    if record.get("stopped") == "early" and not stops_today(record):
+        print(f"{task}/{method}/seed{seed}: stopped early after {record['images_seen']} images under an earlier "
+              "early-stopping rule, which today's reverses: its training goes on from its saved state", flush=True)
+        return False
     return record.get("sweep", False) or not (args.sweep and method in FIELDS)
+
+
+def stops_today(record: dict) -> bool:
+    """Whether today's early stopping, replaying the validation rows of a cell that stopped early, stops it
+    too (`cdtsde.training.validation.EarlyStopping`)."""
+    from cdtsde.training.config import EarlyStoppingConfig
+    from cdtsde.training.validation import EarlyStopping
+
+    stopping = EarlyStopping(EarlyStoppingConfig(**record["config"]["train"]["early_stopping"]))
+    stopping.replay(record["validation_rows"])
+    return stopping.stop
 
 
 def cells_of(args) -> list[tuple[str, str, int]]:

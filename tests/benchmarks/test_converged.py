@@ -166,6 +166,19 @@ def test_a_smoke_converged_cell_stops_early_is_scored_with_its_best_weights_and_
     parsed = type("Args", (), {"score_only": False, "data_root": tmp_path / "data", "data_copy": False,
                                "scale": "converged", "max_steps": 10, "test_items": 2, "sweep": False})()
     assert run.finished(out, "brats-t1t2", "cdtsde-linear", 0, parsed)
+    # a cell whose early stop today's rule, replaying its validation rows, reverses (here rows rising by more than
+    # min_delta) is not finished: its training resumes from its state
+    path = run_dir.parent / "cell.json"
+    rising = [{**row, "val/psnr_fg": 2e9 * row["step"]} for row in record["validation_rows"]]
+    path.write_text(json.dumps({**record, "validation_rows": rising}))
+    assert not run.finished(out, "brats-t1t2", "cdtsde-linear", 0, parsed)
+    # a cell whose training went on past what it recorded is scored afresh and says from where it continued
+    path.write_text(json.dumps({**record, "images_seen": 32, "evaluations": {
+        **record["evaluations"], "100%@99": record["evaluations"]["100%@5"]}}))
+    again = run.run_cell("brats-t1t2", "cdtsde-linear", 0, "converged", tmp_path / "data", out, 2, 10)
+    assert again["images_seen"] == 48 and set(again["evaluations"]) == set(record["evaluations"])
+    assert [(entry["from_images"], entry["from_state"]) for entry in again["continued"]] == [(32, True)]
+    assert record["continued"] == []
 
 
 @pytest.mark.slow

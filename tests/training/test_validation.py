@@ -21,7 +21,8 @@ from cdtsde.metrics.headline import HeadlineScore
 from cdtsde.run import build_run, validation_data
 from cdtsde.settings import from_plain
 from cdtsde.training import TrainConfig, train
-from cdtsde.training.validation import ValidationData, fixed_draw_loss
+from cdtsde.training.config import EarlyStoppingConfig
+from cdtsde.training.validation import EarlyStopping, ValidationData, fixed_draw_loss
 
 VALIDATION = {"every": 2, "items": 3, "nfe": 2}
 
@@ -184,16 +185,16 @@ class ScriptedScore:
         pass  # any targets: the figures are scripted
 
 
-def early_stopping_config(**early_stopping):
+def early_stopping_config(max_steps=40, **early_stopping):
     return from_plain(TrainConfig, {
-        "max_steps": 40, "batch_size": 4, "lr": 2e-3, "warmup_steps": 1, "log_every": 2, "sample_every": 0,
+        "max_steps": max_steps, "batch_size": 4, "lr": 2e-3, "warmup_steps": 1, "log_every": 2, "sample_every": 0,
         "checkpoint_every": 3, "seed": 1, "snapshot_steps": list(range(2, 41, 2)),
         "validation": {"every": 2, "items": 4, "nfe": 1}, "early_stopping": early_stopping}, "train")
 
 
-def early_stopping_run(tmp_path, figures, resume=False, **early_stopping):
+def early_stopping_run(tmp_path, figures, resume=False, folder="run", **early_stopping):
     pairs = InversionPairs(n=4, seed=9)
-    return train(tiny_model(), InversionPairs(), early_stopping_config(**early_stopping), tmp_path / "run",
+    return train(tiny_model(), InversionPairs(), early_stopping_config(**early_stopping), tmp_path / folder,
                  resume=resume, validation=ValidationData(pairs, pairs, ScriptedScore(figures)), progress=False)
 
 
@@ -210,20 +211,56 @@ def test_early_stopping_ends_the_run_and_model_holds_the_best_weights_last_the_l
     assert not same_weights(weights(run / "model"), weights(run / "last"))
     assert [int(row["step"]) for row in log_rows(run)][-1] == 10
     state = torch.load(run / "state.pt", weights_only=False)
-    assert state["step"] == 10 and state["validation"]["early_stopping"] == {"best": 3.0, "best_step": 4, "waited": 3}
+    # the state keeps the rows, which a resume replays
+    assert state["step"] == 10 and [row["val/psnr"] for row in state["validation"]["rows"]] == [1.0, 3.0, 2.0, 3.4, 2.9]
     # resumed, a run that stopped has nothing left to do
     again = early_stopping_run(tmp_path, [], resume=True, monitor="val/psnr", patience=3, min_delta=0.5)
     assert again["step"] == 10 and again["losses"] == [] and again["best_step"] == 4
 
 
-def test_no_early_stop_before_min_steps(tmp_path):
-    """The figures of the test above with min_steps 16: patience runs out after step 10, but the run goes on
-    to the first validation at or after step 16; the best stays step 4's; a bad min_steps is named."""
-    result = early_stopping_run(tmp_path, [1.0, 3.0, 2.0, 3.4, 2.9] + [2.0] * 20, monitor="val/psnr",
-                                patience=3, min_delta=0.5, min_steps=15)
-    assert result["step"] == 16 and result["best_step"] == 4 and "for 6 validations" in result["stopped"]
+# steps 2..14 before min_steps 15: an early best (3.0 at step 4); from step 16 on a curve that rises from
+# 1.0 past it (3.6 at step 24, better by more than min_delta 0.5) and then stays flat
+BEFORE_MIN_STEPS = [1.0, 3.0, 2.0, 3.4, 2.9, 1.0, 1.0]
+FROM_MIN_STEPS = [1.0, 1.6, 2.2, 2.8, 3.6] + [3.6] * 10
+
+
+def test_patience_counts_from_the_best_at_or_after_min_steps(tmp_path):
+    """A best before min_steps does not end the run: patience (3) counts from the best of the validations at
+    or after min_steps 15 (step 16's 1.0, then each rise by more than 0.5), so the run goes on while the curve
+    rises, takes step 24's 3.6 as its best (model/ holds it) and ends 3 flat validations later, at step 30.
+    Counted from step 4's 3.0, as before, it would have ended at step 16. A bad min_steps is named."""
+    result = early_stopping_run(tmp_path, BEFORE_MIN_STEPS + FROM_MIN_STEPS, monitor="val/psnr", patience=3,
+                                min_delta=0.5, min_steps=15)
+    assert result["step"] == 30 and result["best_step"] == 24 and result["best_value"] == 3.6
+    assert "for 3 validations" in result["stopped"]
+    run = tmp_path / "run"
+    assert same_weights(weights(run / "model"), weights(run / "snapshots" / "step-0000024"))
+    # the best overall is kept even when patience counts from a later one
+    flat = early_stopping_run(tmp_path, BEFORE_MIN_STEPS + [2.0] * 20, folder="flat", monitor="val/psnr",
+                              patience=3, min_delta=0.5, min_steps=15)
+    assert flat["step"] == 22 and flat["best_step"] == 4 and "best at or after step 15: 2 after step 16" in flat["stopped"]
+    assert same_weights(weights(tmp_path / "flat" / "model"), weights(tmp_path / "flat" / "snapshots" / "step-0000004"))
     with pytest.raises(ValueError, match="min_steps must be a whole number >= 0"):
         early_stopping_config(monitor="val/psnr", min_steps=-1)
+
+
+def test_a_run_stopped_under_the_earlier_rule_goes_on_from_its_state(tmp_path):
+    """A state written by the rule before (patience counted from the best overall, the stop recorded in the
+    state) is judged again by its validation rows: resumed, the run goes on from step 16 and ends where the
+    uninterrupted run of the test above ends, with the same best and last weights."""
+    options = dict(monitor="val/psnr", patience=3, min_delta=0.5, min_steps=15)
+    straight = early_stopping_run(tmp_path, BEFORE_MIN_STEPS + FROM_MIN_STEPS, folder="straight", **options)
+    early_stopping_run(tmp_path, BEFORE_MIN_STEPS + FROM_MIN_STEPS[:1], max_steps=16, **options)
+    path = tmp_path / "run" / "state.pt"
+    state = torch.load(path, weights_only=False)
+    assert state["step"] == 16
+    state["validation"].update(stopped="val/psnr did not improve by more than 0.5 for 6 validations (best 3 after "
+                               "step 4)", early_stopping={"best": 3.0, "best_step": 4, "waited": 6})
+    torch.save(state, path)
+    resumed = early_stopping_run(tmp_path, FROM_MIN_STEPS[1:], resume=True, **options)
+    assert (resumed["step"], resumed["best_step"], resumed["stopped"]) == (30, 24, straight["stopped"])
+    for folder in ("model", "last"):
+        assert same_weights(weights(tmp_path / "run" / folder), weights(tmp_path / "straight" / folder))
 
 
 @pytest.mark.slow
@@ -291,7 +328,9 @@ def test_a_kill_between_validations_then_resume_ends_where_the_uninterrupted_run
     state = torch.load(killed / "state.pt", weights_only=False)
     # the log is written before the state: the kill may have come between the two, with the state at step 20
     assert 20 <= state["step"] < 60
-    assert state["validation"]["early_stopping"]["best_step"] == 10 and state["validation"]["early_stopping"]["waited"]
+    replayed = EarlyStopping(EarlyStoppingConfig(monitor="val/psnr", patience=5, min_delta=1.0))
+    replayed.replay(state["validation"]["rows"])
+    assert replayed.best_step == 10 and replayed.waited and not replayed.stop
     resumed = subprocess.run([*command, "--output", str(killed), "--resume"], check=True, env=env,
                              capture_output=True, text=True)
     assert resumed.stdout.splitlines()[-1] == straight.stdout.splitlines()[-1].replace("straight", "killed")

@@ -34,9 +34,10 @@ class EarlyStoppingConfig:
     """As Lightning's EarlyStopping: the run ends once the validation column `monitor` has not improved
     (risen for mode max, fallen for min; default: min for the losses, max for the headline metrics, which
     all grow with quality) by more than `min_delta` for `patience` validations in a row (None: never, the
-    run only keeps its best weights), and not before `min_steps` steps (Lightning's Trainer min_steps: a
-    noisy figure cannot end a run before it has learned anything); model/ holds the EMA weights of the best
-    validation."""
+    run only keeps its best weights). Patience counts only the validations at or after `min_steps` steps,
+    from the best of them: a noisy figure before it cannot end a run before it has learned anything (stricter
+    than Lightning's Trainer min_steps, which only delays a stop counted from the best overall). model/
+    holds the EMA weights of the best validation overall."""
 
     monitor: str = "val/loss"
     mode: str | None = None

@@ -11,8 +11,8 @@ stopping), a preview, a snapshot, a checkpoint; finally the loggers closed and t
 With `train.validation`, the run's `ValidationData` are scored every `validation.every` steps and after
 the last; with `train.early_stopping`, model/ holds the EMA weights of the best validation by its monitor
 (written when a new best arrives), last/ those of the last checkpoint, and the run ends once the monitor
-has not improved for `patience` validations (without early stopping, model/ holds the last weights). The
-best figure, its step and the validations since it live in state.pt, so a resume decides as the
+has not improved for `patience` validations at or after `min_steps` (without early stopping, model/ holds
+the last weights). The validation rows live in state.pt and a resume replays them, so it decides as the
 uninterrupted run; under DDP rank 0 validates and every rank receives its row, so all decide alike. A
 validation row also holds `cpu_seconds`: the training process's CPU seconds (time.process_time, every thread,
 across resumes, validations left out) before it, the cost of training on a shared machine, where wall time
@@ -247,9 +247,10 @@ class TrainingRun:
         self.cpu_before = float(state.get("cpu_seconds", 0.0))
         if "validation" in state:
             self.validation_rows = [dict(row) for row in state["validation"]["rows"]]
-            self.stopped = state["validation"]["stopped"]
             if self.early_stopping is not None:
-                self.early_stopping.load_state_dict(state["validation"]["early_stopping"])
+                # judged again by today's rule: a run stopped under an earlier one may go on
+                self.early_stopping.replay(self.validation_rows)
+                self.stopped = self.early_stopping.reason() if self.early_stopping.stop else None
 
     def record(self, run_config: dict) -> None:
         """The run configuration beside the run (config.yaml)."""
@@ -430,8 +431,7 @@ class TrainingRun:
             save_pretrained(self.method, self.run_dir / ("last" if self.early_stopping else "model"),
                             state_dict=self.ema.model.state_dict())
             validation = {} if self.config.validation is None else {"validation": {
-                "rows": self.validation_rows, "stopped": self.stopped,
-                "early_stopping": self.early_stopping.state_dict() if self.early_stopping else None}}
+                "rows": self.validation_rows, "stopped": self.stopped}}
             write_state(self.run_dir, {
                 "method": self.method.name, "model": self.method.state_dict(), "ema": self.ema.model.state_dict(),
                 "optimizers": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},

@@ -14,9 +14,14 @@ and makes the same draws, so its curve moves with the weights alone:
   their items. The method's buffers (CycleGAN's history pools, the GAN inversion's mean latent) are
   restored afterwards: validation changes nothing a run's training uses.
 
-`EarlyStopping` keeps the best figure, its step and the validations since it (Lightning's EarlyStopping
-semantics: an improvement is a change by more than `min_delta` in the monitored direction); its
-`state_dict` lives in the run's state.pt, so a resumed run makes the decisions the uninterrupted one made.
+`EarlyStopping` keeps the best figure and its step (whose weights model/ holds) and, for patience, the best
+of the validations at or after `min_steps` and the validations since that one (Lightning's EarlyStopping
+semantics: an improvement is a change by more than `min_delta` in the monitored direction). It departs from
+Lightning, where `min_steps` only delays a stop that patience counted from the best overall: a figure before
+`min_steps` is not trusted to end the run (measured: ten of the suite's converged cells took their best
+before it, on a noisy early figure, and stopped while their curves still rose). Its state is its validation
+rows: a resumed run replays them (`replay`), so it decides as the uninterrupted run, also when the state
+was written under an earlier rule.
 """
 
 from __future__ import annotations
@@ -152,46 +157,52 @@ def check_validation(method: Method, data: ValidationData | None, config: Valida
 
 
 class EarlyStopping:
-    """The best monitored figure so far, its step, the validations since, and whether the run ends."""
+    """The best monitored figure and its step (the weights to keep); the best at or after `min_steps` and
+    the validations since it (patience); and whether the run ends."""
 
     def __init__(self, config: EarlyStoppingConfig):
         self.config = config
         self.best: float | None = None
         self.best_step: int | None = None
-        self.waited = 0
-        self.step = 0  # of the last validation
+        self.reference: float | None = None  # the best figure at or after min_steps: patience counts from it
+        self.reference_step: int | None = None
+        self.waited = 0  # validations at or after min_steps since the reference
 
-    def improves(self, value: float) -> bool:
+    def improves(self, value: float, on: float | None) -> bool:
         if not math.isfinite(value) and not (value == math.inf and self.config.mode == "max"):
             return False
-        if self.best is None:
+        if on is None:
             return True
-        change = value - self.best if self.config.mode == "max" else self.best - value
+        change = value - on if self.config.mode == "max" else on - value
         return change > self.config.min_delta
 
     def update(self, value: float, step: int) -> bool:
         """Record the figure of the validation after `step` steps; whether it is the new best."""
-        self.step = step
-        if self.improves(value):
-            self.best, self.best_step, self.waited = value, step, 0
-            return True
-        self.waited += 1
-        return False
+        best = self.improves(value, self.best)
+        if best:
+            self.best, self.best_step = value, step
+        if step >= self.config.min_steps:
+            if self.improves(value, self.reference):
+                self.reference, self.reference_step, self.waited = value, step, 0
+            else:
+                self.waited += 1
+        return best
+
+    def replay(self, rows: Iterable[dict]) -> None:
+        """Update with the monitored figure of each validation row ({"step", column: value}) in turn."""
+        for row in rows:
+            self.update(row[self.config.monitor], row["step"])
 
     @property
     def stop(self) -> bool:
-        return (self.config.patience is not None and self.waited >= self.config.patience
-                and self.step >= self.config.min_steps)
+        return self.config.patience is not None and self.waited >= self.config.patience
 
     def reason(self) -> str:
+        since = ("" if self.reference_step == self.best_step else
+                 f", counted from the best at or after step {self.config.min_steps}: {self.reference:.6g} after "
+                 f"step {self.reference_step}")
         return (f"{self.config.monitor} did not improve by more than {self.config.min_delta:g} for "
-                f"{self.waited} validations (best {self.best:.6g} after step {self.best_step})")
-
-    def state_dict(self) -> dict:
-        return {"best": self.best, "best_step": self.best_step, "waited": self.waited}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.best, self.best_step, self.waited = state["best"], state["best_step"], state["waited"]
+                f"{self.waited} validations (best {self.best:.6g} after step {self.best_step}{since})")
 
 
 def save_curve(rows: list[dict], path: Path) -> Path:
