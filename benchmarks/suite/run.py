@@ -303,8 +303,10 @@ def finished(out: Path, task: str, method: str, seed: int, args) -> bool:
     if record["config"] != json.loads(json.dumps(expected)) or record.get("limit") != args.test_items:
         raise SystemExit(f"{path} was made with another configuration; use another --output or delete the cell")
     if record.get("stopped") == "early" and not stops_today(record):
+        saved = (path.parent / "run" / "state.pt").is_file()
         print(f"{task}/{method}/seed{seed}: stopped early after {record['images_seen']} images under an earlier "
-              "early-stopping rule, which today's reverses: its training goes on from its saved state", flush=True)
+              "early-stopping rule, which today's reverses: its training goes on "
+              + ("from its saved state" if saved else "from the start (no saved state in run/)"), flush=True)
         return False
     return record.get("sweep", False) or not (args.sweep and method in FIELDS)
 
