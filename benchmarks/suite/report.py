@@ -111,12 +111,19 @@ def code_label(record: dict) -> str:
     return code["commit"][:12] + ("+modified" if code.get("modified") else "")
 
 
+def reproducing_code(record: dict) -> dict:
+    """The code version that trains and scores the cell again as it is: the last that continued its training
+    (`run.run_cell`'s "continued"), else the one that made it."""
+    return ([entry["code"] for entry in record.get("continued", [])] or [record.get("code") or {}])[-1]
+
+
 def rerun_command(record: dict) -> str:
     """The commands that train and score a cell again as it ran (into a new output: the suite skips a
     finished cell): the checkout of its code version, then the suite on its task, method and seed with the
     options it ran with (test items, a budget override, the sweep) and one torch thread, as the committed
-    cells ran. A score-only cell names the trained cells it scored."""
-    code = record.get("code") or {}
+    cells ran. A score-only cell names the trained cells it scored. A cell whose training was reopened
+    (`continued`) is reproduced by the code that continued it: the one before stops where it first stopped."""
+    code = reproducing_code(record)
     command = ([f"git checkout {code['commit']} &&"] if code.get("commit") else []) + [
         "OMP_NUM_THREADS=1 python -m benchmarks.suite", "--scale", record["scale"], "--tasks", record["task"],
         "--methods", record["method"], "--seeds", str(record["seed"])]
@@ -283,7 +290,10 @@ def convergence_summary(methods: dict[str, list[dict]]) -> dict:
                       "monitor": r["monitor"], "best_value": r["best_value"], "best_step": r["best_step"],
                       "flat": None if r["stopped"] == "nothing to train" else
                       flat_over_last_quarter(r["validation_rows"], r["monitor"]),
-                      **to_plateau(r), "recipe": r["recipe"]} for r in records if "validation_rows" in r]
+                      **to_plateau(r), "recipe": r["recipe"],
+                      # the images where a stop under an earlier early-stopping rule was reopened
+                      "continued_from": [entry["from_images"] for entry in r.get("continued", [])]}
+                     for r in records if "validation_rows" in r]
             for method, records in methods.items() if any("validation_rows" in r for r in records)}
 
 
@@ -346,7 +356,8 @@ def convergence_lines(task: str, convergence: dict) -> list[str]:
             flat = "-" if cell["flat"] is None else "yes" if cell["flat"] else "**NOT FLAT**"
             to_95 = ("- | -" if cell["images_to_95"] is None else
                      f"{cell['images_to_95']} | {cell['cpu_minutes_to_95']:.1f}")
-            lines.append(f"| {method} | {cell['seed']} | {levers} | {cell['stopped']} | {cell['images_seen']} | {best} | "
+            stopped = cell["stopped"] + "".join(f" (reopened at {images})" for images in cell.get("continued_from", []))
+            lines.append(f"| {method} | {cell['seed']} | {levers} | {stopped} | {cell['images_seen']} | {best} | "
                          f"{to_95} | {flat} |")
     return lines
 

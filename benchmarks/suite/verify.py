@@ -5,7 +5,7 @@
 
 The rerun is the cell's own command (`report.rerun_command`): the suite on that cell alone with its scale,
 test items, budget override and sweep, one torch thread, into a fresh folder (the trained cell's weights are
-not read). It must run at the cell's code version: a checkout at another commit, or with modified code, is
+not read). It must run at the cell's code version (of a reopened cell, the one that continued it): a checkout at another commit, or with modified code, is
 refused and named, since another version need not reproduce the scores: run the printed command at the cell's
 commit (which may predate this module) and compare from here with `--against`. The comparison covers every
 evaluation's item rows (every metric of every test item; timing columns aside), the images seen, the best
@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import ROOT, code_version, machine
-from benchmarks.suite.report import code_label, rerun_command
+from benchmarks.suite.report import code_label, reproducing_code, rerun_command
 from benchmarks.suite.run import cell_dir
 
 WEIGHTS = Path("run") / "model" / "model.safetensors"
@@ -60,8 +60,9 @@ def compare(committed: Path, rerun: Path) -> dict:
                 elif not (value == other or (isinstance(value, float) and isinstance(other, float)
                                              and math.isnan(value) and math.isnan(other))):
                     mismatches.append(f"{key}/{row_a['name']}/{metric}: {value!r} against {other!r}")
-    if code_label(mine) != code_label(theirs):
-        mismatches.append(f"the rerun ran code {code_label(theirs)}, the cell {code_label(mine)}")
+    mine_code, theirs_code = ({"code": reproducing_code(record)} for record in (mine, theirs))
+    if code_label(mine_code) != code_label(theirs_code):
+        mismatches.append(f"the rerun ran code {code_label(theirs_code)}, the cell {code_label(mine_code)}")
     for key in ("images_seen", "best_value", "best_step"):
         if mine.get(key) != theirs.get(key):
             mismatches.append(f"{key}: {mine.get(key)} against {theirs.get(key)}")
@@ -86,9 +87,10 @@ def main(argv=None) -> None:
     record = json.loads((committed / "cell.json").read_text())
     command = rerun_command(record)
     if args.against is None:
-        here, theirs = code_version(), record.get("code") or {}
+        here, theirs = code_version(), reproducing_code(record)
         if theirs.get("commit") is None or (here["commit"], here["modified"]) != (theirs["commit"], False):
-            raise SystemExit(f"{committed} ran code {code_label(record)}; this checkout is {code_label({'code': here})}: "
+            raise SystemExit(f"{committed} ran code {code_label({'code': theirs})}; this checkout is "
+                             f"{code_label({'code': here})}: "
                              f"rerun it at its commit ({command}), then compare from here with --against RERUN_FOLDER")
         args.against = Path(tempfile.mkdtemp(prefix="verify-"))
         suite = command.split("python -m benchmarks.suite ", 1)[1].replace("RERUN_FOLDER", str(args.against))

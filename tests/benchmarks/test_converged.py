@@ -218,3 +218,6 @@ def test_a_converged_cell_reports_the_compute_to_95_percent_of_its_plateau():
     lines = report.convergence_lines("brats-t1t2", {"m": [{**cell, "recipe": recipe} for recipe in recipes]})
     assert [line.split(" | ")[2] for line in lines if line.startswith("| m |")] == [
         "lr-x2", "baseline (study)", "cpu settings"]
+    # a cell whose early stop was reopened says from where
+    lines = report.convergence_lines("brats-t1t2", {"m": [{**cell, "recipe": recipes[0], "continued_from": [4800]}]})
+    assert [line.split(" | ")[3] for line in lines if line.startswith("| m |")] == ["early (reopened at 4800)"]

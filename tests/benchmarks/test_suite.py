@@ -492,6 +492,10 @@ def test_a_cell_s_rerun_command_rebuilds_its_configuration(tmp_path, monkeypatch
               "max_steps": options.get("max_steps"), "code": {"cdtsde": "0.1.0", "commit": "a" * 40, "modified": False}}
     command = report.rerun_command(record)
     assert command.startswith(f"git checkout {'a' * 40} && OMP_NUM_THREADS=1 python -m benchmarks.suite ")
+    # a cell reopened under a later early-stopping rule is reproduced by the code that continued it
+    reopened = {**record, "continued": [{"code": {**record["code"], "commit": "b" * 40}, "from_images": 4800,
+                                         "from_state": True}]}
+    assert report.rerun_command(reopened) == command.replace("a" * 40, "b" * 40)
     asked = []
     monkeypatch.setattr(run, "run_suite", asked.append)
     argv = shlex.split(command.split("python -m benchmarks.suite ")[1].replace("RERUN_FOLDER", str(tmp_path / "rerun")))
