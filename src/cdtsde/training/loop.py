@@ -430,8 +430,8 @@ class TrainingRun:
             # with early stopping model/ holds the best weights (`validate`), last/ the last
             save_pretrained(self.method, self.run_dir / ("last" if self.early_stopping else "model"),
                             state_dict=self.ema.model.state_dict())
-            validation = {} if self.config.validation is None else {"validation": {
-                "rows": self.validation_rows, "stopped": self.stopped}}
+            # the rows are the whole validation state: a resume replays them (`restore`)
+            validation = {} if self.config.validation is None else {"validation": {"rows": self.validation_rows}}
             write_state(self.run_dir, {
                 "method": self.method.name, "model": self.method.state_dict(), "ema": self.ema.model.state_dict(),
                 "optimizers": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},
