@@ -5,11 +5,12 @@
 
 The rerun is the cell's own command (`report.rerun_command`): the suite on that cell alone with its scale,
 test items, budget override and sweep, one torch thread, into a fresh folder (the trained cell's weights are
-not read). It must run at the cell's code version (of a reopened cell, the one that continued it): a checkout at another commit, or with modified code, is
-refused and named, since another version need not reproduce the scores: run the printed command at the cell's
-commit (which may predate this module) and compare from here with `--against`. The comparison covers every
-evaluation's item rows (every metric of every test item; timing columns aside), the images seen, the best
-validation and, where the committed cell's weights are on this machine, the SHA-256 of the weights file.
+not read). It must run at the cell's code version (of a reopened cell, the one that continued it): a
+checkout at another commit, or with modified code, is refused and named, since another version need not
+reproduce the scores: run the printed command at the cell's commit (which may predate this module) and
+compare from here with `--against`. The comparison covers every evaluation's item rows (every metric of
+every test item; timing columns aside), the images seen, the best validation and, where the committed
+cell's weights are on this machine, the SHA-256 of the weights file.
 The result goes to `verify.json` beside the cell's `cell.json`, with the machine it ran on.
 """
 
