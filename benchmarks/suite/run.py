@@ -95,16 +95,15 @@ def scoring_setup(task: str, data_root: Path, scale: str, limit: int | None, fin
     scoring options of the task: brain-restricted metrics and K-Means Dice (fitted on the root's training
     targets) for MRI, perception metrics for images, mask metrics and defect presence for masks."""
     from cdtsde.data import build_dataset
-    from cdtsde.data.masks import PV_EL_CLASSES
     from cdtsde.intensity import model_to_unit
     from cdtsde.metrics.segmentation import IntensityKMeans
-    from cdtsde.run import headline_score
+    from cdtsde.run import headline_score, mask_classes
 
     data = task_data(task, data_root, scale)
     test_set = test_items(build_dataset(data, "test"), limit if limit is not None else SCALES[scale]["test_items"])
     headline = headline_score(data, final.data)
     is_mask = final.data.target_kind == "mask"
-    options = {"classes": PV_EL_CLASSES, "foreground": headline.defect} if is_mask else {"perception": True}
+    options = {"classes": mask_classes(data), "foreground": headline.defect} if is_mask else {"perception": True}
     if data["kind"] == "brats":
         targets = build_dataset(data, "train")
         fit_on = [model_to_unit(targets[i]["target"]).permute(1, 2, 0).numpy()

@@ -139,6 +139,15 @@ def is_pv_el_masks(spec: dict) -> bool:
     return any(all(spec.get(key) == value for key, value in kind.items()) for kind in PV_EL_MASKS)
 
 
+def mask_classes(spec: dict) -> dict[int, str] | None:
+    """The class names a mask data spec gives its values: the pv-el-cracks classes, the spec's `classes`
+    where it names them, else None (the metrics then name every value present by its number)."""
+    if is_pv_el_masks(spec):
+        return dict(PV_EL_CLASSES)
+    names = spec.get("classes")
+    return dict(enumerate(names)) if isinstance(names, (list, tuple)) else None
+
+
 def headline_score(spec: dict, data: DataInfo) -> HeadlineScore:
     """The task's headline figure, as the suite leads with it: brain PSNR for MRI (NIfTI data), the
     defect Dice over the items with a defect for masks (the pv-el-cracks defects; for other masks every

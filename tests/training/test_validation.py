@@ -98,6 +98,17 @@ def test_the_headline_score_is_the_task_s():
     assert headline_score({"kind": "list-file"}, three) == HeadlineScore("dice/defect-present", (1, 2))
 
 
+def test_mask_scores_name_the_classes_the_data_spec_gives():
+    from cdtsde.data.masks import PV_EL_CLASSES
+    from cdtsde.run import mask_classes
+
+    assert mask_classes({"kind": "el-masks", "root": "x"}) == PV_EL_CLASSES
+    assert mask_classes({"kind": "procedural", "task": "el-cell"}) == PV_EL_CLASSES
+    named = {"kind": "paired-folder", "root": "x", "classes": ["background", "rust", "scratch"]}
+    assert mask_classes(named) == {0: "background", 1: "rust", 2: "scratch"}
+    assert mask_classes({"kind": "paired-folder", "root": "x", "classes": 3}) is None  # a count names nothing
+
+
 def test_brain_psnr_counts_the_target_s_nonzero_pixels_and_defect_dice_the_defect_classes():
     target = -torch.ones(1, 1, 8, 8)
     target[..., :4, :] = 1.0  # half the image is brain, at intensity 1

@@ -210,9 +210,8 @@ def run_model(args, classes: dict[int, str] | None, foreground: tuple[int, ...] 
     from ..data.splits import check_split
     from ..errors import CdtsdeError
     from ..evaluation import evaluate_model
-    from ..metrics import PV_EL_CLASSES
     from ..metrics.folders import fit_kmeans_on_folder
-    from ..run import headline_score, is_pv_el_masks
+    from ..run import headline_score, mask_classes
     from ..training import load_pretrained
     from .data import load_spec
 
@@ -245,8 +244,8 @@ def run_model(args, classes: dict[int, str] | None, foreground: tuple[int, ...] 
     check_data_fits(method, dataset, args)
     warn_reading_differs(method, dataset, args)
     headline = headline_score(spec, method.data)
-    if kind == "mask" and classes is None and is_pv_el_masks(spec):
-        classes = dict(PV_EL_CLASSES)
+    if kind == "mask" and classes is None:
+        classes = mask_classes(spec)
     foreground = foreground or (headline.defect or None)
     kmeans, problems = [], []
     if args.kmeans:
