@@ -8,7 +8,8 @@ paired against CDTSDE-linear (DoSSR) on the same items.
 
 Versions: the seeds of one row are averaged only when their cells ran the same code (`code_label`: the commit,
 and whether the tree was modified; cells written before cells recorded it count as one "unrecorded" version)
-unless told to mix them; a row with a seed trained before per-item random draws (its cell says
+unless told to mix them (a reopened cell counts as the code that made it: continuing changes when its
+training stops, and the version lines name the code that continued it); a row with a seed trained before per-item random draws (its cell says
 `predates_per_item_draws`) is marked, since today's code does not reproduce it.
 """
 
@@ -111,6 +112,12 @@ def code_label(record: dict) -> str:
     return code["commit"][:12] + ("+modified" if code.get("modified") else "")
 
 
+def history_label(record: dict) -> str:
+    """`code_label` of the code that made the cell, then of each that continued its training (a reopened
+    cell, `run.run_cell`'s "continued"): "aaaaaaaaaaaa continued by bbbbbbbbbbbb"."""
+    return " continued by ".join([code_label(record)] + [code_label(entry) for entry in record.get("continued", [])])
+
+
 def reproducing_code(record: dict) -> dict:
     """The code version that trains and scores the cell again as it is: the last that continued its training
     (`run.run_cell`'s "continued"), else the one that made it."""
@@ -147,7 +154,7 @@ def check_code_versions(cells: dict[str, dict[str, list[dict]]], mix: bool) -> N
 
 def version_lines(methods: dict[str, list[dict]]) -> list[str]:
     """Which code version each method's row comes from, when any of the task's cells recorded one."""
-    labels = {method: sorted({code_label(r) for r in records}) for method, records in methods.items()}
+    labels = {method: sorted({history_label(r) for r in records}) for method, records in methods.items()}
     if all(found == ["unrecorded"] for found in labels.values()):
         return []
     by_version: dict[str, list[str]] = {}
@@ -228,7 +235,7 @@ def task_summary(task: str, methods: dict[str, list[dict]]) -> dict:
                            "peak_cuda_mb": first.get("peak_cuda_mb"),
                            "train_minutes": float(np.mean([r["train_seconds"] for r in records])) / 60,
                            "images_seen": first["images_seen"], "seeds": [r["seed"] for r in records],
-                           "code": sorted({code_label(r) for r in records}), "predates_draws": predates_draws(records),
+                           "code": sorted({history_label(r) for r in records}), "predates_draws": predates_draws(records),
                            "rerun": [rerun_command(r) for r in records]}
         common = first["common"]
         compute[method] = {f"{ev['fraction']:.2f}": cell_value(records, key, metrics[0], cluster_of)["mean"]

@@ -383,6 +383,9 @@ def test_seeds_of_different_code_versions_are_not_averaged_unless_asked(tmp_path
     headline = report.headline_lines(summaries, report.load_cells(out))
     assert "| cdtsde-linear | 14.65 † |" in headline and "| pix2pix | **16.15** |" in headline
     assert report.code_label({"code": {"cdtsde": "0.1.0", "commit": None, "modified": None}}) == "cdtsde 0.1.0 (no commit)"
+    reopened = {"code": commit, "continued": [{"code": {**commit, "commit": "c" * 40}, "from_images": 4800}]}
+    assert report.history_label(reopened) == "aaaaaaaaaaaa continued by cccccccccccc"
+    assert report.version_lines({"pix2pix": [reopened]}) == ["", "Code versions: aaaaaaaaaaaa continued by cccccccccccc: pix2pix."]
 
 
 def test_a_cell_records_the_code_and_the_machine_it_ran_on():
