@@ -9,8 +9,9 @@ paired against CDTSDE-linear (DoSSR) on the same items.
 Versions: the seeds of one row are averaged only when their cells ran the same code (`code_label`: the commit,
 and whether the tree was modified; cells written before cells recorded it count as one "unrecorded" version)
 unless told to mix them (a reopened cell counts as the code that made it: continuing changes when its
-training stops, and the version lines name the code that continued it); a row with a seed trained before per-item random draws (its cell says
-`predates_per_item_draws`) is marked, since today's code does not reproduce it.
+training stops, and the version lines name the code that continued it, `history_label`); a row with a seed
+trained before per-item random draws (its cell says `predates_per_item_draws`) is marked, since today's code
+does not reproduce it.
 """
 
 from __future__ import annotations
